@@ -1,0 +1,206 @@
+//! The conformance server: the configuration and behaviour the Engine.IO and Socket.IO protocol
+//! test suites expect, and that the captured fixtures were recorded against.
+//!
+//! Engine.IO on `/engine.io/` echoes every message (the text `close-me` makes the server close
+//! the session instead). Socket.IO on `/socket.io/` serves `/` and `/custom`; the events are
+//! described in `fixtures/README.md` and `protocol-tests/node/README.md`.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+use crate::engineio::{
+    self, AllowedOrigins, CloseReason, EngineConfig, EngineIo, Frame, Message, Session,
+};
+use crate::socketio::packet::Packet;
+use crate::socketio::{ConnectError, Event, Socket, SocketIo, SocketIoConfig};
+
+const PING_INTERVAL: Duration = Duration::from_millis(300);
+const PING_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// The raw Engine.IO echo application.
+#[derive(Debug, Default)]
+pub struct Echo;
+
+impl engineio::Handler for Echo {
+    type Data = ();
+
+    fn on_open(&self, _session: &Arc<Session<()>>) {}
+
+    fn on_message(&self, session: &Arc<Session<()>>, message: Message) {
+        let frame = match message {
+            Message::Text(text) if &*text == "close-me" => {
+                session.close(CloseReason::ForcedClose);
+                return;
+            }
+            Message::Text(text) => Frame::message_text(&text),
+            Message::Binary(data) => Frame::message_binary(data),
+        };
+        let _ = session.send(frame);
+    }
+
+    fn on_close(&self, _session: &Arc<Session<()>>, _reason: CloseReason) {}
+}
+
+fn engine_config(path: &str, origins: &AllowedOrigins) -> EngineConfig {
+    EngineConfig {
+        path: path.to_owned(),
+        ping_interval: PING_INTERVAL,
+        ping_timeout: PING_TIMEOUT,
+        max_payload: 1_000_000,
+        allowed_origins: origins.clone(),
+        ..EngineConfig::default()
+    }
+}
+
+/// The Engine.IO echo server on `/engine.io/`.
+pub fn engine_echo(origins: &AllowedOrigins) -> Arc<EngineIo<Echo>> {
+    EngineIo::new(engine_config("/engine.io/", origins), Echo)
+}
+
+/// The Socket.IO conformance application on `/socket.io/`.
+pub fn socket_io(origins: &AllowedOrigins) -> SocketIo {
+    let io = SocketIo::builder()
+        .config(SocketIoConfig {
+            engine: engine_config("/socket.io/", origins),
+            connect_timeout: Duration::from_millis(1000),
+            ..SocketIoConfig::default()
+        })
+        .build();
+    let main = io.of("/");
+    main.use_middleware(|socket: Arc<Socket>| async move {
+        if socket.auth().get("refuse") == Some(&Value::Bool(true)) {
+            return Err(
+                ConnectError::new("refused by middleware").with_data(json!({ "reason": "test" }))
+            );
+        }
+        Ok(())
+    });
+    let io2 = io.clone();
+    main.on_connect(move |socket| {
+        common_handlers(&socket);
+        main_handlers(&io2, &socket);
+    });
+    io.of("/custom")
+        .on_connect(|socket| common_handlers(&socket));
+    io
+}
+
+fn common_handlers(socket: &Arc<Socket>) {
+    let _ = socket.emit("auth", socket.auth());
+    socket.on_raw(
+        "disconnect-me",
+        |socket: Arc<Socket>, _event: Event| async move {
+            socket.disconnect();
+        },
+    );
+}
+
+/// The first argument as a room name.
+fn room_of(event: &Event) -> Option<String> {
+    event
+        .args
+        .first()
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+}
+
+fn main_handlers(io: &SocketIo, socket: &Arc<Socket>) {
+    socket.on_raw("message", |socket: Arc<Socket>, e: Event| async move {
+        let _ = socket.emit_raw("message-back", e.args, e.attachments);
+    });
+    socket.on_raw(
+        "message-with-ack",
+        |_socket: Arc<Socket>, e: Event| async move {
+            let _ = e.ack.send_raw(e.args, e.attachments);
+        },
+    );
+    socket.on_raw("request-ack", |socket: Arc<Socket>, e: Event| async move {
+        if let Ok(reply) = socket
+            .emit_raw_with_ack(
+                "ack-request",
+                e.args,
+                e.attachments,
+                Duration::from_secs(10),
+            )
+            .await
+        {
+            let _ = socket.emit_raw("ack-result", reply.args, reply.attachments);
+        }
+    });
+    socket.on_raw("join", |socket: Arc<Socket>, e: Event| async move {
+        if let Some(room) = room_of(&e) {
+            socket.join(&room);
+            let _ = e.ack.send(&true);
+        }
+    });
+    socket.on_raw("leave", |socket: Arc<Socket>, e: Event| async move {
+        if let Some(room) = room_of(&e) {
+            socket.leave(&room);
+            let _ = e.ack.send(&true);
+        }
+    });
+    socket.on_raw("to-room", |socket: Arc<Socket>, mut e: Event| async move {
+        if let Some(room) = room_of(&e) {
+            e.args.remove(0);
+            let packet = Packet::event("/", "room-message", e.args).with_attachments(e.attachments);
+            socket.to(&room).send(&packet);
+        }
+    });
+    let io_all = io.clone();
+    socket.on_raw("to-room-all", move |_socket: Arc<Socket>, mut e: Event| {
+        let io = io_all.clone();
+        async move {
+            if let Some(room) = room_of(&e) {
+                e.args.remove(0);
+                let packet =
+                    Packet::event("/", "room-message", e.args).with_attachments(e.attachments);
+                io.to(&room).send(&packet);
+            }
+        }
+    });
+    let io_except = io.clone();
+    socket.on_raw("except-room", move |_socket: Arc<Socket>, mut e: Event| {
+        let io = io_except.clone();
+        async move {
+            if let Some(room) = room_of(&e) {
+                e.args.remove(0);
+                let packet =
+                    Packet::event("/", "room-message", e.args).with_attachments(e.attachments);
+                io.of("/").except(&room).send(&packet);
+            }
+        }
+    });
+    socket.on_raw(
+        "close-transport",
+        |socket: Arc<Socket>, _e: Event| async move {
+            socket.close_connection();
+        },
+    );
+}
+
+/// Serves both applications on `listener` until `shutdown` resolves; `origins` are the browser
+/// origins allowed (the protocol suites use any).
+pub async fn serve(
+    listener: TcpListener,
+    origins: AllowedOrigins,
+    shutdown: impl Future<Output = ()>,
+) {
+    let engine = engine_echo(&origins);
+    let io = socket_io(&origins);
+    io.clone()
+        .serve_with(listener, shutdown, move |req| {
+            let engine = engine.clone();
+            async move {
+                if engine.matches(&req) {
+                    engine.handle(req).await
+                } else {
+                    crate::socketio::server::not_found()
+                }
+            }
+        })
+        .await;
+}

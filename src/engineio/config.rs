@@ -1,0 +1,80 @@
+//! Settings of the Engine.IO layer.
+
+use std::time::Duration;
+
+/// Which browser origins may talk to the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllowedOrigins {
+    /// Every origin; the exact origin is echoed, so credentials keep working.
+    Any,
+    /// Only these exact origins (scheme, host and port, as browsers send them).
+    List(Vec<String>),
+}
+
+impl AllowedOrigins {
+    /// Whether a request's `Origin` header value is allowed.
+    pub fn allows(&self, origin: &[u8]) -> bool {
+        match self {
+            AllowedOrigins::Any => true,
+            AllowedOrigins::List(list) => list.iter().any(|o| o.as_bytes() == origin),
+        }
+    }
+}
+
+/// Engine.IO settings; every field has the reference implementation's default.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// The request path served, with a trailing slash (`/engine.io/`, `/socket.io/`).
+    pub path: String,
+    /// Time between two server pings.
+    pub ping_interval: Duration,
+    /// Time a client has to answer a ping.
+    pub ping_timeout: Duration,
+    /// Time a client has to finish an upgrade to WebSocket once it opened one.
+    pub upgrade_timeout: Duration,
+    /// Largest polling body and WebSocket message accepted, in bytes.
+    pub max_payload: usize,
+    /// Browser origins allowed; a handshake from another origin is refused.
+    pub allowed_origins: AllowedOrigins,
+    /// Packets a client's outbound queue may hold before the client counts as not reading.
+    pub max_queued_packets: usize,
+    /// Bytes a client's outbound queue may hold before the client counts as not reading.
+    pub max_queued_bytes: usize,
+    /// A volatile packet is dropped when the queue already holds this many packets.
+    pub volatile_threshold: usize,
+    /// Packets one polling POST may carry.
+    pub max_packets_per_post: usize,
+    /// Time a polling POST may take to deliver its body.
+    pub body_read_timeout: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            path: "/engine.io/".to_owned(),
+            ping_interval: Duration::from_millis(25_000),
+            ping_timeout: Duration::from_millis(20_000),
+            upgrade_timeout: Duration::from_millis(10_000),
+            max_payload: 1_000_000,
+            allowed_origins: AllowedOrigins::Any,
+            max_queued_packets: 1024,
+            max_queued_bytes: 4 * 1024 * 1024,
+            volatile_threshold: 16,
+            max_packets_per_post: 256,
+            body_read_timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+impl EngineConfig {
+    /// The handshake JSON (without the `0` type), with this session's id.
+    pub(crate) fn handshake_json(&self, sid: &str, websocket: bool) -> String {
+        format!(
+            r#"{{"sid":"{sid}","upgrades":{},"pingInterval":{},"pingTimeout":{},"maxPayload":{}}}"#,
+            if websocket { "[]" } else { r#"["websocket"]"# },
+            self.ping_interval.as_millis(),
+            self.ping_timeout.as_millis(),
+            self.max_payload,
+        )
+    }
+}

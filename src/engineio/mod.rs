@@ -1,0 +1,19 @@
+//! Engine.IO v4: the transport layer under Socket.IO.
+//!
+//! [`packet`] is the pure codec, [`session`] one client's state and queue, [`polling`] and
+//! [`websocket`] the two transports, and [`server`] the routing of requests to sessions.
+
+mod base64;
+pub mod config;
+pub mod error;
+pub mod packet;
+pub mod polling;
+pub mod server;
+pub mod session;
+pub mod websocket;
+
+pub use config::{AllowedOrigins, EngineConfig};
+pub use error::{CloseReason, PacketError, RequestError, SendError};
+pub use packet::{Frame, Message};
+pub use server::{Body, EngineIo, Handler, RemoteAddr};
+pub use session::{RequestInfo, Session, Transport};

@@ -1,0 +1,112 @@
+//! HTTP long-polling: a GET takes what is queued (waiting until something is), a POST delivers
+//! a payload of packets.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Request, Response};
+
+use super::error::{CloseReason, RequestError};
+use super::packet;
+use super::server::{Body, EngineIo, Handler};
+use super::session::{PollConflict, Session};
+
+/// A `200` with a text payload.
+pub(crate) fn text_response(body: Bytes) -> Response<Body> {
+    let mut resp = Response::new(Body::new(body));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=UTF-8"),
+    );
+    resp
+}
+
+fn conflict<D>(session: &Session<D>, conflict: PollConflict) -> RequestError {
+    match conflict {
+        PollConflict::Closed => RequestError::UnknownSid,
+        PollConflict::WrongTransport => RequestError::BadRequest,
+        PollConflict::Overlap => {
+            tracing::debug!(session = %session.log_id(), "overlapping polling requests");
+            session.close(CloseReason::TransportError);
+            RequestError::BadRequest
+        }
+    }
+}
+
+/// A GET: answers with every queued packet, waiting until there is one.
+pub(crate) async fn get<D>(session: &Arc<Session<D>>) -> Result<Response<Body>, RequestError> {
+    let _guard = session.begin_get().map_err(|c| conflict(session, c))?;
+    let mut frames = Vec::new();
+    loop {
+        let notified = session.writer_notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if session.poll_ready(&mut frames) {
+            return Ok(text_response(packet::encode_payload(&frames)));
+        }
+        notified.await;
+    }
+}
+
+/// A POST: reads the payload (at most maxPayload bytes) and hands its packets over in order.
+pub(crate) async fn post<H: Handler>(
+    engine: &Arc<EngineIo<H>>,
+    session: &Arc<Session<H::Data>>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, RequestError> {
+    let _guard = session.begin_post().map_err(|c| conflict(session, c))?;
+    let config = engine.config();
+    let fail = |reason: CloseReason, err: RequestError| {
+        session.close(reason);
+        Err(err)
+    };
+
+    let binary_body = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/octet-stream"));
+    if binary_body {
+        // v4 clients send binary as base64 text; a raw binary body is not a payload.
+        return fail(CloseReason::ParseError, RequestError::BadRequest);
+    }
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > config.max_payload as u64) {
+        return fail(CloseReason::TransportError, RequestError::PayloadTooLarge);
+    }
+
+    let body = req.into_body();
+    let read = Limited::new(body, config.max_payload).collect();
+    let body = match tokio::time::timeout(config.body_read_timeout, read).await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            return fail(CloseReason::TransportError, RequestError::PayloadTooLarge);
+        }
+        Ok(Err(_)) | Err(_) => return fail(CloseReason::TransportError, RequestError::BadRequest),
+    };
+
+    let packets = match packet::decode_payload(body, config.max_packets_per_post) {
+        Ok(packets) => packets,
+        Err(e) => {
+            tracing::debug!(session = %session.log_id(), error = %e, "bad polling payload");
+            return fail(CloseReason::ParseError, RequestError::BadRequest);
+        }
+    };
+    for packet in packets {
+        if session.is_closed() {
+            break;
+        }
+        engine.on_packet(session, packet);
+    }
+
+    let mut resp = Response::new(Body::new(Bytes::from_static(b"ok")));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+    Ok(resp)
+}

@@ -1,0 +1,408 @@
+//! The Engine.IO server: checks each request, routes it to its session and transport, and runs
+//! every session's heartbeat until the session ends.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+
+use super::config::EngineConfig;
+use super::error::{CloseReason, RequestError};
+use super::packet::{Frame, Message, Packet};
+use super::session::{RequestInfo, Session, Transport};
+use super::{polling, websocket};
+use crate::id::Id;
+
+/// The response body type of every answer this crate gives.
+pub type Body = Full<Bytes>;
+
+/// The peer address of a connection, put into request extensions by the accepting server.
+#[derive(Debug, Clone, Copy)]
+pub struct RemoteAddr(pub SocketAddr);
+
+/// The layer above an Engine.IO server (Socket.IO, or an application speaking raw Engine.IO).
+///
+/// Calls for one session come in order and never overlap; they run on the task that read the
+/// packet, so they must not block.
+pub trait Handler: Send + Sync + 'static {
+    /// Per-session data kept inside the session.
+    type Data: Default + Send + Sync + 'static;
+
+    /// A session opened. Packets queued here reach the client right after the handshake.
+    fn on_open(&self, session: &Arc<Session<Self::Data>>);
+
+    /// A message arrived.
+    fn on_message(&self, session: &Arc<Session<Self::Data>>, message: Message);
+
+    /// The session ended; it is called exactly once per opened session.
+    fn on_close(&self, session: &Arc<Session<Self::Data>>, reason: CloseReason);
+}
+
+/// An Engine.IO server for one path.
+pub struct EngineIo<H: Handler> {
+    config: Arc<EngineConfig>,
+    handler: H,
+    sessions: Mutex<HashMap<Id, Arc<Session<H::Data>>>>,
+}
+
+/// The query parameters Engine.IO reads. The first occurrence of a parameter wins.
+#[derive(Debug, Default)]
+struct Query<'a> {
+    eio: Option<&'a str>,
+    transport: Option<&'a str>,
+    sid: Option<&'a str>,
+}
+
+impl<'a> Query<'a> {
+    fn parse(query: &'a str) -> Query<'a> {
+        let mut q = Query::default();
+        for pair in query.split('&') {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let slot = match key {
+                "EIO" => &mut q.eio,
+                "transport" => &mut q.transport,
+                "sid" => &mut q.sid,
+                _ => continue,
+            };
+            slot.get_or_insert(value);
+        }
+        q
+    }
+}
+
+impl<H: Handler> EngineIo<H> {
+    /// A server with these settings, handing sessions to `handler`.
+    pub fn new(config: EngineConfig, handler: H) -> Arc<Self> {
+        Arc::new(EngineIo {
+            config: Arc::new(config),
+            handler,
+            sessions: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// The layer above.
+    pub fn handler(&self) -> &H {
+        &self.handler
+    }
+
+    /// Whether a request is for this server's path (everything else belongs to the caller).
+    pub fn matches<B>(&self, req: &Request<B>) -> bool {
+        let path = req.uri().path();
+        path == self.config.path || path == self.config.path.trim_end_matches('/')
+    }
+
+    /// Open sessions.
+    pub fn session_count(&self) -> usize {
+        self.lock_sessions().len()
+    }
+
+    /// Every open session.
+    pub fn sessions(&self) -> Vec<Arc<Session<H::Data>>> {
+        self.lock_sessions().values().cloned().collect()
+    }
+
+    /// Closes every session, telling clients why.
+    pub fn close_all(&self, reason: CloseReason) {
+        for session in self.sessions() {
+            session.close(reason);
+        }
+    }
+
+    fn lock_sessions(&self) -> std::sync::MutexGuard<'_, HashMap<Id, Arc<Session<H::Data>>>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn find(&self, sid: &str) -> Option<Arc<Session<H::Data>>> {
+        let id = Id::parse(sid)?;
+        self.lock_sessions().get(&id).cloned()
+    }
+
+    /// Answers one request for this server's path.
+    pub async fn handle(self: &Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+        let cors = match self.cors_headers(req.headers()) {
+            Ok(cors) => cors,
+            Err(e) => return error_response(e, HeaderMap::new()),
+        };
+        if req.method() == Method::OPTIONS {
+            return preflight_response(req.headers(), cors);
+        }
+        let uri = req.uri().clone();
+        match self.route(req).await {
+            Ok(Routed::Response(mut resp)) => {
+                resp.headers_mut().extend(cors);
+                resp
+            }
+            Ok(Routed::Upgrade(resp)) => resp,
+            Err(e) => {
+                tracing::debug!(error = %e, %uri, "refused an Engine.IO request");
+                error_response(e, cors)
+            }
+        }
+    }
+
+    async fn route(self: &Arc<Self>, req: Request<Incoming>) -> Result<Routed, RequestError> {
+        let query = req.uri().query().unwrap_or("").to_owned();
+        let q = Query::parse(&query);
+        // Exact matches only: a transport name is never looked up in anything with other keys.
+        let transport = match q.transport {
+            Some("polling") => Transport::Polling,
+            Some("websocket") => Transport::WebSocket,
+            _ => return Err(RequestError::UnknownTransport),
+        };
+        let origin_allowed = match req.headers().get(header::ORIGIN) {
+            Some(origin) => self.config.allowed_origins.allows(origin.as_bytes()),
+            None => true,
+        };
+        match q.sid {
+            Some(sid) => {
+                let session = self.find(sid).ok_or(RequestError::UnknownSid)?;
+                let last_poll = transport == Transport::Polling && req.method() == Method::GET;
+                if session.is_closed() && !last_poll {
+                    return Err(RequestError::UnknownSid);
+                }
+                if !origin_allowed {
+                    return Err(RequestError::Forbidden);
+                }
+                match transport {
+                    Transport::Polling => {
+                        if req.method() == Method::GET {
+                            polling::get(&session).await.map(Routed::Response)
+                        } else if req.method() == Method::POST {
+                            polling::post(self, &session, req)
+                                .await
+                                .map(Routed::Response)
+                        } else {
+                            Err(RequestError::BadRequest)
+                        }
+                    }
+                    Transport::WebSocket => {
+                        websocket::upgrade_existing(self, session, req).map(Routed::Upgrade)
+                    }
+                }
+            }
+            None => {
+                if req.method() != Method::GET {
+                    return Err(RequestError::BadHandshakeMethod);
+                }
+                if transport == Transport::WebSocket && !websocket::is_upgrade_request(&req) {
+                    return Err(RequestError::BadRequest);
+                }
+                if q.eio != Some("4") {
+                    return Err(RequestError::UnsupportedProtocolVersion);
+                }
+                if !origin_allowed {
+                    return Err(RequestError::Forbidden);
+                }
+                match transport {
+                    Transport::Polling => {
+                        let session = self.open_session(Transport::Polling, request_info(&req));
+                        let handshake = self.config.handshake_json(session.id().as_str(), false);
+                        let open = Bytes::from(format!("0{handshake}"));
+                        Ok(Routed::Response(polling::text_response(open)))
+                    }
+                    Transport::WebSocket => websocket::open_new(self, req).map(Routed::Upgrade),
+                }
+            }
+        }
+    }
+
+    /// Creates a session, starts its heartbeat and tells the layer above.
+    pub(crate) fn open_session(
+        self: &Arc<Self>,
+        transport: Transport,
+        request: RequestInfo,
+    ) -> Arc<Session<H::Data>> {
+        let session = Arc::new(Session::new(
+            self.config.clone(),
+            transport,
+            request,
+            H::Data::default(),
+        ));
+        self.lock_sessions().insert(session.id(), session.clone());
+        tracing::debug!(session = %session.log_id(), transport = transport.as_str(), "session opened");
+        tokio::spawn(self.clone().run_session(session.clone()));
+        self.handler.on_open(&session);
+        session
+    }
+
+    /// The heartbeat of one session, then its cleanup once it ends.
+    async fn run_session(self: Arc<Self>, session: Arc<Session<H::Data>>) {
+        self.heartbeat(&session).await;
+        let reason = session
+            .close_reason()
+            .unwrap_or(CloseReason::TransportError);
+        tracing::debug!(session = %session.log_id(), %reason, "session closed");
+        self.handler.on_close(&session, reason);
+        // When the server chose to close, a polling client still gets its last packets and the
+        // close packet from its next poll; then the id is gone.
+        if matches!(
+            reason,
+            CloseReason::ForcedClose | CloseReason::ServerShutdown
+        ) {
+            session.linger(self.config.ping_interval).await;
+        }
+        self.lock_sessions().remove(&session.id());
+    }
+
+    async fn heartbeat(&self, session: &Session<H::Data>) {
+        let interval = self.config.ping_interval;
+        let timeout = self.config.ping_timeout;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = session.closed() => return,
+            }
+            session.ping_sent();
+            if session.send(Frame::PING).is_err() {
+                return;
+            }
+            let deadline = tokio::time::Instant::now() + timeout;
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(deadline) => {
+                        if session.awaiting_pong() {
+                            session.close(CloseReason::PingTimeout);
+                            return;
+                        }
+                        break;
+                    }
+                    _ = session.pong_notified() => {
+                        if !session.awaiting_pong() {
+                            break;
+                        }
+                    }
+                    _ = session.closed() => return,
+                }
+            }
+        }
+    }
+
+    /// Acts on a packet from the client, whichever transport carried it.
+    pub(crate) fn on_packet(&self, session: &Arc<Session<H::Data>>, packet: Packet) {
+        match packet {
+            Packet::Message(message) => self.handler.on_message(session, message),
+            Packet::Pong { probe: false } => session.pong_received(),
+            Packet::Close => session.close(CloseReason::TransportClose),
+            Packet::Ping { .. } => {
+                // In v4 only the server pings.
+                tracing::debug!(session = %session.log_id(), "invalid heartbeat direction");
+                session.close(CloseReason::TransportError);
+            }
+            Packet::Pong { probe: true } | Packet::Upgrade | Packet::Noop => {}
+        }
+    }
+}
+
+/// How a routed request is answered.
+enum Routed {
+    /// An HTTP answer, which gets the CORS headers.
+    Response(Response<Body>),
+    /// A `101 Switching Protocols`, complete as it is.
+    Upgrade(Response<Body>),
+}
+
+pub(crate) fn request_info(req: &Request<Incoming>) -> RequestInfo {
+    RequestInfo {
+        headers: req.headers().clone(),
+        uri: req.uri().clone(),
+        remote_addr: req.extensions().get::<RemoteAddr>().map(|a| a.0),
+    }
+}
+
+impl<H: Handler> EngineIo<H> {
+    /// The CORS headers for a request's origin; an origin with control characters is refused.
+    fn cors_headers(&self, headers: &HeaderMap) -> Result<HeaderMap, RequestError> {
+        let mut out = HeaderMap::new();
+        let Some(origin) = headers.get(header::ORIGIN) else {
+            return Ok(out);
+        };
+        if origin.as_bytes().iter().any(|b| b.is_ascii_control()) {
+            return Err(RequestError::BadRequest);
+        }
+        if self.config.allowed_origins.allows(origin.as_bytes()) {
+            out.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+            out.insert(
+                header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                HeaderValue::from_static("true"),
+            );
+        }
+        out.insert(header::VARY, HeaderValue::from_static("Origin"));
+        Ok(out)
+    }
+}
+
+fn preflight_response(req_headers: &HeaderMap, cors: HeaderMap) -> Response<Body> {
+    let mut resp = Response::new(Body::default());
+    *resp.status_mut() = StatusCode::NO_CONTENT;
+    let allowed = cors.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN);
+    resp.headers_mut().extend(cors);
+    if allowed {
+        let h = resp.headers_mut();
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET,HEAD,PUT,PATCH,POST,DELETE"),
+        );
+        if let Some(requested) = req_headers.get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
+            h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, requested.clone());
+        }
+    }
+    resp.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    resp
+}
+
+/// The answer to a refused request: the protocol's status and JSON error.
+pub(crate) fn error_response(err: RequestError, cors: HeaderMap) -> Response<Body> {
+    let mut resp = Response::new(Body::new(Bytes::from(err.body())));
+    *resp.status_mut() = err.status();
+    resp.headers_mut().extend(cors);
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_takes_the_first_occurrence() {
+        let q = Query::parse("EIO=4&transport=polling&sid=a&sid=b&t=x");
+        assert_eq!(q.eio, Some("4"));
+        assert_eq!(q.transport, Some("polling"));
+        assert_eq!(q.sid, Some("a"));
+        let q = Query::parse("transport&EIO=");
+        assert_eq!(q.transport, Some(""));
+        assert_eq!(q.eio, Some(""));
+        assert!(Query::parse("").sid.is_none());
+    }
+
+    #[test]
+    fn error_bodies_match_the_reference() {
+        assert_eq!(
+            RequestError::UnknownTransport.body(),
+            r#"{"code":0,"message":"Transport unknown"}"#
+        );
+        assert_eq!(
+            RequestError::UnknownSid.body(),
+            r#"{"code":1,"message":"Session ID unknown"}"#
+        );
+        assert_eq!(RequestError::Forbidden.status(), StatusCode::FORBIDDEN);
+        assert_eq!(
+            RequestError::PayloadTooLarge.status(),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+    }
+}

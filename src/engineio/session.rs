@@ -1,0 +1,429 @@
+//! One Engine.IO session: its outbound queue, its transport state and its close signal.
+//!
+//! Both transports drain the same queue. A long-polling GET takes everything queued; after an
+//! upgrade the WebSocket task takes over the very same queue, so nothing queued during the upgrade
+//! is lost or reordered. Inbound packets never wait in a queue: the transport that read them hands
+//! them to the layer above in order, as they arrive.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use hyper::{HeaderMap, Uri};
+use tokio::sync::Notify;
+
+use super::config::EngineConfig;
+use super::error::{CloseReason, SendError};
+use super::packet::Frame;
+use crate::id::Id;
+
+/// The transport a session currently uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// HTTP long-polling.
+    Polling,
+    /// WebSocket.
+    WebSocket,
+}
+
+impl Transport {
+    /// The transport's name as in the `transport` query parameter.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Polling => "polling",
+            Transport::WebSocket => "websocket",
+        }
+    }
+}
+
+/// What the handshake request looked like; the Socket.IO layer hands it to its handshake data.
+#[derive(Debug, Clone)]
+pub struct RequestInfo {
+    /// Headers of the request that opened the session.
+    pub headers: HeaderMap,
+    /// Its URI (path and query).
+    pub uri: Uri,
+    /// The peer's address, when the server that accepted the connection knows it.
+    pub remote_addr: Option<SocketAddr>,
+}
+
+impl RequestInfo {
+    /// The query string, without the `?`.
+    pub fn query(&self) -> &str {
+        self.uri.query().unwrap_or("")
+    }
+}
+
+/// Where an upgrade to WebSocket stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Upgrade {
+    /// No WebSocket is trying to take over.
+    None,
+    /// A WebSocket connected with this session's id and has not probed yet.
+    Connected,
+    /// The probe was answered: polling GETs now get a noop until the client sends `5`.
+    Probed,
+}
+
+#[derive(Debug)]
+struct State {
+    queue: VecDeque<Frame>,
+    queued_bytes: usize,
+    transport: Transport,
+    upgrade: Upgrade,
+    polling_get: bool,
+    polling_post: bool,
+    awaiting_pong: bool,
+    close_reason: Option<CloseReason>,
+}
+
+/// An Engine.IO session, carrying the layer above's per-session data `D`.
+pub struct Session<D> {
+    id: Id,
+    config: Arc<EngineConfig>,
+    request: RequestInfo,
+    state: Mutex<State>,
+    /// Wakes whoever drains the queue: the pending GET, or the WebSocket task.
+    writer: Notify,
+    pong: Notify,
+    /// Tells a closed polling session's cleanup that its last packets were fetched.
+    drained: Notify,
+    closed: AtomicBool,
+    close_notify: Notify,
+    data: D,
+}
+
+impl<D> std::fmt::Debug for Session<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<D> Session<D> {
+    pub(crate) fn new(
+        config: Arc<EngineConfig>,
+        transport: Transport,
+        request: RequestInfo,
+        data: D,
+    ) -> Session<D> {
+        Session {
+            id: Id::random(),
+            config,
+            request,
+            state: Mutex::new(State {
+                queue: VecDeque::new(),
+                queued_bytes: 0,
+                transport,
+                upgrade: Upgrade::None,
+                polling_get: false,
+                polling_post: false,
+                awaiting_pong: false,
+                close_reason: None,
+            }),
+            writer: Notify::new(),
+            pong: Notify::new(),
+            drained: Notify::new(),
+            closed: AtomicBool::new(false),
+            close_notify: Notify::new(),
+            data,
+        }
+    }
+
+    /// The session id: a secret that authorises polling requests. Never show it to other clients.
+    pub fn id(&self) -> Id {
+        self.id
+    }
+
+    /// The layer above's data for this session.
+    pub fn data(&self) -> &D {
+        &self.data
+    }
+
+    /// The request that opened the session.
+    pub fn request(&self) -> &RequestInfo {
+        &self.request
+    }
+
+    /// The transport in use now.
+    pub fn transport(&self) -> Transport {
+        self.lock().transport
+    }
+
+    /// Whether the session has ended.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock would be a bug in this module; the state stays usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a packet for the client.
+    ///
+    /// A client whose queue is full does not read what it is sent: it is disconnected, so that
+    /// it cannot hold memory or slow down anybody else.
+    pub fn send(&self, frame: Frame) -> Result<(), SendError> {
+        self.send_all([frame])
+    }
+
+    /// Queues several packets back to back, with nothing from other senders in between (a
+    /// Socket.IO packet and its binary attachments).
+    pub fn send_all<I>(&self, frames: I) -> Result<(), SendError>
+    where
+        I: IntoIterator<Item = Frame>,
+    {
+        let overflow = {
+            let mut st = self.lock();
+            if st.close_reason.is_some() {
+                return Err(SendError::Closed);
+            }
+            for frame in frames {
+                st.queued_bytes += frame.len();
+                st.queue.push_back(frame);
+            }
+            st.queue.len() > self.config.max_queued_packets
+                || st.queued_bytes > self.config.max_queued_bytes
+        };
+        if overflow {
+            tracing::warn!(session = %self.log_id(), "outbound queue full, disconnecting a client that does not read");
+            self.close(CloseReason::SlowConsumer);
+            return Err(SendError::QueueFull);
+        }
+        self.writer.notify_one();
+        Ok(())
+    }
+
+    /// Queues packets unless the client is behind: then they are dropped, not queued.
+    pub fn send_volatile<I>(&self, frames: I) -> Result<(), SendError>
+    where
+        I: IntoIterator<Item = Frame>,
+    {
+        {
+            let st = self.lock();
+            if st.close_reason.is_some() {
+                return Err(SendError::Closed);
+            }
+            if st.queue.len() >= self.config.volatile_threshold {
+                return Err(SendError::Dropped);
+            }
+        }
+        self.send_all(frames)
+    }
+
+    /// Ends the session. The first reason wins; the layer above hears of it once.
+    pub fn close(&self, reason: CloseReason) {
+        {
+            let mut st = self.lock();
+            if st.close_reason.is_some() {
+                return;
+            }
+            st.close_reason = Some(reason);
+            // A polling client learns of the close from a close packet in its next poll (a
+            // client that closed itself knows already, and its pending poll gets a noop). A
+            // WebSocket is simply closed, as the reference server does.
+            if reason != CloseReason::TransportClose && st.transport == Transport::Polling {
+                st.queue.push_back(Frame::CLOSE);
+            }
+        }
+        self.closed.store(true, Ordering::Release);
+        self.close_notify.notify_waiters();
+        self.writer.notify_one();
+        self.pong.notify_one();
+    }
+
+    /// The reason the session ended, once it has.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.lock().close_reason
+    }
+
+    /// Resolves once the session is closed.
+    pub async fn closed(&self) {
+        loop {
+            let notified = self.close_notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_closed() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// A short, non-reversible tag for logs: the session id itself is a secret.
+    pub fn log_id(&self) -> String {
+        use std::hash::Hasher;
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        h.write(self.id.as_str().as_bytes());
+        format!("{:08x}", h.finish() as u32)
+    }
+
+    // ---- used by the transports -------------------------------------------------------------
+
+    /// Takes every queued frame.
+    pub(crate) fn drain(&self, into: &mut Vec<Frame>) {
+        let mut st = self.lock();
+        into.extend(st.queue.drain(..));
+        st.queued_bytes = 0;
+    }
+
+    pub(crate) fn writer_notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.writer.notified()
+    }
+
+    /// Starts a polling GET; `Err` if one is in flight already.
+    pub(crate) fn begin_get(&self) -> Result<PollGuard<'_, D>, PollConflict> {
+        let mut st = self.lock();
+        // A closed session still hands out what it queued last (its close packet).
+        if st.close_reason.is_some() && st.queue.is_empty() {
+            return Err(PollConflict::Closed);
+        }
+        if st.transport != Transport::Polling {
+            return Err(PollConflict::WrongTransport);
+        }
+        if st.polling_get {
+            return Err(PollConflict::Overlap);
+        }
+        st.polling_get = true;
+        Ok(PollGuard {
+            session: self,
+            get: true,
+        })
+    }
+
+    /// Starts a polling POST; `Err` if one is in flight already.
+    pub(crate) fn begin_post(&self) -> Result<PollGuard<'_, D>, PollConflict> {
+        let mut st = self.lock();
+        if st.close_reason.is_some() {
+            return Err(PollConflict::Closed);
+        }
+        if st.transport != Transport::Polling {
+            return Err(PollConflict::WrongTransport);
+        }
+        if st.polling_post {
+            return Err(PollConflict::Overlap);
+        }
+        st.polling_post = true;
+        Ok(PollGuard {
+            session: self,
+            get: false,
+        })
+    }
+
+    /// What a pending GET should answer now, if anything: the queued frames, or a noop when the
+    /// session closed or a WebSocket is taking over.
+    pub(crate) fn poll_ready(&self, into: &mut Vec<Frame>) -> bool {
+        let mut st = self.lock();
+        if !st.queue.is_empty() {
+            into.extend(st.queue.drain(..));
+            st.queued_bytes = 0;
+            if st.close_reason.is_some() {
+                self.drained.notify_one();
+            }
+            return true;
+        }
+        if st.close_reason.is_some()
+            || st.upgrade == Upgrade::Probed
+            || st.transport != Transport::Polling
+        {
+            into.push(Frame::NOOP);
+            return true;
+        }
+        false
+    }
+
+    /// A WebSocket with this session's id connected; `false` if the session cannot upgrade.
+    pub(crate) fn begin_upgrade(&self) -> bool {
+        let mut st = self.lock();
+        if st.close_reason.is_some()
+            || st.transport != Transport::Polling
+            || st.upgrade != Upgrade::None
+        {
+            return false;
+        }
+        st.upgrade = Upgrade::Connected;
+        true
+    }
+
+    /// The probe was answered: pending and future GETs get a noop.
+    pub(crate) fn upgrade_probed(&self) {
+        self.lock().upgrade = Upgrade::Probed;
+        self.writer.notify_one();
+    }
+
+    /// The client sent `5`: the WebSocket owns the session from now on.
+    pub(crate) fn complete_upgrade(&self) {
+        let mut st = self.lock();
+        st.upgrade = Upgrade::None;
+        st.transport = Transport::WebSocket;
+    }
+
+    /// The upgrade failed or timed out: the session goes on over polling.
+    pub(crate) fn abort_upgrade(&self) {
+        let mut st = self.lock();
+        if st.transport == Transport::Polling {
+            st.upgrade = Upgrade::None;
+        }
+    }
+
+    /// Waits until a closed polling session's last packets were fetched, or `timeout` passed.
+    pub(crate) async fn linger(&self, timeout: std::time::Duration) {
+        let pending = {
+            let st = self.lock();
+            st.transport == Transport::Polling && !st.queue.is_empty()
+        };
+        if pending {
+            let _ = tokio::time::timeout(timeout, self.drained.notified()).await;
+        }
+    }
+
+    /// Marks a ping as sent; the pong must come before the timeout.
+    pub(crate) fn ping_sent(&self) {
+        self.lock().awaiting_pong = true;
+    }
+
+    /// Whether the last ping is still unanswered.
+    pub(crate) fn awaiting_pong(&self) -> bool {
+        self.lock().awaiting_pong
+    }
+
+    /// A pong arrived.
+    pub(crate) fn pong_received(&self) {
+        let was_waiting = std::mem::replace(&mut self.lock().awaiting_pong, false);
+        if was_waiting {
+            self.pong.notify_one();
+        }
+    }
+
+    pub(crate) fn pong_notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.pong.notified()
+    }
+}
+
+/// Why a polling request cannot start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PollConflict {
+    Closed,
+    WrongTransport,
+    Overlap,
+}
+
+/// Marks a polling request as in flight until dropped, even when hyper drops the request early.
+pub(crate) struct PollGuard<'a, D> {
+    session: &'a Session<D>,
+    get: bool,
+}
+
+impl<D> Drop for PollGuard<'_, D> {
+    fn drop(&mut self) {
+        let mut st = self.session.lock();
+        if self.get {
+            st.polling_get = false;
+        } else {
+            st.polling_post = false;
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! The WebSocket transport: the HTTP handshake, the upgrade of a polling session (`2probe`,
+//! `3probe`, `5`), and the I/O loop that owns the socket for the rest of the session.
+//!
+//! One task per WebSocket reads frames and, when woken, writes everything queued in one flush.
+//! Reading pauses while a write is pending: a client that does not read is not read from either,
+//! its queue fills up and it is disconnected, while the heartbeat ends one that vanished.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::upgrade::Upgraded;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Message as WsMessage, Utf8Bytes};
+
+use super::config::EngineConfig;
+use super::error::{CloseReason, RequestError};
+use super::packet::{self, Frame, Message, Packet};
+use super::server::{Body, EngineIo, Handler, request_info};
+use super::session::{RequestInfo, Session, Transport};
+
+type Ws = WebSocketStream<TokioIo<Upgraded>>;
+
+/// Time allowed for the last frames and the close handshake once a session ends.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+fn header_has_token(req: &Request<Incoming>, name: header::HeaderName, token: &str) -> bool {
+    req.headers().get_all(name).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    })
+}
+
+/// Whether the request is a well-formed WebSocket handshake.
+pub(crate) fn is_upgrade_request(req: &Request<Incoming>) -> bool {
+    req.method() == Method::GET
+        && header_has_token(req, header::UPGRADE, "websocket")
+        && header_has_token(req, header::CONNECTION, "upgrade")
+        && req
+            .headers()
+            .get(header::SEC_WEBSOCKET_VERSION)
+            .is_some_and(|v| v.as_bytes() == b"13")
+        && req
+            .headers()
+            .get(header::SEC_WEBSOCKET_KEY)
+            .is_some_and(|k| k.len() == 24)
+}
+
+fn switching_protocols(req: &Request<Incoming>) -> Response<Body> {
+    let key = req
+        .headers()
+        .get(header::SEC_WEBSOCKET_KEY)
+        .map(|k| derive_accept_key(k.as_bytes()))
+        .unwrap_or_default();
+    let mut resp = Response::new(Body::default());
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = resp.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(accept) = HeaderValue::from_str(&key) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    resp
+}
+
+fn ws_config(config: &EngineConfig) -> WebSocketConfig {
+    // Small buffers keep idle connections cheap; messages and frames are capped at maxPayload.
+    WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+        .max_write_buffer_size(config.max_queued_bytes + config.max_payload)
+        .max_message_size(Some(config.max_payload))
+        .max_frame_size(Some(config.max_payload))
+        .accept_unmasked_frames(false)
+}
+
+async fn accept(config: &EngineConfig, req: Request<Incoming>) -> Option<Ws> {
+    match hyper::upgrade::on(req).await {
+        Ok(upgraded) => Some(
+            WebSocketStream::from_raw_socket(
+                TokioIo::new(upgraded),
+                Role::Server,
+                Some(ws_config(config)),
+            )
+            .await,
+        ),
+        Err(e) => {
+            tracing::debug!(error = %e, "WebSocket upgrade failed");
+            None
+        }
+    }
+}
+
+/// A handshake straight over WebSocket: a new session is created once the socket is up.
+pub(crate) fn open_new<H: Handler>(
+    engine: &Arc<EngineIo<H>>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, RequestError> {
+    let resp = switching_protocols(&req);
+    let info = request_info(&req);
+    let engine = engine.clone();
+    tokio::spawn(async move {
+        let Some(mut ws) = accept(engine.config(), req).await else {
+            return;
+        };
+        let session = engine.open_session_over_websocket(info);
+        let handshake = engine.config().handshake_json(session.id().as_str(), true);
+        if ws
+            .send(WsMessage::text(format!("0{handshake}")))
+            .await
+            .is_err()
+        {
+            session.close(CloseReason::TransportError);
+            return;
+        }
+        run(&engine, &session, ws).await;
+    });
+    Ok(resp)
+}
+
+/// A WebSocket joining an existing polling session: it must probe, then upgrade.
+pub(crate) fn upgrade_existing<H: Handler>(
+    engine: &Arc<EngineIo<H>>,
+    session: Arc<Session<H::Data>>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, RequestError> {
+    if !is_upgrade_request(&req) || !session.begin_upgrade() {
+        return Err(RequestError::BadRequest);
+    }
+    let resp = switching_protocols(&req);
+    let engine = engine.clone();
+    tokio::spawn(async move {
+        let Some(mut ws) = accept(engine.config(), req).await else {
+            session.abort_upgrade();
+            return;
+        };
+        let upgraded = tokio::select! {
+            r = tokio::time::timeout(engine.config().upgrade_timeout, probe(&mut ws, &session)) => r.unwrap_or(false),
+            _ = session.closed() => false,
+        };
+        if !upgraded {
+            tracing::debug!(session = %session.log_id(), "upgrade abandoned, staying on polling");
+            session.abort_upgrade();
+            let _ = tokio::time::timeout(CLOSE_GRACE, ws.close(None)).await;
+            return;
+        }
+        tracing::debug!(session = %session.log_id(), "upgraded to WebSocket");
+        run(&engine, &session, ws).await;
+    });
+    Ok(resp)
+}
+
+/// Waits for `2probe` (answering `3probe`) and then `5`.
+async fn probe<D>(ws: &mut Ws, session: &Session<D>) -> bool {
+    let mut probed = false;
+    while let Some(msg) = ws.next().await {
+        let text = match msg {
+            Ok(WsMessage::Text(text)) => text,
+            Ok(WsMessage::Ping(_) | WsMessage::Pong(_)) => continue,
+            _ => return false,
+        };
+        match packet::decode_text(text) {
+            Ok(Packet::Ping { probe: true }) if !probed => {
+                if ws
+                    .send(WsMessage::Text(Utf8Bytes::from_static("3probe")))
+                    .await
+                    .is_err()
+                {
+                    return false;
+                }
+                probed = true;
+                session.upgrade_probed();
+            }
+            Ok(Packet::Upgrade) if probed => {
+                session.complete_upgrade();
+                return true;
+            }
+            _ => return false,
+        }
+    }
+    false
+}
+
+impl<H: Handler> EngineIo<H> {
+    fn open_session_over_websocket(self: &Arc<Self>, info: RequestInfo) -> Arc<Session<H::Data>> {
+        self.open_session(Transport::WebSocket, info)
+    }
+}
+
+fn to_ws(frame: Frame) -> WsMessage {
+    match frame {
+        Frame::Text(t) => WsMessage::Text(t),
+        Frame::Binary(b) => WsMessage::Binary(b),
+    }
+}
+
+async fn write_frames(ws: &mut Ws, frames: &mut Vec<Frame>) -> Result<(), WsError> {
+    for frame in frames.drain(..) {
+        ws.feed(to_ws(frame)).await?;
+    }
+    ws.flush().await
+}
+
+/// The I/O loop of a session that owns a WebSocket.
+async fn run<H: Handler>(engine: &Arc<EngineIo<H>>, session: &Arc<Session<H::Data>>, mut ws: Ws) {
+    let mut out = Vec::new();
+    let mut close_code = CloseCode::Normal;
+    loop {
+        tokio::select! {
+            msg = ws.next() => match msg {
+                Some(Ok(WsMessage::Text(text))) => match packet::decode_text(text) {
+                    Ok(packet) => engine.on_packet(session, packet),
+                    Err(e) => {
+                        tracing::debug!(session = %session.log_id(), error = %e, "bad packet");
+                        session.close(CloseReason::ParseError);
+                    }
+                },
+                Some(Ok(WsMessage::Binary(data))) => engine.handler().on_message(session, Message::Binary(data)),
+                Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => {}
+                Some(Ok(WsMessage::Close(_))) | None => session.close(CloseReason::TransportClose),
+                Some(Err(e)) => {
+                    tracing::debug!(session = %session.log_id(), error = %e, "WebSocket read failed");
+                    close_code = match e {
+                        WsError::Capacity(CapacityError::MessageTooLong { .. }) => CloseCode::Size,
+                        WsError::Protocol(_) => CloseCode::Protocol,
+                        WsError::Utf8(_) => CloseCode::Invalid,
+                        _ => CloseCode::Error,
+                    };
+                    session.close(CloseReason::TransportError);
+                    if matches!(close_code, CloseCode::Error) {
+                        // The socket itself failed: nothing more can be written.
+                        return;
+                    }
+                }
+            },
+            _ = session.writer_notified() => {
+                session.drain(&mut out);
+                let written = tokio::select! {
+                    r = write_frames(&mut ws, &mut out) => r.is_ok(),
+                    _ = session.closed() => false,
+                };
+                if !written && !session.is_closed() {
+                    session.close(CloseReason::TransportError);
+                }
+                if !written {
+                    return;
+                }
+            }
+        }
+        if session.is_closed() {
+            break;
+        }
+    }
+    // Last words: what is still queued (a close packet, when the server ended the session),
+    // then the close handshake, all within a grace period.
+    let farewell = async {
+        session.drain(&mut out);
+        write_frames(&mut ws, &mut out).await?;
+        ws.close(Some(CloseFrame {
+            code: close_code,
+            reason: Utf8Bytes::default(),
+        }))
+        .await?;
+        while let Some(Ok(_)) = ws.next().await {}
+        Ok::<(), WsError>(())
+    };
+    let _ = tokio::time::timeout(CLOSE_GRACE, farewell).await;
+}

@@ -1,0 +1,77 @@
+//! Random identifiers: Engine.IO session ids and Socket.IO socket ids.
+//!
+//! Both come straight from the operating system's CSPRNG: 15 random bytes (120 bits), written as
+//! 20 URL-safe base64 characters. Nothing else in the id (no counter, no timestamp) so one id says
+//! nothing about another, and a socket id says nothing about the session id that authorises polling.
+
+use std::fmt;
+
+const URL_SAFE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/// Characters in an id.
+pub const ID_LEN: usize = 20;
+
+/// A random id: 20 URL-safe characters.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Id([u8; ID_LEN]);
+
+impl Id {
+    /// A fresh id from the OS CSPRNG.
+    pub fn random() -> Id {
+        let mut raw = [0u8; 15];
+        // The OS generator failing means the machine cannot hand out secrets at all.
+        getrandom::fill(&mut raw).expect("the operating system's random generator failed");
+        let mut out = [0u8; ID_LEN];
+        for (chunk, dst) in raw.chunks_exact(3).zip(out.chunks_exact_mut(4)) {
+            let n = (u32::from(chunk[0]) << 16) | (u32::from(chunk[1]) << 8) | u32::from(chunk[2]);
+            for (i, d) in dst.iter_mut().enumerate() {
+                *d = URL_SAFE[(n >> (18 - 6 * i)) as usize & 63];
+            }
+        }
+        Id(out)
+    }
+
+    /// Parses an id a client sent; anything that is not exactly 20 URL-safe characters is `None`.
+    pub fn parse(s: &str) -> Option<Id> {
+        let bytes: [u8; ID_LEN] = s.as_bytes().try_into().ok()?;
+        bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+            .then_some(Id(bytes))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        // Only ASCII from URL_SAFE is ever stored.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl fmt::Display for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Id({})", self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_url_safe_distinct_and_parse_back() {
+        let a = Id::random();
+        let b = Id::random();
+        assert_ne!(a, b);
+        assert_eq!(a.as_str().len(), ID_LEN);
+        assert_eq!(Id::parse(a.as_str()), Some(a));
+        assert_eq!(Id::parse("short"), None);
+        assert_eq!(Id::parse("!!!!!!!!!!!!!!!!!!!!"), None);
+        assert_eq!(Id::parse(&"A".repeat(10_000)), None);
+    }
+}

@@ -1,0 +1,116 @@
+//! Accepting TCP connections and serving HTTP/1.1 on them with the limits a public server needs.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::engineio::{Body, RemoteAddr};
+
+/// Limits of the HTTP layer.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Time a client has to send a complete request head.
+    pub header_read_timeout: Duration,
+    /// Headers one request may carry; more get `431`.
+    pub max_headers: usize,
+    /// Time given to open connections to finish once shutdown starts.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            header_read_timeout: Duration::from_secs(30),
+            max_headers: 100,
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Serves HTTP/1.1 (with upgrades) on `listener` until `shutdown` resolves.
+///
+/// `handler` answers every request; the peer's address is in the request's extensions as
+/// [`RemoteAddr`]. After shutdown no connection is accepted and open ones get a grace period.
+pub async fn serve<F, Fut>(
+    listener: TcpListener,
+    config: HttpConfig,
+    handler: F,
+    shutdown: impl Future<Output = ()>,
+) where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, addr) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a little rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(serve_connection(
+            stream,
+            addr,
+            config.clone(),
+            handler.clone(),
+            stop_rx.clone(),
+        ));
+    }
+    let _ = stop_tx.send(true);
+    // Connections watch `stop_rx`; wait until they are all gone or the grace period ends.
+    let _ = tokio::time::timeout(config.shutdown_grace, stop_tx.closed()).await;
+}
+
+async fn serve_connection<F, Fut>(
+    stream: tokio::net::TcpStream,
+    addr: SocketAddr,
+    config: HttpConfig,
+    handler: F,
+    mut stop: watch::Receiver<bool>,
+) where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    let service = service_fn(move |mut req: Request<Incoming>| {
+        req.extensions_mut().insert(RemoteAddr(addr));
+        let fut = handler(req);
+        async move { Ok::<_, Infallible>(fut.await) }
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout)
+        .max_headers(config.max_headers);
+    let conn = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        res = conn.as_mut() => {
+            if let Err(e) = res {
+                tracing::trace!(error = %e, "connection ended with an error");
+            }
+        }
+        _ = async { let _ = stop.wait_for(|s| *s).await; } => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}

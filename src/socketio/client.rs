@@ -1,0 +1,198 @@
+//! The Socket.IO side of one Engine.IO connection: decodes packets, connects namespaces, and
+//! routes each packet to its socket.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+
+use serde_json::Value;
+
+use super::error::DisconnectReason;
+use super::packet::{Decoder, Packet, PacketKind};
+use super::server::ServerState;
+use super::socket::{Socket, encode_frames};
+use crate::engineio::{CloseReason, Handler, Message, Session};
+use crate::id::Id;
+
+/// Runs a future on the caller's task until it first waits; only then is it moved to a task of
+/// its own. Handlers therefore start in arrival order, and the common handler that never waits
+/// costs no task at all.
+pub(crate) fn run_inline<F>(fut: F)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let mut fut = Box::pin(fut);
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    match std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx))) {
+        Ok(Poll::Ready(())) => {}
+        Ok(Poll::Pending) => {
+            tokio::spawn(fut);
+        }
+        Err(_) => tracing::error!("a handler panicked; the connection goes on"),
+    }
+}
+
+/// Per-connection state of the Socket.IO layer.
+#[derive(Default)]
+pub struct SessionState {
+    decoder: Mutex<Decoder>,
+    sockets: Mutex<HashMap<String, Arc<Socket>>>,
+}
+
+impl std::fmt::Debug for SessionState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionState").finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl SessionState {
+    fn socket(&self, nsp: &str) -> Option<Arc<Socket>> {
+        lock(&self.sockets).get(nsp).cloned()
+    }
+
+    pub(crate) fn remove_socket(&self, nsp: &str, id: Id) {
+        let mut sockets = lock(&self.sockets);
+        if sockets.get(nsp).is_some_and(|s| s.id() == id) {
+            sockets.remove(nsp);
+        }
+    }
+
+    fn has_sockets(&self) -> bool {
+        !lock(&self.sockets).is_empty()
+    }
+}
+
+/// The Engine.IO handler that speaks Socket.IO.
+pub struct Client {
+    pub(crate) state: Arc<ServerState>,
+}
+
+type SioSession = Arc<Session<SessionState>>;
+
+impl Handler for Client {
+    type Data = SessionState;
+
+    fn on_open(&self, session: &SioSession) {
+        *lock(&session.data().decoder) = Decoder::with_limits(self.state.config.decoder_limits());
+        // A connection that joins no namespace in time is closed.
+        let session = session.clone();
+        let timeout = self.state.config.connect_timeout;
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(timeout) => {
+                    if !session.data().has_sockets() {
+                        tracing::debug!(session = %session.log_id(), "no namespace joined in time");
+                        session.close(CloseReason::ForcedClose);
+                    }
+                }
+                _ = session.closed() => {}
+            }
+        });
+    }
+
+    fn on_message(&self, session: &SioSession, message: Message) {
+        let decoded = {
+            let mut decoder = lock(&session.data().decoder);
+            match message {
+                Message::Text(text) => decoder.decode_text(&text),
+                Message::Binary(data) => decoder.decode_binary(data),
+            }
+        };
+        match decoded {
+            Ok(Some(packet)) => self.on_packet(session, packet),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::debug!(session = %session.log_id(), error = %e, "invalid Socket.IO packet");
+                session.close(CloseReason::ParseError);
+            }
+        }
+    }
+
+    fn on_close(&self, session: &SioSession, reason: CloseReason) {
+        lock(&session.data().decoder).reset();
+        let sockets: Vec<Arc<Socket>> = lock(&session.data().sockets)
+            .drain()
+            .map(|(_, s)| s)
+            .collect();
+        for socket in sockets {
+            socket.close(DisconnectReason::from(reason));
+        }
+    }
+}
+
+impl Client {
+    fn on_packet(&self, session: &SioSession, packet: Packet) {
+        let existing = session.data().socket(&packet.nsp);
+        match (packet.kind, existing) {
+            (PacketKind::Connect, None) => self.connect(session, packet),
+            (PacketKind::Event | PacketKind::BinaryEvent, Some(socket)) => {
+                let id = packet.id;
+                if let Some((name, args, attachments)) = packet.into_event() {
+                    socket.dispatch_event(name, args, attachments, id);
+                }
+            }
+            (PacketKind::Ack | PacketKind::BinaryAck, Some(socket)) => {
+                if let Some((id, args, attachments)) = packet.into_ack() {
+                    socket.resolve_ack(id, args, attachments);
+                }
+            }
+            (PacketKind::Disconnect, Some(socket)) => {
+                socket.close(DisconnectReason::ClientNamespaceDisconnect)
+            }
+            (kind, _) => {
+                // A second CONNECT, or a packet for a namespace the client has not joined.
+                tracing::debug!(session = %session.log_id(), ?kind, nsp = %packet.nsp, "packet out of place");
+                session.close(CloseReason::ParseError);
+            }
+        }
+    }
+
+    fn connect(&self, session: &SioSession, packet: Packet) {
+        let nsp = packet.nsp;
+        let Some(ns) = self.state.namespace(&nsp) else {
+            let refusal = Packet::connect_error(&nsp, "Invalid namespace", None);
+            let _ = session.send_all(encode_frames(&refusal));
+            return;
+        };
+        let auth = match packet.data {
+            Some(Value::Object(map)) => Value::Object(map),
+            _ => Value::Object(Default::default()),
+        };
+        let socket = Arc::new(Socket::new(ns.clone(), session.clone(), auth));
+        let session = session.clone();
+        run_inline(async move {
+            if let Err(refusal) = ns.run_middleware(&socket).await {
+                let packet = Packet::connect_error(&nsp, &refusal.message, refusal.data);
+                let _ = session.send_all(encode_frames(&packet));
+                return;
+            }
+            if session.is_closed() {
+                return;
+            }
+            {
+                let mut sockets = lock(&session.data().sockets);
+                if sockets.contains_key(&nsp) {
+                    return;
+                }
+                sockets.insert(nsp.clone(), socket.clone());
+            }
+            ns.add(&socket);
+            socket.mark_connected();
+            if let Some(reason) = session.close_reason() {
+                // The connection ended while the middleware ran.
+                socket.close(DisconnectReason::from(reason));
+                return;
+            }
+            let _ = socket.send_packet(&Packet::connect(&nsp, socket.id().as_str()));
+            if let Some(on_connect) = ns.connect_handler() {
+                on_connect(socket);
+            }
+        });
+    }
+}

@@ -1,0 +1,20 @@
+//! Socket.IO v5 on top of the Engine.IO layer.
+//!
+//! [`packet`] is the pure codec and [`binary`] the serde bridge for binary arguments;
+//! [`client`] runs one connection, [`namespace`] and [`socket`] are what handlers work with,
+//! [`adapter`] keeps rooms, and [`server`] is the handle users build and serve.
+
+pub mod adapter;
+pub mod binary;
+pub mod client;
+pub mod error;
+pub mod namespace;
+pub mod packet;
+pub mod server;
+pub mod socket;
+
+pub use adapter::{Adapter, LocalAdapter};
+pub use error::{AckError, ConnectError, DisconnectReason, EmitError};
+pub use namespace::{BroadcastOperator, Namespace};
+pub use server::{SocketIo, SocketIoBuilder, SocketIoConfig};
+pub use socket::{Ack, AckResponse, Event, Socket};

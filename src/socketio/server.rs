@@ -1,0 +1,336 @@
+//! The Socket.IO server handle: settings, namespaces, and the HTTP entry points.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use serde::Serialize;
+use tokio::net::TcpListener;
+
+use super::client::Client;
+use super::error::EmitError;
+use super::namespace::{BroadcastOperator, Namespace};
+use super::packet::DecoderLimits;
+use crate::engineio::{AllowedOrigins, Body, CloseReason, EngineConfig, EngineIo};
+use crate::server::HttpConfig;
+
+/// Socket.IO settings on top of the Engine.IO ones.
+#[derive(Debug, Clone)]
+pub struct SocketIoConfig {
+    /// The Engine.IO settings (path `/socket.io/` by default).
+    pub engine: EngineConfig,
+    /// Time a connection has to join a namespace.
+    pub connect_timeout: Duration,
+    /// Binary attachments one packet may carry.
+    pub max_attachments: usize,
+    /// JSON nesting one packet may have.
+    pub max_json_depth: usize,
+    /// Default time to wait for an acknowledgement of a broadcast.
+    pub ack_timeout: Duration,
+}
+
+impl Default for SocketIoConfig {
+    fn default() -> Self {
+        SocketIoConfig {
+            engine: EngineConfig {
+                path: "/socket.io/".to_owned(),
+                ..EngineConfig::default()
+            },
+            connect_timeout: Duration::from_millis(45_000),
+            max_attachments: 10,
+            max_json_depth: 32,
+            ack_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl SocketIoConfig {
+    pub(crate) fn decoder_limits(&self) -> DecoderLimits {
+        DecoderLimits {
+            max_attachments: self.max_attachments,
+            max_depth: self.max_json_depth,
+        }
+    }
+}
+
+type DynamicMatcher = Box<dyn Fn(&str) -> bool + Send + Sync>;
+type DynamicSetup = Box<dyn Fn(&Arc<Namespace>) + Send + Sync>;
+
+/// What every connection shares: the settings and the namespaces.
+pub(crate) struct ServerState {
+    pub(crate) config: SocketIoConfig,
+    namespaces: RwLock<HashMap<String, Arc<Namespace>>>,
+    dynamic: RwLock<Vec<(DynamicMatcher, DynamicSetup)>>,
+}
+
+impl ServerState {
+    /// The namespace a CONNECT names: a static one, or a dynamic one created on first use.
+    pub(crate) fn namespace(&self, name: &str) -> Option<Arc<Namespace>> {
+        if let Some(ns) = self
+            .namespaces
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+        {
+            return Some(ns.clone());
+        }
+        let dynamic = self.dynamic.read().unwrap_or_else(|e| e.into_inner());
+        let (_, setup) = dynamic.iter().find(|(matches, _)| matches(name))?;
+        let mut namespaces = self.namespaces.write().unwrap_or_else(|e| e.into_inner());
+        let ns = namespaces
+            .entry(name.to_owned())
+            .or_insert_with(|| {
+                let ns = Arc::new(Namespace::with_local_adapter(
+                    name.to_owned(),
+                    self.config.ack_timeout,
+                ));
+                setup(&ns);
+                ns
+            })
+            .clone();
+        Some(ns)
+    }
+}
+
+/// A Socket.IO server. Cheap to clone; every clone is the same server.
+///
+/// ```no_run
+/// use socketio_server::socketio::SocketIo;
+///
+/// # async fn run() -> std::io::Result<()> {
+/// let io = SocketIo::builder().build();
+/// io.of("/").on_connect(|socket| {
+///     socket.on("chat", |socket, text: String, _ack| async move {
+///         let _ = socket.broadcast().emit("chat", &text);
+///     });
+/// });
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+/// io.serve(listener, std::future::pending()).await;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct SocketIo {
+    engine: Arc<EngineIo<Client>>,
+}
+
+impl std::fmt::Debug for SocketIo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SocketIo").finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`SocketIo`] with every setting.
+#[derive(Debug, Clone, Default)]
+pub struct SocketIoBuilder {
+    config: SocketIoConfig,
+}
+
+impl SocketIoBuilder {
+    /// The request path (default `/socket.io/`).
+    pub fn path(mut self, path: &str) -> Self {
+        let mut path = path.trim_end_matches('/').to_owned();
+        path.push('/');
+        self.config.engine.path = path;
+        self
+    }
+    /// Time between pings (default 25 s).
+    pub fn ping_interval(mut self, d: Duration) -> Self {
+        self.config.engine.ping_interval = d;
+        self
+    }
+    /// Time a client has to answer a ping (default 20 s).
+    pub fn ping_timeout(mut self, d: Duration) -> Self {
+        self.config.engine.ping_timeout = d;
+        self
+    }
+    /// Time a client has to complete an upgrade (default 10 s).
+    pub fn upgrade_timeout(mut self, d: Duration) -> Self {
+        self.config.engine.upgrade_timeout = d;
+        self
+    }
+    /// Largest message or polling body, in bytes (default 1,000,000).
+    pub fn max_payload(mut self, bytes: usize) -> Self {
+        self.config.engine.max_payload = bytes;
+        self
+    }
+    /// Time a connection has to join a namespace (default 45 s).
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.config.connect_timeout = d;
+        self
+    }
+    /// Allowed browser origins (default: any).
+    pub fn allowed_origins(mut self, origins: AllowedOrigins) -> Self {
+        self.config.engine.allowed_origins = origins;
+        self
+    }
+    /// Binary attachments per packet (default 10).
+    pub fn max_attachments(mut self, n: usize) -> Self {
+        self.config.max_attachments = n;
+        self
+    }
+    /// Packets and bytes a client's outbound queue may hold (default 1024 and 4 MiB).
+    pub fn outbound_queue(mut self, packets: usize, bytes: usize) -> Self {
+        self.config.engine.max_queued_packets = packets;
+        self.config.engine.max_queued_bytes = bytes;
+        self
+    }
+    /// Default timeout of broadcast acknowledgements (default 10 s).
+    pub fn ack_timeout(mut self, d: Duration) -> Self {
+        self.config.ack_timeout = d;
+        self
+    }
+    /// Replaces every setting at once.
+    pub fn config(mut self, config: SocketIoConfig) -> Self {
+        self.config = config;
+        self
+    }
+    /// The server.
+    pub fn build(self) -> SocketIo {
+        let state = Arc::new(ServerState {
+            config: self.config.clone(),
+            namespaces: RwLock::new(HashMap::new()),
+            dynamic: RwLock::new(Vec::new()),
+        });
+        SocketIo {
+            engine: EngineIo::new(self.config.engine, Client { state }),
+        }
+    }
+}
+
+impl Default for SocketIo {
+    fn default() -> Self {
+        SocketIo::builder().build()
+    }
+}
+
+impl SocketIo {
+    /// A builder with the default settings.
+    pub fn builder() -> SocketIoBuilder {
+        SocketIoBuilder::default()
+    }
+
+    fn state(&self) -> &ServerState {
+        &self.engine.handler().state
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &SocketIoConfig {
+        &self.state().config
+    }
+
+    /// The namespace of this name, created if it does not exist yet.
+    pub fn of(&self, name: &str) -> Arc<Namespace> {
+        let name = super::packet::normalize_nsp(name);
+        let state = self.state();
+        state
+            .namespaces
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(name.clone())
+            .or_insert_with(|| {
+                Arc::new(Namespace::with_local_adapter(
+                    name,
+                    state.config.ack_timeout,
+                ))
+            })
+            .clone()
+    }
+
+    /// Namespaces created on first CONNECT when `matches` accepts the name; `setup` configures
+    /// each one (middleware, connection handler) as it is created.
+    pub fn dynamic_namespace<M, S>(&self, matches: M, setup: S)
+    where
+        M: Fn(&str) -> bool + Send + Sync + 'static,
+        S: Fn(&Arc<Namespace>) + Send + Sync + 'static,
+    {
+        self.state()
+            .dynamic
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((Box::new(matches), Box::new(setup)));
+    }
+
+    /// Every namespace that exists now.
+    pub fn namespaces(&self) -> Vec<Arc<Namespace>> {
+        self.state()
+            .namespaces
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// A broadcast to a room of the main namespace.
+    pub fn to(&self, room: &str) -> BroadcastOperator {
+        self.of("/").to(room)
+    }
+
+    /// Sends an event to every socket of the main namespace.
+    pub fn emit<T: Serialize + ?Sized>(&self, event: &str, args: &T) -> Result<usize, EmitError> {
+        self.of("/").emit(event, args)
+    }
+
+    /// The Engine.IO server underneath (session counts, raw sessions).
+    pub fn engine(&self) -> &Arc<EngineIo<Client>> {
+        &self.engine
+    }
+
+    /// Whether a request is for the Socket.IO path.
+    pub fn matches<B>(&self, req: &Request<B>) -> bool {
+        self.engine.matches(req)
+    }
+
+    /// Answers a request for the Socket.IO path. Use [`matches`](Self::matches) first and
+    /// serve everything else yourself.
+    pub async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+        self.engine.handle(req).await
+    }
+
+    /// Disconnects every client with reason `server shutting down`.
+    pub fn close(&self) {
+        self.engine.close_all(CloseReason::ServerShutdown);
+    }
+
+    /// Serves Socket.IO on `listener` until `shutdown` resolves; other paths get 404.
+    pub async fn serve(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        self.serve_with(listener, shutdown, |_req| async { not_found() })
+            .await;
+    }
+
+    /// Serves Socket.IO on `listener`, handing every other request to `fallback`.
+    pub async fn serve_with<F, Fut>(
+        &self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+        fallback: F,
+    ) where
+        F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Response<Body>> + Send + 'static,
+    {
+        let io = self.clone();
+        let handler = move |req: Request<Incoming>| {
+            let io = io.clone();
+            let fallback = fallback.clone();
+            async move {
+                if io.matches(&req) {
+                    io.handle(req).await
+                } else {
+                    fallback(req).await
+                }
+            }
+        };
+        crate::server::serve(listener, HttpConfig::default(), handler, shutdown).await;
+    }
+}
+
+/// A plain `404 Not Found`.
+pub fn not_found() -> Response<Body> {
+    let mut resp = Response::new(Body::from("Not Found"));
+    *resp.status_mut() = StatusCode::NOT_FOUND;
+    resp
+}

@@ -1,0 +1,446 @@
+//! A socket: one client's membership of one namespace, with its event handlers and pending acks.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::HeaderMap;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+use super::binary::{self, BinaryError};
+use super::client::{SessionState, run_inline};
+use super::error::{AckError, DisconnectReason, EmitError};
+use super::namespace::{BroadcastOperator, Namespace};
+use super::packet::Packet;
+use crate::engineio::{CloseReason, Frame, Session, Transport};
+use crate::id::Id;
+
+pub(crate) type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+type EventHandler = Arc<dyn Fn(Arc<Socket>, Event) -> BoxFuture + Send + Sync>;
+type DisconnectHandler = Box<dyn FnOnce(Arc<Socket>, DisconnectReason) + Send>;
+
+/// What an acknowledgement carries: its arguments and binary attachments.
+#[derive(Debug, Clone, Default)]
+pub struct AckResponse {
+    /// The arguments, with binary placeholders.
+    pub args: Vec<Value>,
+    /// The binary attachments the placeholders refer to.
+    pub attachments: Vec<Bytes>,
+}
+
+impl AckResponse {
+    /// The arguments deserialised (a tuple takes several arguments, anything else the first).
+    pub fn args<T: DeserializeOwned>(&self) -> Result<T, BinaryError> {
+        binary::values_to_args(self.args.clone(), &self.attachments)
+    }
+}
+
+/// An event as it arrived, for handlers that take the raw arguments.
+#[derive(Debug)]
+pub struct Event {
+    /// The event name.
+    pub name: String,
+    /// The arguments, with binary placeholders.
+    pub args: Vec<Value>,
+    /// Binary attachments the placeholders refer to.
+    pub attachments: Vec<Bytes>,
+    /// The acknowledgement the client asked for, if any.
+    pub ack: Ack,
+}
+
+impl Event {
+    /// The arguments deserialised (a tuple takes several arguments, anything else the first).
+    pub fn args<T: DeserializeOwned>(&self) -> Result<T, BinaryError> {
+        binary::values_to_args(self.args.clone(), &self.attachments)
+    }
+}
+
+/// The answer to a client's event; it can be sent once. Dropping it sends nothing.
+#[derive(Debug)]
+pub struct Ack {
+    socket: Option<Arc<Socket>>,
+    id: Option<u64>,
+}
+
+impl Ack {
+    /// Whether the client asked for an acknowledgement.
+    pub fn requested(&self) -> bool {
+        self.id.is_some()
+    }
+
+    /// Sends the acknowledgement with these arguments (a tuple for several, `()` for none).
+    /// Without a request from the client this does nothing.
+    pub fn send<T: Serialize + ?Sized>(self, args: &T) -> Result<(), EmitError> {
+        let (Some(socket), Some(id)) = (self.socket, self.id) else {
+            return Ok(());
+        };
+        let packet = binary::ack_packet(socket.ns.name(), id, args)?;
+        socket.send_packet(&packet)
+    }
+
+    /// Sends raw arguments with their attachments.
+    pub fn send_raw(self, args: Vec<Value>, attachments: Vec<Bytes>) -> Result<(), EmitError> {
+        let (Some(socket), Some(id)) = (self.socket, self.id) else {
+            return Ok(());
+        };
+        let packet = Packet::ack(socket.ns.name(), id, args).with_attachments(attachments);
+        socket.send_packet(&packet)
+    }
+}
+
+/// One client connected to one namespace.
+pub struct Socket {
+    id: Id,
+    pub(crate) ns: Arc<Namespace>,
+    session: Arc<Session<SessionState>>,
+    auth: Value,
+    connected: AtomicBool,
+    handlers: RwLock<HashMap<String, EventHandler>>,
+    on_disconnecting: Mutex<Vec<DisconnectHandler>>,
+    on_disconnect: Mutex<Vec<DisconnectHandler>>,
+    acks: Mutex<HashMap<u64, oneshot::Sender<AckResponse>>>,
+    next_ack: AtomicU64,
+}
+
+impl std::fmt::Debug for Socket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Socket")
+            .field("id", &self.id)
+            .field("ns", &self.ns.name())
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Socket {
+    pub(crate) fn new(
+        ns: Arc<Namespace>,
+        session: Arc<Session<SessionState>>,
+        auth: Value,
+    ) -> Socket {
+        Socket {
+            id: Id::random(),
+            ns,
+            session,
+            auth,
+            connected: AtomicBool::new(false),
+            handlers: RwLock::new(HashMap::new()),
+            on_disconnecting: Mutex::new(Vec::new()),
+            on_disconnect: Mutex::new(Vec::new()),
+            acks: Mutex::new(HashMap::new()),
+            next_ack: AtomicU64::new(0),
+        }
+    }
+
+    /// The socket id: random, public (other clients may see it), unrelated to the session id.
+    pub fn id(&self) -> Id {
+        self.id
+    }
+
+    /// The namespace.
+    pub fn namespace(&self) -> &Arc<Namespace> {
+        &self.ns
+    }
+
+    /// The auth object the client sent with CONNECT (`{}` when none).
+    pub fn auth(&self) -> &Value {
+        &self.auth
+    }
+
+    /// Headers of the request that opened the connection.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.session.request().headers
+    }
+
+    /// Query string of the request that opened the connection.
+    pub fn query(&self) -> &str {
+        self.session.request().query()
+    }
+
+    /// The client's address, when known.
+    pub fn remote_addr(&self) -> Option<SocketAddr> {
+        self.session.request().remote_addr
+    }
+
+    /// The transport the connection uses now.
+    pub fn transport(&self) -> Transport {
+        self.session.transport()
+    }
+
+    /// Whether the socket is still connected to its namespace.
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn mark_connected(&self) {
+        self.connected.store(true, Ordering::Release);
+    }
+
+    /// Handles an event with typed arguments: a tuple takes several arguments, any other type
+    /// the first. Arguments that do not deserialise are logged and, when the client asked for
+    /// an acknowledgement, answered with `{"error": ...}`; the handler is not called.
+    ///
+    /// Handlers start in the order the events arrive. One that awaits continues on its own task,
+    /// so a slow handler never holds up the client's other traffic.
+    pub fn on<T, F, Fut>(&self, event: &str, handler: F)
+    where
+        T: DeserializeOwned + Send + 'static,
+        F: Fn(Arc<Socket>, T, Ack) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let name = event.to_owned();
+        self.on_raw(event, move |socket: Arc<Socket>, event: Event| -> BoxFuture {
+            match binary::values_to_args::<T>(event.args, &event.attachments) {
+                Ok(args) => Box::pin(handler(socket, args, event.ack)),
+                Err(e) => {
+                    tracing::debug!(socket = %socket.id, event = %name, error = %e, "arguments do not deserialise");
+                    let _ = event.ack.send(&serde_json::json!({ "error": format!("invalid arguments: {e}") }));
+                    Box::pin(async {})
+                }
+            }
+        });
+    }
+
+    /// Handles an event with its raw arguments and attachments.
+    pub fn on_raw<F, Fut>(&self, event: &str, handler: F)
+    where
+        F: Fn(Arc<Socket>, Event) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let handler: EventHandler = Arc::new(move |s, e| Box::pin(handler(s, e)));
+        self.handlers
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(event.to_owned(), handler);
+    }
+
+    /// Runs when the socket is about to leave: it is still in its rooms.
+    pub fn on_disconnecting<F>(&self, handler: F)
+    where
+        F: FnOnce(Arc<Socket>, DisconnectReason) + Send + 'static,
+    {
+        lock(&self.on_disconnecting).push(Box::new(handler));
+    }
+
+    /// Runs once the socket has left its namespace and rooms.
+    pub fn on_disconnect<F>(&self, handler: F)
+    where
+        F: FnOnce(Arc<Socket>, DisconnectReason) + Send + 'static,
+    {
+        lock(&self.on_disconnect).push(Box::new(handler));
+    }
+
+    /// Sends an event to this client. Arguments: a tuple for several, `()` for none, anything
+    /// else is one argument; `Bytes` anywhere inside becomes a binary attachment.
+    pub fn emit<T: Serialize + ?Sized>(&self, event: &str, args: &T) -> Result<(), EmitError> {
+        let packet = binary::event_packet(self.ns.name(), event, args)?;
+        self.send_packet(&packet)
+    }
+
+    /// Sends an event with raw arguments and attachments.
+    pub fn emit_raw(
+        &self,
+        event: &str,
+        args: Vec<Value>,
+        attachments: Vec<Bytes>,
+    ) -> Result<(), EmitError> {
+        let packet = Packet::event(self.ns.name(), event, args).with_attachments(attachments);
+        self.send_packet(&packet)
+    }
+
+    /// Sends an event and waits for the client's acknowledgement.
+    pub async fn emit_with_ack<T, R>(
+        self: &Arc<Self>,
+        event: &str,
+        args: &T,
+        timeout: Duration,
+    ) -> Result<R, AckError>
+    where
+        T: Serialize + ?Sized,
+        R: DeserializeOwned,
+    {
+        let packet = binary::event_packet(self.ns.name(), event, args).map_err(EmitError::from)?;
+        let response = self.send_with_ack(packet, timeout)?.await?;
+        response.args().map_err(AckError::Decode)
+    }
+
+    /// Sends an event with raw arguments and waits for the raw acknowledgement.
+    pub async fn emit_raw_with_ack(
+        self: &Arc<Self>,
+        event: &str,
+        args: Vec<Value>,
+        attachments: Vec<Bytes>,
+        timeout: Duration,
+    ) -> Result<AckResponse, AckError> {
+        let packet = Packet::event(self.ns.name(), event, args).with_attachments(attachments);
+        self.send_with_ack(packet, timeout)?.await
+    }
+
+    /// Sends a packet that asks for an acknowledgement; the returned future resolves with it.
+    pub(crate) fn send_with_ack(
+        self: &Arc<Self>,
+        packet: Packet,
+        timeout: Duration,
+    ) -> Result<impl Future<Output = Result<AckResponse, AckError>> + Send + 'static, EmitError>
+    {
+        let id = self.next_ack.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        lock(&self.acks).insert(id, tx);
+        if let Err(e) = self.send_packet(&packet.with_id(id)) {
+            lock(&self.acks).remove(&id);
+            return Err(e);
+        }
+        let acks = Arc::downgrade(self);
+        Ok(async move {
+            match tokio::time::timeout(timeout, rx).await {
+                Ok(Ok(response)) => Ok(response),
+                Ok(Err(_)) => Err(AckError::Disconnected),
+                Err(_) => {
+                    // Forget the id, or unanswered acks would pile up for the socket's lifetime.
+                    if let Some(acks) = acks.upgrade() {
+                        lock(&acks.acks).remove(&id);
+                    }
+                    Err(AckError::Timeout)
+                }
+            }
+        })
+    }
+
+    /// Joins a room of this namespace.
+    pub fn join(&self, room: &str) {
+        self.ns.adapter().join(self.id, room);
+    }
+
+    /// Leaves a room.
+    pub fn leave(&self, room: &str) {
+        self.ns.adapter().leave(self.id, room);
+    }
+
+    /// The rooms this socket is in, its own-id room first.
+    pub fn rooms(&self) -> Vec<String> {
+        let mut rooms = vec![self.id.to_string()];
+        rooms.extend(self.ns.adapter().rooms_of(self.id));
+        rooms
+    }
+
+    /// A broadcast to a room, this socket left out.
+    pub fn to(&self, room: &str) -> BroadcastOperator {
+        self.broadcast().to(room)
+    }
+
+    /// A broadcast to the namespace, this socket left out.
+    pub fn broadcast(&self) -> BroadcastOperator {
+        BroadcastOperator::new(self.ns.clone()).except(self.id.as_str())
+    }
+
+    /// Disconnects the socket from its namespace; the connection stays for other namespaces.
+    pub fn disconnect(self: &Arc<Self>) {
+        if self.connected() {
+            let _ = self.send_packet(&Packet::disconnect(self.ns.name()));
+        }
+        self.close(DisconnectReason::ServerNamespaceDisconnect);
+    }
+
+    /// Closes the client's whole connection, every namespace included.
+    pub fn close_connection(&self) {
+        self.session.close(CloseReason::ForcedClose);
+    }
+
+    /// Encodes a packet and queues it with its attachments.
+    pub(crate) fn send_packet(&self, packet: &Packet) -> Result<(), EmitError> {
+        if !self.connected() && packet.kind != super::packet::PacketKind::Connect {
+            return Err(EmitError::Disconnected);
+        }
+        let frames = encode_frames(packet);
+        self.session.send_all(frames).map_err(EmitError::from)
+    }
+
+    pub(crate) fn session(&self) -> &Arc<Session<SessionState>> {
+        &self.session
+    }
+
+    /// Runs the handler for an event from the client.
+    pub(crate) fn dispatch_event(
+        self: &Arc<Self>,
+        name: String,
+        args: Vec<Value>,
+        attachments: Vec<Bytes>,
+        id: Option<u64>,
+    ) {
+        let handler = self
+            .handlers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&name)
+            .cloned();
+        let Some(handler) = handler else {
+            tracing::trace!(socket = %self.id, "no handler for an event");
+            return;
+        };
+        let ack = Ack {
+            socket: id.map(|_| self.clone()),
+            id,
+        };
+        run_inline(handler(
+            self.clone(),
+            Event {
+                name,
+                args,
+                attachments,
+                ack,
+            },
+        ));
+    }
+
+    /// An acknowledgement from the client arrived.
+    pub(crate) fn resolve_ack(&self, id: u64, args: Vec<Value>, attachments: Vec<Bytes>) {
+        if let Some(tx) = lock(&self.acks).remove(&id) {
+            let _ = tx.send(AckResponse { args, attachments });
+        }
+    }
+
+    /// Leaves the namespace: disconnecting handlers, rooms, disconnect handlers, once.
+    pub(crate) fn close(self: &Arc<Self>, reason: DisconnectReason) {
+        if !self.connected.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        for handler in std::mem::take(&mut *lock(&self.on_disconnecting)) {
+            handler(self.clone(), reason);
+        }
+        self.ns.remove(self);
+        self.session.data().remove_socket(self.ns.name(), self.id);
+        lock(&self.acks).clear();
+        for handler in std::mem::take(&mut *lock(&self.on_disconnect)) {
+            handler(self.clone(), reason);
+        }
+        self.handlers
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+}
+
+/// The engine frames of a packet: its text, then its attachments.
+pub(crate) fn encode_frames(packet: &Packet) -> Vec<Frame> {
+    let mut text = Vec::with_capacity(64);
+    text.push(b'4');
+    packet.encode_into(&mut text);
+    let mut frames = Vec::with_capacity(1 + packet.attachments.len());
+    match String::from_utf8(text) {
+        Ok(text) => frames.push(Frame::Text(text.into())),
+        Err(_) => return frames,
+    }
+    frames.extend(packet.attachments.iter().cloned().map(Frame::Binary));
+    frames
+}
