@@ -1,6 +1,7 @@
 //! A Socket.IO v5 server on a hand-written Engine.IO v4 layer, on tokio and hyper.
 #![deny(missing_docs)]
 
+pub mod chat;
 pub mod conformance;
 pub mod engineio;
 pub mod id;

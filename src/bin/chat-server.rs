@@ -1,1 +1,98 @@
-fn main() {}
+//! The chat server: the chat application on Socket.IO, with its bundled web client.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use socketio_server::chat::config::{self, ChatConfig, Command};
+use socketio_server::chat::{Chat, web};
+use socketio_server::engineio::AllowedOrigins;
+use socketio_server::socketio::SocketIo;
+
+fn main() -> ExitCode {
+    let command = config::parse(std::env::args().skip(1), |k| std::env::var(k).ok());
+    let config = match command {
+        Ok(Command::Run(config)) => config,
+        Ok(Command::Help) => {
+            print!("{}", config::USAGE);
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("chat-server: {e}\n\n{}", config::USAGE);
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("chat-server: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("chat-server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: ChatConfig) -> std::io::Result<()> {
+    let io = SocketIo::builder()
+        .allowed_origins(AllowedOrigins::List(config.endpoints.clone()))
+        .allow_same_origin(true)
+        .build();
+    let chat = Chat::install(&io, config.clone());
+    let listener = tokio::net::TcpListener::bind((config.host.as_str(), config.port)).await?;
+    let addr = listener.local_addr()?;
+    let shown = if addr.ip().is_unspecified() {
+        "localhost".to_owned()
+    } else {
+        addr.ip().to_string()
+    };
+    println!("chat server listening on http://{shown}:{}", addr.port());
+
+    let io_for_shutdown = io.clone();
+    let shutdown = async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        io_for_shutdown.close();
+    };
+    io.serve_with(listener, shutdown, |req| async move { web::route(&req) })
+        .await;
+
+    // Give every client's last packets a moment to leave, within a bound.
+    let deadline = tokio::time::Instant::now() + config.shutdown_grace;
+    while io.engine().session_count() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tracing::info!(users = chat.user_count(), "stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}

@@ -36,6 +36,9 @@ pub struct EngineConfig {
     pub max_payload: usize,
     /// Browser origins allowed; a handshake from another origin is refused.
     pub allowed_origins: AllowedOrigins,
+    /// Also allow pages served by this very server (an origin whose host is the request's
+    /// `Host`), as a server with its own web client needs.
+    pub allow_same_origin: bool,
     /// Packets a client's outbound queue may hold before the client counts as not reading.
     pub max_queued_packets: usize,
     /// Bytes a client's outbound queue may hold before the client counts as not reading.
@@ -57,6 +60,7 @@ impl Default for EngineConfig {
             upgrade_timeout: Duration::from_millis(10_000),
             max_payload: 1_000_000,
             allowed_origins: AllowedOrigins::Any,
+            allow_same_origin: false,
             max_queued_packets: 1024,
             max_queued_bytes: 4 * 1024 * 1024,
             volatile_threshold: 16,
@@ -67,6 +71,16 @@ impl Default for EngineConfig {
 }
 
 impl EngineConfig {
+    /// Whether a request with this `Origin` (and `Host`) may talk to the server.
+    pub fn origin_allowed(&self, origin: &[u8], host: Option<&[u8]>) -> bool {
+        if self.allowed_origins.allows(origin) {
+            return true;
+        }
+        let same_host =
+            |scheme: &[u8]| host.is_some_and(|h| origin.strip_prefix(scheme) == Some(h));
+        self.allow_same_origin && (same_host(b"http://") || same_host(b"https://"))
+    }
+
     /// The handshake JSON (without the `0` type), with this session's id.
     pub(crate) fn handshake_json(&self, sid: &str, websocket: bool) -> String {
         format!(

@@ -160,7 +160,9 @@ impl<H: Handler> EngineIo<H> {
             _ => return Err(RequestError::UnknownTransport),
         };
         let origin_allowed = match req.headers().get(header::ORIGIN) {
-            Some(origin) => self.config.allowed_origins.allows(origin.as_bytes()),
+            Some(origin) => self
+                .config
+                .origin_allowed(origin.as_bytes(), host(req.headers())),
             None => true,
         };
         match q.sid {
@@ -329,7 +331,7 @@ impl<H: Handler> EngineIo<H> {
         if origin.as_bytes().iter().any(|b| b.is_ascii_control()) {
             return Err(RequestError::BadRequest);
         }
-        if self.config.allowed_origins.allows(origin.as_bytes()) {
+        if self.config.origin_allowed(origin.as_bytes(), host(headers)) {
             out.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
             out.insert(
                 header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
@@ -339,6 +341,10 @@ impl<H: Handler> EngineIo<H> {
         out.insert(header::VARY, HeaderValue::from_static("Origin"));
         Ok(out)
     }
+}
+
+fn host(headers: &HeaderMap) -> Option<&[u8]> {
+    headers.get(header::HOST).map(HeaderValue::as_bytes)
 }
 
 fn preflight_response(req_headers: &HeaderMap, cors: HeaderMap) -> Response<Body> {

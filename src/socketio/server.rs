@@ -167,6 +167,11 @@ impl SocketIoBuilder {
         self.config.engine.allowed_origins = origins;
         self
     }
+    /// Also allow pages this server serves itself (default: no).
+    pub fn allow_same_origin(mut self, allow: bool) -> Self {
+        self.config.engine.allow_same_origin = allow;
+        self
+    }
     /// Binary attachments per packet (default 10).
     pub fn max_attachments(mut self, n: usize) -> Self {
         self.config.max_attachments = n;

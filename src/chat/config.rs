@@ -1,0 +1,173 @@
+//! The chat server's configuration: environment variables, overridden by command-line flags.
+
+use std::time::Duration;
+
+/// Settings of the chat application and its server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatConfig {
+    /// Address to listen on.
+    pub host: String,
+    /// Port to listen on.
+    pub port: u16,
+    /// Browser origins allowed besides the server's own.
+    pub endpoints: Vec<String>,
+    /// Longest `roomMessage` relayed, in bytes.
+    pub max_message_bytes: usize,
+    /// `roomMessage`s a socket may send at once.
+    pub rate_burst: u32,
+    /// `roomMessage`s a socket may send per second, sustained.
+    pub rate_per_second: f64,
+    /// How long shutdown waits for clients to be told.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ChatConfig {
+    fn default() -> Self {
+        ChatConfig {
+            host: "0.0.0.0".to_owned(),
+            port: 3001,
+            endpoints: vec!["http://localhost:3000".to_owned()],
+            max_message_bytes: 16 * 1024,
+            rate_burst: 20,
+            rate_per_second: 10.0,
+            shutdown_grace: Duration::from_secs(3),
+        }
+    }
+}
+
+/// The `--help` text.
+pub const USAGE: &str = "\
+chat-server: the chat application over Socket.IO
+
+Usage: chat-server [OPTIONS]
+
+Options (each also read from the environment variable in brackets; a flag wins):
+  --port <PORT>                 port to listen on [PORT] (default 3001)
+  --host <ADDR>                 address to listen on [HOST] (default 0.0.0.0)
+  --endpoint <ORIGINS>          allowed browser origins, comma-separated [ENDPOINT]
+                                (default http://localhost:3000; the server's own origin is
+                                always allowed)
+  --max-message-bytes <N>       longest roomMessage relayed [MAX_MESSAGE_BYTES] (default 16384)
+  --rate-burst <N>              roomMessages at once per socket [RATE_BURST] (default 20)
+  --rate-per-second <N>         sustained roomMessages per second per socket [RATE_PER_SECOND]
+                                (default 10)
+  -h, --help                    this text
+
+Logging: RUST_LOG (e.g. RUST_LOG=debug).
+";
+
+/// What the command line asks for.
+#[derive(Debug, PartialEq)]
+pub enum Command {
+    /// Run with this configuration.
+    Run(ChatConfig),
+    /// Print the usage.
+    Help,
+}
+
+fn parse_endpoints(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(|o| o.trim().trim_end_matches('/').to_owned())
+        .filter(|o| !o.is_empty())
+        .collect()
+}
+
+fn set(config: &mut ChatConfig, key: &str, value: &str) -> Result<(), String> {
+    let bad = |what: &str| format!("invalid {what}: {value:?}");
+    match key {
+        "port" => config.port = value.parse().map_err(|_| bad("port"))?,
+        "host" => config.host = value.to_owned(),
+        "endpoint" => config.endpoints = parse_endpoints(value),
+        "max-message-bytes" => config.max_message_bytes = value.parse().map_err(|_| bad("size"))?,
+        "rate-burst" => config.rate_burst = value.parse().map_err(|_| bad("burst"))?,
+        "rate-per-second" => {
+            config.rate_per_second = value
+                .parse::<f64>()
+                .ok()
+                .filter(|r| r.is_finite() && *r >= 0.0)
+                .ok_or_else(|| bad("rate"))?
+        }
+        _ => return Err(format!("unknown option --{key}")),
+    }
+    Ok(())
+}
+
+/// Reads the environment (through `env`) and then the flags.
+pub fn parse<I, E>(args: I, env: E) -> Result<Command, String>
+where
+    I: IntoIterator<Item = String>,
+    E: Fn(&str) -> Option<String>,
+{
+    let mut config = ChatConfig::default();
+    for (var, key) in [
+        ("PORT", "port"),
+        ("HOST", "host"),
+        ("ENDPOINT", "endpoint"),
+        ("MAX_MESSAGE_BYTES", "max-message-bytes"),
+        ("RATE_BURST", "rate-burst"),
+        ("RATE_PER_SECOND", "rate-per-second"),
+    ] {
+        if let Some(value) = env(var).filter(|v| !v.is_empty()) {
+            set(&mut config, key, &value).map_err(|e| format!("{var}: {e}"))?;
+        }
+    }
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        if arg == "-h" || arg == "--help" {
+            return Ok(Command::Help);
+        }
+        let Some(flag) = arg.strip_prefix("--") else {
+            return Err(format!("unexpected argument {arg:?}"));
+        };
+        let (key, value) = match flag.split_once('=') {
+            Some((k, v)) => (k.to_owned(), v.to_owned()),
+            None => (
+                flag.to_owned(),
+                args.next()
+                    .ok_or_else(|| format!("--{flag} needs a value"))?,
+            ),
+        };
+        set(&mut config, &key, &value)?;
+    }
+    Ok(Command::Run(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str], env: &[(&str, &str)]) -> Result<Command, String> {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        parse(args.iter().map(|s| s.to_string()), move |k| {
+            env.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone())
+        })
+    }
+
+    #[test]
+    fn defaults_env_and_flags() {
+        assert_eq!(run(&[], &[]), Ok(Command::Run(ChatConfig::default())));
+        let Ok(Command::Run(c)) = run(
+            &["--port", "4000"],
+            &[
+                ("PORT", "5000"),
+                ("ENDPOINT", "http://a.example, http://b.example/"),
+            ],
+        ) else {
+            panic!("parse failed")
+        };
+        assert_eq!(c.port, 4000, "a flag wins over the environment");
+        assert_eq!(c.endpoints, ["http://a.example", "http://b.example"]);
+        let Ok(Command::Run(c)) = run(&["--host=127.0.0.1", "--rate-burst", "5"], &[]) else {
+            panic!("parse failed")
+        };
+        assert_eq!((c.host.as_str(), c.rate_burst), ("127.0.0.1", 5));
+        assert_eq!(run(&["--help"], &[]), Ok(Command::Help));
+        assert!(run(&["--port", "x"], &[]).is_err());
+        assert!(run(&["--port"], &[]).is_err());
+        assert!(run(&["--nope", "1"], &[]).is_err());
+        assert!(run(&[], &[("PORT", "99999")]).is_err());
+    }
+}

@@ -1,0 +1,61 @@
+//! A token bucket per socket for `roomMessage`.
+
+use std::time::Instant;
+
+/// Allows `burst` events at once, refilled at `per_second`.
+#[derive(Debug, Clone)]
+pub struct TokenBucket {
+    tokens: f64,
+    burst: f64,
+    per_second: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    /// A full bucket.
+    pub fn new(burst: u32, per_second: f64) -> TokenBucket {
+        TokenBucket {
+            tokens: f64::from(burst),
+            burst: f64::from(burst),
+            per_second,
+            last: Instant::now(),
+        }
+    }
+
+    /// Takes a token if there is one.
+    pub fn try_take(&mut self) -> bool {
+        self.try_take_at(Instant::now())
+    }
+
+    fn try_take_at(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last);
+        self.last = now;
+        self.tokens = (self.tokens + elapsed.as_secs_f64() * self.per_second).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn burst_then_refill() {
+        let mut bucket = TokenBucket::new(3, 10.0);
+        let t0 = bucket.last;
+        assert!((0..3).all(|_| bucket.try_take_at(t0)));
+        assert!(!bucket.try_take_at(t0));
+        assert!(bucket.try_take_at(t0 + Duration::from_millis(100)));
+        assert!(!bucket.try_take_at(t0 + Duration::from_millis(100)));
+        // Never more than the burst, however long the pause.
+        let later = t0 + Duration::from_secs(60);
+        assert!((0..3).all(|_| bucket.try_take_at(later)));
+        assert!(!bucket.try_take_at(later));
+    }
+}
