@@ -7,3 +7,7 @@ pub mod engineio;
 pub mod id;
 pub mod server;
 pub mod socketio;
+
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
