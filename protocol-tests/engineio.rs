@@ -1,1 +1,1110 @@
+//! Engine.IO v4 end to end, over real sockets, against the conformance server's echo application
+//! on `/engine.io/` (pingInterval 300 ms, pingTimeout 200 ms, maxPayload 1,000,000), and against
+//! small servers built here where a setting has to differ (upgrade timeout, header-read timeout).
 
+mod common;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use common::client::*;
+use common::{spawn_conformance_server, spawn_restricted_origin_server};
+use serde_json::{Value, json};
+use socketio_server::engineio::EngineConfig;
+use socketio_server::server::HttpConfig;
+use tokio_tungstenite::tungstenite::Message;
+
+const E: &str = ENGINE_PATH;
+const PING_INTERVAL: Duration = Duration::from_millis(300);
+const PING_TIMEOUT: Duration = Duration::from_millis(200);
+
+fn handshake_keys(handshake: &Value) -> Vec<String> {
+    let mut keys: Vec<String> = handshake
+        .as_object()
+        .expect("the handshake is a JSON object")
+        .keys()
+        .cloned()
+        .collect();
+    keys.sort();
+    keys
+}
+
+#[track_caller]
+fn assert_handshake(handshake: &Value, upgrades: Value) {
+    assert_eq!(
+        handshake_keys(handshake),
+        [
+            "maxPayload",
+            "pingInterval",
+            "pingTimeout",
+            "sid",
+            "upgrades"
+        ],
+        "exactly these keys: {handshake}"
+    );
+    assert_eq!(handshake["upgrades"], upgrades);
+    assert_eq!(handshake["pingInterval"], json!(300));
+    assert_eq!(handshake["pingTimeout"], json!(200));
+    assert_eq!(handshake["maxPayload"], json!(1_000_000));
+    assert_sid_shape(handshake["sid"].as_str().expect("sid is a string"));
+}
+
+#[track_caller]
+fn assert_sid_shape(sid: &str) {
+    assert!(sid.len() >= 20, "sid {sid:?} has fewer than 20 characters");
+    assert!(
+        sid.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+        "sid {sid:?} is not URL-safe"
+    );
+}
+
+// ---- handshake ------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn handshake_over_polling_has_exactly_the_protocol_keys() {
+    let addr = spawn_conformance_server().await;
+    let resp = get(addr, "/engine.io/?EIO=4&transport=polling").await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(
+        resp.header("content-type"),
+        Some("text/plain; charset=UTF-8")
+    );
+    let packets = resp.packets();
+    assert_eq!(packets.len(), 1, "one open packet: {packets:?}");
+    assert_handshake(&parse_open(&packets[0]), json!(["websocket"]));
+}
+
+#[tokio::test]
+async fn handshake_over_websocket_has_exactly_the_protocol_keys() {
+    let addr = spawn_conformance_server().await;
+    let (mut ws, handshake) = ws_open(addr, E).await;
+    assert_handshake(&handshake, json!([]));
+    // The session works right away.
+    ws_send(&mut ws, "4ready").await;
+    assert_eq!(ws_recv_app_text(&mut ws).await, "4ready");
+}
+
+#[tokio::test]
+async fn session_ids_are_long_url_safe_and_unique() {
+    let addr = spawn_conformance_server().await;
+    let mut seen = HashSet::new();
+    for _ in 0..40 {
+        let p = Polling::open(addr, E).await;
+        assert_sid_shape(&p.sid);
+        assert!(seen.insert(p.sid.clone()), "sid {} handed out twice", p.sid);
+    }
+    for _ in 0..10 {
+        let (_ws, handshake) = ws_open(addr, E).await;
+        let sid = handshake["sid"].as_str().expect("sid").to_owned();
+        assert_sid_shape(&sid);
+        assert!(seen.insert(sid.clone()), "sid {sid} handed out twice");
+    }
+}
+
+// ---- error codes ----------------------------------------------------------------------------
+
+#[tokio::test]
+async fn error_code_0_transport_unknown() {
+    let addr = spawn_conformance_server().await;
+    for query in [
+        "EIO=4",
+        "EIO=4&transport=tobi",
+        "EIO=4&transport=__proto__",
+        "EIO=4&transport=constructor",
+        "EIO=4&transport=webtransport",
+        "EIO=4&transport=",
+        "EIO=4&transport=Polling",
+        // The transport is checked before the version.
+        "EIO=3&transport=tobi",
+    ] {
+        let resp = get(addr, &format!("{E}?{query}")).await;
+        resp.assert_engine_error(400, 0);
+    }
+}
+
+#[tokio::test]
+async fn error_code_1_session_id_unknown() {
+    let addr = spawn_conformance_server().await;
+    let well_formed = "AAAAAAAAAAAAAAAAAAAA";
+    for sid in ["test", well_formed, "!!!!", ""] {
+        let target = format!("{E}?EIO=4&transport=polling&sid={sid}");
+        get(addr, &target).await.assert_engine_error(400, 1);
+        post(addr, &target, b"4x").await.assert_engine_error(400, 1);
+    }
+    // A WebSocket naming an unknown session is refused too, before any upgrade.
+    let (_, resp) = RawWs::connect_response(
+        addr,
+        &format!("{E}?EIO=4&transport=websocket&sid={well_formed}"),
+        &[],
+    )
+    .await;
+    resp.assert_engine_error(400, 1);
+}
+
+#[tokio::test]
+async fn error_code_2_bad_handshake_method() {
+    let addr = spawn_conformance_server().await;
+    for method in ["POST", "PUT", "DELETE", "PATCH"] {
+        let resp = request(
+            addr,
+            method,
+            "/engine.io/?EIO=4&transport=polling",
+            &[],
+            b"40",
+        )
+        .await;
+        resp.assert_engine_error(400, 2);
+    }
+}
+
+#[tokio::test]
+async fn error_code_3_bad_request() {
+    let addr = spawn_conformance_server().await;
+    // A WebSocket handshake without the upgrade headers.
+    get(addr, "/engine.io/?EIO=4&transport=websocket")
+        .await
+        .assert_engine_error(400, 3);
+    // The same on a polling session's id.
+    let p = Polling::open(addr, E).await;
+    get(
+        addr,
+        &format!("{E}?EIO=4&transport=websocket&sid={}", p.sid),
+    )
+    .await
+    .assert_engine_error(400, 3);
+    // A method polling does not know.
+    request(addr, "PUT", &p.target(), &[], b"4x")
+        .await
+        .assert_engine_error(400, 3);
+    // The session was not harmed by any of this.
+    p.post_ok(b"4still").await;
+    assert_eq!(p.get_answering_pings().await, ["4still"]);
+}
+
+#[tokio::test]
+async fn error_code_4_forbidden_origin_on_polling() {
+    let addr = spawn_restricted_origin_server("http://allowed.example").await;
+    let resp = request(
+        addr,
+        "GET",
+        "/engine.io/?EIO=4&transport=polling",
+        &[("Origin", "http://evil.example")],
+        b"",
+    )
+    .await;
+    resp.assert_engine_error(403, 4);
+    assert_ne!(
+        resp.header("access-control-allow-origin"),
+        Some("http://evil.example")
+    );
+    assert_ne!(resp.header("access-control-allow-origin"), Some("*"));
+    // A near miss is no match.
+    for origin in [
+        "http://allowed.example.evil",
+        "https://allowed.example",
+        "http://allowed.example:80",
+        "null",
+    ] {
+        request(
+            addr,
+            "GET",
+            "/engine.io/?EIO=4&transport=polling",
+            &[("Origin", origin)],
+            b"",
+        )
+        .await
+        .assert_engine_error(403, 4);
+    }
+    // Requests of an existing session from a forbidden origin are refused as well.
+    let p = Polling::open(addr, E).await;
+    request(
+        addr,
+        "POST",
+        &p.target(),
+        &[("Origin", "http://evil.example")],
+        b"4x",
+    )
+    .await
+    .assert_engine_error(403, 4);
+}
+
+#[tokio::test]
+async fn error_code_5_unsupported_protocol_version() {
+    let addr = spawn_conformance_server().await;
+    for query in [
+        "transport=polling",
+        "EIO=3&transport=polling",
+        "EIO=5&transport=polling",
+        "EIO=abc&transport=polling",
+        "EIO=04&transport=polling",
+        "EIO=&transport=polling",
+    ] {
+        get(addr, &format!("{E}?{query}"))
+            .await
+            .assert_engine_error(400, 5);
+    }
+    let (_, resp) =
+        RawWs::connect_response(addr, "/engine.io/?EIO=3&transport=websocket", &[]).await;
+    resp.assert_engine_error(400, 5);
+}
+
+#[tokio::test]
+async fn polling_post_over_max_payload_is_413_and_ends_the_session() {
+    let addr = spawn_conformance_server().await;
+    // Exactly maxPayload bytes are accepted and echoed.
+    let p = Polling::open(addr, E).await;
+    let mut body = vec![b'a'; 1_000_000];
+    body[0] = b'4';
+    p.post_ok(&body).await;
+    let echoed = p.get_answering_pings().await;
+    assert_eq!(echoed.len(), 1);
+    assert_eq!(echoed[0].len(), 1_000_000);
+    // One byte more is refused with 413 and the session is closed.
+    body.push(b'a');
+    let resp = p.post(&body).await;
+    assert_eq!(resp.status, 413, "{}", resp.text());
+    let after = p.get().await;
+    if after.status == 200 {
+        assert_eq!(
+            after.packets(),
+            ["1"],
+            "the last poll carries the close packet"
+        );
+        p.assert_unknown().await;
+    } else {
+        after.assert_engine_error(400, 1);
+    }
+}
+
+#[tokio::test]
+async fn polling_post_over_max_payload_without_content_length_is_413() {
+    let addr = spawn_conformance_server().await;
+    let p = Polling::open(addr, E).await;
+    // A chunked body: the limit must hold while the body is read, not only on the header.
+    let mut conn = HttpConn::connect(addr).await;
+    let mut req = format!(
+        "POST {} HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n",
+        p.target()
+    )
+    .into_bytes();
+    let chunk = vec![b'a'; 100_000];
+    for _ in 0..11 {
+        req.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        req.extend_from_slice(&chunk);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\n\r\n");
+    // The server may answer before it read everything; a failed write is fine.
+    let _ = conn.send_raw(&req).await;
+    let resp = tokio::time::timeout(STEP, conn.read_response(false))
+        .await
+        .expect("an answer in time")
+        .expect("an answer");
+    assert_eq!(resp.status, 413);
+}
+
+// ---- polling --------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn polling_batches_packets_both_ways() {
+    let addr = spawn_conformance_server().await;
+    let p = Polling::open(addr, E).await;
+    // Client to server: three packets in one POST, handled in order.
+    p.post_ok("4one\u{1e}4two\u{1e}4thrée".as_bytes()).await;
+    // Server to client: the three echoes come back in one payload.
+    let resp = p.get().await;
+    let packets: Vec<String> = resp.packets().into_iter().filter(|p| p != "2").collect();
+    assert_eq!(packets, ["4one", "4two", "4thrée"]);
+    // Text and binary mixed, both ways.
+    p.post_ok(b"4a\x1ebAQID\x1e4b").await;
+    let packets: Vec<String> = p
+        .get_packets()
+        .await
+        .into_iter()
+        .filter(|p| p != "2")
+        .collect();
+    assert_eq!(packets, ["4a", "bAQID", "4b"]);
+}
+
+#[tokio::test]
+async fn polling_get_waits_until_something_is_queued() {
+    let addr = spawn_conformance_server().await;
+    let p = Polling::open(addr, E).await;
+    let pending = p.spawn_get();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!pending.is_finished(), "the GET waits for a packet");
+    p.post_ok(b"4wake").await;
+    let resp = tokio::time::timeout(STEP, pending)
+        .await
+        .expect("the GET is answered")
+        .expect("the GET task");
+    let packets: Vec<String> = resp.packets().into_iter().filter(|p| p != "2").collect();
+    assert_eq!(packets, ["4wake"]);
+}
+
+#[tokio::test]
+async fn polling_binary_is_base64_both_ways() {
+    let addr = spawn_conformance_server().await;
+    let p = Polling::open(addr, E).await;
+    // [0, 1, 2, 255, 254] is AAEC//4=.
+    p.post_ok(b"bAAEC//4=").await;
+    assert_eq!(p.get_answering_pings().await, ["bAAEC//4="]);
+    // The echo of a polling binary is binary over WebSocket too: checked on the same bytes.
+    let (mut ws, _) = ws_open(addr, E).await;
+    ws_send_binary(&mut ws, &[0, 1, 2, 255, 254]).await;
+    assert_eq!(ws_recv_app_binary(&mut ws).await, [0, 1, 2, 255, 254]);
+    // Invalid base64 is a parse error that ends the session.
+    let resp = p.post(b"b!!!").await;
+    assert_eq!(resp.status, 400);
+    let after = p.get().await;
+    if after.status == 200 {
+        assert_eq!(after.packets(), ["1"]);
+    } else {
+        after.assert_engine_error(400, 1);
+    }
+}
+
+#[tokio::test]
+async fn websocket_carries_text_and_binary_frames() {
+    let addr = spawn_conformance_server().await;
+    let (mut ws, _) = ws_open(addr, E).await;
+    ws_send(&mut ws, "4héllo wörld ✓").await;
+    assert_eq!(ws_recv_app_text(&mut ws).await, "4héllo wörld ✓");
+    let bytes: Vec<u8> = (0..=255).collect();
+    ws_send_binary(&mut ws, &bytes).await;
+    // A binary packet is a binary frame, with no `b` prefix and no base64.
+    assert_eq!(ws_recv_app_binary(&mut ws).await, bytes);
+    ws_send_binary(&mut ws, &[]).await;
+    assert_eq!(ws_recv_app_binary(&mut ws).await, Vec::<u8>::new());
+}
+
+// ---- heartbeat ------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn heartbeat_over_polling_pings_every_interval_not_at_once() {
+    let addr = spawn_conformance_server().await;
+    let p = Polling::open(addr, E).await;
+    for round in 0..3 {
+        let start = Instant::now();
+        let packets = p.get_packets().await;
+        let since_open = p.opened.elapsed();
+        assert_eq!(packets, ["2"], "round {round}");
+        if round == 0 {
+            assert!(
+                since_open >= PING_INTERVAL - Duration::from_millis(30),
+                "the first ping came {since_open:?} after the handshake"
+            );
+        } else {
+            assert!(
+                start.elapsed() >= Duration::from_millis(150),
+                "a ping {:?} after the pong",
+                start.elapsed()
+            );
+        }
+        assert!(start.elapsed() < Duration::from_millis(1200), "ping late");
+        p.post_ok(b"3").await;
+    }
+}
+
+#[tokio::test]
+async fn heartbeat_over_websocket_pings_every_interval_not_at_once() {
+    let addr = spawn_conformance_server().await;
+    let (mut ws, _) = ws_open(addr, E).await;
+    let opened = Instant::now();
+    let mut last = opened;
+    for round in 0..3 {
+        assert_eq!(ws_recv_text(&mut ws).await, "2", "round {round}");
+        let gap = last.elapsed();
+        assert!(
+            gap >= PING_INTERVAL - Duration::from_millis(30),
+            "round {round}: a ping {gap:?} after the previous one"
+        );
+        assert!(
+            gap < Duration::from_millis(1200),
+            "round {round}: ping late"
+        );
+        last = Instant::now();
+        ws_send(&mut ws, "3").await;
+    }
+}
+
+#[tokio::test]
+async fn ping_timeout_over_polling_closes_the_session() {
+    let addr = spawn_conformance_server().await;
+    let p = Polling::open(addr, E).await;
+    assert_eq!(p.get_packets().await, ["2"]);
+    let pinged = Instant::now();
+    // No pong: the pending GET gets the close packet once pingTimeout is over.
+    let packets = p.get_packets().await;
+    let waited = pinged.elapsed();
+    assert_eq!(packets, ["1"]);
+    assert!(
+        waited >= PING_TIMEOUT - Duration::from_millis(50),
+        "closed {waited:?} after the ping"
+    );
+    assert!(
+        waited < Duration::from_millis(1000),
+        "closed late: {waited:?}"
+    );
+    p.assert_unknown().await;
+}
+
+#[tokio::test]
+async fn ping_timeout_over_websocket_closes_the_session() {
+    let addr = spawn_conformance_server().await;
+    let (mut ws, _) = ws_open(addr, E).await;
+    let end = ws_expect_end(&mut ws, Duration::from_secs(2)).await;
+    let ping_count = end
+        .messages
+        .iter()
+        .filter(|m| matches!(m, Message::Text(t) if t.as_str() == "2"))
+        .count();
+    assert_eq!(ping_count, 1, "one unanswered ping, then the end: {end:?}");
+    assert!(
+        end.after >= PING_INTERVAL + PING_TIMEOUT - Duration::from_millis(60),
+        "closed after {:?}",
+        end.after
+    );
+}
+
+#[tokio::test]
+async fn websocket_ping_frame_does_not_count_as_a_pong() {
+    let addr = spawn_conformance_server().await;
+    let (mut ws, _sid) = RawWs::open_engine(addr, E).await;
+    let start = Instant::now();
+    let mut pongs = 0;
+    let mut pings = 0;
+    // Keep the WebSocket busy with protocol-level pings, never answering the Engine.IO ping.
+    let end = loop {
+        ws.send(op::FIN | op::PING, b"hb").await.ok();
+        let frame = tokio::time::timeout(Duration::from_millis(50), ws.read_frame()).await;
+        match frame {
+            Ok(Some(f)) if f.opcode() == op::PONG => {
+                assert_eq!(f.payload, b"hb");
+                pongs += 1;
+            }
+            Ok(Some(f)) if f.opcode() == op::TEXT && f.payload == b"2" => pings += 1,
+            Ok(Some(f)) if f.opcode() == op::CLOSE => break Some(f),
+            Ok(Some(f)) => panic!("unexpected frame {f:?}"),
+            Ok(None) => break None,
+            Err(_) => {}
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "the session outlived its ping timeout"
+        );
+    };
+    if let Some(close) = end {
+        assert_eq!(
+            close.close_code(),
+            Some(1000),
+            "a normal close after the timeout"
+        );
+    }
+    assert!(pongs > 0, "WebSocket pings are answered with pongs");
+    assert_eq!(pings, 1, "exactly one Engine.IO ping before the timeout");
+    assert!(start.elapsed() >= PING_INTERVAL + PING_TIMEOUT - Duration::from_millis(60));
+}
+
+#[tokio::test]
+async fn a_ping_from_the_client_ends_the_session() {
+    // In v4 only the server pings.
+    let addr = spawn_conformance_server().await;
+    let (mut ws, _) = ws_open(addr, E).await;
+    ws_send(&mut ws, "2").await;
+    ws_expect_end(&mut ws, Duration::from_secs(1)).await;
+}
+
+// ---- close ----------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn close_from_the_client_over_polling() {
+    let addr = spawn_conformance_server().await;
+    let p = Polling::open(addr, E).await;
+    let pending = p.spawn_get();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    p.post_ok(b"1").await;
+    let released = tokio::time::timeout(STEP, pending)
+        .await
+        .expect("the pending GET is released")
+        .expect("GET task")
+        .packets();
+    assert!(
+        released == ["6"] || released == ["1"],
+        "the pending GET gets a noop or close: {released:?}"
+    );
+    p.assert_unknown().await;
+    post(addr, &p.target(), b"4x")
+        .await
+        .assert_engine_error(400, 1);
+}
+
+#[tokio::test]
+async fn close_from_the_client_over_websocket() {
+    let addr = spawn_conformance_server().await;
+    let (mut ws, handshake) = ws_open(addr, E).await;
+    ws_send(&mut ws, "1").await;
+    let end = ws_expect_end(&mut ws, Duration::from_secs(1)).await;
+    assert!(end.messages.is_empty(), "{end:?}");
+    let sid = handshake["sid"].as_str().expect("sid");
+    get(addr, &format!("{E}?EIO=4&transport=polling&sid={sid}"))
+        .await
+        .assert_engine_error(400, 1);
+}
+
+#[tokio::test]
+async fn close_from_the_server_over_polling() {
+    let addr = spawn_conformance_server().await;
+    let p = Polling::open(addr, E).await;
+    let pending = p.spawn_get();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    p.post_ok(b"4close-me").await;
+    let released = tokio::time::timeout(STEP, pending)
+        .await
+        .expect("the pending GET is released")
+        .expect("GET task")
+        .packets();
+    assert_eq!(released, ["1"], "the close packet");
+    p.assert_unknown().await;
+}
+
+#[tokio::test]
+async fn close_from_the_server_over_websocket() {
+    let addr = spawn_conformance_server().await;
+    let (mut ws, _) = ws_open(addr, E).await;
+    ws_send(&mut ws, "4before").await;
+    ws_send(&mut ws, "4close-me").await;
+    ws_send(&mut ws, "4after").await;
+    let end = ws_expect_end(&mut ws, Duration::from_secs(1)).await;
+    let texts: Vec<String> = end
+        .messages
+        .iter()
+        .filter_map(|m| match m {
+            Message::Text(t) if t.as_str() != "2" => Some(t.as_str().to_owned()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(texts, ["4before"], "nothing is handled after the close");
+}
+
+// ---- upgrade --------------------------------------------------------------------------------
+
+/// GETs until the answer holds the noop, answering pings; panics on anything else.
+async fn poll_until_noop(p: &Polling, first: HttpResponse) {
+    let mut resp = first;
+    loop {
+        let packets = resp.packets();
+        assert!(
+            packets.iter().all(|p| p == "2" || p == "6"),
+            "only pings and the noop during the upgrade: {packets:?}"
+        );
+        if packets.iter().any(|p| p == "2") {
+            p.post_ok(b"3").await;
+        }
+        if packets.iter().any(|p| p == "6") {
+            return;
+        }
+        resp = p.get().await;
+    }
+}
+
+#[tokio::test]
+async fn upgrade_from_polling_to_websocket() {
+    let addr = spawn_conformance_server().await;
+    let p = Polling::open(addr, E).await;
+    let pending = p.spawn_get();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut ws = ws_connect(
+        addr,
+        &format!("{E}?EIO=4&transport=websocket&sid={}", p.sid),
+    )
+    .await;
+    ws_send(&mut ws, "2probe").await;
+    assert_eq!(ws_recv_text(&mut ws).await, "3probe");
+    // The pending GET is released with a noop, and so is any GET during the upgrade.
+    let released = tokio::time::timeout(STEP, pending)
+        .await
+        .expect("the pending GET is released")
+        .expect("GET task");
+    poll_until_noop(&p, released).await;
+    poll_until_noop(&p, p.get().await).await;
+    ws_send(&mut ws, "5").await;
+    ws_send(&mut ws, "4over websocket").await;
+    assert_eq!(ws_recv_app_text(&mut ws).await, "4over websocket");
+    // Polling is over for this session.
+    p.get().await.assert_engine_error(400, 3);
+    p.post(b"4x").await.assert_engine_error(400, 3);
+    // A second WebSocket for the same session is refused or closed at once.
+    let (mut second, resp) = RawWs::connect_response(
+        addr,
+        &format!("{E}?EIO=4&transport=websocket&sid={}", p.sid),
+        &[],
+    )
+    .await;
+    if resp.status == 101 {
+        second.expect_failure(Duration::from_secs(1)).await;
+    } else {
+        assert_eq!(resp.status, 400);
+    }
+    // The heartbeat goes on over the WebSocket.
+    let start = Instant::now();
+    match ws_next(&mut ws).await {
+        Some(Message::Text(t)) if t.as_str() == "2" => {}
+        other => panic!("expected a ping over the WebSocket, got {other:?}"),
+    }
+    assert!(start.elapsed() < Duration::from_millis(1000));
+    ws_send(&mut ws, "3").await;
+    ws_send(&mut ws, "4still").await;
+    assert_eq!(ws_recv_app_text(&mut ws).await, "4still");
+}
+
+#[tokio::test]
+async fn packets_queued_during_the_upgrade_arrive_in_order_over_websocket() {
+    let addr = spawn_conformance_server().await;
+    let p = Polling::open(addr, E).await;
+    let mut ws = ws_connect(
+        addr,
+        &format!("{E}?EIO=4&transport=websocket&sid={}", p.sid),
+    )
+    .await;
+    ws_send(&mut ws, "2probe").await;
+    assert_eq!(ws_recv_text(&mut ws).await, "3probe");
+    poll_until_noop(&p, p.get().await).await;
+    // Produced while the upgrade is under way: queued, not lost.
+    p.post_ok("4m1\u{1e}4m2\u{1e}bAQID\u{1e}4m3".as_bytes())
+        .await;
+    p.post_ok(b"4m4").await;
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    ws_send(&mut ws, "5").await;
+    ws_send(&mut ws, "4m5").await;
+    let mut got = Vec::new();
+    while got.len() < 6 {
+        match ws_recv_app(&mut ws).await {
+            Message::Text(t) => got.push(t.as_str().to_owned()),
+            Message::Binary(b) => got.push(format!("binary {:?}", b.as_ref())),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(got, ["4m1", "4m2", "binary [1, 2, 3]", "4m3", "4m4", "4m5"]);
+}
+
+#[tokio::test]
+async fn upgrade_that_never_completes_times_out_and_polling_goes_on() {
+    let addr = spawn_engine_echo(
+        EngineConfig {
+            upgrade_timeout: Duration::from_millis(500),
+            ping_interval: Duration::from_secs(5),
+            ping_timeout: Duration::from_secs(5),
+            ..EngineConfig::default()
+        },
+        HttpConfig::default(),
+    )
+    .await;
+    // Probed but never completed.
+    let p = Polling::open(addr, E).await;
+    let mut ws = ws_connect(
+        addr,
+        &format!("{E}?EIO=4&transport=websocket&sid={}", p.sid),
+    )
+    .await;
+    ws_send(&mut ws, "2probe").await;
+    assert_eq!(ws_recv_text(&mut ws).await, "3probe");
+    let start = Instant::now();
+    let end = ws_expect_end(&mut ws, Duration::from_secs(3)).await;
+    assert!(
+        end.after >= Duration::from_millis(350),
+        "dropped after {:?}, before the upgrade timeout",
+        end.after
+    );
+    assert!(start.elapsed() < Duration::from_millis(2000));
+    // The session is still a polling session.
+    p.post_ok(b"4still polling").await;
+    assert_eq!(p.get_packets().await, ["4still polling"]);
+
+    // Connected but never probed.
+    let p = Polling::open(addr, E).await;
+    let mut ws = ws_connect(
+        addr,
+        &format!("{E}?EIO=4&transport=websocket&sid={}", p.sid),
+    )
+    .await;
+    let end = ws_expect_end(&mut ws, Duration::from_secs(3)).await;
+    assert!(end.after >= Duration::from_millis(350));
+    p.post_ok(b"4again").await;
+    assert_eq!(p.get_packets().await, ["4again"]);
+    // And the session can still upgrade afterwards.
+    let mut ws = ws_connect(
+        addr,
+        &format!("{E}?EIO=4&transport=websocket&sid={}", p.sid),
+    )
+    .await;
+    ws_send(&mut ws, "2probe").await;
+    assert_eq!(ws_recv_text(&mut ws).await, "3probe");
+    ws_send(&mut ws, "5").await;
+    ws_send(&mut ws, "4upgraded").await;
+    assert_eq!(ws_recv_text(&mut ws).await, "4upgraded");
+}
+
+#[tokio::test]
+async fn upgrade_with_a_bad_probe_keeps_the_session_on_polling() {
+    let addr = spawn_conformance_server().await;
+    let p = Polling::open(addr, E).await;
+    let mut ws = ws_connect(
+        addr,
+        &format!("{E}?EIO=4&transport=websocket&sid={}", p.sid),
+    )
+    .await;
+    // `5` before the probe.
+    ws_send(&mut ws, "5").await;
+    ws_expect_end(&mut ws, Duration::from_secs(1)).await;
+    p.post_ok(b"4x").await;
+    assert_eq!(p.get_answering_pings().await, ["4x"]);
+}
+
+// ---- overlapping requests -------------------------------------------------------------------
+
+#[tokio::test]
+async fn overlapping_gets_close_the_session() {
+    let addr = spawn_conformance_server().await;
+    let p = Polling::open(addr, E).await;
+    let first = p.spawn_get();
+    tokio::time::sleep(Duration::from_millis(40)).await;
+    let second = p.get().await;
+    assert_eq!(second.status, 400, "{}", second.text());
+    let first = tokio::time::timeout(STEP, first)
+        .await
+        .expect("the first GET is released")
+        .expect("GET task");
+    assert_eq!(
+        first.packets(),
+        ["1"],
+        "the pending GET gets the close packet"
+    );
+    p.assert_unknown().await;
+}
+
+// ---- maxPayload over WebSocket --------------------------------------------------------------
+
+#[tokio::test]
+async fn websocket_message_over_max_payload_closes_with_1009() {
+    let addr = spawn_conformance_server().await;
+    let (mut ws, _) = ws_open(addr, E).await;
+    let mut text = "a".repeat(1_000_000);
+    text.replace_range(0..1, "4");
+    ws_send(&mut ws, &text).await;
+    let echoed = ws_recv_app_text(&mut ws).await;
+    assert_eq!(echoed.len(), 1_000_000, "exactly maxPayload is accepted");
+    text.push('b');
+    ws_send(&mut ws, &text).await;
+    let end = ws_expect_end(&mut ws, Duration::from_secs(2)).await;
+    assert_eq!(end.code, Some(1009), "{end:?}");
+    // Binary has the same limit.
+    let (mut ws, _) = ws_open(addr, E).await;
+    ws_send_binary(&mut ws, &vec![7u8; 1_000_001]).await;
+    let end = ws_expect_end(&mut ws, Duration::from_secs(2)).await;
+    assert_eq!(end.code, Some(1009), "{end:?}");
+}
+
+// ---- CORS and origins -----------------------------------------------------------------------
+
+#[tokio::test]
+async fn cors_preflight_and_exact_origin_with_credentials() {
+    let addr = spawn_conformance_server().await;
+    let origin = "http://client.example:8080";
+    let resp = request(
+        addr,
+        "OPTIONS",
+        "/engine.io/?EIO=4&transport=polling",
+        &[
+            ("Origin", origin),
+            ("Access-Control-Request-Method", "POST"),
+            ("Access-Control-Request-Headers", "content-type, x-custom"),
+        ],
+        b"",
+    )
+    .await;
+    assert!(
+        resp.status == 204 || resp.status == 200,
+        "preflight {}",
+        resp.status
+    );
+    assert_eq!(resp.header("access-control-allow-origin"), Some(origin));
+    assert_eq!(
+        resp.header("access-control-allow-credentials"),
+        Some("true")
+    );
+    let methods = resp
+        .header("access-control-allow-methods")
+        .expect("allowed methods");
+    for m in ["GET", "POST"] {
+        assert!(methods.split(',').any(|t| t.trim() == m), "{methods}");
+    }
+    let headers = resp
+        .header("access-control-allow-headers")
+        .expect("allowed headers")
+        .to_ascii_lowercase();
+    assert!(headers.contains("content-type") && headers.contains("x-custom"));
+    assert!(resp.body.is_empty());
+
+    // Every answer echoes the exact origin, never `*` with credentials.
+    let hs = request(
+        addr,
+        "GET",
+        "/engine.io/?EIO=4&transport=polling",
+        &[("Origin", origin)],
+        b"",
+    )
+    .await;
+    assert_eq!(hs.header("access-control-allow-origin"), Some(origin));
+    assert_eq!(hs.header("access-control-allow-credentials"), Some("true"));
+    let sid = parse_open(&hs.packets()[0])["sid"]
+        .as_str()
+        .expect("sid")
+        .to_owned();
+    let target = format!("{E}?EIO=4&transport=polling&sid={sid}");
+    let posted = request(addr, "POST", &target, &[("Origin", origin)], b"4cors").await;
+    assert_eq!(posted.status, 200);
+    assert_eq!(posted.header("access-control-allow-origin"), Some(origin));
+    let polled = request(addr, "GET", &target, &[("Origin", origin)], b"").await;
+    assert_eq!(polled.header("access-control-allow-origin"), Some(origin));
+    // Errors carry the CORS headers too, so that a browser can read them.
+    let err = request(
+        addr,
+        "GET",
+        "/engine.io/?EIO=4&transport=tobi",
+        &[("Origin", origin)],
+        b"",
+    )
+    .await;
+    err.assert_engine_error(400, 0);
+    assert_eq!(err.header("access-control-allow-origin"), Some(origin));
+    // Without an Origin there is nothing to echo.
+    let plain = get(addr, "/engine.io/?EIO=4&transport=polling").await;
+    assert_ne!(plain.header("access-control-allow-origin"), Some("*"));
+}
+
+#[tokio::test]
+async fn restricted_origin_preflight_only_names_the_allowed_origin() {
+    let allowed = "http://allowed.example";
+    let addr = spawn_restricted_origin_server(allowed).await;
+    let ok = request(
+        addr,
+        "OPTIONS",
+        "/engine.io/?EIO=4&transport=polling",
+        &[
+            ("Origin", allowed),
+            ("Access-Control-Request-Method", "POST"),
+        ],
+        b"",
+    )
+    .await;
+    assert_eq!(ok.header("access-control-allow-origin"), Some(allowed));
+    assert_eq!(ok.header("access-control-allow-credentials"), Some("true"));
+    let evil = request(
+        addr,
+        "OPTIONS",
+        "/engine.io/?EIO=4&transport=polling",
+        &[
+            ("Origin", "http://evil.example"),
+            ("Access-Control-Request-Method", "POST"),
+        ],
+        b"",
+    )
+    .await;
+    assert!(evil.status < 500);
+    let acao = evil.header("access-control-allow-origin");
+    assert!(
+        acao.is_none() || acao == Some(allowed),
+        "a forbidden origin is never allowed: {acao:?}"
+    );
+    // The allowed origin and requests without Origin get sessions.
+    let hs = request(
+        addr,
+        "GET",
+        "/engine.io/?EIO=4&transport=polling",
+        &[("Origin", allowed)],
+        b"",
+    )
+    .await;
+    assert_eq!(hs.status, 200);
+    assert_eq!(hs.header("access-control-allow-origin"), Some(allowed));
+    assert_eq!(
+        get(addr, "/engine.io/?EIO=4&transport=polling")
+            .await
+            .status,
+        200
+    );
+    let ws = ws_connect_with(
+        addr,
+        "/engine.io/?EIO=4&transport=websocket",
+        &[("Origin", allowed)],
+    )
+    .await;
+    assert!(ws.is_ok(), "the allowed origin may use WebSocket");
+}
+
+#[tokio::test]
+async fn forbidden_origin_is_refused_on_the_websocket_handshake() {
+    let addr = spawn_restricted_origin_server("http://allowed.example").await;
+    for target in [
+        "/engine.io/?EIO=4&transport=websocket",
+        "/socket.io/?EIO=4&transport=websocket",
+    ] {
+        let (mut ws, resp) =
+            RawWs::connect_response(addr, target, &[("Origin", "http://evil.example")]).await;
+        assert!(
+            resp.status == 403 || resp.status == 400,
+            "{target}: a WebSocket from a forbidden origin got {}",
+            resp.status
+        );
+        if resp.status == 403 {
+            resp.assert_engine_error(403, 4);
+        }
+        // No WebSocket follows: the connection ends, so that frames the client may send right
+        // away are never read as further requests.
+        assert_eq!(resp.header("connection"), Some("close"));
+        assert!(
+            ws.closed_within(Duration::from_secs(1)).await,
+            "the connection of a refused handshake is closed"
+        );
+    }
+    // Upgrading an existing session from a forbidden origin is refused as well.
+    let p = Polling::open(addr, E).await;
+    let (_ws, resp) = RawWs::connect_response(
+        addr,
+        &format!("{E}?EIO=4&transport=websocket&sid={}", p.sid),
+        &[("Origin", "http://evil.example")],
+    )
+    .await;
+    assert!(resp.status == 403 || resp.status == 400, "{}", resp.status);
+}
+
+// ---- routing and HTTP limits ----------------------------------------------------------------
+
+#[tokio::test]
+async fn requests_for_other_paths_get_404() {
+    let addr = spawn_conformance_server().await;
+    for target in [
+        "/",
+        "/foo",
+        "/engine.iox/?EIO=4&transport=polling",
+        "/engine.io/x?EIO=4&transport=polling",
+        "/ENGINE.IO/?EIO=4&transport=polling",
+        "/socket.io.js",
+    ] {
+        let resp = get(addr, target).await;
+        assert_eq!(resp.status, 404, "{target}");
+    }
+    // A WebSocket upgrade to a foreign path is not accepted either.
+    let (_ws, resp) = RawWs::connect_response(addr, "/foo?EIO=4&transport=websocket", &[]).await;
+    assert_eq!(resp.status, 404);
+    // The exact path without its trailing slash is ours.
+    assert_eq!(
+        get(addr, "/engine.io?EIO=4&transport=polling").await.status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn permessage_deflate_is_not_negotiated() {
+    let addr = spawn_conformance_server().await;
+    let (mut ws, resp) = RawWs::connect_response(
+        addr,
+        "/engine.io/?EIO=4&transport=websocket",
+        &[(
+            "Sec-WebSocket-Extensions",
+            "permessage-deflate; client_max_window_bits",
+        )],
+    )
+    .await;
+    assert_eq!(resp.status, 101);
+    assert_eq!(resp.header("sec-websocket-extensions"), None);
+    // A frame with RSV1 set (a compressed message) is therefore a protocol error.
+    let open = ws.read_frame().await.expect("open packet");
+    assert!(open.text().starts_with('0'));
+    ws.send_raw(&masked(0xC1, b"4hi")).await.ok();
+    let end = ws.expect_failure(Duration::from_secs(1)).await;
+    assert_failed(&end, &[1002], "RSV1 without permessage-deflate");
+}
+
+#[tokio::test]
+async fn header_read_timeout_ends_slow_clients_without_blocking_others() {
+    assert_eq!(
+        HttpConfig::default().header_read_timeout,
+        Duration::from_secs(30),
+        "the default header-read timeout"
+    );
+    let addr = spawn_engine_echo(
+        EngineConfig::default(),
+        HttpConfig {
+            header_read_timeout: Duration::from_millis(400),
+            ..HttpConfig::default()
+        },
+    )
+    .await;
+    // Slowloris: a request head that never ends, one byte at a time.
+    let mut slow = HttpConn::connect(addr).await;
+    slow.send_raw(b"GET /engine.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("write");
+    let trickle = tokio::spawn(async move {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(3) {
+            if slow.send_raw(b"X").await.is_err() {
+                return (start.elapsed(), true);
+            }
+            if slow.closed_within(Duration::from_millis(100)).await {
+                return (start.elapsed(), true);
+            }
+        }
+        (start.elapsed(), false)
+    });
+    // Meanwhile other clients are served at once.
+    for _ in 0..5 {
+        let start = Instant::now();
+        let p = Polling::open(addr, E).await;
+        p.post_ok(b"4fast").await;
+        assert_eq!(p.get_packets().await, ["4fast"]);
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+    let (after, closed) = trickle.await.expect("trickle task");
+    assert!(closed, "the slow client is still connected after {after:?}");
+    assert!(
+        after < Duration::from_millis(1500),
+        "closed after {after:?}"
+    );
+}
+
+#[tokio::test]
+async fn slowloris_on_the_conformance_server_does_not_block_others() {
+    let addr = spawn_conformance_server().await;
+    let mut slow = Vec::new();
+    for _ in 0..20 {
+        let mut conn = HttpConn::connect(addr).await;
+        conn.send_raw(b"GET /engine.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            .await
+            .expect("write");
+        slow.push(conn);
+    }
+    let start = Instant::now();
+    let p = Polling::open(addr, E).await;
+    p.post_ok(b"4served").await;
+    assert_eq!(p.get_answering_pings().await, ["4served"]);
+    let (mut ws, _) = ws_open(addr, E).await;
+    ws_send(&mut ws, "4ws").await;
+    assert_eq!(ws_recv_app_text(&mut ws).await, "4ws");
+    assert!(
+        start.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        start.elapsed()
+    );
+    // The slow connections are still waiting (30 s by default): none got an answer.
+    for conn in &mut slow {
+        assert!(!conn.closed_within(Duration::from_millis(1)).await);
+    }
+}

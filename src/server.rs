@@ -74,6 +74,8 @@ pub async fn serve<F, Fut>(
         ));
     }
     let _ = stop_tx.send(true);
+    // Only the connections' receivers may keep the channel open now.
+    drop(stop_rx);
     // Connections watch `stop_rx`; wait until they are all gone or the grace period ends.
     let _ = tokio::time::timeout(config.shutdown_grace, stop_tx.closed()).await;
 }

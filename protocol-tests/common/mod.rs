@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod client;
+
 use std::net::SocketAddr;
 
 use socketio_server::conformance;

@@ -129,6 +129,27 @@ impl<H: Handler> EngineIo<H> {
 
     /// Answers one request for this server's path.
     pub async fn handle(self: &Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+        if head_len(&req) > MAX_HEAD_BYTES {
+            // hyper stops reading a head at its buffer limit only while the head is incomplete,
+            // so one that arrives in a single burst can overshoot it: refuse it here.
+            let mut resp = Response::new(Body::default());
+            *resp.status_mut() = StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return resp;
+        }
+        // A refused upgrade ends the connection: the client may already be sending WebSocket
+        // frames, which must not be read as further HTTP requests on a kept-alive connection.
+        let upgrade = req.headers().contains_key(header::UPGRADE);
+        let mut resp = self.answer(req).await;
+        if upgrade && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        resp
+    }
+
+    async fn answer(self: &Arc<Self>, req: Request<Incoming>) -> Response<Body> {
         let cors = match self.cors_headers(req.headers()) {
             Ok(cors) => cors,
             Err(e) => return error_response(e, HeaderMap::new()),
@@ -245,11 +266,13 @@ impl<H: Handler> EngineIo<H> {
             .unwrap_or(CloseReason::TransportError);
         tracing::debug!(session = %session.log_id(), %reason, "session closed");
         self.handler.on_close(&session, reason);
-        // When the server chose to close, a polling client still gets its last packets and the
-        // close packet from its next poll; then the id is gone.
+        // When the server chose to close (the layer above did, or the client broke the
+        // protocol), a polling client still gets its last packets and the close packet from its
+        // next poll, and so sees a clean close rather than an unknown session; then the id is
+        // gone. A client that vanished (timeout, transport error) is not waited for.
         if matches!(
             reason,
-            CloseReason::ForcedClose | CloseReason::ServerShutdown
+            CloseReason::ForcedClose | CloseReason::ServerShutdown | CloseReason::ParseError
         ) {
             session.linger(self.config.ping_interval).await;
         }
@@ -303,6 +326,19 @@ impl<H: Handler> EngineIo<H> {
             Packet::Pong { probe: true } | Packet::Upgrade | Packet::Noop => {}
         }
     }
+}
+
+/// The largest request head (request line and headers) served: hyper's default read-buffer
+/// limit, which is what it answers `431` for.
+const MAX_HEAD_BYTES: usize = 8192 + 4096 * 100;
+
+/// The size of a request's head as it was on the wire, give or take the line ends.
+fn head_len<B>(req: &Request<B>) -> usize {
+    let target = req.uri().path_and_query().map_or(1, |pq| pq.as_str().len());
+    let line = req.method().as_str().len() + target + 12;
+    req.headers().iter().fold(line, |len, (name, value)| {
+        len.saturating_add(name.as_str().len() + value.len() + 4)
+    })
 }
 
 /// How a routed request is answered.

@@ -97,16 +97,28 @@ impl Handler for Client {
     }
 
     fn on_message(&self, session: &SioSession, message: Message) {
-        let decoded = {
+        let (decoded, pending_nsp) = {
             let mut decoder = lock(&session.data().decoder);
-            match message {
+            let decoded = match message {
                 Message::Text(text) => decoder.decode_text(&text),
                 Message::Binary(data) => decoder.decode_binary(data),
-            }
+            };
+            (decoded, decoder.pending_nsp().map(str::to_owned))
         };
         match decoded {
             Ok(Some(packet)) => self.on_packet(session, packet),
-            Ok(None) => {}
+            Ok(None) => {
+                // Attachments are buffered only for a namespace the client has joined: for any
+                // other the packet would be refused once complete, after holding up to
+                // max_attachments × maxPayload bytes for nothing. Refuse it at its header.
+                if let Some(nsp) = pending_nsp {
+                    if session.data().socket(&nsp).is_none() {
+                        tracing::debug!(session = %session.log_id(), %nsp, "attachments for a namespace not joined");
+                        lock(&session.data().decoder).reset();
+                        session.close(CloseReason::ParseError);
+                    }
+                }
+            }
             Err(e) => {
                 tracing::debug!(session = %session.log_id(), error = %e, "invalid Socket.IO packet");
                 session.close(CloseReason::ParseError);

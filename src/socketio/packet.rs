@@ -526,6 +526,11 @@ impl Decoder {
         self.pending.is_some()
     }
 
+    /// The namespace of the binary packet waiting for attachments, if any.
+    pub fn pending_nsp(&self) -> Option<&str> {
+        self.pending.as_ref().map(|p| p.packet.nsp.as_str())
+    }
+
     /// Drops any partially received packet.
     pub fn reset(&mut self) {
         self.pending = None;

@@ -325,7 +325,17 @@ impl SocketIo {
                 if io.matches(&req) {
                     io.handle(req).await
                 } else {
-                    fallback(req).await
+                    // An upgrade nobody accepted ends the connection, rather than leaving a
+                    // kept-alive socket behind for a client that expected a WebSocket.
+                    let upgrade = req.headers().contains_key(hyper::header::UPGRADE);
+                    let mut resp = fallback(req).await;
+                    if upgrade && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+                        resp.headers_mut().insert(
+                            hyper::header::CONNECTION,
+                            hyper::header::HeaderValue::from_static("close"),
+                        );
+                    }
+                    resp
                 }
             }
         };
