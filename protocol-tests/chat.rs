@@ -61,6 +61,7 @@ async fn start_with(
         .allow_same_origin(true);
     let io = tune(builder).build();
     let chat = Chat::install(&io, config);
+    let site = web::Site::new(io.clone(), chat.clone());
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("local address");
     let (stop, stopped) = oneshot::channel::<()>();
@@ -70,8 +71,11 @@ async fn start_with(
         io_for_shutdown.close();
     };
     let served = tokio::spawn(async move {
-        io.serve_with(listener, shutdown, |req| async move { web::route(&req) })
-            .await;
+        io.serve_with(listener, shutdown, move |req| {
+            let site = site.clone();
+            async move { site.respond(&req) }
+        })
+        .await;
     });
     Server {
         addr,
@@ -681,6 +685,59 @@ fn small_rate(burst: u32, per_second: f64) -> ChatConfig {
 }
 
 // ---- HTTP -----------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_health_count_what_happened() {
+    let server = start(ChatConfig::default()).await;
+    let mut a = server.ws("a").await;
+    a.login("ann", "r1", &[]).await;
+    a.emit("roomMessage", &[json!("hello")]).await;
+    a.next().await; // the relayed message
+    a.emit("roomMessage", &[json!(5)]).await;
+    assert_eq!(
+        get(server.addr, "/socket.io/?EIO=4&transport=tobi")
+            .await
+            .status,
+        400
+    );
+
+    let health = get(server.addr, "/health").await;
+    assert_eq!(health.status, 200);
+    let health: Value = serde_json::from_slice(&health.body).expect("health is JSON");
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["sessions"], 1);
+    assert_eq!(health["sockets"], 1);
+    assert_eq!(health["users"], 1);
+    assert!(health["uptime_seconds"].is_u64());
+
+    let metrics = get(server.addr, "/metrics").await;
+    assert_eq!(metrics.status, 200);
+    let text = metrics.text();
+    for line in [
+        "socketio_connections{transport=\"websocket\"} 1",
+        "socketio_sockets{namespace=\"/\"} 1",
+        "socketio_rooms{namespace=\"/\"} 1",
+        "socketio_handshake_errors_total{code=\"0\",status=\"400\"} 1",
+        "chat_users 1",
+        "chat_logins_total 1",
+        "chat_messages_total 1",
+        "chat_messages_dropped_total{cause=\"invalid\"} 1",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in\n{text}"
+        );
+    }
+    let packets_in = text
+        .lines()
+        .find_map(|l| l.strip_prefix("socketio_packets_in_total "))
+        .and_then(|n| n.parse::<u64>().ok())
+        .expect("packets in");
+    assert!(
+        packets_in >= 4,
+        "connect, login and two messages: {packets_in}"
+    );
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_status_page_and_bundled_client() {

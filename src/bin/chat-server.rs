@@ -64,8 +64,12 @@ async fn run(config: ChatConfig) -> std::io::Result<()> {
         tracing::info!("shutting down");
         io_for_shutdown.close();
     };
-    io.serve_with(listener, shutdown, |req| async move { web::route(&req) })
-        .await;
+    let site = web::Site::new(io.clone(), chat.clone());
+    io.serve_with(listener, shutdown, move |req| {
+        let site = site.clone();
+        async move { site.respond(&req) }
+    })
+    .await;
 
     // Give every client's last packets a moment to leave, within a bound.
     let deadline = tokio::time::Instant::now() + config.shutdown_grace;

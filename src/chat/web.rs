@@ -4,7 +4,14 @@ use bytes::Bytes;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use super::Chat;
 use crate::engineio::Body;
+use crate::socketio::SocketIo;
+use crate::socketio::metrics::family;
 use crate::socketio::server::not_found;
 
 /// The bundled client's files: path under `/chat/`, content type, content.
@@ -80,5 +87,98 @@ pub fn route<B>(req: &Request<B>) -> Response<Body> {
             resp
         }
         None => not_found(),
+    }
+}
+
+/// The chat server's HTTP side: the routes above plus `/metrics` and `/health`, which need the
+/// running server.
+#[derive(Debug, Clone)]
+pub struct Site {
+    io: SocketIo,
+    chat: Arc<Chat>,
+    started: Instant,
+}
+
+impl Site {
+    /// The site of a running chat.
+    pub fn new(io: SocketIo, chat: Arc<Chat>) -> Site {
+        Site {
+            io,
+            chat,
+            started: Instant::now(),
+        }
+    }
+
+    /// Answers every request that is not Socket.IO's.
+    pub fn respond<B>(&self, req: &Request<B>) -> Response<Body> {
+        if req.method() == Method::GET {
+            match req.uri().path() {
+                "/metrics" => return self.metrics(),
+                "/health" => return self.health(),
+                _ => {}
+            }
+        }
+        route(req)
+    }
+
+    fn metrics(&self) -> Response<Body> {
+        let mut out = String::with_capacity(4096);
+        self.io.render_metrics(&mut out);
+        let stats = self.chat.stats();
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        family(
+            &mut out,
+            "chat_users",
+            "gauge",
+            "Logged-in chat users.",
+            &[("", self.chat.user_count() as u64)],
+        );
+        family(
+            &mut out,
+            "chat_logins_total",
+            "counter",
+            "Successful chat logins.",
+            &[("", load(&stats.logins))],
+        );
+        family(
+            &mut out,
+            "chat_messages_total",
+            "counter",
+            "Chat messages relayed.",
+            &[("", load(&stats.messages))],
+        );
+        family(
+            &mut out,
+            "chat_messages_dropped_total",
+            "counter",
+            "Chat messages dropped, by cause.",
+            &[
+                ("cause=\"invalid\"", load(&stats.dropped_invalid)),
+                ("cause=\"rate_limit\"", load(&stats.dropped_rate)),
+            ],
+        );
+        text(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            out,
+        )
+    }
+
+    fn health(&self) -> Response<Body> {
+        let engine = self.io.engine();
+        let sockets: usize = self
+            .io
+            .namespaces()
+            .iter()
+            .map(|ns| ns.socket_count())
+            .sum();
+        let body = serde_json::json!({
+            "status": "ok",
+            "uptime_seconds": self.started.elapsed().as_secs(),
+            "sessions": engine.session_count(),
+            "sockets": sockets,
+            "users": self.chat.user_count(),
+        });
+        text(StatusCode::OK, "application/json", body.to_string())
     }
 }

@@ -6,6 +6,7 @@
 mod base64;
 pub mod config;
 pub mod error;
+pub mod metrics;
 pub mod packet;
 pub mod polling;
 pub mod server;
@@ -14,6 +15,7 @@ pub mod websocket;
 
 pub use config::{AllowedOrigins, EngineConfig};
 pub use error::{CloseReason, PacketError, RequestError, SendError};
+pub use metrics::EngineMetrics;
 pub use packet::{Frame, Message};
 pub use server::{Body, EngineIo, Handler, RemoteAddr};
 pub use session::{RequestInfo, Session, Transport};

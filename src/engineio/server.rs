@@ -13,6 +13,7 @@ use hyper::{Method, Request, Response, StatusCode};
 
 use super::config::EngineConfig;
 use super::error::{CloseReason, RequestError};
+use super::metrics::EngineMetrics;
 use super::packet::{Frame, Message, Packet};
 use super::session::{RequestInfo, Session, Transport};
 use super::{polling, websocket};
@@ -48,6 +49,7 @@ pub struct EngineIo<H: Handler> {
     config: Arc<EngineConfig>,
     handler: H,
     sessions: Mutex<HashMap<Id, Arc<Session<H::Data>>>>,
+    metrics: Arc<EngineMetrics>,
 }
 
 /// The query parameters Engine.IO reads. The first occurrence of a parameter wins.
@@ -82,12 +84,28 @@ impl<H: Handler> EngineIo<H> {
             config: Arc::new(config),
             handler,
             sessions: Mutex::new(HashMap::new()),
+            metrics: Arc::default(),
         })
     }
 
     /// The settings.
     pub fn config(&self) -> &EngineConfig {
         &self.config
+    }
+
+    /// The layer's counters.
+    pub fn metrics(&self) -> &EngineMetrics {
+        &self.metrics
+    }
+
+    /// Open sessions per transport: (polling, websocket).
+    pub fn sessions_by_transport(&self) -> (usize, usize) {
+        let sessions = self.sessions();
+        let ws = sessions
+            .iter()
+            .filter(|s| s.transport() == Transport::WebSocket)
+            .count();
+        (sessions.len() - ws, ws)
     }
 
     /// The layer above.
@@ -166,6 +184,7 @@ impl<H: Handler> EngineIo<H> {
             Ok(Routed::Upgrade(resp)) => resp,
             Err(e) => {
                 tracing::debug!(error = %e, %uri, "refused an Engine.IO request");
+                self.metrics.request_error(e);
                 error_response(e, cors)
             }
         }
@@ -245,8 +264,12 @@ impl<H: Handler> EngineIo<H> {
         transport: Transport,
         request: RequestInfo,
     ) -> Arc<Session<H::Data>> {
+        self.metrics
+            .sessions_opened
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let session = Arc::new(Session::new(
             self.config.clone(),
+            self.metrics.clone(),
             transport,
             request,
             H::Data::default(),
@@ -265,6 +288,7 @@ impl<H: Handler> EngineIo<H> {
             .close_reason()
             .unwrap_or(CloseReason::TransportError);
         tracing::debug!(session = %session.log_id(), %reason, "session closed");
+        self.metrics.closed(reason);
         self.handler.on_close(&session, reason);
         // When the server chose to close (the layer above did, or the client broke the
         // protocol), a polling client still gets its last packets and the close packet from its
@@ -314,6 +338,11 @@ impl<H: Handler> EngineIo<H> {
 
     /// Acts on a packet from the client, whichever transport carried it.
     pub(crate) fn on_packet(&self, session: &Arc<Session<H::Data>>, packet: Packet) {
+        self.metrics.packet_in(match &packet {
+            Packet::Message(Message::Text(t)) => t.len(),
+            Packet::Message(Message::Binary(b)) => b.len(),
+            _ => 1,
+        });
         match packet {
             Packet::Message(message) => self.handler.on_message(session, message),
             Packet::Pong { probe: false } => session.pong_received(),

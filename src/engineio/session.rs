@@ -15,6 +15,7 @@ use tokio::sync::Notify;
 
 use super::config::EngineConfig;
 use super::error::{CloseReason, SendError};
+use super::metrics::EngineMetrics;
 use super::packet::Frame;
 use crate::id::Id;
 
@@ -82,6 +83,7 @@ struct State {
 pub struct Session<D> {
     id: Id,
     config: Arc<EngineConfig>,
+    metrics: Arc<EngineMetrics>,
     request: RequestInfo,
     state: Mutex<State>,
     /// Wakes whoever drains the queue: the pending GET, or the WebSocket task.
@@ -105,6 +107,7 @@ impl<D> std::fmt::Debug for Session<D> {
 impl<D> Session<D> {
     pub(crate) fn new(
         config: Arc<EngineConfig>,
+        metrics: Arc<EngineMetrics>,
         transport: Transport,
         request: RequestInfo,
         data: D,
@@ -112,6 +115,7 @@ impl<D> Session<D> {
         Session {
             id: Id::random(),
             config,
+            metrics,
             request,
             state: Mutex::new(State {
                 queue: VecDeque::new(),
@@ -208,6 +212,9 @@ impl<D> Session<D> {
                 return Err(SendError::Closed);
             }
             if st.queue.len() >= self.config.volatile_threshold {
+                self.metrics
+                    .volatile_drops
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 return Err(SendError::Dropped);
             }
         }
@@ -266,6 +273,7 @@ impl<D> Session<D> {
     /// Takes every queued frame.
     pub(crate) fn drain(&self, into: &mut Vec<Frame>) {
         let mut st = self.lock();
+        self.metrics.packets_out(st.queue.len(), st.queued_bytes);
         into.extend(st.queue.drain(..));
         st.queued_bytes = 0;
     }
@@ -318,6 +326,7 @@ impl<D> Session<D> {
     pub(crate) fn poll_ready(&self, into: &mut Vec<Frame>) -> bool {
         let mut st = self.lock();
         if !st.queue.is_empty() {
+            self.metrics.packets_out(st.queue.len(), st.queued_bytes);
             into.extend(st.queue.drain(..));
             st.queued_bytes = 0;
             if st.close_reason.is_some() {

@@ -223,7 +223,7 @@ async fn run<H: Handler>(engine: &Arc<EngineIo<H>>, session: &Arc<Session<H::Dat
                         session.close(CloseReason::ParseError);
                     }
                 },
-                Some(Ok(WsMessage::Binary(data))) => engine.handler().on_message(session, Message::Binary(data)),
+                Some(Ok(WsMessage::Binary(data))) => engine.on_packet(session, Packet::Message(Message::Binary(data))),
                 Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => {}
                 Some(Ok(WsMessage::Close(_))) | None => session.close(CloseReason::TransportClose),
                 Some(Err(e)) => {

@@ -8,6 +8,7 @@ pub mod adapter;
 pub mod binary;
 pub mod client;
 pub mod error;
+pub mod metrics;
 pub mod namespace;
 pub mod packet;
 pub mod server;
