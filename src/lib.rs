@@ -5,6 +5,7 @@ pub mod chat;
 pub mod conformance;
 pub mod engineio;
 pub mod id;
+pub mod rate_limit;
 pub mod server;
 pub mod socketio;
 

@@ -2,7 +2,6 @@
 //! working against it unchanged. The wire contract is described in `docs/chat-protocol.md`.
 
 pub mod config;
-pub mod rate_limit;
 pub mod user_store;
 pub mod validation;
 pub mod web;
@@ -12,9 +11,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::{Value, json};
 
+use crate::rate_limit::TokenBucket;
 use crate::socketio::{Ack, Event, Socket, SocketIo};
 use config::ChatConfig;
-use rate_limit::TokenBucket;
 use user_store::{User, UserStore};
 use validation::{LoginError, validate_login};
 

@@ -49,6 +49,18 @@ pub struct EngineConfig {
     pub max_packets_per_post: usize,
     /// Time a polling POST may take to deliver its body.
     pub body_read_timeout: Duration,
+    /// Sessions the server holds at most; further handshakes get `503`.
+    pub max_sessions: usize,
+    /// Sessions one client address may hold; further handshakes get `429`.
+    pub max_sessions_per_ip: usize,
+    /// Handshakes one client address may make at once …
+    pub handshake_burst_per_ip: u32,
+    /// … and per second, sustained; beyond that `429`.
+    pub handshakes_per_second_per_ip: f64,
+    /// WebSocket messages a client may send at once …
+    pub ws_message_burst: u32,
+    /// … and per second, sustained; beyond that the connection is closed (1008).
+    pub ws_messages_per_second: f64,
 }
 
 impl Default for EngineConfig {
@@ -66,6 +78,12 @@ impl Default for EngineConfig {
             volatile_threshold: 16,
             max_packets_per_post: 256,
             body_read_timeout: Duration::from_secs(15),
+            max_sessions: 100_000,
+            max_sessions_per_ip: 10_000,
+            handshake_burst_per_ip: 1_000,
+            handshakes_per_second_per_ip: 500.0,
+            ws_message_burst: 5_000,
+            ws_messages_per_second: 2_500.0,
         }
     }
 }

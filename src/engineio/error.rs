@@ -53,6 +53,12 @@ pub enum RequestError {
     /// A polling body larger than maxPayload.
     #[error("Payload too large")]
     PayloadTooLarge,
+    /// The client's address holds too many sessions, or opens them too fast.
+    #[error("Too many requests")]
+    TooManyRequests,
+    /// The server holds as many sessions as it is configured for.
+    #[error("Server full")]
+    ServerFull,
 }
 
 impl RequestError {
@@ -65,7 +71,9 @@ impl RequestError {
             RequestError::BadRequest => Some(3),
             RequestError::Forbidden => Some(4),
             RequestError::UnsupportedProtocolVersion => Some(5),
-            RequestError::PayloadTooLarge => None,
+            RequestError::PayloadTooLarge
+            | RequestError::TooManyRequests
+            | RequestError::ServerFull => None,
         }
     }
 
@@ -74,6 +82,8 @@ impl RequestError {
         match self {
             RequestError::Forbidden => hyper::StatusCode::FORBIDDEN,
             RequestError::PayloadTooLarge => hyper::StatusCode::PAYLOAD_TOO_LARGE,
+            RequestError::TooManyRequests => hyper::StatusCode::TOO_MANY_REQUESTS,
+            RequestError::ServerFull => hyper::StatusCode::SERVICE_UNAVAILABLE,
             _ => hyper::StatusCode::BAD_REQUEST,
         }
     }

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::error::{CloseReason, RequestError};
 
 /// Every request error, in a fixed order for the counters.
-pub const REQUEST_ERRORS: [RequestError; 7] = [
+pub const REQUEST_ERRORS: [RequestError; 9] = [
     RequestError::UnknownTransport,
     RequestError::UnknownSid,
     RequestError::BadHandshakeMethod,
@@ -13,6 +13,8 @@ pub const REQUEST_ERRORS: [RequestError; 7] = [
     RequestError::Forbidden,
     RequestError::UnsupportedProtocolVersion,
     RequestError::PayloadTooLarge,
+    RequestError::TooManyRequests,
+    RequestError::ServerFull,
 ];
 
 /// Every close reason, in a fixed order for the counters.
@@ -41,7 +43,7 @@ pub struct EngineMetrics {
     pub volatile_drops: AtomicU64,
     /// Sessions opened.
     pub sessions_opened: AtomicU64,
-    request_errors: [AtomicU64; 7],
+    request_errors: [AtomicU64; 9],
     closes: [AtomicU64; 7],
 }
 

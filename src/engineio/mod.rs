@@ -6,6 +6,7 @@
 mod base64;
 pub mod config;
 pub mod error;
+mod limits;
 pub mod metrics;
 pub mod packet;
 pub mod polling;

@@ -13,6 +13,7 @@ use hyper::{Method, Request, Response, StatusCode};
 
 use super::config::EngineConfig;
 use super::error::{CloseReason, RequestError};
+use super::limits::Admission;
 use super::metrics::EngineMetrics;
 use super::packet::{Frame, Message, Packet};
 use super::session::{RequestInfo, Session, Transport};
@@ -50,6 +51,7 @@ pub struct EngineIo<H: Handler> {
     handler: H,
     sessions: Mutex<HashMap<Id, Arc<Session<H::Data>>>>,
     metrics: Arc<EngineMetrics>,
+    admission: Admission,
 }
 
 /// The query parameters Engine.IO reads. The first occurrence of a parameter wins.
@@ -84,6 +86,7 @@ impl<H: Handler> EngineIo<H> {
             config: Arc::new(config),
             handler,
             sessions: Mutex::new(HashMap::new()),
+            admission: Admission::default(),
             metrics: Arc::default(),
         })
     }
@@ -215,6 +218,9 @@ impl<H: Handler> EngineIo<H> {
                 if !origin_allowed {
                     return Err(RequestError::Forbidden);
                 }
+                let ip = req.extensions().get::<RemoteAddr>().map(|a| a.0.ip());
+                self.admission
+                    .admit(&self.config, ip, self.session_count())?;
                 match transport {
                     Transport::Polling => {
                         if req.method() == Method::GET {
@@ -301,6 +307,7 @@ impl<H: Handler> EngineIo<H> {
             session.linger(self.config.ping_interval).await;
         }
         self.lock_sessions().remove(&session.id());
+        self.release(&session.request().remote_addr);
     }
 
     async fn heartbeat(&self, session: &Session<H::Data>) {
@@ -334,6 +341,11 @@ impl<H: Handler> EngineIo<H> {
                 }
             }
         }
+    }
+
+    /// Gives back a session's place in the admission limits.
+    pub(crate) fn release(&self, addr: &Option<SocketAddr>) {
+        self.admission.release(addr.map(|a| a.ip()));
     }
 
     /// Acts on a packet from the client, whichever transport carried it.

@@ -26,6 +26,7 @@ use super::error::{CloseReason, RequestError};
 use super::packet::{self, Frame, Message, Packet};
 use super::server::{Body, EngineIo, Handler, request_info};
 use super::session::{RequestInfo, Session, Transport};
+use crate::rate_limit::TokenBucket;
 
 type Ws = WebSocketStream<TokioIo<Upgraded>>;
 
@@ -109,6 +110,7 @@ pub(crate) fn open_new<H: Handler>(
     let engine = engine.clone();
     tokio::spawn(async move {
         let Some(mut ws) = accept(engine.config(), req).await else {
+            engine.release(&info.remote_addr);
             return;
         };
         let session = engine.open_session_over_websocket(info);
@@ -213,9 +215,18 @@ async fn write_frames(ws: &mut Ws, frames: &mut Vec<Frame>) -> Result<(), WsErro
 async fn run<H: Handler>(engine: &Arc<EngineIo<H>>, session: &Arc<Session<H::Data>>, mut ws: Ws) {
     let mut out = Vec::new();
     let mut close_code = CloseCode::Normal;
+    let config = engine.config();
+    let mut rate = TokenBucket::new(config.ws_message_burst, config.ws_messages_per_second);
     loop {
         tokio::select! {
             msg = ws.next() => match msg {
+                // Every message costs a token, control frames included: a flood of tiny frames
+                // costs CPU even when each is harmless.
+                Some(Ok(_)) if !rate.try_take() => {
+                    tracing::debug!(session = %session.log_id(), "WebSocket message rate exceeded");
+                    close_code = CloseCode::Policy;
+                    session.close(CloseReason::TransportError);
+                }
                 Some(Ok(WsMessage::Text(text))) => match packet::decode_text(text) {
                     Ok(packet) => engine.on_packet(session, packet),
                     Err(e) => {

@@ -183,6 +183,39 @@ impl SocketIoBuilder {
         self.config.engine.max_queued_bytes = bytes;
         self
     }
+    /// Sessions the server holds at most (default 100,000); beyond, handshakes get `503`.
+    pub fn max_sessions(mut self, n: usize) -> Self {
+        self.config.engine.max_sessions = n;
+        self
+    }
+    /// Sessions one client address may hold (default 10,000); beyond, handshakes get `429`.
+    pub fn max_sessions_per_ip(mut self, n: usize) -> Self {
+        self.config.engine.max_sessions_per_ip = n;
+        self
+    }
+    /// Handshakes one client address may make at once and per second (default 1,000 and 500).
+    pub fn handshake_rate_per_ip(mut self, burst: u32, per_second: f64) -> Self {
+        self.config.engine.handshake_burst_per_ip = burst;
+        self.config.engine.handshakes_per_second_per_ip = per_second;
+        self
+    }
+    /// WebSocket messages a client may send at once and per second (default 5,000 and 2,500);
+    /// beyond, the connection is closed with 1008.
+    pub fn ws_message_rate(mut self, burst: u32, per_second: f64) -> Self {
+        self.config.engine.ws_message_burst = burst;
+        self.config.engine.ws_messages_per_second = per_second;
+        self
+    }
+    /// Packets one polling POST may carry (default 256).
+    pub fn max_packets_per_post(mut self, n: usize) -> Self {
+        self.config.engine.max_packets_per_post = n;
+        self
+    }
+    /// JSON nesting one packet may have (default 32).
+    pub fn max_json_depth(mut self, depth: usize) -> Self {
+        self.config.max_json_depth = depth;
+        self
+    }
     /// Default timeout of broadcast acknowledgements (default 10 s).
     pub fn ack_timeout(mut self, d: Duration) -> Self {
         self.config.ack_timeout = d;

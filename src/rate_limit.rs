@@ -1,4 +1,4 @@
-//! A token bucket per socket for `roomMessage`.
+//! A token bucket: the rate limits on handshakes, WebSocket messages and chat messages.
 
 use std::time::Instant;
 
@@ -20,6 +20,12 @@ impl TokenBucket {
             per_second,
             last: Instant::now(),
         }
+    }
+
+    /// Whether the bucket has refilled completely (as of its last use).
+    pub fn is_full(&self) -> bool {
+        let elapsed = Instant::now().saturating_duration_since(self.last);
+        self.tokens + elapsed.as_secs_f64() * self.per_second >= self.burst
     }
 
     /// Takes a token if there is one.
