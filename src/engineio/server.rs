@@ -19,6 +19,7 @@ use super::packet::{Frame, Message, Packet};
 use super::session::{RequestInfo, Session, Transport};
 use super::{polling, websocket};
 use crate::id::Id;
+use tracing::Instrument;
 
 /// The response body type of every answer this crate gives.
 pub type Body = Full<Bytes>;
@@ -282,7 +283,11 @@ impl<H: Handler> EngineIo<H> {
         ));
         self.lock_sessions().insert(session.id(), session.clone());
         tracing::debug!(session = %session.log_id(), transport = transport.as_str(), "session opened");
-        tokio::spawn(self.clone().run_session(session.clone()));
+        tokio::spawn(
+            self.clone()
+                .run_session(session.clone())
+                .instrument(session.span()),
+        );
         self.handler.on_open(&session);
         session
     }

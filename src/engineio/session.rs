@@ -268,6 +268,11 @@ impl<D> Session<D> {
         format!("{:08x}", h.finish() as u32)
     }
 
+    /// A span for everything this session does, named by [`log_id`](Self::log_id).
+    pub fn span(&self) -> tracing::Span {
+        tracing::info_span!("session", id = %self.log_id())
+    }
+
     // ---- used by the transports -------------------------------------------------------------
 
     /// Takes every queued frame.

@@ -27,6 +27,7 @@ use super::packet::{self, Frame, Message, Packet};
 use super::server::{Body, EngineIo, Handler, request_info};
 use super::session::{RequestInfo, Session, Transport};
 use crate::rate_limit::TokenBucket;
+use tracing::Instrument;
 
 type Ws = WebSocketStream<TokioIo<Upgraded>>;
 
@@ -123,7 +124,8 @@ pub(crate) fn open_new<H: Handler>(
             session.close(CloseReason::TransportError);
             return;
         }
-        run(&engine, &session, ws).await;
+        let span = session.span();
+        run(&engine, &session, ws).instrument(span).await;
     });
     Ok(resp)
 }
@@ -139,7 +141,8 @@ pub(crate) fn upgrade_existing<H: Handler>(
     }
     let resp = switching_protocols(&req);
     let engine = engine.clone();
-    tokio::spawn(async move {
+    let span = session.span();
+    let task = async move {
         let Some(mut ws) = accept(engine.config(), req).await else {
             session.abort_upgrade();
             return;
@@ -156,7 +159,8 @@ pub(crate) fn upgrade_existing<H: Handler>(
         }
         tracing::debug!(session = %session.log_id(), "upgraded to WebSocket");
         run(&engine, &session, ws).await;
-    });
+    };
+    tokio::spawn(task.instrument(span));
     Ok(resp)
 }
 
