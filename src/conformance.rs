@@ -79,10 +79,9 @@ pub fn socket_io(origins: &AllowedOrigins) -> SocketIo {
         }
         Ok(())
     });
-    let io2 = io.clone();
-    main.on_connect(move |socket| {
+    main.on_connect(|socket| {
         common_handlers(&socket);
-        main_handlers(&io2, &socket);
+        main_handlers(&socket);
     });
     io.of("/custom")
         .on_connect(|socket| common_handlers(&socket));
@@ -99,6 +98,14 @@ fn common_handlers(socket: &Arc<Socket>) {
     );
 }
 
+/// `(room, ...args)`: the room, and a `room-message` event with the other arguments.
+fn room_message(mut e: Event) -> Option<(String, Packet)> {
+    let room = room_of(&e)?;
+    e.args.remove(0);
+    let packet = Packet::event("/", "room-message", e.args).with_attachments(e.attachments);
+    Some((room, packet))
+}
+
 /// The first argument as a room name.
 fn room_of(event: &Event) -> Option<String> {
     event
@@ -108,7 +115,7 @@ fn room_of(event: &Event) -> Option<String> {
         .map(str::to_owned)
 }
 
-fn main_handlers(io: &SocketIo, socket: &Arc<Socket>) {
+fn main_handlers(socket: &Arc<Socket>) {
     socket.on_raw("message", |socket: Arc<Socket>, e: Event| async move {
         let _ = socket.emit_raw("message-back", e.args, e.attachments);
     });
@@ -143,35 +150,19 @@ fn main_handlers(io: &SocketIo, socket: &Arc<Socket>) {
             let _ = e.ack.send(&true);
         }
     });
-    socket.on_raw("to-room", |socket: Arc<Socket>, mut e: Event| async move {
-        if let Some(room) = room_of(&e) {
-            e.args.remove(0);
-            let packet = Packet::event("/", "room-message", e.args).with_attachments(e.attachments);
+    socket.on_raw("to-room", |socket: Arc<Socket>, e: Event| async move {
+        if let Some((room, packet)) = room_message(e) {
             socket.to(&room).send(&packet);
         }
     });
-    let io_all = io.clone();
-    socket.on_raw("to-room-all", move |_socket: Arc<Socket>, mut e: Event| {
-        let io = io_all.clone();
-        async move {
-            if let Some(room) = room_of(&e) {
-                e.args.remove(0);
-                let packet =
-                    Packet::event("/", "room-message", e.args).with_attachments(e.attachments);
-                io.to(&room).send(&packet);
-            }
+    socket.on_raw("to-room-all", |socket: Arc<Socket>, e: Event| async move {
+        if let Some((room, packet)) = room_message(e) {
+            socket.namespace().to(&room).send(&packet);
         }
     });
-    let io_except = io.clone();
-    socket.on_raw("except-room", move |_socket: Arc<Socket>, mut e: Event| {
-        let io = io_except.clone();
-        async move {
-            if let Some(room) = room_of(&e) {
-                e.args.remove(0);
-                let packet =
-                    Packet::event("/", "room-message", e.args).with_attachments(e.attachments);
-                io.of("/").except(&room).send(&packet);
-            }
+    socket.on_raw("except-room", |socket: Arc<Socket>, e: Event| async move {
+        if let Some((room, packet)) = room_message(e) {
+            socket.namespace().except(&room).send(&packet);
         }
     });
     socket.on_raw(
