@@ -1,0 +1,180 @@
+//! The embedding API over real sockets: typed handlers (binary included), dynamic namespaces,
+//! acknowledgements from the server to one client and to a whole room.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::client::{Ws, ws_open, ws_recv_app, ws_recv_app_text, ws_send, ws_send_binary};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use socketio_server::socketio::{AckError, Socket, SocketIo};
+use tokio_tungstenite::tungstenite::Message;
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+struct Upload {
+    name: String,
+    data: Bytes,
+}
+
+async fn serve(io: &SocketIo) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let io = io.clone();
+    tokio::spawn(async move { io.serve(listener, std::future::pending()).await });
+    addr
+}
+
+/// A WebSocket connected to namespace `nsp`; returns it and the CONNECT reply.
+async fn connect(addr: SocketAddr, nsp: &str) -> (Ws, String) {
+    let (mut ws, _) = ws_open(addr, "/socket.io/").await;
+    let prefix = if nsp == "/" {
+        String::new()
+    } else {
+        format!("{nsp},")
+    };
+    ws_send(&mut ws, &format!("40{prefix}")).await;
+    let reply = ws_recv_app_text(&mut ws).await;
+    (ws, reply)
+}
+
+#[tokio::test]
+async fn typed_handlers_take_several_arguments_and_binary() {
+    let io = SocketIo::builder().build();
+    io.of("/").on_connect(|socket| {
+        socket.on(
+            "add",
+            |_s: Arc<Socket>, (a, b): (i64, i64), ack| async move {
+                let _ = ack.send(&(a + b));
+            },
+        );
+        socket.on("upload", |_s: Arc<Socket>, up: Upload, ack| async move {
+            let _ = ack.send(&(up.name, up.data.len(), up.data));
+        });
+        socket.on("slow", |_s: Arc<Socket>, (): (), ack| async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let _ = ack.send("slow done");
+        });
+    });
+    let addr = serve(&io).await;
+    let (mut ws, reply) = connect(addr, "/").await;
+    assert!(reply.starts_with("40{\"sid\":"), "{reply}");
+
+    ws_send(&mut ws, r#"421["add",2,40]"#).await;
+    assert_eq!(ws_recv_app_text(&mut ws).await, "431[42]");
+
+    // A slow handler does not hold up the next event.
+    ws_send(&mut ws, r#"422["slow"]"#).await;
+    ws_send(&mut ws, r#"423["add",1,1]"#).await;
+    assert_eq!(ws_recv_app_text(&mut ws).await, "433[2]");
+    assert_eq!(ws_recv_app_text(&mut ws).await, r#"432["slow done"]"#);
+
+    ws_send(
+        &mut ws,
+        r#"451-4["upload",{"name":"f","data":{"_placeholder":true,"num":0}}]"#,
+    )
+    .await;
+    ws_send_binary(&mut ws, &[9, 8, 7]).await;
+    assert_eq!(
+        ws_recv_app_text(&mut ws).await,
+        r#"461-4["f",3,{"_placeholder":true,"num":0}]"#
+    );
+    match ws_recv_app(&mut ws).await {
+        Message::Binary(b) => assert_eq!(&b[..], &[9, 8, 7]),
+        other => panic!("expected the attachment, got {other:?}"),
+    }
+
+    // Arguments that do not deserialise: an error ack, and the connection goes on.
+    ws_send(&mut ws, r#"425["add","two",1]"#).await;
+    let refused = ws_recv_app_text(&mut ws).await;
+    let args: Value = serde_json::from_str(refused.strip_prefix("435").expect("ack 5")).unwrap();
+    assert!(
+        args[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("invalid arguments")),
+        "{refused}"
+    );
+    ws_send(&mut ws, r#"426["add",3,4]"#).await;
+    assert_eq!(ws_recv_app_text(&mut ws).await, "436[7]");
+}
+
+#[tokio::test]
+async fn dynamic_namespaces_are_created_on_first_connect() {
+    let io = SocketIo::builder().build();
+    io.dynamic_namespace(
+        |name| name.starts_with("/team-"),
+        |ns| {
+            let name = ns.name().to_owned();
+            ns.on_connect(move |socket| {
+                let _ = socket.emit("welcome", &name);
+            });
+        },
+    );
+    let addr = serve(&io).await;
+    let (mut ws, reply) = connect(addr, "/team-blue").await;
+    assert!(reply.starts_with("40/team-blue,{\"sid\":"), "{reply}");
+    assert_eq!(
+        ws_recv_app_text(&mut ws).await,
+        r#"42/team-blue,["welcome","/team-blue"]"#
+    );
+    let (_ws, refused) = connect(addr, "/other").await;
+    assert_eq!(refused, r#"44/other,{"message":"Invalid namespace"}"#);
+    assert!(io.namespaces().iter().any(|ns| ns.name() == "/team-blue"));
+}
+
+#[tokio::test]
+async fn server_acks_to_one_client_and_to_a_room() {
+    let io = SocketIo::builder().build();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Arc<Socket>>();
+    io.of("/").on_connect(move |socket| {
+        socket.join("room");
+        let _ = tx.send(socket);
+    });
+    let addr = serve(&io).await;
+    let (mut a, _) = connect(addr, "/").await;
+    let (mut b, _) = connect(addr, "/").await;
+    let sa = rx.recv().await.expect("first socket");
+    let _sb = rx.recv().await.expect("second socket");
+
+    // To one client: the reply comes back typed.
+    let asked = tokio::spawn(async move {
+        sa.emit_with_ack::<_, String>("question", &("q", 1), Duration::from_secs(2))
+            .await
+    });
+    let question = ws_recv_app_text(&mut a).await;
+    assert_eq!(question, r#"420["question","q",1]"#);
+    ws_send(&mut a, r#"430["answer"]"#).await;
+    assert_eq!(asked.await.unwrap().unwrap(), "answer");
+
+    // To a room: one answer arrives, the other client never answers and times out.
+    let broadcast = io.to("room").timeout(Duration::from_millis(300));
+    let all = tokio::spawn(async move { broadcast.emit_with_ack::<_, u32>("count", &()).await });
+    let qa = ws_recv_app_text(&mut a).await;
+    let qb = ws_recv_app_text(&mut b).await;
+    let id = qa
+        .strip_prefix("42")
+        .and_then(|r| r.strip_suffix(r#"["count"]"#))
+        .expect("an ack id");
+    assert!(qb.ends_with(r#"["count"]"#), "{qb}");
+    ws_send(&mut a, &format!("43{id}[7]")).await;
+    let replies = all.await.unwrap().expect("emitted");
+    assert_eq!(replies.len(), 2);
+    assert_eq!(
+        replies.iter().filter(|r| matches!(r, Ok(7))).count(),
+        1,
+        "{replies:?}"
+    );
+    assert_eq!(
+        replies
+            .iter()
+            .filter(|r| matches!(r, Err(AckError::Timeout)))
+            .count(),
+        1,
+        "{replies:?}"
+    );
+}
