@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::client::{Ws, ws_open, ws_recv_app, ws_recv_app_text, ws_send, ws_send_binary};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use socketio_server::socketio::{AckError, Socket, SocketIo};
 use tokio_tungstenite::tungstenite::Message;
 
