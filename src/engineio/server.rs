@@ -219,9 +219,6 @@ impl<H: Handler> EngineIo<H> {
                 if !origin_allowed {
                     return Err(RequestError::Forbidden);
                 }
-                let ip = req.extensions().get::<RemoteAddr>().map(|a| a.0.ip());
-                self.admission
-                    .admit(&self.config, ip, self.session_count())?;
                 match transport {
                     Transport::Polling => {
                         if req.method() == Method::GET {
@@ -252,6 +249,9 @@ impl<H: Handler> EngineIo<H> {
                 if !origin_allowed {
                     return Err(RequestError::Forbidden);
                 }
+                let ip = req.extensions().get::<RemoteAddr>().map(|a| a.0.ip());
+                self.admission
+                    .admit(&self.config, ip, self.session_count())?;
                 match transport {
                     Transport::Polling => {
                         let session = self.open_session(Transport::Polling, request_info(&req));
