@@ -454,6 +454,7 @@ def usable(runs: list[dict]) -> list[dict]:
 
 def table(cells: list[Cell], results: dict) -> str:
     """results[cell.key][server] = list of derived dicts."""
+    counts = {k: {s: len(usable(v)) for s, v in per.items()} for k, per in results.items()}
     results = {k: {s: usable(v) for s, v in per.items()} for k, per in results.items()}
 
     servers = [s for s in SERVERS if any(results.get(c.key, {}).get(s) for c in cells)]
@@ -480,7 +481,8 @@ def table(cells: list[Cell], results: dict) -> str:
         for metric in c.metrics:
             label, unit, _ = LABELS[metric]
             ours = median([r.get(metric) for r in per.get("ours", [])])
-            row = [c.title if first else "", f"{label} ({unit})"]
+            n = "/".join(str(counts[c.key].get(s, 0)) for s in servers)
+            row = [f"{c.title} (n={n})" if first else "", f"{label} ({unit})"]
             for s in servers:
                 v = median([r.get(metric) for r in per.get(s, [])])
                 cell = fmt(v) + (marks[s] if first else "")
@@ -516,7 +518,8 @@ def table(cells: list[Cell], results: dict) -> str:
         growth.append("| " + " | ".join(row) + " |")
     lines += growth
     lines.append("")
-    lines.append("Medians of the repetitions. ×ours = peer ÷ ours (below 1: the peer uses less, or "
+    lines.append("n = repetitions behind the medians, per server in column order. "
+                 "Medians of the repetitions. ×ours = peer ÷ ours (below 1: the peer uses less, or "
                  "is faster for latency; above 1 for /s rows: the peer does more). "
                  "‡ = the load generator used >90% of its core in some repetition (a generator "
                  "limit, not the server's). ! = some clients failed, were lost, or the run errored. "
