@@ -6,6 +6,8 @@ pub mod conformance;
 pub mod engineio;
 pub mod id;
 pub mod rate_limit;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod server;
 pub mod socketio;
 

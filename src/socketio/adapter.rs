@@ -1,12 +1,30 @@
-//! Room membership and the choice of a broadcast's recipients.
+//! Room membership, the choice of a broadcast's recipients, and the hooks a multi-node adapter
+//! fills in.
 //!
-//! The [`Adapter`] trait is where a multi-node adapter plugs in; [`LocalAdapter`] keeps rooms in
-//! memory for one process. Every socket is also in a room named after its own id; that room is
-//! implicit (never stored), which keeps a socket that joins nothing free of room bookkeeping.
+//! The [`Adapter`] trait has two halves. Room bookkeeping (join, leave, members) is always
+//! local: every node knows only its own sockets. The cluster half (publish a broadcast, ask the
+//! other nodes for their sockets, make them join or leave rooms, server-side events) has
+//! defaults that do nothing, which is exactly right for one process: [`LocalAdapter`] keeps
+//! rooms in memory and needs no more. A multi-node adapter such as the Redis one overrides the
+//! cluster half and delivers what other nodes send through the namespace's local operations
+//! (see [`Namespace::to`](super::Namespace::to) with [`local`](super::BroadcastOperator::local)).
+//!
+//! Every socket is also in a room named after its own id; that room is implicit (never stored),
+//! which keeps a socket that joins nothing free of room bookkeeping.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Mutex, MutexGuard};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Mutex, MutexGuard, Weak};
+use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use super::namespace::Namespace;
+use super::packet::Packet;
+use super::socket::AckResponse;
 use crate::id::Id;
 
 /// Which sockets of a namespace a broadcast reaches.
@@ -18,7 +36,70 @@ pub struct BroadcastTarget {
     pub except: Vec<String>,
 }
 
-/// Room bookkeeping for one namespace.
+/// How a broadcast is delivered, as other nodes need to know it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BroadcastFlags {
+    /// Dropped for clients that cannot take it now.
+    pub volatile: bool,
+    /// This node's clients only.
+    pub local: bool,
+    /// How long a broadcast with acknowledgements waits.
+    pub timeout: Option<Duration>,
+}
+
+/// A broadcast's recipients and flags.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BroadcastOptions {
+    /// Rooms and exceptions.
+    pub target: BroadcastTarget,
+    /// Delivery flags.
+    pub flags: BroadcastFlags,
+}
+
+/// A socket as the cluster sees it: what `fetchSockets` gives in Node's socket.io.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SocketInfo {
+    /// The socket id.
+    pub id: String,
+    /// Its rooms, its own-id room included.
+    pub rooms: Vec<String>,
+    /// What the application stored on it ([`Socket::set_data`](super::Socket::set_data)).
+    #[serde(default)]
+    pub data: Value,
+    /// Its handshake: headers, query, auth, address, time.
+    #[serde(default)]
+    pub handshake: Value,
+}
+
+/// What other nodes answer to a broadcast with acknowledgements.
+#[derive(Debug, Clone)]
+pub enum RemoteAck {
+    /// A node sent the packet to this many clients.
+    ClientCount(usize),
+    /// One client answered (Node's adapter relays the first argument only).
+    Ack(AckResponse),
+}
+
+/// Why an operation across nodes failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClusterError {
+    /// The broker cannot be reached.
+    #[error("broker unavailable: {0}")]
+    Unavailable(String),
+    /// Not every node answered in time.
+    #[error("timed out waiting for {missing} of {expected} node(s)")]
+    Timeout {
+        /// Answers expected.
+        expected: usize,
+        /// Answers that did not come.
+        missing: usize,
+    },
+}
+
+/// A future an adapter hands back; `'static` so that it never borrows the adapter.
+pub type AdapterFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// Room bookkeeping for one namespace, and its link to other nodes.
 pub trait Adapter: Send + Sync + 'static {
     /// Adds a socket to a room.
     fn join(&self, socket: Id, room: &str);
@@ -32,7 +113,59 @@ pub trait Adapter: Send + Sync + 'static {
     fn members(&self, room: &str) -> Vec<Id>;
     /// Rooms that have at least one member.
     fn room_count(&self) -> usize;
+
+    /// Called once the namespace exists, so that the adapter can deliver what other nodes send.
+    fn bind(&self, _namespace: Weak<Namespace>) {}
+
+    /// Sends a broadcast to the other nodes; this node's recipients are served by the caller.
+    fn publish(&self, _packet: &Packet, _opts: &BroadcastOptions) {}
+
+    /// Sends a broadcast that asks for acknowledgements to the other nodes. Their client counts
+    /// and acknowledgements arrive on the receiver until it closes; `None` when there are no
+    /// other nodes.
+    fn publish_with_ack(
+        &self,
+        _packet: &Packet,
+        _opts: &BroadcastOptions,
+    ) -> Option<mpsc::Receiver<RemoteAck>> {
+        None
+    }
+
+    /// Nodes serving this namespace, this one included.
+    fn server_count(&self) -> AdapterFuture<Result<usize, ClusterError>> {
+        Box::pin(async { Ok(1) })
+    }
+
+    /// The other nodes' sockets that a broadcast with these options would reach.
+    fn fetch_remote_sockets(
+        &self,
+        _opts: &BroadcastOptions,
+    ) -> AdapterFuture<Result<Vec<SocketInfo>, ClusterError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    /// Makes the other nodes' matching sockets join rooms.
+    fn remote_join(&self, _opts: &BroadcastOptions, _rooms: &[String]) {}
+
+    /// Makes the other nodes' matching sockets leave rooms.
+    fn remote_leave(&self, _opts: &BroadcastOptions, _rooms: &[String]) {}
+
+    /// Disconnects the other nodes' matching sockets (`close`: their whole connection).
+    fn remote_disconnect(&self, _opts: &BroadcastOptions, _close: bool) {}
+
+    /// Sends a server-side event (`[name, args...]`) to the other nodes. With `want_acks`,
+    /// resolves with one answer per node (the first argument each gave its acknowledgement).
+    fn server_side_emit(
+        &self,
+        _data: Vec<Value>,
+        _want_acks: bool,
+    ) -> AdapterFuture<Result<Vec<Value>, ClusterError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
 }
+
+/// Makes the adapter of each namespace, by the namespace's name.
+pub type AdapterFactory = std::sync::Arc<dyn Fn(&str) -> Box<dyn Adapter> + Send + Sync>;
 
 /// In-memory rooms of one process.
 #[derive(Debug, Default)]
@@ -47,6 +180,11 @@ struct Rooms {
 }
 
 impl LocalAdapter {
+    /// Every room that has a member.
+    pub fn room_names(&self) -> Vec<String> {
+        self.lock().members.keys().cloned().collect()
+    }
+
     fn lock(&self) -> MutexGuard<'_, Rooms> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -14,8 +14,11 @@ pub mod packet;
 pub mod server;
 pub mod socket;
 
-pub use adapter::{Adapter, LocalAdapter};
+pub use adapter::{
+    Adapter, BroadcastFlags, BroadcastOptions, BroadcastTarget, ClusterError, LocalAdapter,
+    RemoteAck, SocketInfo,
+};
 pub use error::{AckError, ConnectError, DisconnectReason, EmitError};
-pub use namespace::{BroadcastOperator, Namespace};
+pub use namespace::{BroadcastOperator, Namespace, ServerAck};
 pub use server::{SocketIo, SocketIoBuilder, SocketIoConfig};
 pub use socket::{Ack, AckResponse, Event, Socket};

@@ -8,8 +8,11 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 
-use super::adapter::{Adapter, BroadcastTarget, LocalAdapter};
+use super::adapter::{
+    Adapter, BroadcastFlags, BroadcastOptions, BroadcastTarget, ClusterError, RemoteAck, SocketInfo,
+};
 use super::binary;
 use super::error::{AckError, ConnectError, EmitError};
 use super::packet::Packet;
@@ -19,6 +22,46 @@ use crate::id::Id;
 type MiddlewareFuture = Pin<Box<dyn Future<Output = Result<(), ConnectError>> + Send>>;
 type Middleware = Arc<dyn Fn(Arc<Socket>) -> MiddlewareFuture + Send + Sync>;
 type ConnectHandler = Arc<dyn Fn(Arc<Socket>) + Send + Sync>;
+type ServerEventHandler = Arc<dyn Fn(Vec<Value>, ServerAck) + Send + Sync>;
+
+/// The answer to a server-side event from another node; it can be sent once.
+pub struct ServerAck {
+    reply: Option<Box<dyn FnOnce(Value) + Send>>,
+}
+
+impl std::fmt::Debug for ServerAck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerAck")
+            .field("requested", &self.requested())
+            .finish()
+    }
+}
+
+impl ServerAck {
+    /// An acknowledgement that goes to `reply`; adapters build these.
+    pub fn new(reply: impl FnOnce(Value) + Send + 'static) -> ServerAck {
+        ServerAck {
+            reply: Some(Box::new(reply)),
+        }
+    }
+
+    /// No acknowledgement was asked for.
+    pub fn none() -> ServerAck {
+        ServerAck { reply: None }
+    }
+
+    /// Whether the sending node waits for an answer.
+    pub fn requested(&self) -> bool {
+        self.reply.is_some()
+    }
+
+    /// Answers with one value (the Node adapter carries exactly one).
+    pub fn send(mut self, value: Value) {
+        if let Some(reply) = self.reply.take() {
+            reply(value);
+        }
+    }
+}
 
 /// A namespace: a channel of its own multiplexed over each client connection.
 pub struct Namespace {
@@ -27,6 +70,7 @@ pub struct Namespace {
     adapter: Box<dyn Adapter>,
     middleware: RwLock<Vec<Middleware>>,
     on_connect: RwLock<Option<ConnectHandler>>,
+    server_events: RwLock<HashMap<String, ServerEventHandler>>,
     ack_timeout: Duration,
 }
 
@@ -43,19 +87,22 @@ fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
 }
 
 impl Namespace {
-    pub(crate) fn new(name: String, adapter: Box<dyn Adapter>, ack_timeout: Duration) -> Namespace {
-        Namespace {
+    pub(crate) fn new(
+        name: String,
+        adapter: Box<dyn Adapter>,
+        ack_timeout: Duration,
+    ) -> Arc<Namespace> {
+        let ns = Arc::new(Namespace {
             name,
             sockets: RwLock::new(HashMap::new()),
             adapter,
             middleware: RwLock::new(Vec::new()),
             on_connect: RwLock::new(None),
+            server_events: RwLock::new(HashMap::new()),
             ack_timeout,
-        }
-    }
-
-    pub(crate) fn with_local_adapter(name: String, ack_timeout: Duration) -> Namespace {
-        Namespace::new(name, Box::new(LocalAdapter::default()), ack_timeout)
+        });
+        ns.adapter.bind(Arc::downgrade(&ns));
+        ns
     }
 
     /// The name, starting with `/`.
@@ -125,6 +172,67 @@ impl Namespace {
         BroadcastOperator::new(self.clone()).emit(event, args)
     }
 
+    /// Handles a server-side event sent by another node with
+    /// [`server_side_emit`](Self::server_side_emit) (here or in Node's socket.io, where it is
+    /// `io.serverSideEmit`). The handler gets the arguments and, when the sender waits for
+    /// answers, an acknowledgement to send.
+    pub fn on_server_event<F>(&self, event: &str, handler: F)
+    where
+        F: Fn(Vec<Value>, ServerAck) + Send + Sync + 'static,
+    {
+        self.server_events
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(event.to_owned(), Arc::new(handler));
+    }
+
+    /// Sends an event to the other nodes' handlers of this namespace (never to clients).
+    pub fn server_side_emit(&self, event: &str, args: Vec<Value>) {
+        let mut data = Vec::with_capacity(1 + args.len());
+        data.push(Value::String(event.to_owned()));
+        data.extend(args);
+        let sent = self.adapter.server_side_emit(data, false);
+        tokio::spawn(async move {
+            if let Err(e) = sent.await {
+                tracing::warn!(error = %e, "server-side event not sent");
+            }
+        });
+    }
+
+    /// Sends an event to the other nodes' handlers and waits for one answer per node (as long
+    /// as the adapter's request timeout).
+    pub async fn server_side_emit_with_ack(
+        &self,
+        event: &str,
+        args: Vec<Value>,
+    ) -> Result<Vec<Value>, ClusterError> {
+        let mut data = Vec::with_capacity(1 + args.len());
+        data.push(Value::String(event.to_owned()));
+        data.extend(args);
+        self.adapter.server_side_emit(data, true).await
+    }
+
+    /// Runs this namespace's handler for a server-side event from another node. `data` is
+    /// `[name, args...]`; an unknown or malformed event is dropped (and its ack never sent).
+    pub fn dispatch_server_event(&self, mut data: Vec<Value>, ack: ServerAck) {
+        if data.is_empty() {
+            return;
+        }
+        let Value::String(name) = data.remove(0) else {
+            return;
+        };
+        let handler = read(&self.server_events).get(&name).cloned();
+        match handler {
+            Some(handler) => handler(data, ack),
+            None => tracing::trace!(event = %name, "no handler for a server-side event"),
+        }
+    }
+
+    /// Nodes serving this namespace, this one included.
+    pub async fn server_count(&self) -> Result<usize, ClusterError> {
+        self.adapter.server_count().await
+    }
+
     pub(crate) async fn run_middleware(&self, socket: &Arc<Socket>) -> Result<(), ConnectError> {
         let chain: Vec<Middleware> = read(&self.middleware).clone();
         for middleware in chain {
@@ -176,6 +284,14 @@ impl Namespace {
             .collect()
     }
 
+    /// Whether this node has a member of `room` (a socket's own-id room included).
+    pub fn has_room(&self, room: &str) -> bool {
+        if let Some(id) = Id::parse(room) {
+            return read(&self.sockets).contains_key(&id);
+        }
+        !self.adapter.members(room).is_empty()
+    }
+
     /// Members of a room, the implicit own-id rooms included. An id that is no socket of this
     /// namespace is dropped by the caller's lookup; this takes no lock on the sockets, which the
     /// caller already holds (taking it again could deadlock behind a waiting writer).
@@ -187,62 +303,90 @@ impl Namespace {
     }
 }
 
-/// A broadcast being described: rooms, exceptions and flags, then an emit or an action.
+/// A broadcast being described: rooms, exceptions and flags, then an emit or an action. With a
+/// multi-node adapter, everything it does reaches the other nodes' sockets too, unless
+/// [`local`](Self::local) says otherwise.
 #[derive(Debug, Clone)]
 pub struct BroadcastOperator {
     ns: Arc<Namespace>,
-    target: BroadcastTarget,
-    volatile: bool,
-    timeout: Option<Duration>,
+    opts: BroadcastOptions,
 }
 
 impl BroadcastOperator {
     pub(crate) fn new(ns: Arc<Namespace>) -> BroadcastOperator {
         BroadcastOperator {
             ns,
-            target: BroadcastTarget::default(),
-            volatile: false,
-            timeout: None,
+            opts: BroadcastOptions::default(),
         }
+    }
+
+    /// A broadcast with options that came from another node.
+    pub fn with_options(ns: Arc<Namespace>, opts: BroadcastOptions) -> BroadcastOperator {
+        BroadcastOperator { ns, opts }
     }
 
     /// Adds a room to reach.
     pub fn to(mut self, room: &str) -> Self {
-        self.target.rooms.push(room.to_owned());
+        self.opts.target.rooms.push(room.to_owned());
         self
     }
 
     /// Leaves out a room's members.
     pub fn except(mut self, room: &str) -> Self {
-        self.target.except.push(room.to_owned());
+        self.opts.target.except.push(room.to_owned());
         self
     }
 
     /// Drops the packet for clients that cannot take it now, instead of queueing it.
     pub fn volatile(mut self) -> Self {
-        self.volatile = true;
+        self.opts.flags.volatile = true;
         self
     }
 
-    /// Only this process's clients (the in-memory adapter reaches no others anyway).
-    pub fn local(self) -> Self {
+    /// Only this node's clients.
+    pub fn local(mut self) -> Self {
+        self.opts.flags.local = true;
         self
     }
 
     /// How long [`emit_with_ack`](Self::emit_with_ack) waits for each reply.
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
+        self.opts.flags.timeout = Some(timeout);
         self
     }
 
-    /// The sockets this broadcast reaches now.
-    pub fn sockets(&self) -> Vec<Arc<Socket>> {
-        self.ns.targets(&self.target)
+    /// The rooms, exceptions and flags.
+    pub fn options(&self) -> &BroadcastOptions {
+        &self.opts
     }
 
-    /// Sends an event to every recipient; returns how many queued it. The packet is encoded
-    /// once and every recipient's queue shares the same bytes. A client that cannot take it is
-    /// skipped (and, when its queue overflowed, disconnected): nobody waits for it.
+    fn target(&self) -> &BroadcastTarget {
+        &self.opts.target
+    }
+
+    fn flags(&self) -> &BroadcastFlags {
+        &self.opts.flags
+    }
+
+    /// This node's sockets that the broadcast reaches now.
+    pub fn sockets(&self) -> Vec<Arc<Socket>> {
+        self.ns.targets(self.target())
+    }
+
+    /// Every socket the broadcast reaches, across the cluster: this node's first, then the
+    /// other nodes' answers.
+    pub async fn fetch_sockets(&self) -> Result<Vec<SocketInfo>, ClusterError> {
+        let mut all: Vec<SocketInfo> = self.sockets().iter().map(|s| s.info()).collect();
+        if !self.flags().local {
+            all.extend(self.ns.adapter.fetch_remote_sockets(&self.opts).await?);
+        }
+        Ok(all)
+    }
+
+    /// Sends an event to every recipient; returns how many of this node's clients queued it.
+    /// The packet is encoded once and every recipient's queue shares the same bytes. A client
+    /// that cannot take it is skipped (and, when its queue overflowed, disconnected): nobody
+    /// waits for it.
     pub fn emit<T: Serialize + ?Sized>(&self, event: &str, args: &T) -> Result<usize, EmitError> {
         let packet = binary::event_packet(self.ns.name(), event, args)?;
         Ok(self.send(&packet))
@@ -250,11 +394,14 @@ impl BroadcastOperator {
 
     /// Sends a prepared packet to every recipient.
     pub fn send(&self, packet: &Packet) -> usize {
+        if !self.flags().local {
+            self.ns.adapter.publish(packet, &self.opts);
+        }
         let frames = encode_frames(packet);
         let mut delivered = 0;
         for socket in self.sockets() {
             let session = socket.session();
-            let sent = if self.volatile {
+            let sent = if self.flags().volatile {
                 session.send_volatile(frames.iter().cloned())
             } else {
                 session.send_all(frames.iter().cloned())
@@ -278,7 +425,26 @@ impl BroadcastOperator {
         R: DeserializeOwned,
     {
         let packet = binary::event_packet(self.ns.name(), event, args)?;
-        let timeout = self.timeout.unwrap_or(self.ns.ack_timeout);
+        let raw = self.send_with_ack(packet).await;
+        Ok(raw
+            .into_iter()
+            .map(|r| r.and_then(|resp| resp.args().map_err(AckError::Decode)))
+            .collect())
+    }
+
+    /// [`emit_with_ack`](Self::emit_with_ack) for a prepared packet, with raw replies. Other
+    /// nodes carry one argument per reply (as Node's adapter does); a node that does not say
+    /// in time how many clients it asked counts as none, and a reply that does not come in
+    /// time is a timeout.
+    pub async fn send_with_ack(&self, packet: Packet) -> Vec<Result<AckResponse, AckError>> {
+        let timeout = self.flags().timeout.unwrap_or(self.ns.ack_timeout);
+        let mut opts = self.opts.clone();
+        opts.flags.timeout = Some(timeout);
+        let remote = if self.flags().local {
+            None
+        } else {
+            self.ns.adapter.publish_with_ack(&packet, &opts)
+        };
         let mut pending = Vec::new();
         for socket in self.sockets() {
             match socket.send_with_ack(packet.clone(), timeout) {
@@ -288,19 +454,20 @@ impl BroadcastOperator {
                 }
             }
         }
-        let replies = futures_util::future::join_all(pending).await;
-        Ok(replies
-            .into_iter()
-            .map(|r: Result<AckResponse, AckError>| {
-                r.and_then(|resp| resp.args().map_err(AckError::Decode))
-            })
-            .collect())
+        let local = futures_util::future::join_all(pending);
+        let remote = collect_remote_acks(remote, timeout, self.ns.adapter.server_count());
+        let (mut replies, remote) = tokio::join!(local, remote);
+        replies.extend(remote);
+        replies
     }
 
     /// Makes every recipient join a room.
     pub fn join(&self, room: &str) {
         for socket in self.sockets() {
             socket.join(room);
+        }
+        if !self.flags().local {
+            self.ns.adapter.remote_join(&self.opts, &[room.to_owned()]);
         }
     }
 
@@ -309,12 +476,66 @@ impl BroadcastOperator {
         for socket in self.sockets() {
             socket.leave(room);
         }
+        if !self.flags().local {
+            self.ns.adapter.remote_leave(&self.opts, &[room.to_owned()]);
+        }
     }
 
     /// Disconnects every recipient from the namespace.
     pub fn disconnect(&self) {
+        self.disconnect_with(false);
+    }
+
+    /// Disconnects every recipient; with `close`, their whole connection.
+    pub fn disconnect_with(&self, close: bool) {
         for socket in self.sockets() {
-            socket.disconnect();
+            if close {
+                socket.close_connection();
+            } else {
+                socket.disconnect();
+            }
+        }
+        if !self.flags().local {
+            self.ns.adapter.remote_disconnect(&self.opts, close);
         }
     }
+}
+
+/// Gathers other nodes' answers to a broadcast with acknowledgements: every node says how many
+/// clients it asked, then relays their replies. Done when every node has spoken and every
+/// announced reply is in, or at the timeout, where each announced but missing reply is a
+/// timeout.
+async fn collect_remote_acks(
+    remote: Option<tokio::sync::mpsc::Receiver<RemoteAck>>,
+    timeout: Duration,
+    server_count: super::adapter::AdapterFuture<Result<usize, ClusterError>>,
+) -> Vec<Result<AckResponse, AckError>> {
+    let Some(mut rx) = remote else {
+        return Vec::new();
+    };
+    let deadline = tokio::time::Instant::now() + timeout;
+    // Other nodes: everyone subscribed but this one. Unknown (broker down) means wait for the
+    // timeout, counting whatever arrives.
+    let mut nodes_left = match tokio::time::timeout_at(deadline, server_count).await {
+        Ok(Ok(n)) => Some(n.saturating_sub(1)),
+        _ => None,
+    };
+    let mut expected = 0usize;
+    let mut replies = Vec::new();
+    loop {
+        if nodes_left == Some(0) && replies.len() >= expected {
+            break;
+        }
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(RemoteAck::ClientCount(n))) => {
+                expected += n;
+                nodes_left = nodes_left.map(|left| left.saturating_sub(1));
+            }
+            Ok(Some(RemoteAck::Ack(reply))) => replies.push(Ok(reply)),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    let missing = expected.saturating_sub(replies.len());
+    replies.extend((0..missing).map(|_| Err(AckError::Timeout)));
+    replies
 }

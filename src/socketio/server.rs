@@ -10,6 +10,7 @@ use hyper::{Request, Response, StatusCode};
 use serde::Serialize;
 use tokio::net::TcpListener;
 
+use super::adapter::{Adapter, AdapterFactory, LocalAdapter};
 use super::client::Client;
 use super::error::EmitError;
 use super::namespace::{BroadcastOperator, Namespace};
@@ -62,11 +63,20 @@ type DynamicSetup = Box<dyn Fn(&Arc<Namespace>) + Send + Sync>;
 /// What every connection shares: the settings and the namespaces.
 pub(crate) struct ServerState {
     pub(crate) config: SocketIoConfig,
+    adapter: AdapterFactory,
     namespaces: RwLock<HashMap<String, Arc<Namespace>>>,
     dynamic: RwLock<Vec<(DynamicMatcher, DynamicSetup)>>,
 }
 
 impl ServerState {
+    fn new_namespace(&self, name: &str) -> Arc<Namespace> {
+        Namespace::new(
+            name.to_owned(),
+            (self.adapter)(name),
+            self.config.ack_timeout,
+        )
+    }
+
     /// The namespace a CONNECT names: a static one, or a dynamic one created on first use.
     pub(crate) fn namespace(&self, name: &str) -> Option<Arc<Namespace>> {
         if let Some(ns) = self
@@ -83,10 +93,7 @@ impl ServerState {
         let ns = namespaces
             .entry(name.to_owned())
             .or_insert_with(|| {
-                let ns = Arc::new(Namespace::with_local_adapter(
-                    name.to_owned(),
-                    self.config.ack_timeout,
-                ));
+                let ns = self.new_namespace(name);
                 setup(&ns);
                 ns
             })
@@ -124,9 +131,19 @@ impl std::fmt::Debug for SocketIo {
 }
 
 /// Builds a [`SocketIo`] with every setting.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct SocketIoBuilder {
     config: SocketIoConfig,
+    adapter: Option<AdapterFactory>,
+}
+
+impl std::fmt::Debug for SocketIoBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SocketIoBuilder")
+            .field("config", &self.config)
+            .field("adapter", &self.adapter.as_ref().map(|_| "custom"))
+            .finish()
+    }
 }
 
 impl SocketIoBuilder {
@@ -221,6 +238,15 @@ impl SocketIoBuilder {
         self.config.ack_timeout = d;
         self
     }
+    /// The adapter of every namespace (default: [`LocalAdapter`], rooms in memory, one node).
+    /// `factory` gets the namespace's name.
+    pub fn adapter<F>(mut self, factory: F) -> Self
+    where
+        F: Fn(&str) -> Box<dyn Adapter> + Send + Sync + 'static,
+    {
+        self.adapter = Some(Arc::new(factory));
+        self
+    }
     /// Replaces every setting at once.
     pub fn config(mut self, config: SocketIoConfig) -> Self {
         self.config = config;
@@ -228,8 +254,12 @@ impl SocketIoBuilder {
     }
     /// The server.
     pub fn build(self) -> SocketIo {
+        let adapter = self.adapter.unwrap_or_else(|| {
+            Arc::new(|_: &str| Box::new(LocalAdapter::default()) as Box<dyn Adapter>)
+        });
         let state = Arc::new(ServerState {
             config: self.config.clone(),
+            adapter,
             namespaces: RwLock::new(HashMap::new()),
             dynamic: RwLock::new(Vec::new()),
         });
@@ -269,12 +299,7 @@ impl SocketIo {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .entry(name.clone())
-            .or_insert_with(|| {
-                Arc::new(Namespace::with_local_adapter(
-                    name,
-                    state.config.ack_timeout,
-                ))
-            })
+            .or_insert_with(|| state.new_namespace(&name))
             .clone()
     }
 

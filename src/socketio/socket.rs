@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
+use super::adapter::SocketInfo;
 use super::binary::{self, BinaryError};
 use super::client::{SessionState, run_inline};
 use super::error::{AckError, DisconnectReason, EmitError};
@@ -108,6 +109,8 @@ pub struct Socket {
     on_disconnect: Mutex<Vec<DisconnectHandler>>,
     acks: Mutex<HashMap<u64, oneshot::Sender<AckResponse>>>,
     next_ack: AtomicU64,
+    data: RwLock<Value>,
+    issued_ms: u64,
 }
 
 impl std::fmt::Debug for Socket {
@@ -140,6 +143,10 @@ impl Socket {
             on_disconnect: Mutex::new(Vec::new()),
             acks: Mutex::new(HashMap::new()),
             next_ack: AtomicU64::new(0),
+            data: RwLock::new(Value::Null),
+            issued_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
         }
     }
 
@@ -171,6 +178,53 @@ impl Socket {
     /// The client's address, when known.
     pub fn remote_addr(&self) -> Option<SocketAddr> {
         self.session.request().remote_addr
+    }
+
+    /// What the application keeps on this socket for others to see: other nodes get it with
+    /// [`fetch_sockets`](BroadcastOperator::fetch_sockets), like `socket.data` in Node.
+    pub fn data(&self) -> Value {
+        self.data.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces [`data`](Self::data).
+    pub fn set_data(&self, data: Value) {
+        *self.data.write().unwrap_or_else(|e| e.into_inner()) = data;
+    }
+
+    /// The socket as the cluster sees it, with a handshake shaped like Node's
+    /// (`headers`, `address`, `xdomain`, `secure`, `issued`, `url`, `query`, `auth`).
+    pub fn info(&self) -> SocketInfo {
+        let request = self.session.request();
+        let headers: serde_json::Map<String, Value> = request
+            .headers
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str().to_owned(), Value::from(v.to_str().ok()?))))
+            .collect();
+        let query: serde_json::Map<String, Value> = request
+            .query()
+            .split('&')
+            .filter(|pair| !pair.is_empty())
+            .map(|pair| {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                (percent_decode(k), Value::from(percent_decode(v)))
+            })
+            .collect();
+        let handshake = serde_json::json!({
+            "headers": headers,
+            "address": request.remote_addr.map(|a| a.ip().to_string()),
+            "xdomain": request.headers.contains_key(hyper::header::ORIGIN),
+            "secure": false,
+            "issued": self.issued_ms,
+            "url": request.uri.to_string(),
+            "query": query,
+            "auth": self.auth,
+        });
+        SocketInfo {
+            id: self.id.to_string(),
+            rooms: self.rooms(),
+            data: self.data(),
+            handshake,
+        }
     }
 
     /// The transport the connection uses now.
@@ -429,6 +483,30 @@ impl Socket {
             .unwrap_or_else(|e| e.into_inner())
             .clear();
     }
+}
+
+/// `%XX` escapes and `+` of a query component; invalid escapes stay as they are.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The engine frames of a packet: its text, then its attachments.

@@ -1,0 +1,533 @@
+//! Several of our nodes as one cluster through a real Redis (`redis-server`, started by each
+//! test on a free port): broadcasts with rooms, exceptions and binary, acknowledgements of
+//! broadcasts, fetching, joining, leaving and disconnecting sockets on other nodes,
+//! server-side events with answers, a node that leaves, and Redis restarted mid-test.
+//! Clients are raw WebSockets on each node; every delivery is checked on the wire.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::client::{Ws, ws_open, ws_recv_app, ws_recv_app_text, ws_send};
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use socketio_server::redis::{RedisConfig, RedisNode};
+use socketio_server::socketio::{Socket, SocketIo};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+
+/// A throwaway `redis-server` on a free port.
+struct Redis {
+    port: u16,
+    child: Child,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        Redis {
+            port,
+            child: Redis::spawn(port),
+        }
+    }
+
+    fn spawn(port: u16) -> Child {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (the test command installs it)");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn restart(&mut self) {
+        self.stop();
+        self.child = Redis::spawn(self.port);
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// One of our nodes: the server, its Redis link, its address, and the server-side events it
+/// received.
+struct Node {
+    io: SocketIo,
+    redis: RedisNode,
+    addr: SocketAddr,
+    server_events: mpsc::UnboundedReceiver<Vec<Value>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Node {
+    async fn start(redis: &Redis, name: &str) -> Node {
+        let link = RedisNode::connect(&redis.url(), RedisConfig::default())
+            .await
+            .expect("connect to redis");
+        let io = SocketIo::builder()
+            .adapter(link.adapter_factory())
+            .ack_timeout(Duration::from_secs(3))
+            .build();
+        let ns = io.of("/");
+        let name = name.to_owned();
+        let node_name = name.clone();
+        ns.on_connect(move |socket: Arc<Socket>| {
+            if let Some(room) = socket.auth().get("room").and_then(Value::as_str) {
+                socket.join(room);
+            }
+            socket.set_data(json!({ "node": node_name }));
+        });
+        let (tx, server_events) = mpsc::unbounded_channel();
+        let me = name.clone();
+        ns.on_server_event("hello", move |args, ack| {
+            let _ = tx.send(args.clone());
+            ack.send(json!({ "from": me, "got": args }));
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = io.clone();
+        tokio::spawn(async move {
+            server
+                .serve(listener, async {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        Node {
+            io,
+            redis: link,
+            addr,
+            server_events,
+            stop: Some(stop),
+        }
+    }
+
+    /// Stops serving and leaves the cluster.
+    fn leave(&mut self) {
+        self.io.close();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.redis.shutdown();
+    }
+}
+
+/// Waits until `nodes` nodes serve the main namespace, as Redis counts them.
+async fn wait_for_cluster(node: &Node, nodes: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if node.io.of("/").server_count().await.ok() == Some(nodes) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the cluster did not reach {nodes} nodes"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn cluster(redis: &Redis, n: usize) -> Vec<Node> {
+    let mut nodes = Vec::new();
+    for i in 0..n {
+        nodes.push(Node::start(redis, &format!("node{i}")).await);
+    }
+    wait_for_cluster(&nodes[0], n).await;
+    nodes
+}
+
+/// A client on one node, in the main namespace.
+struct Client {
+    ws: Ws,
+    id: String,
+}
+
+impl Client {
+    async fn connect(node: &Node, room: Option<&str>) -> Client {
+        let (mut ws, _) = ws_open(node.addr, "/socket.io/").await;
+        match room {
+            Some(room) => ws_send(&mut ws, &format!("40{}", json!({ "room": room }))).await,
+            None => ws_send(&mut ws, "40").await,
+        }
+        let reply = ws_recv_app_text(&mut ws).await;
+        let body: Value = serde_json::from_str(&reply[2..]).expect("CONNECT reply");
+        let id = body["sid"].as_str().expect("socket id").to_owned();
+        Client { ws, id }
+    }
+
+    /// The next Socket.IO packet (text without the engine's `4`) with its attachments.
+    async fn next(&mut self) -> (String, Vec<Vec<u8>>) {
+        let text = ws_recv_app_text(&mut self.ws).await;
+        let packet = text[1..].to_owned();
+        let mut attachments = Vec::new();
+        if packet.starts_with('5') || packet.starts_with('6') {
+            let count: usize = packet[1..packet.find('-').expect("attachment count")]
+                .parse()
+                .expect("a count");
+            for _ in 0..count {
+                match ws_recv_app(&mut self.ws).await {
+                    Message::Binary(b) => attachments.push(b.to_vec()),
+                    other => panic!("expected an attachment, got {other:?}"),
+                }
+            }
+        }
+        (packet, attachments)
+    }
+
+    /// Asserts that no packet arrives for a while (pings are answered).
+    async fn expect_silence(&mut self, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => return,
+                Ok(Some(Ok(Message::Text(t)))) if t.as_str() == "2" => {
+                    ws_send(&mut self.ws, "3").await
+                }
+                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
+                Ok(other) => panic!("expected nothing, got {other:?}"),
+            }
+        }
+    }
+
+    /// Reads an event that asks for an acknowledgement and answers it with `answer`.
+    async fn answer_ack(&mut self, answer: Value) {
+        let (packet, _) = self.next().await;
+        assert!(packet.starts_with('2'), "expected an event, got {packet}");
+        let id: String = packet[1..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        assert!(!id.is_empty(), "the event asks for no ack: {packet}");
+        ws_send(&mut self.ws, &format!("43{id}{}", json!([answer]))).await;
+    }
+}
+
+fn ids(sockets: &[socketio_server::socketio::SocketInfo]) -> Vec<String> {
+    let mut ids: Vec<String> = sockets.iter().map(|s| s.id.clone()).collect();
+    ids.sort();
+    ids
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn broadcasts_reach_every_node_with_rooms_exceptions_and_binary() {
+    let redis = Redis::start();
+    let nodes = cluster(&redis, 3).await;
+    let mut a = Client::connect(&nodes[0], Some("r")).await;
+    let mut b = Client::connect(&nodes[1], Some("r")).await;
+    let mut c = Client::connect(&nodes[2], Some("r")).await;
+    let mut outsider = Client::connect(&nodes[1], None).await;
+
+    // To a room, from the first node: every member on every node, nobody else.
+    nodes[0].io.to("r").emit("m", &json!({"n": 1})).unwrap();
+    for client in [&mut a, &mut b, &mut c] {
+        assert_eq!(client.next().await.0, r#"2["m",{"n":1}]"#);
+    }
+    outsider.expect_silence(Duration::from_millis(300)).await;
+
+    // With an exception that lives on another node.
+    nodes[2]
+        .io
+        .to("r")
+        .except(&b.id)
+        .emit("m", &json!({"n": 2}))
+        .unwrap();
+    assert_eq!(a.next().await.0, r#"2["m",{"n":2}]"#);
+    assert_eq!(c.next().await.0, r#"2["m",{"n":2}]"#);
+    b.expect_silence(Duration::from_millis(300)).await;
+
+    // Binary arguments cross as binary.
+    nodes[1]
+        .io
+        .to("r")
+        .emit("bin", &(Bytes::from_static(b"\x01\x02\x03"), "tail"))
+        .unwrap();
+    for client in [&mut a, &mut b, &mut c] {
+        let (packet, attachments) = client.next().await;
+        assert_eq!(packet, r#"51-["bin",{"_placeholder":true,"num":0},"tail"]"#);
+        assert_eq!(attachments, vec![vec![1, 2, 3]]);
+    }
+
+    // The whole namespace, and a socket's own room on another node.
+    nodes[2].io.emit("all", &()).unwrap();
+    for client in [&mut a, &mut b, &mut c, &mut outsider] {
+        assert_eq!(client.next().await.0, r#"2["all"]"#);
+    }
+    nodes[0].io.to(&outsider.id).emit("you", &()).unwrap();
+    assert_eq!(outsider.next().await.0, r#"2["you"]"#);
+    a.expect_silence(Duration::from_millis(200)).await;
+
+    // `local` stays on the node.
+    nodes[0].io.to("r").local().emit("here", &()).unwrap();
+    assert_eq!(a.next().await.0, r#"2["here"]"#);
+    b.expect_silence(Duration::from_millis(300)).await;
+    c.expect_silence(Duration::from_millis(10)).await;
+}
+
+#[tokio::test]
+async fn broadcast_acknowledgements_come_from_every_node() {
+    let redis = Redis::start();
+    let nodes = cluster(&redis, 3).await;
+    let mut a = Client::connect(&nodes[0], Some("r")).await;
+    let mut b = Client::connect(&nodes[1], Some("r")).await;
+    let mut c = Client::connect(&nodes[2], Some("r")).await;
+    let _silent = Client::connect(&nodes[2], Some("r")).await;
+
+    let op = nodes[0].io.to("r").timeout(Duration::from_millis(1500));
+    let asked = tokio::spawn(async move { op.emit_with_ack::<_, Value>("q", &1).await });
+    a.answer_ack(json!("a")).await;
+    b.answer_ack(json!("b")).await;
+    c.answer_ack(json!({"c": true})).await;
+    let replies = asked.await.unwrap().unwrap();
+    assert_eq!(replies.len(), 4, "{replies:?}");
+    let mut answers: Vec<String> = replies
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .map(Value::to_string)
+        .collect();
+    answers.sort();
+    assert_eq!(answers, vec![r#""a""#, r#""b""#, r#"{"c":true}"#]);
+    let timeouts = replies.iter().filter(|r| r.is_err()).count();
+    assert_eq!(timeouts, 1, "the silent client's reply is a timeout");
+}
+
+#[tokio::test]
+async fn sockets_are_fetched_joined_left_and_disconnected_across_nodes() {
+    let redis = Redis::start();
+    let nodes = cluster(&redis, 3).await;
+    let mut a = Client::connect(&nodes[0], Some("r")).await;
+    let mut b = Client::connect(&nodes[1], Some("r")).await;
+    let mut c = Client::connect(&nodes[2], Some("r")).await;
+    let other = Client::connect(&nodes[2], Some("other")).await;
+
+    let fetched = nodes[1].io.to("r").fetch_sockets().await.unwrap();
+    assert_eq!(
+        ids(&fetched),
+        sorted(vec![a.id.clone(), b.id.clone(), c.id.clone()])
+    );
+    let on_c = fetched.iter().find(|s| s.id == c.id).unwrap();
+    assert_eq!(on_c.data, json!({"node": "node2"}));
+    assert_eq!(
+        sorted(on_c.rooms.clone()),
+        sorted(vec![c.id.clone(), "r".into()])
+    );
+    assert_eq!(on_c.handshake["auth"], json!({"room": "r"}));
+    let everyone = nodes[0]
+        .io
+        .of("/")
+        .to("r")
+        .to("other")
+        .fetch_sockets()
+        .await
+        .unwrap();
+    assert_eq!(everyone.len(), 4);
+    let without_b = nodes[0]
+        .io
+        .of("/")
+        .except(&b.id)
+        .fetch_sockets()
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(&without_b),
+        sorted(vec![a.id.clone(), c.id.clone(), other.id.clone()])
+    );
+
+    // Every member of `r`, on every node, joins `r2`; then the broadcast to `r2` reaches them.
+    nodes[0].io.to("r").join("r2");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let r2 = nodes[2].io.to("r2").fetch_sockets().await.unwrap();
+    assert_eq!(
+        ids(&r2),
+        sorted(vec![a.id.clone(), b.id.clone(), c.id.clone()])
+    );
+    nodes[2].io.to(&b.id).leave("r2");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let r2 = nodes[0].io.to("r2").fetch_sockets().await.unwrap();
+    assert_eq!(ids(&r2), sorted(vec![a.id.clone(), c.id.clone()]));
+    nodes[1].io.to("r2").emit("r2", &()).unwrap();
+    assert_eq!(a.next().await.0, r#"2["r2"]"#);
+    assert_eq!(c.next().await.0, r#"2["r2"]"#);
+    b.expect_silence(Duration::from_millis(300)).await;
+
+    // Disconnected from another node: the client gets DISCONNECT for its namespace.
+    nodes[0].io.to(&c.id).disconnect();
+    assert_eq!(c.next().await.0, "1");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let left = nodes[1].io.to("r").fetch_sockets().await.unwrap();
+    assert_eq!(ids(&left), sorted(vec![a.id.clone(), b.id.clone()]));
+}
+
+#[tokio::test]
+async fn server_side_events_and_their_answers_cross_nodes() {
+    let redis = Redis::start();
+    let mut nodes = cluster(&redis, 3).await;
+    let answers = nodes[0]
+        .io
+        .of("/")
+        .server_side_emit_with_ack("hello", vec![json!("hi"), json!(2)])
+        .await
+        .unwrap();
+    let mut from: Vec<String> = answers
+        .iter()
+        .map(|a| a["from"].as_str().unwrap().to_owned())
+        .collect();
+    from.sort();
+    assert_eq!(from, vec!["node1", "node2"]);
+    assert!(answers.iter().all(|a| a["got"] == json!(["hi", 2])));
+    for node in &mut nodes[1..] {
+        assert_eq!(
+            node.server_events.recv().await.unwrap(),
+            vec![json!("hi"), json!(2)]
+        );
+    }
+    // Without an answer wanted, and never to the sender itself.
+    nodes[2]
+        .io
+        .of("/")
+        .server_side_emit("hello", vec![json!("fire")]);
+    for i in [0, 1] {
+        let got = tokio::time::timeout(Duration::from_secs(3), nodes[i].server_events.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, vec![json!("fire")]);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(nodes[2].server_events.try_recv().is_err());
+}
+
+#[tokio::test]
+async fn a_node_that_leaves_is_forgotten() {
+    let redis = Redis::start();
+    let mut nodes = cluster(&redis, 3).await;
+    let a = Client::connect(&nodes[0], Some("r")).await;
+    let b = Client::connect(&nodes[1], Some("r")).await;
+    let _c = Client::connect(&nodes[2], Some("r")).await;
+    assert_eq!(nodes[0].io.to("r").fetch_sockets().await.unwrap().len(), 3);
+
+    nodes[2].leave();
+    wait_for_cluster(&nodes[0], 2).await;
+    let started = tokio::time::Instant::now();
+    let fetched = nodes[0].io.to("r").fetch_sockets().await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "no wait for the gone node"
+    );
+    assert_eq!(ids(&fetched), sorted(vec![a.id.clone(), b.id.clone()]));
+    let answers = nodes[1]
+        .io
+        .of("/")
+        .server_side_emit_with_ack("hello", vec![])
+        .await
+        .unwrap();
+    assert_eq!(answers.len(), 1);
+}
+
+#[tokio::test]
+async fn redis_restart_is_survived() {
+    let mut redis = Redis::start();
+    let nodes = cluster(&redis, 2).await;
+    let mut a = Client::connect(&nodes[0], Some("r")).await;
+    let mut b = Client::connect(&nodes[1], Some("r")).await;
+    nodes[0].io.to("r").emit("before", &()).unwrap();
+    assert_eq!(a.next().await.0, r#"2["before"]"#);
+    assert_eq!(b.next().await.0, r#"2["before"]"#);
+
+    // Redis goes away: local clients are still served, the lost publishes are counted, and
+    // requests to other nodes fail instead of hanging.
+    redis.stop();
+    let failed_before = nodes[0]
+        .redis
+        .stats()
+        .publish_failed
+        .load(Ordering::Relaxed);
+    for _ in 0..3 {
+        nodes[0].io.to("r").emit("during", &()).unwrap();
+        assert_eq!(a.next().await.0, r#"2["during"]"#);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while nodes[0]
+        .redis
+        .stats()
+        .publish_failed
+        .load(Ordering::Relaxed)
+        == failed_before
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "publishes during the outage are not counted as failed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let started = tokio::time::Instant::now();
+    assert!(nodes[0].io.to("r").fetch_sockets().await.is_err());
+    assert!(started.elapsed() < Duration::from_secs(6));
+    b.expect_silence(Duration::from_millis(200)).await;
+
+    // Redis comes back: both nodes reconnect and resubscribe by themselves.
+    redis.restart();
+    wait_for_cluster(&nodes[0], 2).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !(nodes[0].redis.is_subscribed() && nodes[1].redis.is_subscribed()) {
+        assert!(tokio::time::Instant::now() < deadline, "not resubscribed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The publisher reconnects on use; keep sending until the other node hears one.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        nodes[0].io.to("r").emit("after", &()).unwrap();
+        assert_eq!(a.next().await.0, r#"2["after"]"#);
+        match tokio::time::timeout(Duration::from_millis(300), b.next()).await {
+            Ok((packet, _)) => {
+                assert_eq!(packet, r#"2["after"]"#);
+                break;
+            }
+            Err(_) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "broadcasts do not cross nodes after the restart"
+            ),
+        }
+    }
+    assert!(nodes[1].redis.stats().reconnects.load(Ordering::Relaxed) >= 1);
+    let fetched = nodes[1].io.to("r").fetch_sockets().await.unwrap();
+    assert_eq!(ids(&fetched), sorted(vec![a.id.clone(), b.id.clone()]));
+}

@@ -1,0 +1,857 @@
+//! Several nodes as one Socket.IO cluster through Redis pub/sub, wire-compatible with npm
+//! `@socket.io/redis-adapter`: Rust and Node.js nodes can serve one cluster together.
+//!
+//! One [`RedisNode`] per process holds two Redis connections: a publisher (commands, with
+//! automatic reconnection) and a subscriber owned by one task that resubscribes after every
+//! reconnection. Each namespace gets a [`RedisAdapter`] from
+//! [`RedisNode::adapter_factory`]; rooms stay in memory (every node knows only its own sockets)
+//! and what crosses nodes goes through the node's channels ([`wire`] has the format).
+//!
+//! Nothing here waits on Redis while holding up a client: publishes go through a bounded queue
+//! to the publisher task, and a publish that cannot be made (queue full, Redis away) is counted
+//! in [`RedisStats::publish_failed`] and logged, never retried later out of order. While Redis
+//! is away the node keeps serving its own clients; requests to other nodes fail fast.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use socketio_server::redis::{RedisConfig, RedisNode};
+//! use socketio_server::socketio::SocketIo;
+//!
+//! let node = RedisNode::connect("redis://127.0.0.1:6379/", RedisConfig::default()).await?;
+//! let io = SocketIo::builder().adapter(node.adapter_factory()).build();
+//! io.of("/").on_connect(|socket| socket.join("everyone"));
+//! // io.to("everyone").emit(...) now reaches the sockets of every node.
+//! # Ok(()) }
+//! ```
+
+pub mod wire;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use redis::aio::ConnectionManager;
+use serde_json::{Value, json};
+use tokio::sync::{Notify, mpsc, watch};
+
+use crate::id::Id;
+use crate::socketio::adapter::{
+    Adapter, AdapterFuture, BroadcastOptions, ClusterError, LocalAdapter, RemoteAck, SocketInfo,
+};
+use crate::socketio::namespace::ServerAck;
+use crate::socketio::packet::Packet;
+use crate::socketio::{AckResponse, BroadcastOperator, Namespace};
+use wire::{Channels, Message, RequestType};
+
+/// Settings of a node's link to Redis.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// Channel prefix, the same on every node (Node's `key`; default `socket.io`).
+    pub key: String,
+    /// How long a request to other nodes waits for their answers (default 5 s, as in Node).
+    pub requests_timeout: Duration,
+    /// Ask other nodes to answer on this node's own channel (Node's
+    /// `publishOnSpecificResponseChannel`); this node always listens on both.
+    pub specific_response_channel: bool,
+    /// Publishes that may wait for the publisher (default 65,536); beyond, they fail.
+    pub publish_queue: usize,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            key: wire::DEFAULT_KEY.to_owned(),
+            requests_timeout: Duration::from_secs(5),
+            specific_response_channel: false,
+            publish_queue: 65_536,
+        }
+    }
+}
+
+/// What went through Redis, for metrics.
+#[derive(Debug, Default)]
+pub struct RedisStats {
+    /// Messages published.
+    pub published: AtomicU64,
+    /// Messages that could not be published (queue full, Redis away): lost, and counted here.
+    pub publish_failed: AtomicU64,
+    /// Messages received from other nodes.
+    pub received: AtomicU64,
+    /// Messages from other nodes that could not be read.
+    pub malformed: AtomicU64,
+    /// Times the subscriber connection was made again after a loss.
+    pub reconnects: AtomicU64,
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisError {
+    /// The URL or the first connection failed.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+}
+
+/// This process's link to the cluster; cheap to clone.
+#[derive(Clone)]
+pub struct RedisNode {
+    inner: Arc<NodeInner>,
+}
+
+impl std::fmt::Debug for RedisNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisNode")
+            .field("uid", &self.inner.uid)
+            .finish_non_exhaustive()
+    }
+}
+
+struct NodeInner {
+    uid: String,
+    config: RedisConfig,
+    client: redis::Client,
+    commands: ConnectionManager,
+    outbox: mpsc::Sender<(String, Vec<u8>)>,
+    namespaces: Mutex<HashMap<String, Arc<NsLink>>>,
+    new_namespace: Notify,
+    subscribed: AtomicBool,
+    stats: RedisStats,
+    shutdown: watch::Sender<bool>,
+}
+
+/// One namespace's side of the node.
+struct NsLink {
+    channels: Channels,
+    namespace: OnceLock<Weak<Namespace>>,
+    rooms: Arc<LocalAdapter>,
+    pending: Mutex<HashMap<String, Pending>>,
+}
+
+/// A request of this node waiting for answers.
+enum Pending {
+    /// Answers to a fetch, a server-side emit, ...: each body goes to the requester.
+    Answers(mpsc::Sender<wire::Body>),
+    /// Client counts and acknowledgements of a broadcast.
+    Acks(mpsc::Sender<RemoteAck>),
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl RedisNode {
+    /// Connects to Redis at `url` (`redis://host:port/db`) and starts the node's tasks.
+    pub async fn connect(url: &str, config: RedisConfig) -> Result<RedisNode, RedisError> {
+        let client = redis::Client::open(url)?;
+        let manager_config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(1));
+        let commands = client
+            .get_connection_manager_with_config(manager_config)
+            .await?;
+        let (outbox, outbox_rx) = mpsc::channel(config.publish_queue.max(1));
+        let (shutdown, _) = watch::channel(false);
+        let inner = Arc::new(NodeInner {
+            uid: Id::random().to_string(),
+            config,
+            client,
+            commands,
+            outbox,
+            namespaces: Mutex::new(HashMap::new()),
+            new_namespace: Notify::new(),
+            subscribed: AtomicBool::new(false),
+            stats: RedisStats::default(),
+            shutdown,
+        });
+        tokio::spawn(publisher(inner.clone(), outbox_rx));
+        tokio::spawn(subscriber(inner.clone()));
+        Ok(RedisNode { inner })
+    }
+
+    /// What [`SocketIoBuilder::adapter`](crate::socketio::SocketIoBuilder::adapter) takes:
+    /// a [`RedisAdapter`] for every namespace.
+    pub fn adapter_factory(&self) -> impl Fn(&str) -> Box<dyn Adapter> + Send + Sync + 'static {
+        let node = self.inner.clone();
+        move |nsp: &str| Box::new(RedisAdapter::new(node.clone(), nsp)) as Box<dyn Adapter>
+    }
+
+    /// This node's id in the cluster.
+    pub fn uid(&self) -> &str {
+        &self.inner.uid
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &RedisStats {
+        &self.inner.stats
+    }
+
+    /// Whether the subscriber connection is up (other nodes' messages are arriving).
+    pub fn is_subscribed(&self) -> bool {
+        self.inner.subscribed.load(Ordering::Acquire)
+    }
+
+    /// Stops the node's tasks; its subscriptions end with the connection, so other nodes stop
+    /// counting it.
+    pub fn shutdown(&self) {
+        let _ = self.inner.shutdown.send(true);
+    }
+}
+
+impl NodeInner {
+    /// Queues a publish; never waits. A publish that cannot be queued is lost and counted.
+    fn publish(&self, channel: String, payload: Vec<u8>) -> bool {
+        match self.outbox.try_send((channel, payload)) {
+            Ok(()) => true,
+            Err(_) => {
+                self.stats.publish_failed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!("redis publish queue full, message dropped");
+                false
+            }
+        }
+    }
+
+    /// Subscribers of a namespace's request channel: the nodes serving it.
+    async fn server_count(&self, channels: &Channels) -> Result<usize, ClusterError> {
+        let mut conn = self.commands.clone();
+        let mut cmd = redis::cmd("PUBSUB");
+        cmd.arg("NUMSUB").arg(&channels.request);
+        // A connection that died while idle fails its first command and is replaced; the
+        // question is safe to ask again.
+        let mut reply = cmd.query_async::<(String, usize)>(&mut conn).await;
+        if matches!(&reply, Err(e) if e.is_connection_dropped() || e.is_io_error()) {
+            reply = cmd.query_async(&mut conn).await;
+        }
+        reply
+            .map(|(_, n)| n)
+            .map_err(|e| ClusterError::Unavailable(e.to_string()))
+    }
+}
+
+/// Sends queued publishes, as many per round trip as are waiting.
+async fn publisher(node: Arc<NodeInner>, mut rx: mpsc::Receiver<(String, Vec<u8>)>) {
+    const BATCH: usize = 512;
+    let mut shutdown = node.shutdown.subscribe();
+    let mut conn = node.commands.clone();
+    let mut batch = Vec::with_capacity(BATCH);
+    loop {
+        let n = tokio::select! {
+            n = rx.recv_many(&mut batch, BATCH) => n,
+            _ = shutdown.changed() => return,
+        };
+        if n == 0 {
+            return;
+        }
+        let mut pipe = redis::pipe();
+        for (channel, payload) in batch.drain(..) {
+            pipe.cmd("PUBLISH").arg(channel).arg(payload).ignore();
+        }
+        let mut sent = pipe.exec_async(&mut conn).await;
+        // A connection found dead when writing sent nothing: one more try, on the new one.
+        if matches!(&sent, Err(e) if e.is_connection_dropped()) {
+            sent = pipe.exec_async(&mut conn).await;
+        }
+        match sent {
+            Ok(()) => {
+                node.stats.published.fetch_add(n as u64, Ordering::Relaxed);
+            }
+            Err(e) => {
+                node.stats
+                    .publish_failed
+                    .fetch_add(n as u64, Ordering::Relaxed);
+                tracing::warn!(error = %e, messages = n, "redis publish failed; messages lost");
+            }
+        }
+    }
+}
+
+/// Owns the subscriber connection: subscribes every namespace, reads messages, and after a
+/// loss connects and subscribes again (with backoff) until the node shuts down.
+async fn subscriber(node: Arc<NodeInner>) {
+    let mut shutdown = node.shutdown.subscribe();
+    let mut backoff = Duration::from_millis(100);
+    let mut first = true;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let connected = tokio::select! {
+            c = node.client.get_async_pubsub() => c,
+            _ = shutdown.changed() => return,
+        };
+        match connected {
+            Ok(pubsub) => {
+                let (mut sink, mut stream) = pubsub.split();
+                let mut done: Vec<String> = Vec::new();
+                let mut announced = false;
+                'connection: loop {
+                    // Subscribe the namespaces not subscribed yet on this connection.
+                    let todo: Vec<(String, Arc<NsLink>)> = lock(&node.namespaces)
+                        .iter()
+                        .filter(|(name, _)| !done.contains(name))
+                        .map(|(name, link)| (name.clone(), link.clone()))
+                        .collect();
+                    for (name, link) in todo {
+                        let c = &link.channels;
+                        let ok = sink.psubscribe(c.broadcast_pattern()).await.is_ok()
+                            && sink
+                                .subscribe(&[&c.request, &c.response, &c.own_response])
+                                .await
+                                .is_ok();
+                        if !ok {
+                            break 'connection;
+                        }
+                        done.push(name);
+                    }
+                    if !announced {
+                        announced = true;
+                        backoff = Duration::from_millis(100);
+                        node.subscribed.store(true, Ordering::Release);
+                        if !first {
+                            node.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                            tracing::info!(
+                                "redis subscriber connected again, subscriptions restored"
+                            );
+                        }
+                        first = false;
+                    }
+                    tokio::select! {
+                        msg = stream.next() => match msg {
+                            Some(msg) => node.on_message(msg.get_channel_name(), msg.get_payload_bytes()),
+                            None => break,
+                        },
+                        _ = node.new_namespace.notified() => {}
+                        _ = shutdown.changed() => return,
+                    }
+                }
+                node.subscribed.store(false, Ordering::Release);
+                tracing::warn!("redis subscriber connection lost; reconnecting");
+            }
+            Err(e) => tracing::warn!(error = %e, "redis subscriber cannot connect; retrying"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.changed() => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+impl NodeInner {
+    /// Routes one message from Redis to its namespace.
+    fn on_message(self: &Arc<Self>, channel: &str, payload: &[u8]) {
+        self.stats.received.fetch_add(1, Ordering::Relaxed);
+        let links: Vec<Arc<NsLink>> = lock(&self.namespaces).values().cloned().collect();
+        for link in links {
+            let c = &link.channels;
+            let handled = if let Some(room) = c.room_of(channel) {
+                self.on_broadcast(&link, room, payload);
+                true
+            } else if channel == c.request {
+                self.on_request(&link, payload);
+                true
+            } else if channel == c.response || channel == c.own_response {
+                self.on_response(&link, payload);
+                true
+            } else {
+                false
+            };
+            if handled {
+                return;
+            }
+        }
+    }
+
+    fn malformed(&self, what: &str, e: &wire::WireError) {
+        self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(error = %e, "{what} from another node not understood");
+    }
+
+    fn on_broadcast(&self, link: &NsLink, room: &str, payload: &[u8]) {
+        let Some(ns) = link.namespace() else { return };
+        // A room this node has no member of needs no decoding.
+        if !room.is_empty() && !ns.has_room(room) {
+            return;
+        }
+        let message = match wire::decode_broadcast(payload) {
+            Ok(m) => m,
+            Err(e) => return self.malformed("broadcast", &e),
+        };
+        if message.uid == self.uid || message.packet.nsp != ns.name() {
+            return;
+        }
+        let mut opts = message.opts;
+        opts.flags.local = true;
+        BroadcastOperator::with_options(ns, opts).send(&message.packet);
+    }
+
+    fn on_request(self: &Arc<Self>, link: &NsLink, payload: &[u8]) {
+        let request = match wire::decode_message(payload) {
+            Ok(m) => m,
+            Err(e) => return self.malformed("request", &e),
+        };
+        // This node applied its own requests already.
+        if request.uid.as_deref() == Some(self.uid.as_str()) {
+            return;
+        }
+        let Some(ns) = link.namespace() else { return };
+        let Some(kind) = request.kind else { return };
+        let body = &request.body.value;
+        let opts = || {
+            let mut opts = wire::opts_from_value(&body["opts"]);
+            opts.flags.local = true;
+            BroadcastOperator::with_options(ns.clone(), opts)
+        };
+        let strings = |key: &str| -> Vec<String> {
+            body[key]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let by_sid = || {
+            body["sid"]
+                .as_str()
+                .and_then(Id::parse)
+                .and_then(|id| ns.socket(id))
+        };
+        match kind {
+            RequestType::Sockets => {
+                let mut local =
+                    BroadcastOperator::with_options(ns.clone(), Default::default()).local();
+                for room in strings("rooms") {
+                    local = local.to(&room);
+                }
+                let ids: Vec<String> = local.sockets().iter().map(|s| s.id().to_string()).collect();
+                self.answer(link, &request, json!({ "sockets": ids }));
+            }
+            RequestType::AllRooms => {
+                let rooms = link.rooms.room_names();
+                self.answer(link, &request, json!({ "rooms": rooms }));
+            }
+            RequestType::RemoteJoin | RequestType::RemoteLeave => {
+                let join = kind == RequestType::RemoteJoin;
+                if body.get("opts").is_some_and(Value::is_object) {
+                    let op = opts();
+                    for room in strings("rooms") {
+                        if join {
+                            op.join(&room)
+                        } else {
+                            op.leave(&room)
+                        }
+                    }
+                } else if let (Some(socket), Some(room)) = (by_sid(), body["room"].as_str()) {
+                    if join {
+                        socket.join(room)
+                    } else {
+                        socket.leave(room)
+                    }
+                    self.answer(link, &request, json!({}));
+                }
+            }
+            RequestType::RemoteDisconnect => {
+                let close = body["close"].as_bool().unwrap_or(false);
+                if body.get("opts").is_some_and(Value::is_object) {
+                    opts().disconnect_with(close);
+                } else if let Some(socket) = by_sid() {
+                    if close {
+                        socket.close_connection()
+                    } else {
+                        socket.disconnect()
+                    }
+                    self.answer(link, &request, json!({}));
+                }
+            }
+            RequestType::RemoteFetch => {
+                let sockets: Vec<SocketInfo> = opts().sockets().iter().map(|s| s.info()).collect();
+                self.answer(link, &request, json!({ "sockets": sockets }));
+            }
+            RequestType::ServerSideEmit => {
+                let Some(data) = body["data"].as_array().cloned() else {
+                    return;
+                };
+                let ack = match &request.request_id {
+                    Some(id) => {
+                        let node = self.clone();
+                        let channel = link.channels.response.clone();
+                        let id = id.clone();
+                        ServerAck::new(move |value| {
+                            let answer = json!({ "type": 6, "requestId": id, "data": value });
+                            node.publish(channel, wire::encode_json(&answer));
+                        })
+                    }
+                    None => ServerAck::none(),
+                };
+                ns.dispatch_server_event(data, ack);
+            }
+            RequestType::Broadcast => self.on_broadcast_with_ack(link, &ns, &request),
+            RequestType::BroadcastClientCount | RequestType::BroadcastAck => {}
+        }
+    }
+
+    /// Another node's broadcast that wants acknowledgements: tell it how many clients got it,
+    /// then relay each client's answer (its first argument, as Node's adapter does).
+    fn on_broadcast_with_ack(
+        self: &Arc<Self>,
+        link: &NsLink,
+        ns: &Arc<Namespace>,
+        request: &Message,
+    ) {
+        let Some(request_id) = request.request_id.clone() else {
+            return;
+        };
+        let body = &request.body;
+        let packet =
+            match wire::packet_from_value(body.value["packet"].clone(), body.attachments.clone()) {
+                Ok(p) => p,
+                Err(e) => return self.malformed("broadcast with ack", &e),
+            };
+        if packet.nsp != ns.name() {
+            return;
+        }
+        let opts = wire::opts_from_value(&body.value["opts"]);
+        let timeout = opts.flags.timeout.unwrap_or(Duration::from_secs(10));
+        let mut acks = FuturesUnordered::new();
+        let targets = BroadcastOperator::with_options(ns.clone(), opts)
+            .local()
+            .sockets();
+        for socket in targets {
+            if let Ok(fut) = socket.send_with_ack(packet.clone(), timeout) {
+                acks.push(fut);
+            }
+        }
+        let channel = link.channels.response_to(
+            request.uid.as_deref().unwrap_or_default(),
+            self.config.specific_response_channel,
+        );
+        let count = json!({ "type": 8, "requestId": request_id, "clientCount": acks.len() });
+        self.publish(channel.clone(), wire::encode_json(&count));
+        if acks.is_empty() {
+            return;
+        }
+        let node = self.clone();
+        tokio::spawn(async move {
+            while let Some(reply) = acks.next().await {
+                let Ok(reply) = reply else { continue };
+                let first = reply.args.into_iter().next().unwrap_or(Value::Null);
+                let answer = json!({ "type": 9, "requestId": request_id, "packet": first });
+                node.publish(
+                    channel.clone(),
+                    wire::encode_msgpack(&answer, &reply.attachments),
+                );
+            }
+        });
+    }
+
+    /// Answers a request with `fields` plus its `requestId`.
+    fn answer(&self, link: &NsLink, request: &Message, mut fields: Value) {
+        let Some(id) = &request.request_id else {
+            return;
+        };
+        fields["requestId"] = Value::String(id.clone());
+        let channel = link.channels.response_to(
+            request.uid.as_deref().unwrap_or_default(),
+            self.config.specific_response_channel,
+        );
+        self.publish(channel, wire::encode_json(&fields));
+    }
+
+    fn on_response(&self, link: &NsLink, payload: &[u8]) {
+        let response = match wire::decode_message(payload) {
+            Ok(m) => m,
+            Err(e) => return self.malformed("answer", &e),
+        };
+        let Some(id) = &response.request_id else {
+            return;
+        };
+        let pending = lock(&link.pending);
+        match pending.get(id) {
+            Some(Pending::Acks(tx)) => {
+                let event = match response.kind {
+                    Some(RequestType::BroadcastClientCount) => {
+                        let n = response.body.value["clientCount"].as_u64().unwrap_or(0);
+                        RemoteAck::ClientCount(usize::try_from(n).unwrap_or(usize::MAX))
+                    }
+                    Some(RequestType::BroadcastAck) => RemoteAck::Ack(AckResponse {
+                        args: vec![response.body.value["packet"].clone()],
+                        attachments: response.body.attachments,
+                    }),
+                    _ => return,
+                };
+                let _ = tx.try_send(event);
+            }
+            Some(Pending::Answers(tx)) => {
+                let _ = tx.try_send(response.body);
+            }
+            None => {}
+        }
+    }
+}
+
+impl NsLink {
+    fn namespace(&self) -> Option<Arc<Namespace>> {
+        self.namespace.get().and_then(Weak::upgrade)
+    }
+}
+
+/// The adapter of one namespace on a Redis cluster.
+pub struct RedisAdapter {
+    node: Arc<NodeInner>,
+    link: Arc<NsLink>,
+}
+
+impl std::fmt::Debug for RedisAdapter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisAdapter")
+            .field("channels", &self.link.channels)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisAdapter {
+    fn new(node: Arc<NodeInner>, nsp: &str) -> RedisAdapter {
+        let link = Arc::new(NsLink {
+            channels: Channels::new(&node.config.key, nsp, &node.uid),
+            namespace: OnceLock::new(),
+            rooms: Arc::new(LocalAdapter::default()),
+            pending: Mutex::new(HashMap::new()),
+        });
+        RedisAdapter { node, link }
+    }
+
+    /// Registers a request and removes it when `ttl` has passed.
+    fn register(&self, id: &str, pending: Pending, ttl: Duration) {
+        lock(&self.link.pending).insert(id.to_owned(), pending);
+        let link = Arc::downgrade(&self.link);
+        let id = id.to_owned();
+        tokio::spawn(async move {
+            tokio::time::sleep(ttl).await;
+            if let Some(link) = link.upgrade() {
+                lock(&link.pending).remove(&id);
+            }
+        });
+    }
+
+    fn request_json(
+        &self,
+        kind: RequestType,
+        request_id: Option<&str>,
+        mut fields: Value,
+    ) -> Vec<u8> {
+        fields["uid"] = Value::String(self.node.uid.clone());
+        fields["type"] = Value::from(kind as u8);
+        if let Some(id) = request_id {
+            fields["requestId"] = Value::String(id.to_owned());
+        }
+        wire::encode_json(&fields)
+    }
+
+    /// Publishes a request and gathers one answer per other node, or fails at the timeout.
+    fn ask(
+        &self,
+        kind: RequestType,
+        fields: Value,
+    ) -> AdapterFuture<Result<Vec<wire::Body>, ClusterError>> {
+        let node = self.node.clone();
+        let link = self.link.clone();
+        let id = Id::random().to_string();
+        let payload = self.request_json(kind, Some(&id), fields);
+        Box::pin(async move {
+            let others = node.server_count(&link.channels).await?.saturating_sub(1);
+            if others == 0 {
+                return Ok(Vec::new());
+            }
+            let (tx, mut rx) = mpsc::channel(others);
+            lock(&link.pending).insert(id.clone(), Pending::Answers(tx));
+            let forget = Forget {
+                link: &link,
+                id: &id,
+            };
+            if !node.publish(link.channels.request.clone(), payload) {
+                return Err(ClusterError::Unavailable("publish queue full".into()));
+            }
+            let mut answers = Vec::with_capacity(others);
+            let deadline = tokio::time::Instant::now() + node.config.requests_timeout;
+            while answers.len() < others {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(body)) => answers.push(body),
+                    _ => {
+                        return Err(ClusterError::Timeout {
+                            expected: others,
+                            missing: others - answers.len(),
+                        });
+                    }
+                }
+            }
+            drop(forget);
+            Ok(answers)
+        })
+    }
+}
+
+/// Removes a pending request however its wait ends.
+struct Forget<'a> {
+    link: &'a NsLink,
+    id: &'a str,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        lock(&self.link.pending).remove(self.id);
+    }
+}
+
+impl Adapter for RedisAdapter {
+    fn join(&self, socket: Id, room: &str) {
+        self.link.rooms.join(socket, room);
+    }
+    fn leave(&self, socket: Id, room: &str) {
+        self.link.rooms.leave(socket, room);
+    }
+    fn leave_all(&self, socket: Id) {
+        self.link.rooms.leave_all(socket);
+    }
+    fn rooms_of(&self, socket: Id) -> Vec<String> {
+        self.link.rooms.rooms_of(socket)
+    }
+    fn members(&self, room: &str) -> Vec<Id> {
+        self.link.rooms.members(room)
+    }
+    fn room_count(&self) -> usize {
+        self.link.rooms.room_count()
+    }
+
+    fn bind(&self, namespace: Weak<Namespace>) {
+        let name = namespace.upgrade().map(|ns| ns.name().to_owned());
+        let _ = self.link.namespace.set(namespace);
+        if let Some(name) = name {
+            lock(&self.node.namespaces).insert(name, self.link.clone());
+            self.node.new_namespace.notify_one();
+        }
+    }
+
+    fn publish(&self, packet: &Packet, opts: &BroadcastOptions) {
+        let payload = wire::encode_broadcast(&self.node.uid, packet, opts);
+        let channel = self.link.channels.broadcast_channel(&opts.target);
+        self.node.publish(channel, payload);
+    }
+
+    fn publish_with_ack(
+        &self,
+        packet: &Packet,
+        opts: &BroadcastOptions,
+    ) -> Option<mpsc::Receiver<RemoteAck>> {
+        let id = Id::random().to_string();
+        let mut fields = json!({
+            "uid": self.node.uid,
+            "requestId": id,
+            "type": RequestType::Broadcast as u8,
+            "packet": wire::packet_to_value(packet),
+            "opts": wire::opts_to_value(opts, true),
+        });
+        if fields["packet"]["data"].is_null() {
+            fields["packet"]["data"] = json!([]);
+        }
+        let (tx, rx) = mpsc::channel(4096);
+        let ttl = opts.flags.timeout.unwrap_or(Duration::from_secs(10));
+        self.register(&id, Pending::Acks(tx), ttl);
+        let payload = wire::encode_msgpack(&fields, &packet.attachments);
+        self.node
+            .publish(self.link.channels.request.clone(), payload);
+        Some(rx)
+    }
+
+    fn server_count(&self) -> AdapterFuture<Result<usize, ClusterError>> {
+        let node = self.node.clone();
+        let link = self.link.clone();
+        Box::pin(async move { node.server_count(&link.channels).await })
+    }
+
+    fn fetch_remote_sockets(
+        &self,
+        opts: &BroadcastOptions,
+    ) -> AdapterFuture<Result<Vec<SocketInfo>, ClusterError>> {
+        let asked = self.ask(
+            RequestType::RemoteFetch,
+            json!({ "opts": wire::opts_to_value(opts, false) }),
+        );
+        Box::pin(async move {
+            let mut sockets = Vec::new();
+            for body in asked.await? {
+                let Some(list) = body.value.get("sockets").and_then(Value::as_array) else {
+                    continue;
+                };
+                sockets.extend(
+                    list.iter()
+                        .filter_map(|s| serde_json::from_value::<SocketInfo>(s.clone()).ok()),
+                );
+            }
+            Ok(sockets)
+        })
+    }
+
+    fn remote_join(&self, opts: &BroadcastOptions, rooms: &[String]) {
+        let request = self.request_json(
+            RequestType::RemoteJoin,
+            None,
+            json!({ "opts": wire::opts_to_value(opts, false), "rooms": rooms }),
+        );
+        self.node
+            .publish(self.link.channels.request.clone(), request);
+    }
+
+    fn remote_leave(&self, opts: &BroadcastOptions, rooms: &[String]) {
+        let request = self.request_json(
+            RequestType::RemoteLeave,
+            None,
+            json!({ "opts": wire::opts_to_value(opts, false), "rooms": rooms }),
+        );
+        self.node
+            .publish(self.link.channels.request.clone(), request);
+    }
+
+    fn remote_disconnect(&self, opts: &BroadcastOptions, close: bool) {
+        let request = self.request_json(
+            RequestType::RemoteDisconnect,
+            None,
+            json!({ "opts": wire::opts_to_value(opts, false), "close": close }),
+        );
+        self.node
+            .publish(self.link.channels.request.clone(), request);
+    }
+
+    fn server_side_emit(
+        &self,
+        data: Vec<Value>,
+        want_acks: bool,
+    ) -> AdapterFuture<Result<Vec<Value>, ClusterError>> {
+        if !want_acks {
+            let request =
+                self.request_json(RequestType::ServerSideEmit, None, json!({ "data": data }));
+            let sent = self
+                .node
+                .publish(self.link.channels.request.clone(), request);
+            return Box::pin(async move {
+                if sent {
+                    Ok(Vec::new())
+                } else {
+                    Err(ClusterError::Unavailable("publish queue full".into()))
+                }
+            });
+        }
+        let asked = self.ask(RequestType::ServerSideEmit, json!({ "data": data }));
+        Box::pin(async move {
+            Ok(asked
+                .await?
+                .into_iter()
+                .map(|mut body| body.value["data"].take())
+                .collect())
+        })
+    }
+}
