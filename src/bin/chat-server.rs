@@ -6,6 +6,7 @@ use std::time::Duration;
 use socketio_server::chat::config::{self, ChatConfig, Command};
 use socketio_server::chat::{Chat, web};
 use socketio_server::engineio::AllowedOrigins;
+use socketio_server::redis::{RedisConfig, RedisNode};
 use socketio_server::socketio::SocketIo;
 
 fn main() -> ExitCode {
@@ -43,11 +44,22 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(config: ChatConfig) -> std::io::Result<()> {
-    let io = SocketIo::builder()
+async fn run(config: ChatConfig) -> Result<(), Box<dyn std::error::Error>> {
+    let mut builder = SocketIo::builder()
         .allowed_origins(AllowedOrigins::List(config.endpoints.clone()))
-        .allow_same_origin(true)
-        .build();
+        .allow_same_origin(true);
+    let cluster = match &config.redis_url {
+        Some(url) => {
+            let node = RedisNode::connect(url, RedisConfig::default())
+                .await
+                .map_err(|e| format!("cannot join the cluster at {url}: {e}"))?;
+            tracing::info!(node = node.uid(), "clustered through redis");
+            builder = builder.adapter(node.adapter_factory());
+            Some(node)
+        }
+        None => None,
+    };
+    let io = builder.build();
     let chat = Chat::install(&io, config.clone());
     let listener = tokio::net::TcpListener::bind((config.host.as_str(), config.port)).await?;
     let addr = listener.local_addr()?;
@@ -75,6 +87,9 @@ async fn run(config: ChatConfig) -> std::io::Result<()> {
     let deadline = tokio::time::Instant::now() + config.shutdown_grace;
     while io.engine().session_count() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if let Some(node) = cluster {
+        node.shutdown();
     }
     tracing::info!(users = chat.user_count(), "stopped");
     Ok(())

@@ -19,6 +19,8 @@ pub struct ChatConfig {
     pub rate_per_second: f64,
     /// How long shutdown waits for clients to be told.
     pub shutdown_grace: Duration,
+    /// Redis to cluster through; `None` is a single node with everything in memory.
+    pub redis_url: Option<String>,
 }
 
 impl Default for ChatConfig {
@@ -31,6 +33,7 @@ impl Default for ChatConfig {
             rate_burst: 20,
             rate_per_second: 10.0,
             shutdown_grace: Duration::from_secs(3),
+            redis_url: None,
         }
     }
 }
@@ -51,6 +54,8 @@ Options (each also read from the environment variable in brackets; a flag wins):
   --rate-burst <N>              roomMessages at once per socket [RATE_BURST] (default 20)
   --rate-per-second <N>         sustained roomMessages per second per socket [RATE_PER_SECOND]
                                 (default 10)
+  --redis-url <URL>             join the cluster of nodes on this Redis [REDIS_URL]
+                                (e.g. redis://127.0.0.1:6379/; default: one node, in memory)
   -h, --help                    this text
 
 Logging: RUST_LOG (e.g. RUST_LOG=debug).
@@ -87,6 +92,7 @@ fn set(config: &mut ChatConfig, key: &str, value: &str) -> Result<(), String> {
                 .filter(|r| r.is_finite() && *r >= 0.0)
                 .ok_or_else(|| bad("rate"))?
         }
+        "redis-url" => config.redis_url = Some(value.to_owned()).filter(|v| !v.is_empty()),
         _ => return Err(format!("unknown option --{key}")),
     }
     Ok(())
@@ -106,6 +112,7 @@ where
         ("MAX_MESSAGE_BYTES", "max-message-bytes"),
         ("RATE_BURST", "rate-burst"),
         ("RATE_PER_SECOND", "rate-per-second"),
+        ("REDIS_URL", "redis-url"),
     ] {
         if let Some(value) = env(var).filter(|v| !v.is_empty()) {
             set(&mut config, key, &value).map_err(|e| format!("{var}: {e}"))?;
@@ -165,6 +172,11 @@ mod tests {
         };
         assert_eq!((c.host.as_str(), c.rate_burst), ("127.0.0.1", 5));
         assert_eq!(run(&["--help"], &[]), Ok(Command::Help));
+        let Ok(Command::Run(c)) = run(&["--redis-url", "redis://r:1/"], &[("REDIS_URL", "x")])
+        else {
+            panic!("flags parse")
+        };
+        assert_eq!(c.redis_url.as_deref(), Some("redis://r:1/"));
         assert!(run(&["--port", "x"], &[]).is_err());
         assert!(run(&["--port"], &[]).is_err());
         assert!(run(&["--nope", "1"], &[]).is_err());

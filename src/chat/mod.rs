@@ -7,12 +7,13 @@ pub mod validation;
 pub mod web;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use crate::rate_limit::TokenBucket;
-use crate::socketio::{Ack, Event, Socket, SocketIo};
+use crate::socketio::{Ack, Event, Namespace, Socket, SocketIo};
 use config::ChatConfig;
 use user_store::{User, UserStore};
 use validation::{LoginError, validate_login};
@@ -31,11 +32,18 @@ pub struct ChatStats {
 }
 
 /// The chat's shared state.
+///
+/// On one node, the user store is the whole truth. In a cluster (`redis_url` set, and the
+/// server built on the Redis adapter) it holds this node's users; each logged-in socket also
+/// carries its user in its [`data`](Socket::data), so that room lists and the duplicate-name
+/// rule are answered cluster-wide by fetching the room's sockets from every node.
 #[derive(Debug)]
 pub struct Chat {
     config: ChatConfig,
     users: Mutex<UserStore>,
     stats: ChatStats,
+    clustered: bool,
+    logins: AtomicU64,
 }
 
 /// The Socket.IO room of a chat room. Chat rooms live in their own keyspace: a socket id never
@@ -47,14 +55,20 @@ fn room_key(room: &str) -> String {
 impl Chat {
     /// Installs the chat on the main namespace of `io`.
     pub fn install(io: &SocketIo, config: ChatConfig) -> Arc<Chat> {
+        let clustered = config.redis_url.is_some();
         let chat = Arc::new(Chat {
             config,
             users: Mutex::new(UserStore::default()),
             stats: ChatStats::default(),
+            clustered,
+            logins: AtomicU64::new(0),
         });
         let app = chat.clone();
-        io.of("/")
-            .on_connect(move |socket| app.clone().on_connect(&socket));
+        let ns = io.of("/");
+        ns.on_connect(move |socket| app.clone().on_connect(&socket));
+        if clustered {
+            tokio::spawn(watch_nodes(Arc::downgrade(&chat), Arc::downgrade(&ns)));
+        }
         chat
     }
 
@@ -75,8 +89,8 @@ impl Chat {
     fn on_connect(self: Arc<Self>, socket: &Arc<Socket>) {
         let chat = self.clone();
         socket.on_raw("login", move |socket: Arc<Socket>, event: Event| {
-            chat.login(&socket, event);
-            async {}
+            let chat = chat.clone();
+            async move { chat.login(&socket, event).await }
         });
         let chat = self.clone();
         socket.on_raw("logout", move |socket: Arc<Socket>, event: Event| {
@@ -106,11 +120,40 @@ impl Chat {
         socket.on_disconnect(move |socket, _reason| chat.leave(&socket));
     }
 
-    fn login(&self, socket: &Arc<Socket>, event: Event) {
+    /// The users of a room in join order: this node's store, or in a cluster every node's
+    /// sockets in the room (this node's store if the other nodes cannot be asked).
+    async fn members(&self, ns: &Arc<Namespace>, room: &str) -> Vec<User> {
+        if !self.clustered {
+            return self.users().in_room(room);
+        }
+        match ns.to(&room_key(room)).fetch_sockets().await {
+            Ok(sockets) => {
+                let mut found: Vec<((u64, u64), User)> = sockets
+                    .into_iter()
+                    .filter_map(|s| {
+                        let user: User = serde_json::from_value(s.data["user"].clone()).ok()?;
+                        let joined = &s.data["joined"];
+                        let order = (joined[0].as_u64()?, joined[1].as_u64()?);
+                        (user.room == room).then_some((order, user))
+                    })
+                    .collect();
+                found.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.id.cmp(&b.1.id)));
+                found.into_iter().map(|(_, user)| user).collect()
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "room list from this node only");
+                self.users().in_room(room)
+            }
+        }
+    }
+
+    async fn login(&self, socket: &Arc<Socket>, event: Event) {
         if !require_ack(socket, &event.ack, "login") {
             return;
         }
         let payload = event.args.into_iter().next().unwrap_or(Value::Null);
+        // The store is checked and written at once, so two logins on this node cannot both
+        // take a name; the other nodes are asked after.
         let result = validate_login(&payload).and_then(|(name, room)| {
             let mut users = self.users();
             if users.find(socket.id()).is_some() {
@@ -134,6 +177,26 @@ impl Chat {
                 return;
             }
         };
+        let ns = socket.namespace();
+        if self.clustered {
+            let taken = self
+                .members(ns, &user.room)
+                .await
+                .iter()
+                .any(|u| u.id != user.id && u.name.eq_ignore_ascii_case(&user.name));
+            if taken || !socket.connected() {
+                self.users().delete(socket.id());
+                let _ = event
+                    .ack
+                    .send(&json!({ "error": LoginError::NameTaken.to_string() }));
+                return;
+            }
+            let joined_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            let seq = self.logins.fetch_add(1, Ordering::Relaxed);
+            socket.set_data(json!({ "user": user, "joined": [joined_ms, seq] }));
+        }
         self.stats.logins.fetch_add(1, Ordering::Relaxed);
         let key = room_key(&user.room);
         socket.join(&key);
@@ -141,25 +204,44 @@ impl Chat {
             "notification",
             &json!({ "title": "Someone's here", "description": format!("{} just entered the room", user.name) }),
         );
-        let members = self.users().in_room(&user.room);
-        let _ = socket.namespace().to(&key).emit("users", &members);
+        let members = self.members(ns, &user.room).await;
+        let _ = ns.to(&key).emit("users", &members);
         let _ = event.ack.send(&json!({ "user": user }));
     }
 
     /// Logs a socket's user out (logout or disconnect) and tells the room.
-    fn leave(&self, socket: &Arc<Socket>) {
+    fn leave(self: &Arc<Self>, socket: &Arc<Socket>) {
         let Some(user) = self.users().delete(socket.id()) else {
             return;
         };
+        socket.set_data(Value::Null);
         let key = room_key(&user.room);
         socket.leave(&key);
-        let room = socket.namespace().to(&key);
-        let _ = room.emit(
+        let ns = socket.namespace().clone();
+        let _ = ns.to(&key).emit(
             "notification",
             &json!({ "title": "Someone just left", "description": format!("{} just left the room", user.name) }),
         );
-        let members = self.users().in_room(&user.room);
-        let _ = room.emit("users", &members);
+        if !self.clustered {
+            let members = self.users().in_room(&user.room);
+            let _ = ns.to(&key).emit("users", &members);
+            return;
+        }
+        let chat = self.clone();
+        tokio::spawn(async move {
+            let members = chat.members(&ns, &user.room).await;
+            let _ = ns.to(&key).emit("users", &members);
+        });
+    }
+
+    /// Sends this node's members of every room the current list: after a node went away, its
+    /// users are no longer in the lists the other nodes fetch.
+    async fn refresh_lists(&self, ns: &Arc<Namespace>) {
+        let rooms = self.users().rooms();
+        for room in rooms {
+            let members = self.members(ns, &room).await;
+            let _ = ns.to(&room_key(&room)).local().emit("users", &members);
+        }
     }
 
     fn room_message(&self, socket: &Arc<Socket>, event: Event, allowed: bool) {
@@ -194,6 +276,32 @@ impl Chat {
             "roomMessage",
             &json!({ "message": text, "from": user.name }),
         );
+    }
+}
+
+/// How often a clustered node checks whether a node left.
+const NODE_CHECK: Duration = Duration::from_secs(1);
+
+/// Watches the number of nodes; when it drops, the gone node's users are gone from every
+/// fetched list, and this node's rooms are sent their lists again. Ends with the chat.
+async fn watch_nodes(chat: Weak<Chat>, ns: Weak<Namespace>) {
+    let mut last: Option<usize> = None;
+    loop {
+        tokio::time::sleep(NODE_CHECK).await;
+        let (Some(chat), Some(ns)) = (chat.upgrade(), ns.upgrade()) else {
+            return;
+        };
+        let Ok(now) = ns.server_count().await else {
+            continue;
+        };
+        if last.is_some_and(|before| now < before) {
+            tracing::info!(
+                nodes = now,
+                "a node left the cluster; refreshing room lists"
+            );
+            chat.refresh_lists(&ns).await;
+        }
+        last = Some(now);
     }
 }
 

@@ -2,12 +2,12 @@
 
 use std::collections::HashMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::id::Id;
 
 /// A logged-in user, exactly as the wire shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
     /// The socket id.
     pub id: String,
@@ -70,6 +70,11 @@ impl UserStore {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// Rooms with at least one user.
+    pub fn rooms(&self) -> Vec<String> {
+        self.rooms.keys().cloned().collect()
     }
 
     /// Logged-in users.
