@@ -76,7 +76,10 @@ async fn run(config: ChatConfig) -> Result<(), Box<dyn std::error::Error>> {
         tracing::info!("shutting down");
         io_for_shutdown.close();
     };
-    let site = web::Site::new(io.clone(), chat.clone());
+    let mut site = web::Site::new(io.clone(), chat.clone());
+    if let Some(node) = &cluster {
+        site = site.with_cluster(node.clone());
+    }
     io.serve_with(listener, shutdown, move |req| {
         let site = site.clone();
         async move { site.respond(&req) }

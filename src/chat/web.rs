@@ -97,6 +97,8 @@ pub struct Site {
     io: SocketIo,
     chat: Arc<Chat>,
     started: Instant,
+    #[cfg(feature = "redis")]
+    cluster: Option<crate::redis::RedisNode>,
 }
 
 impl Site {
@@ -106,7 +108,16 @@ impl Site {
             io,
             chat,
             started: Instant::now(),
+            #[cfg(feature = "redis")]
+            cluster: None,
         }
+    }
+
+    /// Adds the node's Redis counters to `/metrics`.
+    #[cfg(feature = "redis")]
+    pub fn with_cluster(mut self, node: crate::redis::RedisNode) -> Site {
+        self.cluster = Some(node);
+        self
     }
 
     /// Answers every request that is not Socket.IO's.
@@ -157,6 +168,10 @@ impl Site {
                 ("cause=\"rate_limit\"", load(&stats.dropped_rate)),
             ],
         );
+        #[cfg(feature = "redis")]
+        if let Some(node) = &self.cluster {
+            node.render_metrics(&mut out);
+        }
         text(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",

@@ -27,7 +27,7 @@
 pub mod wire;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 
@@ -58,6 +58,8 @@ pub struct RedisConfig {
     pub specific_response_channel: bool,
     /// Publishes that may wait for the publisher (default 65,536); beyond, they fail.
     pub publish_queue: usize,
+    /// Bytes those publishes may hold (default 64 MiB); beyond, they fail.
+    pub publish_queue_bytes: usize,
 }
 
 impl Default for RedisConfig {
@@ -67,6 +69,7 @@ impl Default for RedisConfig {
             requests_timeout: Duration::from_secs(5),
             specific_response_channel: false,
             publish_queue: 65_536,
+            publish_queue_bytes: 64 << 20,
         }
     }
 }
@@ -114,6 +117,7 @@ struct NodeInner {
     client: redis::Client,
     commands: ConnectionManager,
     outbox: mpsc::Sender<(String, Vec<u8>)>,
+    outbox_bytes: AtomicUsize,
     namespaces: Mutex<HashMap<String, Arc<NsLink>>>,
     new_namespace: Notify,
     subscribed: AtomicBool,
@@ -161,6 +165,7 @@ impl RedisNode {
             client,
             commands,
             outbox,
+            outbox_bytes: AtomicUsize::new(0),
             namespaces: Mutex::new(HashMap::new()),
             new_namespace: Notify::new(),
             subscribed: AtomicBool::new(false),
@@ -194,6 +199,55 @@ impl RedisNode {
         self.inner.subscribed.load(Ordering::Acquire)
     }
 
+    /// Appends the Redis counters in Prometheus text format.
+    pub fn render_metrics(&self, out: &mut String) {
+        use crate::socketio::metrics::family;
+        let s = &self.inner.stats;
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        family(
+            out,
+            "redis_published_total",
+            "counter",
+            "Messages published to other nodes.",
+            &[("", load(&s.published))],
+        );
+        family(
+            out,
+            "redis_publish_failed_total",
+            "counter",
+            "Messages that could not be published (lost).",
+            &[("", load(&s.publish_failed))],
+        );
+        family(
+            out,
+            "redis_received_total",
+            "counter",
+            "Messages received from Redis.",
+            &[("", load(&s.received))],
+        );
+        family(
+            out,
+            "redis_malformed_total",
+            "counter",
+            "Messages from other nodes that could not be read.",
+            &[("", load(&s.malformed))],
+        );
+        family(
+            out,
+            "redis_reconnects_total",
+            "counter",
+            "Subscriber reconnections.",
+            &[("", load(&s.reconnects))],
+        );
+        family(
+            out,
+            "redis_subscribed",
+            "gauge",
+            "Whether the subscriber connection is up.",
+            &[("", u64::from(self.is_subscribed()))],
+        );
+    }
+
     /// Stops the node's tasks; its subscriptions end with the connection, so other nodes stop
     /// counting it.
     pub fn shutdown(&self) {
@@ -204,14 +258,17 @@ impl RedisNode {
 impl NodeInner {
     /// Queues a publish; never waits. A publish that cannot be queued is lost and counted.
     fn publish(&self, channel: String, payload: Vec<u8>) -> bool {
-        match self.outbox.try_send((channel, payload)) {
-            Ok(()) => true,
-            Err(_) => {
-                self.stats.publish_failed.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!("redis publish queue full, message dropped");
-                false
-            }
+        let size = channel.len() + payload.len();
+        let queued = self.outbox_bytes.fetch_add(size, Ordering::AcqRel);
+        if queued + size <= self.config.publish_queue_bytes
+            && self.outbox.try_send((channel, payload)).is_ok()
+        {
+            return true;
         }
+        self.outbox_bytes.fetch_sub(size, Ordering::AcqRel);
+        self.stats.publish_failed.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!("redis publish queue full, message dropped");
+        false
     }
 
     /// Subscribers of a namespace's request channel: the nodes serving it.
@@ -246,9 +303,12 @@ async fn publisher(node: Arc<NodeInner>, mut rx: mpsc::Receiver<(String, Vec<u8>
             return;
         }
         let mut pipe = redis::pipe();
+        let mut bytes = 0;
         for (channel, payload) in batch.drain(..) {
+            bytes += channel.len() + payload.len();
             pipe.cmd("PUBLISH").arg(channel).arg(payload).ignore();
         }
+        node.outbox_bytes.fetch_sub(bytes, Ordering::AcqRel);
         let mut sent = pipe.exec_async(&mut conn).await;
         // A connection found dead when writing sent nothing: one more try, on the new one.
         if matches!(&sent, Err(e) if e.is_connection_dropped()) {
