@@ -184,7 +184,8 @@ impl Chat {
                 .await
                 .iter()
                 .any(|u| u.id != user.id && u.name.eq_ignore_ascii_case(&user.name));
-            if taken || !socket.connected() {
+            let gone = !socket.connected() || self.users().find(socket.id()).is_none();
+            if taken || gone {
                 self.users().delete(socket.id());
                 let _ = event
                     .ack
@@ -214,7 +215,13 @@ impl Chat {
         let Some(user) = self.users().delete(socket.id()) else {
             return;
         };
+        // In a cluster a login is announced only once the other nodes have answered; a socket
+        // that leaves before that was never in the room for anyone.
+        let announced = !self.clustered || !socket.data().is_null();
         socket.set_data(Value::Null);
+        if !announced {
+            return;
+        }
         let key = room_key(&user.room);
         socket.leave(&key);
         let ns = socket.namespace().clone();
