@@ -442,9 +442,15 @@ async fn a_node_that_leaves_is_forgotten() {
     let b = Client::connect(&nodes[1], Some("r")).await;
     let _c = Client::connect(&nodes[2], Some("r")).await;
     assert_eq!(nodes[0].io.to("r").fetch_sockets().await.unwrap().len(), 3);
+    let mut all: Vec<String> = nodes.iter().map(|n| n.redis.uid().to_owned()).collect();
+    all.sort();
+    assert_eq!(nodes[1].io.of("/").node_ids().await.unwrap(), all);
 
     nodes[2].leave();
     wait_for_cluster(&nodes[0], 2).await;
+    let gone = nodes[2].redis.uid().to_owned();
+    all.retain(|uid| *uid != gone);
+    assert_eq!(nodes[0].io.of("/").node_ids().await.unwrap(), all);
     let started = tokio::time::Instant::now();
     let fetched = nodes[0].io.to("r").fetch_sockets().await.unwrap();
     assert!(

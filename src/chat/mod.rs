@@ -52,6 +52,11 @@ fn room_key(room: &str) -> String {
     format!("chat:{room}")
 }
 
+/// Where a login waits while the cluster checks its name; nothing is ever sent to it.
+fn pending_key(room: &str) -> String {
+    format!("chat-login:{room}")
+}
+
 impl Chat {
     /// Installs the chat on the main namespace of `io`.
     pub fn install(io: &SocketIo, config: ChatConfig) -> Arc<Chat> {
@@ -126,9 +131,16 @@ impl Chat {
         if !self.clustered {
             return self.users().in_room(room);
         }
-        match ns.to(&room_key(room)).fetch_sockets().await {
-            Ok(sockets) => {
-                let mut found: Vec<((u64, u64), User)> = sockets
+        match ns.to(&room_key(room)).fetch_available_sockets().await {
+            Ok(fetched) => {
+                if fetched.nodes_missing > 0 {
+                    tracing::warn!(
+                        missing = fetched.nodes_missing,
+                        "room list without the nodes that did not answer"
+                    );
+                }
+                let mut found: Vec<((u64, u64), User)> = fetched
+                    .sockets
                     .into_iter()
                     .filter_map(|s| {
                         let user: User = serde_json::from_value(s.data["user"].clone()).ok()?;
@@ -178,25 +190,13 @@ impl Chat {
             }
         };
         let ns = socket.namespace();
-        if self.clustered {
-            let taken = self
-                .members(ns, &user.room)
-                .await
-                .iter()
-                .any(|u| u.id != user.id && u.name.eq_ignore_ascii_case(&user.name));
-            let gone = !socket.connected() || self.users().find(socket.id()).is_none();
-            if taken || gone {
-                self.users().delete(socket.id());
-                let _ = event
-                    .ack
-                    .send(&json!({ "error": LoginError::NameTaken.to_string() }));
-                return;
-            }
-            let joined_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64);
-            let seq = self.logins.fetch_add(1, Ordering::Relaxed);
-            socket.set_data(json!({ "user": user, "joined": [joined_ms, seq] }));
+        if self.clustered && !self.claim_name(socket, &user).await {
+            self.users().delete(socket.id());
+            socket.set_data(Value::Null);
+            let _ = event
+                .ack
+                .send(&json!({ "error": LoginError::NameTaken.to_string() }));
+            return;
         }
         self.stats.logins.fetch_add(1, Ordering::Relaxed);
         let key = room_key(&user.room);
@@ -210,6 +210,48 @@ impl Chat {
         let _ = event.ack.send(&json!({ "user": user }));
     }
 
+    /// Claims a name in a room across the cluster. The claim is made visible first (the
+    /// socket carries the user, marked pending, in a room of its own kind), then every node is
+    /// asked for that name among the room's users and the other pending claims. Of two logins
+    /// racing on two nodes, at least one sees the other: it gives way, and when both see each
+    /// other both give way, so a name is never held twice.
+    async fn claim_name(&self, socket: &Arc<Socket>, user: &User) -> bool {
+        let ns = socket.namespace();
+        let pending = pending_key(&user.room);
+        socket.set_data(json!({ "user": user, "pending": true }));
+        socket.join(&pending);
+        let others = ns
+            .to(&room_key(&user.room))
+            .to(&pending)
+            .fetch_available_sockets()
+            .await;
+        socket.leave(&pending);
+        let taken = match others {
+            Ok(fetched) => fetched.sockets.iter().any(|s| {
+                let other = &s.data["user"];
+                s.id != user.id
+                    && other["room"].as_str() == Some(user.room.as_str())
+                    && other["name"]
+                        .as_str()
+                        .is_some_and(|n| n.eq_ignore_ascii_case(&user.name))
+            }),
+            Err(e) => {
+                tracing::warn!(error = %e, "name checked on this node only");
+                false
+            }
+        };
+        let gone = !socket.connected() || self.users().find(socket.id()).is_none();
+        if taken || gone {
+            return false;
+        }
+        let joined_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let seq = self.logins.fetch_add(1, Ordering::Relaxed);
+        socket.set_data(json!({ "user": user, "joined": [joined_ms, seq] }));
+        true
+    }
+
     /// Logs a socket's user out (logout or disconnect) and tells the room.
     fn leave(self: &Arc<Self>, socket: &Arc<Socket>) {
         let Some(user) = self.users().delete(socket.id()) else {
@@ -217,7 +259,7 @@ impl Chat {
         };
         // In a cluster a login is announced only once the other nodes have answered; a socket
         // that leaves before that was never in the room for anyone.
-        let announced = !self.clustered || !socket.data().is_null();
+        let announced = !self.clustered || socket.data().get("joined").is_some();
         socket.set_data(Value::Null);
         if !announced {
             return;
@@ -289,26 +331,26 @@ impl Chat {
 /// How often a clustered node checks whether a node left.
 const NODE_CHECK: Duration = Duration::from_secs(1);
 
-/// Watches the number of nodes; when it drops, the gone node's users are gone from every
+/// Watches which nodes are in the cluster; when one is gone, its users are gone from every
 /// fetched list, and this node's rooms are sent their lists again. Ends with the chat.
 async fn watch_nodes(chat: Weak<Chat>, ns: Weak<Namespace>) {
-    let mut last: Option<usize> = None;
+    let mut last: Vec<String> = Vec::new();
     loop {
         tokio::time::sleep(NODE_CHECK).await;
         let (Some(chat), Some(ns)) = (chat.upgrade(), ns.upgrade()) else {
             return;
         };
-        let Ok(now) = ns.server_count().await else {
+        let Ok(now) = ns.node_ids().await else {
             continue;
         };
-        if last.is_some_and(|before| now < before) {
+        if last.iter().any(|node| !now.contains(node)) {
             tracing::info!(
-                nodes = now,
+                nodes = now.len(),
                 "a node left the cluster; refreshing room lists"
             );
             chat.refresh_lists(&ns).await;
         }
-        last = Some(now);
+        last = now;
     }
 }
 

@@ -39,7 +39,8 @@ use tokio::sync::{Notify, mpsc, watch};
 
 use crate::id::Id;
 use crate::socketio::adapter::{
-    Adapter, AdapterFuture, BroadcastOptions, ClusterError, LocalAdapter, RemoteAck, SocketInfo,
+    Adapter, AdapterFuture, BroadcastOptions, ClusterError, FetchedSockets, LocalAdapter,
+    RemoteAck, SocketInfo,
 };
 use crate::socketio::namespace::ServerAck;
 use crate::socketio::packet::Packet;
@@ -286,6 +287,42 @@ impl NodeInner {
             .map(|(_, n)| n)
             .map_err(|e| ClusterError::Unavailable(e.to_string()))
     }
+}
+
+impl NodeInner {
+    /// Every node listens on its own answer channel (`key-response#nsp#uid#`, Node's nodes
+    /// too), so the channels Redis has for that pattern name the live nodes.
+    async fn node_ids(&self, channels: &Channels) -> Result<Vec<String>, ClusterError> {
+        let mut conn = self.commands.clone();
+        let pattern = format!("{}*#", glob_escape(&channels.response));
+        let found: Vec<String> = redis::cmd("PUBSUB")
+            .arg("CHANNELS")
+            .arg(pattern)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
+        let mut ids: Vec<String> = found
+            .iter()
+            .filter_map(|c| c.strip_prefix(channels.response.as_str()))
+            .filter_map(|rest| rest.strip_suffix('#'))
+            .filter(|uid| !uid.is_empty())
+            .map(str::to_owned)
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+}
+
+/// Escapes Redis glob characters.
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Sends queued publishes, as many per round trip as are waiting.
@@ -712,47 +749,70 @@ impl RedisAdapter {
         wire::encode_json(&fields)
     }
 
-    /// Publishes a request and gathers one answer per other node, or fails at the timeout.
+    /// Publishes a request and gathers one answer per other node, until the timeout.
     fn ask(
         &self,
         kind: RequestType,
         fields: Value,
-    ) -> AdapterFuture<Result<Vec<wire::Body>, ClusterError>> {
+    ) -> AdapterFuture<Result<Answers, ClusterError>> {
         let node = self.node.clone();
         let link = self.link.clone();
         let id = Id::random().to_string();
         let payload = self.request_json(kind, Some(&id), fields);
         Box::pin(async move {
             let others = node.server_count(&link.channels).await?.saturating_sub(1);
+            let mut answers = Answers {
+                bodies: Vec::with_capacity(others),
+                asked: others,
+                missing: 0,
+            };
             if others == 0 {
-                return Ok(Vec::new());
+                return Ok(answers);
             }
             let (tx, mut rx) = mpsc::channel(others);
             lock(&link.pending).insert(id.clone(), Pending::Answers(tx));
-            let forget = Forget {
+            let _forget = Forget {
                 link: &link,
                 id: &id,
             };
             if !node.publish(link.channels.request.clone(), payload) {
                 return Err(ClusterError::Unavailable("publish queue full".into()));
             }
-            let mut answers = Vec::with_capacity(others);
+            // A node that dies while asked never answers, but it stops being counted: recount
+            // now and then, so the wait ends with the live nodes rather than at the timeout.
             let deadline = tokio::time::Instant::now() + node.config.requests_timeout;
-            while answers.len() < others {
-                match tokio::time::timeout_at(deadline, rx.recv()).await {
-                    Ok(Some(body)) => answers.push(body),
-                    _ => {
-                        return Err(ClusterError::Timeout {
-                            expected: others,
-                            missing: others - answers.len(),
-                        });
+            let mut recount = tokio::time::interval(RECOUNT);
+            recount.tick().await;
+            let mut expected = others;
+            while answers.bodies.len() < expected {
+                tokio::select! {
+                    body = rx.recv() => match body {
+                        Some(body) => answers.bodies.push(body),
+                        None => break,
+                    },
+                    _ = recount.tick() => {
+                        if let Ok(n) = node.server_count(&link.channels).await {
+                            expected = expected.min(n.saturating_sub(1));
+                        }
                     }
+                    _ = tokio::time::sleep_until(deadline) => break,
                 }
             }
-            drop(forget);
+            answers.asked = expected.max(answers.bodies.len());
+            answers.missing = answers.asked - answers.bodies.len();
             Ok(answers)
         })
     }
+}
+
+/// How often a request waiting for answers recounts the nodes.
+const RECOUNT: Duration = Duration::from_millis(250);
+
+/// The answers to one request.
+struct Answers {
+    bodies: Vec<wire::Body>,
+    asked: usize,
+    missing: usize,
 }
 
 /// Removes a pending request however its wait ends.
@@ -836,24 +896,35 @@ impl Adapter for RedisAdapter {
     fn fetch_remote_sockets(
         &self,
         opts: &BroadcastOptions,
-    ) -> AdapterFuture<Result<Vec<SocketInfo>, ClusterError>> {
+    ) -> AdapterFuture<Result<FetchedSockets, ClusterError>> {
         let asked = self.ask(
             RequestType::RemoteFetch,
             json!({ "opts": wire::opts_to_value(opts, false) }),
         );
         Box::pin(async move {
-            let mut sockets = Vec::new();
-            for body in asked.await? {
+            let answers = asked.await?;
+            let mut fetched = FetchedSockets {
+                sockets: Vec::new(),
+                nodes_asked: answers.asked,
+                nodes_missing: answers.missing,
+            };
+            for body in answers.bodies {
                 let Some(list) = body.value.get("sockets").and_then(Value::as_array) else {
                     continue;
                 };
-                sockets.extend(
+                fetched.sockets.extend(
                     list.iter()
                         .filter_map(|s| serde_json::from_value::<SocketInfo>(s.clone()).ok()),
                 );
             }
-            Ok(sockets)
+            Ok(fetched)
         })
+    }
+
+    fn node_ids(&self) -> AdapterFuture<Result<Vec<String>, ClusterError>> {
+        let node = self.node.clone();
+        let link = self.link.clone();
+        Box::pin(async move { node.node_ids(&link.channels).await })
     }
 
     fn remote_join(&self, opts: &BroadcastOptions, rooms: &[String]) {
@@ -907,8 +978,15 @@ impl Adapter for RedisAdapter {
         }
         let asked = self.ask(RequestType::ServerSideEmit, json!({ "data": data }));
         Box::pin(async move {
-            Ok(asked
-                .await?
+            let answers = asked.await?;
+            if answers.missing > 0 {
+                return Err(ClusterError::Timeout {
+                    expected: answers.asked,
+                    missing: answers.missing,
+                });
+            }
+            Ok(answers
+                .bodies
                 .into_iter()
                 .map(|mut body| body.value["data"].take())
                 .collect())

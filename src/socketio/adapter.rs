@@ -71,6 +71,17 @@ pub struct SocketInfo {
     pub handshake: Value,
 }
 
+/// The other nodes' answers to a fetch: what came in time, and how many nodes did not answer.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FetchedSockets {
+    /// The sockets of the nodes that answered.
+    pub sockets: Vec<SocketInfo>,
+    /// Nodes asked.
+    pub nodes_asked: usize,
+    /// Nodes that did not answer in time.
+    pub nodes_missing: usize,
+}
+
 /// What other nodes answer to a broadcast with acknowledgements.
 #[derive(Debug, Clone)]
 pub enum RemoteAck {
@@ -136,11 +147,19 @@ pub trait Adapter: Send + Sync + 'static {
         Box::pin(async { Ok(1) })
     }
 
-    /// The other nodes' sockets that a broadcast with these options would reach.
+    /// The other nodes' sockets that a broadcast with these options would reach, as many as
+    /// answered within the adapter's request timeout.
     fn fetch_remote_sockets(
         &self,
         _opts: &BroadcastOptions,
-    ) -> AdapterFuture<Result<Vec<SocketInfo>, ClusterError>> {
+    ) -> AdapterFuture<Result<FetchedSockets, ClusterError>> {
+        Box::pin(async { Ok(FetchedSockets::default()) })
+    }
+
+    /// Ids of the nodes serving this namespace, this one included (empty when the adapter
+    /// cannot tell them apart). A node that left is missing from it even when another took
+    /// its place, which a count cannot show.
+    fn node_ids(&self) -> AdapterFuture<Result<Vec<String>, ClusterError>> {
         Box::pin(async { Ok(Vec::new()) })
     }
 

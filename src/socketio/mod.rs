@@ -15,8 +15,8 @@ pub mod server;
 pub mod socket;
 
 pub use adapter::{
-    Adapter, BroadcastFlags, BroadcastOptions, BroadcastTarget, ClusterError, LocalAdapter,
-    RemoteAck, SocketInfo,
+    Adapter, BroadcastFlags, BroadcastOptions, BroadcastTarget, ClusterError, FetchedSockets,
+    LocalAdapter, RemoteAck, SocketInfo,
 };
 pub use error::{AckError, ConnectError, DisconnectReason, EmitError};
 pub use namespace::{BroadcastOperator, Namespace, ServerAck};

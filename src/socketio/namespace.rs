@@ -11,7 +11,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::adapter::{
-    Adapter, BroadcastFlags, BroadcastOptions, BroadcastTarget, ClusterError, RemoteAck, SocketInfo,
+    Adapter, BroadcastFlags, BroadcastOptions, BroadcastTarget, ClusterError, FetchedSockets,
+    RemoteAck, SocketInfo,
 };
 use super::binary;
 use super::error::{AckError, ConnectError, EmitError};
@@ -228,6 +229,11 @@ impl Namespace {
         }
     }
 
+    /// Ids of the nodes serving this namespace, this one included (empty on one node).
+    pub async fn node_ids(&self) -> Result<Vec<String>, ClusterError> {
+        self.adapter.node_ids().await
+    }
+
     /// Nodes serving this namespace, this one included.
     pub async fn server_count(&self) -> Result<usize, ClusterError> {
         self.adapter.server_count().await
@@ -374,13 +380,31 @@ impl BroadcastOperator {
     }
 
     /// Every socket the broadcast reaches, across the cluster: this node's first, then the
-    /// other nodes' answers.
+    /// other nodes' answers. A node that does not answer in time makes it fail, as in Node.
     pub async fn fetch_sockets(&self) -> Result<Vec<SocketInfo>, ClusterError> {
-        let mut all: Vec<SocketInfo> = self.sockets().iter().map(|s| s.info()).collect();
-        if !self.flags().local {
-            all.extend(self.ns.adapter.fetch_remote_sockets(&self.opts).await?);
+        let fetched = self.fetch_available_sockets().await?;
+        if fetched.nodes_missing > 0 {
+            return Err(ClusterError::Timeout {
+                expected: fetched.nodes_asked,
+                missing: fetched.nodes_missing,
+            });
         }
-        Ok(all)
+        Ok(fetched.sockets)
+    }
+
+    /// Like [`fetch_sockets`](Self::fetch_sockets), but a node that does not answer in time is
+    /// left out (and counted) instead of failing the whole answer.
+    pub async fn fetch_available_sockets(&self) -> Result<FetchedSockets, ClusterError> {
+        let local: Vec<SocketInfo> = self.sockets().iter().map(|s| s.info()).collect();
+        let mut fetched = if self.flags().local {
+            FetchedSockets::default()
+        } else {
+            self.ns.adapter.fetch_remote_sockets(&self.opts).await?
+        };
+        let mut all = local;
+        all.append(&mut fetched.sockets);
+        fetched.sockets = all;
+        Ok(fetched)
     }
 
     /// Sends an event to every recipient; returns how many of this node's clients queued it.
