@@ -18,8 +18,8 @@ use crate::proto::{self, Eio, Sio};
 /// Where to connect and from which local addresses.
 #[derive(Clone, Debug)]
 pub struct Target {
-    /// The server.
-    pub addr: SocketAddr,
+    /// The servers: client `idx` goes to `addrs[idx % len]` (several nodes of one cluster).
+    pub addrs: Vec<SocketAddr>,
     /// Engine.IO path, with trailing slash.
     pub path: String,
     /// How many loopback source addresses (127.0.0.2 upwards) to spread clients over.
@@ -41,6 +41,11 @@ async fn within<T>(what: &str, f: impl Future<Output = io::Result<T>>) -> io::Re
 }
 
 impl Target {
+    /// The node client `idx` talks to.
+    pub fn addr(&self, idx: usize) -> SocketAddr {
+        self.addrs[idx % self.addrs.len()]
+    }
+
     /// A TCP connection from source address number `idx` (round robin over the sources).
     pub async fn tcp(&self, idx: usize) -> io::Result<TcpStream> {
         let socket = TcpSocket::new_v4()?;
@@ -53,7 +58,7 @@ impl Target {
                 0,
             )))?;
         }
-        let stream = socket.connect(self.addr).await?;
+        let stream = socket.connect(self.addr(idx)).await?;
         stream.set_nodelay(true)?;
         Ok(stream)
     }
@@ -188,7 +193,7 @@ pub async fn open(
     match transport {
         Transport::WebSocket => {
             let tcp = within("tcp connect", target.tcp(idx)).await?;
-            let url = format!("ws://{}{}", target.addr, target.query("websocket", None));
+            let url = format!("ws://{}{}", target.addr(idx), target.query("websocket", None));
             let (ws, _) = within("websocket handshake", async {
                 tokio_tungstenite::client_async_with_config(url, tcp, Some(ws_config()))
                     .await
@@ -211,7 +216,7 @@ pub async fn open(
         }
         Transport::Upgrade => {
             let tcp = within("tcp connect", target.tcp(idx)).await?;
-            let mut http = Http::new(tcp, target.addr);
+            let mut http = Http::new(tcp, target.addr(idx));
             let (sid, interval) = within("polling handshake", handshake(&mut http, target)).await?;
             let q = target.query("polling", Some(&sid));
             within("polling connect", async {
@@ -237,7 +242,7 @@ pub async fn open(
             let tcp = within("tcp connect", target.tcp(idx)).await?;
             let url = format!(
                 "ws://{}{}",
-                target.addr,
+                target.addr(idx),
                 target.query("websocket", Some(&sid))
             );
             let (ws, _) = within("websocket handshake", async {
@@ -266,10 +271,10 @@ pub async fn open(
         }
         Transport::Polling => {
             let tcp = within("tcp connect", target.tcp(idx)).await?;
-            let mut get = Http::new(tcp, target.addr);
+            let mut get = Http::new(tcp, target.addr(idx));
             let (sid, interval) = within("polling handshake", handshake(&mut get, target)).await?;
             let tcp = within("tcp connect", target.tcp(idx)).await?;
-            let post = Http::new(tcp, target.addr);
+            let post = Http::new(tcp, target.addr(idx));
             let q = target.query("polling", Some(&sid));
             let (tx, rx) = mpsc::channel(256);
             let reader = tokio::spawn(poll_loop(get, q.clone(), tx));

@@ -33,9 +33,11 @@ Scenarios:
   mix         like polling over WebSocket: rooms of --room-size users chatting
 
 Options:
-  --url http://HOST:PORT     server (default http://127.0.0.1:3001)
+  --url http://HOST:PORT     server (default http://127.0.0.1:3001); several, comma-separated,
+                             are nodes of one cluster: client i goes to node i mod count
+                             (the broadcast sender is client 0)
   --path /socket.io/         Engine.IO path
-  --server-pid PID           sample this process's CPU and memory at phase boundaries
+  --server-pid PID[,PID..]   sample these processes' CPU and memory (summed) at phase boundaries
   --program chat|broadcast   the server program (default chat)
   --clients N                clients (receivers for broadcast) (default 100)
   --rooms R                  rooms for connect (default clients/10)
@@ -58,7 +60,7 @@ Options:
 #[derive(Debug, Clone)]
 struct Opts {
     scenario: String,
-    addr: SocketAddr,
+    addrs: Vec<SocketAddr>,
     path: String,
     server_pid: Option<String>,
     program: String,
@@ -93,7 +95,7 @@ fn parse_args() -> Result<Opts, String> {
     let mut url = "http://127.0.0.1:3001".to_owned();
     let mut o = Opts {
         scenario: scenario.clone(),
-        addr: "127.0.0.1:3001".parse().unwrap(),
+        addrs: Vec::new(),
         path: "/socket.io/".to_owned(),
         server_pid: None,
         program: "chat".to_owned(),
@@ -151,15 +153,20 @@ fn parse_args() -> Result<Opts, String> {
             _ => return Err(format!("unknown option {flag}")),
         }
     }
-    let hostport = url
-        .strip_prefix("http://")
-        .ok_or("--url must start with http://")?
-        .trim_end_matches('/');
-    o.addr = hostport
-        .to_socket_addrs()
-        .map_err(|e| format!("{hostport}: {e}"))?
-        .find(SocketAddr::is_ipv4)
-        .ok_or("no IPv4 address for --url")?;
+    for one in url.split(',') {
+        let hostport = one
+            .trim()
+            .strip_prefix("http://")
+            .ok_or("--url must start with http://")?
+            .trim_end_matches('/');
+        o.addrs.push(
+            hostport
+                .to_socket_addrs()
+                .map_err(|e| format!("{hostport}: {e}"))?
+                .find(SocketAddr::is_ipv4)
+                .ok_or("no IPv4 address for --url")?,
+        );
+    }
     if o.rooms == 0 {
         o.rooms = (o.clients / 10).max(1);
     }
@@ -551,11 +558,26 @@ fn self_cpu() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// A snapshot of the server; with several comma-separated pids (the nodes of a cluster and
+/// their broker), CPU and memory are summed over them.
 fn server_snapshot(opts: &Opts) -> Value {
-    match &opts.server_pid {
-        Some(pid) => stats::snapshot(pid),
-        None => Value::Null,
+    let Some(pids) = &opts.server_pid else {
+        return Value::Null;
+    };
+    let mut total = Value::Null;
+    for pid in pids.split(',') {
+        let one = stats::snapshot(pid.trim());
+        if total.is_null() {
+            total = one;
+            continue;
+        }
+        for key in ["cpu_s", "sched_cpu_s", "rss_kb", "hwm_kb", "pss_kb", "threads"] {
+            if let (Some(a), Some(b)) = (total[key].as_f64(), one[key].as_f64()) {
+                total[key] = json!(a + b);
+            }
+        }
     }
+    total
 }
 
 /// Waits until `done()` holds or `limit` passes; returns whether it held.
@@ -573,7 +595,7 @@ async fn wait_until(limit: Duration, done: impl Fn() -> bool) -> bool {
 async fn run(opts: Opts) -> Value {
     let opts = Arc::new(opts);
     let target = Arc::new(Target {
-        addr: opts.addr,
+        addrs: opts.addrs.clone(),
         path: opts.path.clone(),
         sources: opts.sources,
     });
