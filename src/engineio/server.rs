@@ -395,10 +395,24 @@ enum Routed {
     Upgrade(Response<Body>),
 }
 
+/// What a session keeps of the request that opened it, copied: hyper's header values and URI are
+/// views into its connection's 8 KiB read buffer, which they would keep alive for as long as the
+/// session lasts, long after the request (and, for a WebSocket, the HTTP connection) is gone.
+/// Header names are copies already (or hyper's static standard names).
 pub(crate) fn request_info(req: &Request<Incoming>) -> RequestInfo {
+    let mut headers = req.headers().clone();
+    for value in headers.values_mut() {
+        // hyper accepts no value that `from_bytes` refuses; a view is kept if it ever did.
+        if let Ok(mut copy) = HeaderValue::from_bytes(value.as_bytes()) {
+            copy.set_sensitive(value.is_sensitive());
+            *value = copy;
+        }
+    }
+    let uri = req.uri();
+    let uri = uri.to_string().parse().unwrap_or_else(|_| uri.clone());
     RequestInfo {
-        headers: req.headers().clone(),
-        uri: req.uri().clone(),
+        headers,
+        uri,
         remote_addr: req.extensions().get::<RemoteAddr>().map(|a| a.0),
     }
 }
