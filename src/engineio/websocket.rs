@@ -5,6 +5,7 @@
 //! Reading pauses while a write is pending: a client that does not read is not read from either,
 //! its queue fills up and it is disconnected, while the heartbeat ends one that vanished.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use futures_util::{SinkExt, StreamExt};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
+use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -126,19 +128,25 @@ pub(crate) fn open_new<H: Handler>(
             };
             let session = engine.open_session_over_websocket(info);
             let open = Frame::open(&engine.config().handshake_json(session.id().as_str(), true));
-            if send(&mut ws, open).await.is_err() {
+            let opened = send(&mut ws, open).await.is_ok();
+            if !opened {
                 session.close(CloseReason::TransportError);
-                return None;
             }
-            Some((ws, session))
+            Some((ws, session, opened))
         }
     });
     let fut = async move {
-        let Some((mut ws, session)) = opening.await else {
+        let Some((mut ws, session, opened)) = opening.await else {
             return;
         };
         let span = session.span();
-        run(&engine, &session, &mut ws).instrument(span).await;
+        if opened {
+            run(&engine, &session, &mut ws, Heartbeat::Here)
+                .instrument(span)
+                .await;
+        } else {
+            engine.end_session(&session).instrument(span).await;
+        }
     };
     tokio::spawn(fut);
     Ok(resp)
@@ -183,7 +191,7 @@ pub(crate) fn upgrade_existing<H: Handler>(
             return;
         };
         tracing::debug!(session = %session.log_id(), "upgraded to WebSocket");
-        run(&engine, &session, &mut ws).await;
+        run(&engine, &session, &mut ws, Heartbeat::Elsewhere).await;
     };
     tokio::spawn(task.instrument(span));
     Ok(resp)
@@ -218,8 +226,10 @@ async fn probe<D>(ws: &mut Ws, session: &Session<D>) -> bool {
 }
 
 impl<H: Handler> EngineIo<H> {
+    /// A session whose heartbeat runs in its WebSocket's task: one task per connection rather
+    /// than two.
     fn open_session_over_websocket(self: &Arc<Self>, info: RequestInfo) -> Arc<Session<H::Data>> {
-        self.open_session(Transport::WebSocket, info)
+        self.open_session_without_heartbeat(Transport::WebSocket, info)
     }
 }
 
@@ -243,17 +253,106 @@ async fn send(ws: &mut Ws, frame: Frame) -> Result<(), WsError> {
     ws.flush().await
 }
 
-/// The I/O loop of a session that owns a WebSocket.
+/// Where a session's heartbeat runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Heartbeat {
+    /// In the WebSocket's task, which then also cleans up after the session: a session opened
+    /// over WebSocket never has another transport.
+    Here,
+    /// In a task of its own (a session that began with long-polling).
+    Elsewhere,
+}
+
+/// The heartbeat's timer, as [`EngineIo::heartbeat`] keeps it for other sessions: a ping every
+/// `ping_interval` after the previous pong, and the session ends when a pong is more than
+/// `ping_timeout` late.
+struct Beat<'a, D> {
+    session: &'a Session<D>,
+    config: &'a EngineConfig,
+    awaiting_pong: bool,
+}
+
+impl<D> Beat<'_, D> {
+    /// The timer went off.
+    fn on_timer(&mut self, timer: Pin<&mut Sleep>) {
+        let now = Instant::now();
+        if self.awaiting_pong {
+            if self.session.awaiting_pong() {
+                self.session.close(CloseReason::PingTimeout);
+            }
+            self.awaiting_pong = false;
+            timer.reset(now + self.config.ping_interval);
+            return;
+        }
+        self.session.ping_sent();
+        // A session whose queue is full is closed by the send itself.
+        if self.session.send(Frame::PING).is_ok() {
+            self.awaiting_pong = true;
+            timer.reset(now + self.config.ping_timeout);
+        } else {
+            timer.reset(now + self.config.ping_interval);
+        }
+    }
+
+    /// After packets were read: the next ping is due an interval after the pong.
+    fn after_read(&mut self, timer: Pin<&mut Sleep>) {
+        if self.awaiting_pong && !self.session.awaiting_pong() {
+            self.awaiting_pong = false;
+            timer.reset(Instant::now() + self.config.ping_interval);
+        }
+    }
+}
+
+/// A session's WebSocket for as long as the session lasts, its heartbeat too if it is `Here`.
+async fn run<H: Handler>(
+    engine: &Arc<EngineIo<H>>,
+    session: &Arc<Session<H::Data>>,
+    ws: &mut Ws,
+    heartbeat: Heartbeat,
+) {
+    let ending = io_loop(engine, session, ws, heartbeat).await;
+    // What comes after the loop is boxed, by functions that are not `async`: it is needed once,
+    // at the end, and would otherwise add to the state kept for the whole session.
+    if heartbeat == Heartbeat::Here {
+        boxed(engine.end_session(session)).await;
+    }
+    if let Some((close_code, peer_closed)) = ending {
+        let _ = farewell(session, ws, close_code, peer_closed).await;
+    }
+}
+
+fn boxed<'a, T>(
+    fut: impl Future<Output = T> + Send + 'a,
+) -> Pin<Box<dyn Future<Output = T> + Send + 'a>> {
+    Box::pin(fut)
+}
+
+/// The I/O loop of a session that owns a WebSocket; it returns once the session is closed, with
+/// what the farewell needs if the socket can still be written to: the close code, and whether
+/// the client closed first.
 ///
 /// The WebSocket is borrowed rather than moved in: an `async fn` keeps its arguments in its
 /// state next to the locals they are moved to, and this one lives as long as the session.
-async fn run<H: Handler>(engine: &Arc<EngineIo<H>>, session: &Arc<Session<H::Data>>, ws: &mut Ws) {
+async fn io_loop<H: Handler>(
+    engine: &Arc<EngineIo<H>>,
+    session: &Arc<Session<H::Data>>,
+    ws: &mut Ws,
+    heartbeat: Heartbeat,
+) -> Option<(CloseCode, bool)> {
     let mut close_code = CloseCode::Normal;
     // The client ended the WebSocket (a close frame, or the end of the stream): no data frame
     // may follow.
     let mut peer_closed = false;
     let config = engine.config();
     let mut rate = TokenBucket::new(config.ws_message_burst, config.ws_messages_per_second);
+    let beating = heartbeat == Heartbeat::Here;
+    let mut beat = Beat {
+        session,
+        config,
+        awaiting_pong: false,
+    };
+    let timer = tokio::time::sleep(config.ping_interval);
+    tokio::pin!(timer);
     loop {
         tokio::select! {
             msg = ws.next() => match msg {
@@ -265,7 +364,10 @@ async fn run<H: Handler>(engine: &Arc<EngineIo<H>>, session: &Arc<Session<H::Dat
                     session.close(CloseReason::TransportError);
                 }
                 Some(Ok(WsMessage::Text(text))) => match packet::decode_text(text) {
-                    Ok(packet) => engine.on_packet(session, packet),
+                    Ok(packet) => {
+                        engine.on_packet(session, packet);
+                        beat.after_read(timer.as_mut());
+                    }
                     Err(e) => {
                         tracing::debug!(session = %session.log_id(), error = %e, "bad packet");
                         session.close(CloseReason::ParseError);
@@ -292,32 +394,60 @@ async fn run<H: Handler>(engine: &Arc<EngineIo<H>>, session: &Arc<Session<H::Dat
                     session.close(CloseReason::TransportError);
                     if matches!(close_code, CloseCode::Error) {
                         // The socket itself failed: nothing more can be written.
-                        return;
+                        return None;
                     }
                 }
             },
             _ = session.writer_notified() => {
+                // Boxed: only a connection that is writing needs this state.
                 let frames = session.take_queue();
-                let written = tokio::select! {
-                    r = write_frames(ws, frames) => r.is_ok(),
-                    _ = session.closed() => false,
-                };
+                let written = boxed(write_until_closed(session, ws, frames, timer.as_mut(), &mut beat, beating)).await;
                 if !written && !session.is_closed() {
                     session.close(CloseReason::TransportError);
                 }
                 if !written {
-                    return;
+                    return None;
                 }
             }
+            () = timer.as_mut(), if beating => beat.on_timer(timer.as_mut()),
         }
         if session.is_closed() {
-            break;
+            return Some((close_code, peer_closed));
         }
     }
-    // Last words: what is still queued (a close packet, when the server ended the session),
-    // then the close handshake, all within a grace period. A client that closed first gets
-    // nothing more when something was still queued for it, its close reply included.
-    let farewell = async {
+}
+
+/// Writes frames unless the session closes first; the heartbeat goes on while a slow client
+/// holds up the write.
+async fn write_until_closed<D>(
+    session: &Session<D>,
+    ws: &mut Ws,
+    frames: Vec<Frame>,
+    mut timer: Pin<&mut Sleep>,
+    beat: &mut Beat<'_, D>,
+    beating: bool,
+) -> bool {
+    let write = write_frames(ws, frames);
+    tokio::pin!(write);
+    loop {
+        tokio::select! {
+            r = &mut write => return r.is_ok(),
+            _ = session.closed() => return false,
+            () = timer.as_mut(), if beating => beat.on_timer(timer.as_mut()),
+        }
+    }
+}
+
+/// Last words, within a grace period: what is still queued (a close packet, when the server
+/// ended the session), then the close handshake. A client that closed first gets nothing more
+/// when something was still queued for it, the reply to its close frame included.
+fn farewell<'a, D: Send + Sync>(
+    session: &'a Session<D>,
+    ws: &'a mut Ws,
+    close_code: CloseCode,
+    peer_closed: bool,
+) -> Pin<Box<dyn Future<Output = Result<(), WsError>> + Send + 'a>> {
+    let last_words = async move {
         let frames = session.take_queue();
         if peer_closed && !frames.is_empty() {
             return Ok(());
@@ -329,9 +459,11 @@ async fn run<H: Handler>(engine: &Arc<EngineIo<H>>, session: &Arc<Session<H::Dat
         };
         ws.close(Some(frame)).await?;
         while let Some(Ok(_)) = ws.next().await {}
-        Ok::<(), WsError>(())
+        Ok(())
     };
-    // Boxed: it is needed once, at the end, and would otherwise add to the state kept for the
-    // whole session.
-    let _ = Box::pin(tokio::time::timeout(CLOSE_GRACE, farewell)).await;
+    boxed(async move {
+        tokio::time::timeout(CLOSE_GRACE, last_words)
+            .await
+            .unwrap_or(Ok(()))
+    })
 }
