@@ -1,9 +1,10 @@
 //! The WebSocket transport: the HTTP handshake, the upgrade of a polling session (`2probe`,
 //! `3probe`, `5`), and the I/O loop that owns the socket for the rest of the session.
 //!
-//! One task per WebSocket reads frames and, when woken, writes everything queued in one flush.
-//! Reading pauses while a write is pending: a client that does not read is not read from either,
-//! its queue fills up and it is disconnected, while the heartbeat ends one that vanished.
+//! One task per WebSocket reads frames and, when woken, writes everything queued in one flush;
+//! for a session opened over WebSocket it also runs the heartbeat. Reading pauses while a write
+//! is pending: a client that does not read is not read from either, its queue fills up and it is
+//! disconnected, while the heartbeat ends one that vanished.
 
 use std::pin::Pin;
 use std::sync::Arc;
