@@ -13,6 +13,7 @@ pub mod polling;
 pub mod server;
 pub mod session;
 pub mod websocket;
+mod ws_io;
 
 pub use config::{AllowedOrigins, EngineConfig};
 pub use error::{CloseReason, PacketError, RequestError, SendError};

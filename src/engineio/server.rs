@@ -271,6 +271,33 @@ impl<H: Handler> EngineIo<H> {
         transport: Transport,
         request: RequestInfo,
     ) -> Arc<Session<H::Data>> {
+        let session = self.create_session(transport, request);
+        tokio::spawn(
+            self.clone()
+                .run_session(session.clone())
+                .instrument(session.span()),
+        );
+        self.handler.on_open(&session);
+        session
+    }
+
+    /// Creates a session and tells the layer above; the caller runs its heartbeat and calls
+    /// [`end_session`](Self::end_session) once it is closed.
+    pub(crate) fn open_session_without_heartbeat(
+        self: &Arc<Self>,
+        transport: Transport,
+        request: RequestInfo,
+    ) -> Arc<Session<H::Data>> {
+        let session = self.create_session(transport, request);
+        self.handler.on_open(&session);
+        session
+    }
+
+    fn create_session(
+        self: &Arc<Self>,
+        transport: Transport,
+        request: RequestInfo,
+    ) -> Arc<Session<H::Data>> {
         self.metrics
             .sessions_opened
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -283,24 +310,23 @@ impl<H: Handler> EngineIo<H> {
         ));
         self.lock_sessions().insert(session.id(), session.clone());
         tracing::debug!(session = %session.log_id(), transport = transport.as_str(), "session opened");
-        tokio::spawn(
-            self.clone()
-                .run_session(session.clone())
-                .instrument(session.span()),
-        );
-        self.handler.on_open(&session);
         session
     }
 
     /// The heartbeat of one session, then its cleanup once it ends.
     async fn run_session(self: Arc<Self>, session: Arc<Session<H::Data>>) {
         self.heartbeat(&session).await;
+        self.end_session(&session).await;
+    }
+
+    /// The cleanup of a closed session.
+    pub(crate) async fn end_session(&self, session: &Arc<Session<H::Data>>) {
         let reason = session
             .close_reason()
             .unwrap_or(CloseReason::TransportError);
         tracing::debug!(session = %session.log_id(), %reason, "session closed");
         self.metrics.closed(reason);
-        self.handler.on_close(&session, reason);
+        self.handler.on_close(session, reason);
         // When the server chose to close (the layer above did, or the client broke the
         // protocol), a polling client still gets its last packets and the close packet from its
         // next poll, and so sees a clean close rather than an unknown session; then the id is
@@ -395,10 +421,24 @@ enum Routed {
     Upgrade(Response<Body>),
 }
 
+/// What a session keeps of the request that opened it, copied: hyper's header values and URI are
+/// views into its connection's 8 KiB read buffer, which they would keep alive for as long as the
+/// session lasts, long after the request (and, for a WebSocket, the HTTP connection) is gone.
+/// Header names are copies already (or hyper's static standard names).
 pub(crate) fn request_info(req: &Request<Incoming>) -> RequestInfo {
+    let mut headers = req.headers().clone();
+    for value in headers.values_mut() {
+        // hyper accepts no value that `from_bytes` refuses; a view is kept if it ever did.
+        if let Ok(mut copy) = HeaderValue::from_bytes(value.as_bytes()) {
+            copy.set_sensitive(value.is_sensitive());
+            *value = copy;
+        }
+    }
+    let uri = req.uri();
+    let uri = uri.to_string().parse().unwrap_or_else(|_| uri.clone());
     RequestInfo {
-        headers: req.headers().clone(),
-        uri: req.uri().clone(),
+        headers,
+        uri,
         remote_addr: req.extensions().get::<RemoteAddr>().map(|a| a.0),
     }
 }

@@ -275,12 +275,13 @@ impl<D> Session<D> {
 
     // ---- used by the transports -------------------------------------------------------------
 
-    /// Takes every queued frame.
-    pub(crate) fn drain(&self, into: &mut Vec<Frame>) {
+    /// Takes every queued frame, and the queue's allocation with them: an idle session holds
+    /// none, whatever its last burst was.
+    pub(crate) fn take_queue(&self) -> Vec<Frame> {
         let mut st = self.lock();
         self.metrics.packets_out(st.queue.len(), st.queued_bytes);
-        into.extend(st.queue.drain(..));
         st.queued_bytes = 0;
+        Vec::from(std::mem::take(&mut st.queue))
     }
 
     pub(crate) fn writer_notified(&self) -> tokio::sync::futures::Notified<'_> {
@@ -332,7 +333,7 @@ impl<D> Session<D> {
         let mut st = self.lock();
         if !st.queue.is_empty() {
             self.metrics.packets_out(st.queue.len(), st.queued_bytes);
-            into.extend(st.queue.drain(..));
+            into.extend(std::mem::take(&mut st.queue));
             st.queued_bytes = 0;
             if st.close_reason.is_some() {
                 self.drained.notify_one();

@@ -1,21 +1,22 @@
 //! The WebSocket transport: the HTTP handshake, the upgrade of a polling session (`2probe`,
 //! `3probe`, `5`), and the I/O loop that owns the socket for the rest of the session.
 //!
-//! One task per WebSocket reads frames and, when woken, writes everything queued in one flush.
-//! Reading pauses while a write is pending: a client that does not read is not read from either,
-//! its queue fills up and it is disconnected, while the heartbeat ends one that vanished.
+//! One task per WebSocket reads frames and, when woken, writes everything queued in one flush;
+//! for a session opened over WebSocket it also runs the heartbeat. Reading pauses while a write
+//! is pending: a client that does not read is not read from either, its queue fills up and it is
+//! disconnected, while the heartbeat ends one that vanished.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
-use hyper::upgrade::Upgraded;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
@@ -26,10 +27,15 @@ use super::error::{CloseReason, RequestError};
 use super::packet::{self, Frame, Message, Packet};
 use super::server::{Body, EngineIo, Handler, request_info};
 use super::session::{RequestInfo, Session, Transport};
+use super::ws_io::{BATCH_LIMIT, WsIo};
 use crate::rate_limit::TokenBucket;
 use tracing::Instrument;
 
-type Ws = WebSocketStream<TokioIo<Upgraded>>;
+type Ws = WebSocketStream<WsIo>;
+
+/// tungstenite's read buffer. Client messages are mostly small; a larger one is allocated for a
+/// large message while it arrives.
+const READ_BUFFER_SIZE: usize = 1024;
 
 /// Time allowed for the last frames and the close handshake once a session ends.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
@@ -74,9 +80,12 @@ fn switching_protocols(req: &Request<Incoming>) -> Response<Body> {
 }
 
 fn ws_config(config: &EngineConfig) -> WebSocketConfig {
-    // Small buffers keep idle connections cheap; messages and frames are capped at maxPayload.
+    // Small buffers keep idle connections cheap: the read buffer lives as long as the
+    // connection. tungstenite writes only control frames (the session's frames are encoded and
+    // batched by `WsIo`), and with no write buffer of its own they go out at once.
+    // Messages and frames are capped at maxPayload.
     WebSocketConfig::default()
-        .read_buffer_size(4096)
+        .read_buffer_size(READ_BUFFER_SIZE)
         .write_buffer_size(0)
         .max_write_buffer_size(config.max_queued_bytes + config.max_payload)
         .max_message_size(Some(config.max_payload))
@@ -88,7 +97,7 @@ async fn accept(config: &EngineConfig, req: Request<Incoming>) -> Option<Ws> {
     match hyper::upgrade::on(req).await {
         Ok(upgraded) => Some(
             WebSocketStream::from_raw_socket(
-                TokioIo::new(upgraded),
+                WsIo::new(upgraded),
                 Role::Server,
                 Some(ws_config(config)),
             )
@@ -109,24 +118,38 @@ pub(crate) fn open_new<H: Handler>(
     let resp = switching_protocols(&req);
     let info = request_info(&req);
     let engine = engine.clone();
-    tokio::spawn(async move {
-        let Some(mut ws) = accept(engine.config(), req).await else {
-            engine.release(&info.remote_addr);
+    // The opening lives in a box of its own, dropped once the WebSocket is up: kept inline, the
+    // request it starts from would stay in the task's state for as long as the session lasts.
+    let opening = Box::pin({
+        let engine = engine.clone();
+        async move {
+            let Some(mut ws) = accept(engine.config(), req).await else {
+                engine.release(&info.remote_addr);
+                return None;
+            };
+            let session = engine.open_session_over_websocket(info);
+            let open = Frame::open(&engine.config().handshake_json(session.id().as_str(), true));
+            let opened = send(&mut ws, open).await.is_ok();
+            if !opened {
+                session.close(CloseReason::TransportError);
+            }
+            Some((ws, session, opened))
+        }
+    });
+    let fut = async move {
+        let Some((mut ws, session, opened)) = opening.await else {
             return;
         };
-        let session = engine.open_session_over_websocket(info);
-        let handshake = engine.config().handshake_json(session.id().as_str(), true);
-        if ws
-            .send(WsMessage::text(format!("0{handshake}")))
-            .await
-            .is_err()
-        {
-            session.close(CloseReason::TransportError);
-            return;
-        }
         let span = session.span();
-        run(&engine, &session, ws).instrument(span).await;
-    });
+        if opened {
+            run(&engine, &session, &mut ws, Heartbeat::Here)
+                .instrument(span)
+                .await;
+        } else {
+            engine.end_session(&session).instrument(span).await;
+        }
+    };
+    tokio::spawn(fut);
     Ok(resp)
 }
 
@@ -142,23 +165,34 @@ pub(crate) fn upgrade_existing<H: Handler>(
     let resp = switching_protocols(&req);
     let engine = engine.clone();
     let span = session.span();
-    let task = async move {
-        let Some(mut ws) = accept(engine.config(), req).await else {
-            session.abort_upgrade();
-            return;
-        };
-        let upgraded = tokio::select! {
-            r = tokio::time::timeout(engine.config().upgrade_timeout, probe(&mut ws, &session)) => r.unwrap_or(false),
-            _ = session.closed() => false,
-        };
-        if !upgraded {
-            tracing::debug!(session = %session.log_id(), "upgrade abandoned, staying on polling");
-            session.abort_upgrade();
-            let _ = tokio::time::timeout(CLOSE_GRACE, ws.close(None)).await;
-            return;
+    // As in `open_new`, the request is let go once the WebSocket is up.
+    let opening = Box::pin({
+        let engine = engine.clone();
+        let session = session.clone();
+        async move {
+            let Some(mut ws) = accept(engine.config(), req).await else {
+                session.abort_upgrade();
+                return None;
+            };
+            let upgraded = tokio::select! {
+                r = tokio::time::timeout(engine.config().upgrade_timeout, probe(&mut ws, &session)) => r.unwrap_or(false),
+                _ = session.closed() => false,
+            };
+            if !upgraded {
+                tracing::debug!(session = %session.log_id(), "upgrade abandoned, staying on polling");
+                session.abort_upgrade();
+                let _ = tokio::time::timeout(CLOSE_GRACE, ws.close(None)).await;
+                return None;
+            }
+            Some(ws)
         }
+    });
+    let task = async move {
+        let Some(mut ws) = opening.await else {
+            return;
+        };
         tracing::debug!(session = %session.log_id(), "upgraded to WebSocket");
-        run(&engine, &session, ws).await;
+        run(&engine, &session, &mut ws, Heartbeat::Elsewhere).await;
     };
     tokio::spawn(task.instrument(span));
     Ok(resp)
@@ -175,11 +209,8 @@ async fn probe<D>(ws: &mut Ws, session: &Session<D>) -> bool {
         };
         match packet::decode_text(text) {
             Ok(Packet::Ping { probe: true }) if !probed => {
-                if ws
-                    .send(WsMessage::Text(Utf8Bytes::from_static("3probe")))
-                    .await
-                    .is_err()
-                {
+                let pong = Frame::Text(Utf8Bytes::from_static("3probe"));
+                if send(ws, pong).await.is_err() {
                     return false;
                 }
                 probed = true;
@@ -196,31 +227,133 @@ async fn probe<D>(ws: &mut Ws, session: &Session<D>) -> bool {
 }
 
 impl<H: Handler> EngineIo<H> {
+    /// A session whose heartbeat runs in its WebSocket's task: one task per connection rather
+    /// than two.
     fn open_session_over_websocket(self: &Arc<Self>, info: RequestInfo) -> Arc<Session<H::Data>> {
-        self.open_session(Transport::WebSocket, info)
+        self.open_session_without_heartbeat(Transport::WebSocket, info)
     }
 }
 
-fn to_ws(frame: Frame) -> WsMessage {
-    match frame {
-        Frame::Text(t) => WsMessage::Text(t),
-        Frame::Binary(b) => WsMessage::Binary(b),
+/// Writes frames with as few system calls as the socket allows: all of them are gathered (up
+/// to [`BATCH_LIMIT`] at a time) and written at once, rather than a `sendto` per frame, which is
+/// what a broadcast to many recipients would otherwise cost.
+async fn write_frames(ws: &mut Ws, frames: Vec<Frame>) -> Result<(), WsError> {
+    for frame in frames {
+        let io = ws.get_mut();
+        if io.gathered() >= BATCH_LIMIT {
+            std::future::poll_fn(|cx| io.poll_write_out(cx)).await?;
+        }
+        io.gather(&frame);
     }
-}
-
-async fn write_frames(ws: &mut Ws, frames: &mut Vec<Frame>) -> Result<(), WsError> {
-    for frame in frames.drain(..) {
-        ws.feed(to_ws(frame)).await?;
-    }
+    // Through tungstenite, so that a pong it owes goes out too (after the batch).
     ws.flush().await
 }
 
-/// The I/O loop of a session that owns a WebSocket.
-async fn run<H: Handler>(engine: &Arc<EngineIo<H>>, session: &Arc<Session<H::Data>>, mut ws: Ws) {
-    let mut out = Vec::new();
+async fn send(ws: &mut Ws, frame: Frame) -> Result<(), WsError> {
+    ws.get_mut().gather(&frame);
+    ws.flush().await
+}
+
+/// Where a session's heartbeat runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Heartbeat {
+    /// In the WebSocket's task, which then also cleans up after the session: a session opened
+    /// over WebSocket never has another transport.
+    Here,
+    /// In a task of its own (a session that began with long-polling).
+    Elsewhere,
+}
+
+/// The heartbeat's timer, as [`EngineIo::heartbeat`] keeps it for other sessions: a ping every
+/// `ping_interval` after the previous pong, and the session ends when a pong is more than
+/// `ping_timeout` late.
+struct Beat<'a, D> {
+    session: &'a Session<D>,
+    config: &'a EngineConfig,
+    awaiting_pong: bool,
+}
+
+impl<D> Beat<'_, D> {
+    /// The timer went off.
+    fn on_timer(&mut self, timer: Pin<&mut Sleep>) {
+        let now = Instant::now();
+        if self.awaiting_pong {
+            if self.session.awaiting_pong() {
+                self.session.close(CloseReason::PingTimeout);
+            }
+            self.awaiting_pong = false;
+            timer.reset(now + self.config.ping_interval);
+            return;
+        }
+        self.session.ping_sent();
+        // A session whose queue is full is closed by the send itself.
+        if self.session.send(Frame::PING).is_ok() {
+            self.awaiting_pong = true;
+            timer.reset(now + self.config.ping_timeout);
+        } else {
+            timer.reset(now + self.config.ping_interval);
+        }
+    }
+
+    /// After packets were read: the next ping is due an interval after the pong.
+    fn after_read(&mut self, timer: Pin<&mut Sleep>) {
+        if self.awaiting_pong && !self.session.awaiting_pong() {
+            self.awaiting_pong = false;
+            timer.reset(Instant::now() + self.config.ping_interval);
+        }
+    }
+}
+
+/// A session's WebSocket for as long as the session lasts, its heartbeat too if it is `Here`.
+async fn run<H: Handler>(
+    engine: &Arc<EngineIo<H>>,
+    session: &Arc<Session<H::Data>>,
+    ws: &mut Ws,
+    heartbeat: Heartbeat,
+) {
+    let ending = io_loop(engine, session, ws, heartbeat).await;
+    // What comes after the loop is boxed, by functions that are not `async`: it is needed once,
+    // at the end, and would otherwise add to the state kept for the whole session.
+    if heartbeat == Heartbeat::Here {
+        boxed(engine.end_session(session)).await;
+    }
+    if let Some((close_code, peer_closed)) = ending {
+        let _ = farewell(session, ws, close_code, peer_closed).await;
+    }
+}
+
+fn boxed<'a, T>(
+    fut: impl Future<Output = T> + Send + 'a,
+) -> Pin<Box<dyn Future<Output = T> + Send + 'a>> {
+    Box::pin(fut)
+}
+
+/// The I/O loop of a session that owns a WebSocket; it returns once the session is closed, with
+/// what the farewell needs if the socket can still be written to: the close code, and whether
+/// the client closed first.
+///
+/// The WebSocket is borrowed rather than moved in: an `async fn` keeps its arguments in its
+/// state next to the locals they are moved to, and this one lives as long as the session.
+async fn io_loop<H: Handler>(
+    engine: &Arc<EngineIo<H>>,
+    session: &Arc<Session<H::Data>>,
+    ws: &mut Ws,
+    heartbeat: Heartbeat,
+) -> Option<(CloseCode, bool)> {
     let mut close_code = CloseCode::Normal;
+    // The client ended the WebSocket (a close frame, or the end of the stream): no data frame
+    // may follow.
+    let mut peer_closed = false;
     let config = engine.config();
     let mut rate = TokenBucket::new(config.ws_message_burst, config.ws_messages_per_second);
+    let beating = heartbeat == Heartbeat::Here;
+    let mut beat = Beat {
+        session,
+        config,
+        awaiting_pong: false,
+    };
+    let timer = tokio::time::sleep(config.ping_interval);
+    tokio::pin!(timer);
     loop {
         tokio::select! {
             msg = ws.next() => match msg {
@@ -232,7 +365,10 @@ async fn run<H: Handler>(engine: &Arc<EngineIo<H>>, session: &Arc<Session<H::Dat
                     session.close(CloseReason::TransportError);
                 }
                 Some(Ok(WsMessage::Text(text))) => match packet::decode_text(text) {
-                    Ok(packet) => engine.on_packet(session, packet),
+                    Ok(packet) => {
+                        engine.on_packet(session, packet);
+                        beat.after_read(timer.as_mut());
+                    }
                     Err(e) => {
                         tracing::debug!(session = %session.log_id(), error = %e, "bad packet");
                         session.close(CloseReason::ParseError);
@@ -240,11 +376,18 @@ async fn run<H: Handler>(engine: &Arc<EngineIo<H>>, session: &Arc<Session<H::Dat
                 },
                 Some(Ok(WsMessage::Binary(data))) => engine.on_packet(session, Packet::Message(Message::Binary(data))),
                 Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => {}
-                Some(Ok(WsMessage::Close(_))) | None => session.close(CloseReason::TransportClose),
+                Some(Ok(WsMessage::Close(_))) | None => {
+                    peer_closed = true;
+                    session.close(CloseReason::TransportClose);
+                }
                 Some(Err(e)) => {
                     tracing::debug!(session = %session.log_id(), error = %e, "WebSocket read failed");
                     close_code = match e {
                         WsError::Capacity(CapacityError::MessageTooLong { .. }) => CloseCode::Size,
+                        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+                            peer_closed = true;
+                            CloseCode::Protocol
+                        }
                         WsError::Protocol(_) => CloseCode::Protocol,
                         WsError::Utf8(_) => CloseCode::Invalid,
                         _ => CloseCode::Error,
@@ -252,40 +395,76 @@ async fn run<H: Handler>(engine: &Arc<EngineIo<H>>, session: &Arc<Session<H::Dat
                     session.close(CloseReason::TransportError);
                     if matches!(close_code, CloseCode::Error) {
                         // The socket itself failed: nothing more can be written.
-                        return;
+                        return None;
                     }
                 }
             },
             _ = session.writer_notified() => {
-                session.drain(&mut out);
-                let written = tokio::select! {
-                    r = write_frames(&mut ws, &mut out) => r.is_ok(),
-                    _ = session.closed() => false,
-                };
+                // Boxed: only a connection that is writing needs this state.
+                let frames = session.take_queue();
+                let written = boxed(write_until_closed(session, ws, frames, timer.as_mut(), &mut beat, beating)).await;
                 if !written && !session.is_closed() {
                     session.close(CloseReason::TransportError);
                 }
                 if !written {
-                    return;
+                    return None;
                 }
             }
+            () = timer.as_mut(), if beating => beat.on_timer(timer.as_mut()),
         }
         if session.is_closed() {
-            break;
+            return Some((close_code, peer_closed));
         }
     }
-    // Last words: what is still queued (a close packet, when the server ended the session),
-    // then the close handshake, all within a grace period.
-    let farewell = async {
-        session.drain(&mut out);
-        write_frames(&mut ws, &mut out).await?;
-        ws.close(Some(CloseFrame {
+}
+
+/// Writes frames unless the session closes first; the heartbeat goes on while a slow client
+/// holds up the write.
+async fn write_until_closed<D>(
+    session: &Session<D>,
+    ws: &mut Ws,
+    frames: Vec<Frame>,
+    mut timer: Pin<&mut Sleep>,
+    beat: &mut Beat<'_, D>,
+    beating: bool,
+) -> bool {
+    let write = write_frames(ws, frames);
+    tokio::pin!(write);
+    loop {
+        tokio::select! {
+            r = &mut write => return r.is_ok(),
+            _ = session.closed() => return false,
+            () = timer.as_mut(), if beating => beat.on_timer(timer.as_mut()),
+        }
+    }
+}
+
+/// Last words, within a grace period: what is still queued (a close packet, when the server
+/// ended the session), then the close handshake. A client that closed first gets nothing more
+/// when something was still queued for it, the reply to its close frame included.
+fn farewell<'a, D: Send + Sync>(
+    session: &'a Session<D>,
+    ws: &'a mut Ws,
+    close_code: CloseCode,
+    peer_closed: bool,
+) -> Pin<Box<dyn Future<Output = Result<(), WsError>> + Send + 'a>> {
+    let last_words = async move {
+        let frames = session.take_queue();
+        if peer_closed && !frames.is_empty() {
+            return Ok(());
+        }
+        write_frames(ws, frames).await?;
+        let frame = CloseFrame {
             code: close_code,
             reason: Utf8Bytes::default(),
-        }))
-        .await?;
+        };
+        ws.close(Some(frame)).await?;
         while let Some(Ok(_)) = ws.next().await {}
-        Ok::<(), WsError>(())
+        Ok(())
     };
-    let _ = tokio::time::timeout(CLOSE_GRACE, farewell).await;
+    boxed(async move {
+        tokio::time::timeout(CLOSE_GRACE, last_words)
+            .await
+            .unwrap_or(Ok(()))
+    })
 }

@@ -1,0 +1,225 @@
+//! The byte stream under a WebSocket: the upgraded connection, freed of the HTTP layer's buffers,
+//! and the writing of the session's own frames in batches.
+//!
+//! Three costs are avoided here. After the upgrade hyper hands over the bytes it read past the
+//! request as a view into its 8 KiB read buffer, which would keep that whole buffer alive for the
+//! life of the connection: they are copied out instead. Writing every frame with a system call of
+//! its own made a broadcast cost one `sendto` per recipient and message: the frames of one wake-up
+//! are gathered and written together. And tungstenite's write buffer keeps the capacity of the
+//! largest frame it ever wrote: the session's frames are encoded here instead, into a buffer
+//! that is given back as soon as it is written, so an idle connection holds none. tungstenite
+//! still writes its control frames (pongs, close frames); they pass through, after whatever was
+//! gathered before them, so the byte stream stays in order.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+
+use super::packet::Frame;
+
+/// Gathered bytes beyond which they are written before more are gathered: a few hundred small
+/// frames per system call, while a connection with a long backlog stays cheap.
+pub(crate) const BATCH_LIMIT: usize = 64 * 1024;
+
+/// The first allocation of a batch: most are a few small frames.
+const FIRST_BATCH_CAPACITY: usize = 4096;
+
+/// The connection itself.
+enum Inner {
+    /// A connection accepted by [`crate::server::serve`] (or any hyper server over tokio's
+    /// `TcpStream`): hyper's wrappers are peeled off.
+    Tcp(TcpStream),
+    /// Any other I/O an embedder's hyper server used.
+    Other(TokioIo<Upgraded>),
+}
+
+/// An upgraded connection, as the WebSocket layer reads and writes it.
+pub(crate) struct WsIo {
+    inner: Inner,
+    /// What the client sent after its upgrade request and hyper had read already.
+    prefix: Box<[u8]>,
+    prefix_pos: usize,
+    /// Gathered frames; `out[out_pos..]` are still to be written.
+    out: Vec<u8>,
+    out_pos: usize,
+}
+
+impl WsIo {
+    /// Takes the connection out of hyper's hands.
+    pub(crate) fn new(upgraded: Upgraded) -> WsIo {
+        let (inner, prefix) = match upgraded.downcast::<TokioIo<TcpStream>>() {
+            // A copy: `read_buf` is a view into hyper's whole read buffer.
+            Ok(parts) => (
+                Inner::Tcp(parts.io.into_inner()),
+                Box::from(&parts.read_buf[..]),
+            ),
+            Err(upgraded) => (Inner::Other(TokioIo::new(upgraded)), Box::default()),
+        };
+        WsIo {
+            inner,
+            prefix,
+            prefix_pos: 0,
+            out: Vec::new(),
+            out_pos: 0,
+        }
+    }
+
+    /// Bytes gathered and not written yet.
+    pub(crate) fn gathered(&self) -> usize {
+        self.out.len() - self.out_pos
+    }
+
+    /// Adds a frame to the batch.
+    pub(crate) fn gather(&mut self, frame: &Frame) {
+        encode(frame, &mut self.out);
+    }
+
+    /// Writes out everything gathered, then lets the buffer go.
+    pub(crate) fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.out_pos < self.out.len() {
+            match ready!(poll_write_to(
+                &mut self.inner,
+                cx,
+                &self.out[self.out_pos..]
+            )) {
+                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Ok(n) => self.out_pos += n,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+        self.out = Vec::new();
+        self.out_pos = 0;
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Encodes a frame as tungstenite would (final, unmasked, no extensions), at the end of `out`.
+fn encode(frame: &Frame, out: &mut Vec<u8>) {
+    let (opcode, payload) = match frame {
+        Frame::Text(t) => (OpCode::Data(Data::Text), t.as_bytes()),
+        Frame::Binary(b) => (OpCode::Data(Data::Binary), &b[..]),
+    };
+    let header = FrameHeader {
+        opcode,
+        ..FrameHeader::default()
+    };
+    let len = payload.len() as u64;
+    let size = header.len(len) + payload.len();
+    if out.capacity() == 0 {
+        out.reserve(FIRST_BATCH_CAPACITY.max(size));
+    } else {
+        out.reserve(size);
+    }
+    // Writing into a Vec cannot fail.
+    let _ = header.format(len, out);
+    out.extend_from_slice(payload);
+}
+
+fn poll_write_to(inner: &mut Inner, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    match inner {
+        Inner::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+        Inner::Other(s) => Pin::new(s).poll_write(cx, buf),
+    }
+}
+
+impl AsyncRead for WsIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.prefix_pos < this.prefix.len() {
+            let rest = &this.prefix[this.prefix_pos..];
+            let n = rest.len().min(buf.remaining());
+            buf.put_slice(&rest[..n]);
+            this.prefix_pos += n;
+            if this.prefix_pos == this.prefix.len() {
+                this.prefix = Box::default();
+                this.prefix_pos = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        match &mut this.inner {
+            Inner::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Inner::Other(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+/// tungstenite's own writes (control frames): straight to the socket, after the batch.
+impl AsyncWrite for WsIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        ready!(this.poll_write_out(cx))?;
+        poll_write_to(&mut this.inner, cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_write_out(cx))?;
+        match &mut this.inner {
+            Inner::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Inner::Other(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_write_out(cx))?;
+        match &mut this.inner {
+            Inner::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Inner::Other(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use tokio_tungstenite::tungstenite::Utf8Bytes;
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame as WsFrame;
+
+    fn as_tungstenite_writes_it(frame: &Frame) -> Vec<u8> {
+        let ws = match frame.clone() {
+            Frame::Text(t) => WsFrame::message(t, OpCode::Data(Data::Text), true),
+            Frame::Binary(b) => WsFrame::message(b, OpCode::Data(Data::Binary), true),
+        };
+        let mut out = Vec::new();
+        ws.format(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn frames_are_encoded_as_tungstenite_encodes_them() {
+        let mut batch = Vec::new();
+        let mut expected = Vec::new();
+        // Every length encoding (7, 16 and 64 bits) and its edges.
+        for len in [0, 1, 125, 126, 127, 65535, 65536, 70000] {
+            let text = "é".repeat(len / 2) + &"x".repeat(len % 2);
+            for frame in [
+                Frame::Text(Utf8Bytes::from(text.clone())),
+                Frame::Binary(Bytes::from(text.into_bytes())),
+            ] {
+                let mut one = Vec::new();
+                encode(&frame, &mut one);
+                assert_eq!(one, as_tungstenite_writes_it(&frame), "length {len}");
+                encode(&frame, &mut batch);
+                expected.extend_from_slice(&one);
+            }
+        }
+        assert_eq!(batch, expected);
+    }
+}
