@@ -111,6 +111,9 @@ class Server:
             # the peers have none.
             RATE_PER_SECOND="1000000000",
             RATE_BURST="1000000000",
+            # Nor the engine's per-client WebSocket message rate (the peers have none either).
+            WS_MESSAGE_BURST="1000000000",
+            WS_MESSAGES_PER_SECOND="1000000000",
         )
         self.log = open(log, "ab")
         self.proc = subprocess.Popen(

@@ -47,7 +47,8 @@ fn main() -> ExitCode {
 async fn run(config: ChatConfig) -> Result<(), Box<dyn std::error::Error>> {
     let mut builder = SocketIo::builder()
         .allowed_origins(AllowedOrigins::List(config.endpoints.clone()))
-        .allow_same_origin(true);
+        .allow_same_origin(true)
+        .ws_message_rate(config.ws_message_burst, config.ws_messages_per_second);
     let cluster = match &config.redis_url {
         Some(url) => {
             let node = RedisNode::connect(url, RedisConfig::default())

@@ -19,6 +19,11 @@ pub struct ChatConfig {
     pub rate_per_second: f64,
     /// How long shutdown waits for clients to be told.
     pub shutdown_grace: Duration,
+    /// WebSocket messages a client may send at once, and per second, sustained; beyond, the
+    /// connection is closed (1008).
+    pub ws_message_burst: u32,
+    /// See `ws_message_burst`.
+    pub ws_messages_per_second: f64,
     /// Redis to cluster through; `None` is a single node with everything in memory.
     pub redis_url: Option<String>,
 }
@@ -34,6 +39,8 @@ impl Default for ChatConfig {
             rate_per_second: 10.0,
             shutdown_grace: Duration::from_secs(3),
             redis_url: None,
+            ws_message_burst: 5000,
+            ws_messages_per_second: 2500.0,
         }
     }
 }
@@ -54,6 +61,10 @@ Options (each also read from the environment variable in brackets; a flag wins):
   --rate-burst <N>              roomMessages at once per socket [RATE_BURST] (default 20)
   --rate-per-second <N>         sustained roomMessages per second per socket [RATE_PER_SECOND]
                                 (default 10)
+  --ws-message-burst <N>        WebSocket messages at once per client [WS_MESSAGE_BURST]
+                                (default 5000)
+  --ws-messages-per-second <N>  sustained WebSocket messages per second per client
+                                [WS_MESSAGES_PER_SECOND] (default 2500); beyond, close 1008
   --redis-url <URL>             join the cluster of nodes on this Redis [REDIS_URL]
                                 (e.g. redis://127.0.0.1:6379/; default: one node, in memory)
   -h, --help                    this text
@@ -92,6 +103,14 @@ fn set(config: &mut ChatConfig, key: &str, value: &str) -> Result<(), String> {
                 .filter(|r| r.is_finite() && *r >= 0.0)
                 .ok_or_else(|| bad("rate"))?
         }
+        "ws-message-burst" => config.ws_message_burst = value.parse().map_err(|_| bad("burst"))?,
+        "ws-messages-per-second" => {
+            config.ws_messages_per_second = value
+                .parse::<f64>()
+                .ok()
+                .filter(|r| r.is_finite() && *r > 0.0)
+                .ok_or_else(|| bad("rate"))?
+        }
         "redis-url" => config.redis_url = Some(value.to_owned()).filter(|v| !v.is_empty()),
         _ => return Err(format!("unknown option --{key}")),
     }
@@ -112,6 +131,8 @@ where
         ("MAX_MESSAGE_BYTES", "max-message-bytes"),
         ("RATE_BURST", "rate-burst"),
         ("RATE_PER_SECOND", "rate-per-second"),
+        ("WS_MESSAGE_BURST", "ws-message-burst"),
+        ("WS_MESSAGES_PER_SECOND", "ws-messages-per-second"),
         ("REDIS_URL", "redis-url"),
     ] {
         if let Some(value) = env(var).filter(|v| !v.is_empty()) {
