@@ -749,6 +749,13 @@ impl RedisAdapter {
         wire::encode_json(&fields)
     }
 
+    /// Publishes a request that wants no answer; false when it could not be queued.
+    fn tell(&self, kind: RequestType, fields: Value) -> bool {
+        let request = self.request_json(kind, None, fields);
+        self.node
+            .publish(self.link.channels.request.clone(), request)
+    }
+
     /// Publishes a request and gathers one answer per other node, until the timeout.
     fn ask(
         &self,
@@ -928,33 +935,24 @@ impl Adapter for RedisAdapter {
     }
 
     fn remote_join(&self, opts: &BroadcastOptions, rooms: &[String]) {
-        let request = self.request_json(
+        self.tell(
             RequestType::RemoteJoin,
-            None,
             json!({ "opts": wire::opts_to_value(opts, false), "rooms": rooms }),
         );
-        self.node
-            .publish(self.link.channels.request.clone(), request);
     }
 
     fn remote_leave(&self, opts: &BroadcastOptions, rooms: &[String]) {
-        let request = self.request_json(
+        self.tell(
             RequestType::RemoteLeave,
-            None,
             json!({ "opts": wire::opts_to_value(opts, false), "rooms": rooms }),
         );
-        self.node
-            .publish(self.link.channels.request.clone(), request);
     }
 
     fn remote_disconnect(&self, opts: &BroadcastOptions, close: bool) {
-        let request = self.request_json(
+        self.tell(
             RequestType::RemoteDisconnect,
-            None,
             json!({ "opts": wire::opts_to_value(opts, false), "close": close }),
         );
-        self.node
-            .publish(self.link.channels.request.clone(), request);
     }
 
     fn server_side_emit(
@@ -963,11 +961,7 @@ impl Adapter for RedisAdapter {
         want_acks: bool,
     ) -> AdapterFuture<Result<Vec<Value>, ClusterError>> {
         if !want_acks {
-            let request =
-                self.request_json(RequestType::ServerSideEmit, None, json!({ "data": data }));
-            let sent = self
-                .node
-                .publish(self.link.channels.request.clone(), request);
+            let sent = self.tell(RequestType::ServerSideEmit, json!({ "data": data }));
             return Box::pin(async move {
                 if sent {
                     Ok(Vec::new())
