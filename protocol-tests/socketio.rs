@@ -308,6 +308,40 @@ async fn server_side_disconnect_and_transport_close() {
     assert!(end.messages.iter().all(|m| m == &text("2")), "{end:?}");
 }
 
+/// A session the server closes after `3probe` and before the client's `5`: the client has
+/// paused polling, so the close must reach it over the WebSocket it is moving to, not as a
+/// close of its probe (which would leave it waiting for a ping timeout).
+#[tokio::test]
+async fn a_close_during_the_upgrade_reaches_the_client_over_its_new_websocket() {
+    let addr = spawn_conformance_server().await;
+    let p = Polling::open(addr, S).await;
+    p.post_ok(b"40").await;
+    let joined = p.get_answering_pings().await;
+    assert!(joined[0].starts_with("40{"), "{joined:?}");
+    let mut ws = ws_connect(
+        addr,
+        &format!("{S}?EIO=4&transport=websocket&sid={}", p.sid),
+    )
+    .await;
+    ws_send(&mut ws, "2probe").await;
+    assert_eq!(ws_recv_text(&mut ws).await, "3probe");
+    // Still over polling, as a client pausing its polling may do: the server closes the session.
+    p.post_ok(br#"42["close-transport"]"#).await;
+    let early = tokio::time::timeout(Duration::from_millis(300), ws_next(&mut ws)).await;
+    assert!(
+        early.is_err(),
+        "the probe socket was used before the client moved to it: {early:?}"
+    );
+    ws_send(&mut ws, "5").await;
+    let end = ws_expect_end(&mut ws, Duration::from_secs(1)).await;
+    assert_eq!(end.code, Some(1000), "{end:?}");
+    assert_eq!(
+        end.messages,
+        [text("1")],
+        "the close packet, then the close frame"
+    );
+}
+
 // ---- events, acks, binary -------------------------------------------------------------------
 
 #[tokio::test]

@@ -281,6 +281,10 @@ impl<D> Session<D> {
         let mut st = self.lock();
         self.metrics.packets_out(st.queue.len(), st.queued_bytes);
         st.queued_bytes = 0;
+        if st.close_reason.is_some() {
+            // A session closed during its upgrade hands its last packets to the WebSocket.
+            self.drained.notify_one();
+        }
         Vec::from(std::mem::take(&mut st.queue))
     }
 
@@ -367,6 +371,11 @@ impl<D> Session<D> {
     pub(crate) fn upgrade_probed(&self) {
         self.lock().upgrade = Upgrade::Probed;
         self.writer.notify_one();
+    }
+
+    /// Whether `3probe` went out: the client has paused polling and is moving to the WebSocket.
+    pub(crate) fn is_probed(&self) -> bool {
+        self.lock().upgrade == Upgrade::Probed
     }
 
     /// The client sent `5`: the WebSocket owns the session from now on.

@@ -174,10 +174,22 @@ pub(crate) fn upgrade_existing<H: Handler>(
                 session.abort_upgrade();
                 return None;
             };
-            let upgraded = tokio::select! {
+            let mut upgraded = tokio::select! {
                 r = tokio::time::timeout(engine.config().upgrade_timeout, probe(&mut ws, &session)) => r.unwrap_or(false),
                 _ = session.closed() => false,
             };
+            if !upgraded && session.is_closed() && session.is_probed() {
+                // The session ended after `3probe`: the client has paused polling, which would
+                // never fetch the close packet, and is about to move to this socket. Closing the
+                // socket now would fail its probe and leave it waiting for a ping timeout; once
+                // it has moved, the farewell tells it the transport closed.
+                upgraded = tokio::time::timeout(CLOSE_GRACE, upgrade_packet(&mut ws))
+                    .await
+                    .unwrap_or(false);
+                if upgraded {
+                    session.complete_upgrade();
+                }
+            }
             if !upgraded {
                 tracing::debug!(session = %session.log_id(), "upgrade abandoned, staying on polling");
                 session.abort_upgrade();
@@ -200,30 +212,39 @@ pub(crate) fn upgrade_existing<H: Handler>(
 
 /// Waits for `2probe` (answering `3probe`) and then `5`.
 async fn probe<D>(ws: &mut Ws, session: &Session<D>) -> bool {
-    let mut probed = false;
-    while let Some(msg) = ws.next().await {
-        let text = match msg {
-            Ok(WsMessage::Text(text)) => text,
-            Ok(WsMessage::Ping(_) | WsMessage::Pong(_)) => continue,
-            _ => return false,
-        };
-        match packet::decode_text(text) {
-            Ok(Packet::Ping { probe: true }) if !probed => {
-                let pong = Frame::Text(Utf8Bytes::from_static("3probe"));
-                if send(ws, pong).await.is_err() {
-                    return false;
-                }
-                probed = true;
-                session.upgrade_probed();
-            }
-            Ok(Packet::Upgrade) if probed => {
-                session.complete_upgrade();
-                return true;
-            }
-            _ => return false,
-        }
+    match next_text(ws).await.map(packet::decode_text) {
+        Some(Ok(Packet::Ping { probe: true })) => {}
+        _ => return false,
+    }
+    let pong = Frame::Text(Utf8Bytes::from_static("3probe"));
+    if send(ws, pong).await.is_err() {
+        return false;
+    }
+    session.upgrade_probed();
+    if upgrade_packet(ws).await {
+        session.complete_upgrade();
+        return true;
     }
     false
+}
+
+/// Whether the next packet is the client's `5`, by which it moves to this socket.
+async fn upgrade_packet(ws: &mut Ws) -> bool {
+    matches!(
+        next_text(ws).await.map(packet::decode_text),
+        Some(Ok(Packet::Upgrade))
+    )
+}
+
+/// The next text message, skipping WebSocket pings and pongs; `None` for anything else.
+async fn next_text(ws: &mut Ws) -> Option<Utf8Bytes> {
+    loop {
+        match ws.next().await? {
+            Ok(WsMessage::Text(text)) => return Some(text),
+            Ok(WsMessage::Ping(_) | WsMessage::Pong(_)) => continue,
+            _ => return None,
+        }
+    }
 }
 
 impl<H: Handler> EngineIo<H> {
@@ -355,6 +376,10 @@ async fn io_loop<H: Handler>(
     let timer = tokio::time::sleep(config.ping_interval);
     tokio::pin!(timer);
     loop {
+        // Checked first: a session can be closed already when its socket takes over.
+        if session.is_closed() {
+            return Some((close_code, peer_closed));
+        }
         tokio::select! {
             msg = ws.next() => match msg {
                 // Every message costs a token, control frames included: a flood of tiny frames
@@ -411,9 +436,6 @@ async fn io_loop<H: Handler>(
                 }
             }
             () = timer.as_mut(), if beating => beat.on_timer(timer.as_mut()),
-        }
-        if session.is_closed() {
-            return Some((close_code, peer_closed));
         }
     }
 }
