@@ -102,7 +102,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     });
 
-    let listener = tokio::net::TcpListener::bind(format!("{host}:{port}")).await?;
+    let listener = socketio_server::server::bind(
+        format!("{host}:{port}"),
+        socketio_server::server::DEFAULT_BACKLOG,
+    )
+    .await?;
     println!(
         "cluster node {} listening on http://{}",
         node.uid(),

@@ -25,7 +25,11 @@ async fn main() -> std::io::Result<()> {
             }
         }
     }
-    let listener = tokio::net::TcpListener::bind((host.as_str(), port)).await?;
+    let listener = socketio_server::server::bind(
+        (host.as_str(), port),
+        socketio_server::server::DEFAULT_BACKLOG,
+    )
+    .await?;
     println!(
         "conformance server listening on http://{}",
         listener.local_addr()?

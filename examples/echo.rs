@@ -19,7 +19,9 @@ async fn main() -> std::io::Result<()> {
             }
         });
     });
-    let listener = tokio::net::TcpListener::bind("0.0.0.0:3000").await?;
+    let listener =
+        socketio_server::server::bind("0.0.0.0:3000", socketio_server::server::DEFAULT_BACKLOG)
+            .await?;
     println!("echo server listening on http://localhost:3000");
     io.serve(listener, async {
         let _ = tokio::signal::ctrl_c().await;

@@ -18,9 +18,7 @@ pub struct Id([u8; ID_LEN]);
 impl Id {
     /// A fresh id from the OS CSPRNG.
     pub fn random() -> Id {
-        let mut raw = [0u8; 15];
-        // The OS generator failing means the machine cannot hand out secrets at all.
-        getrandom::fill(&mut raw).expect("the operating system's random generator failed");
+        let raw = random_bytes();
         let mut out = [0u8; ID_LEN];
         for (chunk, dst) in raw.chunks_exact(3).zip(out.chunks_exact_mut(4)) {
             let n = (u32::from(chunk[0]) << 16) | (u32::from(chunk[1]) << 8) | u32::from(chunk[2]);
@@ -45,6 +43,39 @@ impl Id {
         // Only ASCII from URL_SAFE is ever stored.
         std::str::from_utf8(&self.0).unwrap_or_default()
     }
+}
+
+/// Ids' worth of the OS generator's bytes fetched at once: one system call per
+/// `POOL_IDS` ids rather than per id. Each byte is handed out once and then wiped.
+const POOL_IDS: usize = 16;
+
+struct Pool {
+    bytes: [u8; 15 * POOL_IDS],
+    /// Ids still in `bytes` (taken from the end).
+    left: usize,
+}
+
+thread_local! {
+    static POOL: std::cell::RefCell<Pool> = const {
+        std::cell::RefCell::new(Pool { bytes: [0; 15 * POOL_IDS], left: 0 })
+    };
+}
+
+fn random_bytes() -> [u8; 15] {
+    POOL.with_borrow_mut(|pool| {
+        if pool.left == 0 {
+            // The OS generator failing means the machine cannot hand out secrets at all.
+            getrandom::fill(&mut pool.bytes)
+                .expect("the operating system's random generator failed");
+            pool.left = POOL_IDS;
+        }
+        pool.left -= 1;
+        let chunk = &mut pool.bytes[15 * pool.left..15 * (pool.left + 1)];
+        let mut raw = [0u8; 15];
+        raw.copy_from_slice(chunk);
+        chunk.fill(0);
+        raw
+    })
 }
 
 impl fmt::Display for Id {
@@ -73,5 +104,12 @@ mod tests {
         assert_eq!(Id::parse("short"), None);
         assert_eq!(Id::parse("!!!!!!!!!!!!!!!!!!!!"), None);
         assert_eq!(Id::parse(&"A".repeat(10_000)), None);
+    }
+
+    #[test]
+    fn ids_stay_distinct_across_refills_of_the_pool() {
+        let ids: std::collections::HashSet<Id> =
+            (0..POOL_IDS * 8 + 3).map(|_| Id::random()).collect();
+        assert_eq!(ids.len(), POOL_IDS * 8 + 3);
     }
 }

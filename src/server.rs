@@ -10,7 +10,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 
 use crate::engineio::{Body, RemoteAddr};
@@ -36,6 +36,30 @@ impl Default for HttpConfig {
     }
 }
 
+/// Connections a listener from [`bind`] lets wait for `accept`, unless told otherwise.
+pub const DEFAULT_BACKLOG: u32 = 1024;
+
+/// A listener for [`serve`]: the first address `addr` resolves to, with `SO_REUSEADDR` (as
+/// `TcpListener::bind`) and `TCP_NODELAY`, which the connections it accepts inherit, sparing a
+/// system call per connection. `backlog` bounds the connections waiting to be accepted.
+pub async fn bind(
+    addr: impl tokio::net::ToSocketAddrs,
+    backlog: u32,
+) -> std::io::Result<TcpListener> {
+    let addr = tokio::net::lookup_host(addr).await?.next().ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address to listen on")
+    })?;
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
+
 /// Serves HTTP/1.1 (with upgrades) on `listener` until `shutdown` resolves.
 ///
 /// `handler` answers every request; the peer's address is in the request's extensions as
@@ -51,6 +75,9 @@ pub async fn serve<F, Fut>(
 {
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::pin!(shutdown);
+    // Whether accepted sockets come with TCP_NODELAY already (a listener from `bind`), learnt
+    // from the first one.
+    let mut inherits_nodelay = None;
     loop {
         let (stream, addr) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -64,7 +91,10 @@ pub async fn serve<F, Fut>(
             },
             _ = &mut shutdown => break,
         };
-        let _ = stream.set_nodelay(true);
+        let inherited = *inherits_nodelay.get_or_insert_with(|| stream.nodelay().unwrap_or(false));
+        if !inherited {
+            let _ = stream.set_nodelay(true);
+        }
         tokio::spawn(serve_connection(
             stream,
             addr,

@@ -62,7 +62,11 @@ async fn run(config: ChatConfig) -> Result<(), Box<dyn std::error::Error>> {
     };
     let io = builder.build();
     let chat = Chat::install(&io, config.clone());
-    let listener = tokio::net::TcpListener::bind((config.host.as_str(), config.port)).await?;
+    let listener = socketio_server::server::bind(
+        (config.host.as_str(), config.port),
+        socketio_server::server::DEFAULT_BACKLOG,
+    )
+    .await?;
     let addr = listener.local_addr()?;
     let shown = if addr.ip().is_unspecified() {
         "localhost".to_owned()

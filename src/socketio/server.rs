@@ -114,7 +114,7 @@ impl ServerState {
 ///         let _ = socket.broadcast().emit("chat", &text);
 ///     });
 /// });
-/// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+/// let listener = socketio_server::server::bind("127.0.0.1:3000", 1024).await?;
 /// io.serve(listener, std::future::pending()).await;
 /// # Ok(())
 /// # }
