@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::id::Id;
+use crate::id::{Id, IdMap};
 
 /// A logged-in user, exactly as the wire shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,7 +20,7 @@ pub struct User {
 /// Users keyed by socket id, with each room's members in join order.
 #[derive(Debug, Default)]
 pub struct UserStore {
-    users: HashMap<Id, User>,
+    users: IdMap<User>,
     rooms: HashMap<String, Vec<Id>>,
 }
 

@@ -1,7 +1,6 @@
 //! The Engine.IO server: checks each request, routes it to its session and transport, and runs
 //! every session's heartbeat until the session ends.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -18,7 +17,7 @@ use super::metrics::EngineMetrics;
 use super::packet::{Frame, Message, Packet};
 use super::session::{RequestInfo, Session, Transport};
 use super::{polling, websocket};
-use crate::id::Id;
+use crate::id::{Id, IdMap};
 use tracing::Instrument;
 
 /// The response body type of every answer this crate gives.
@@ -50,7 +49,7 @@ pub trait Handler: Send + Sync + 'static {
 pub struct EngineIo<H: Handler> {
     config: Arc<EngineConfig>,
     handler: H,
-    sessions: Mutex<HashMap<Id, Arc<Session<H::Data>>>>,
+    sessions: Mutex<IdMap<Arc<Session<H::Data>>>>,
     metrics: Arc<EngineMetrics>,
     admission: Admission,
 }
@@ -86,7 +85,7 @@ impl<H: Handler> EngineIo<H> {
         Arc::new(EngineIo {
             config: Arc::new(config),
             handler,
-            sessions: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(IdMap::default()),
             admission: Admission::default(),
             metrics: Arc::default(),
         })
@@ -140,7 +139,7 @@ impl<H: Handler> EngineIo<H> {
         }
     }
 
-    fn lock_sessions(&self) -> std::sync::MutexGuard<'_, HashMap<Id, Arc<Session<H::Data>>>> {
+    fn lock_sessions(&self) -> std::sync::MutexGuard<'_, IdMap<Arc<Session<H::Data>>>> {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
     }
 

@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 use super::namespace::Namespace;
 use super::packet::Packet;
 use super::socket::AckResponse;
-use crate::id::Id;
+use crate::id::{Id, IdMap, IdSet};
 
 /// Which sockets of a namespace a broadcast reaches.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -194,8 +194,8 @@ pub struct LocalAdapter {
 
 #[derive(Debug, Default)]
 struct Rooms {
-    members: HashMap<String, HashSet<Id>>,
-    joined: HashMap<Id, HashSet<String>>,
+    members: HashMap<String, IdSet>,
+    joined: IdMap<HashSet<String>>,
 }
 
 impl LocalAdapter {

@@ -18,7 +18,7 @@ use super::binary;
 use super::error::{AckError, ConnectError, EmitError};
 use super::packet::Packet;
 use super::socket::{AckResponse, Socket, encode_frames};
-use crate::id::Id;
+use crate::id::{Id, IdMap};
 
 type MiddlewareFuture = Pin<Box<dyn Future<Output = Result<(), ConnectError>> + Send>>;
 type Middleware = Arc<dyn Fn(Arc<Socket>) -> MiddlewareFuture + Send + Sync>;
@@ -67,7 +67,7 @@ impl ServerAck {
 /// A namespace: a channel of its own multiplexed over each client connection.
 pub struct Namespace {
     name: String,
-    sockets: RwLock<HashMap<Id, Arc<Socket>>>,
+    sockets: RwLock<IdMap<Arc<Socket>>>,
     adapter: Box<dyn Adapter>,
     middleware: RwLock<Vec<Middleware>>,
     on_connect: RwLock<Option<ConnectHandler>>,
@@ -95,7 +95,7 @@ impl Namespace {
     ) -> Arc<Namespace> {
         let ns = Arc::new(Namespace {
             name,
-            sockets: RwLock::new(HashMap::new()),
+            sockets: RwLock::new(IdMap::default()),
             adapter,
             middleware: RwLock::new(Vec::new()),
             on_connect: RwLock::new(None),
@@ -273,7 +273,9 @@ impl Namespace {
         for room in &target.except {
             self.room_members(room, &mut excluded);
         }
-        let keep = |s: &&Arc<Socket>| !excluded.contains(&s.id());
+        // Sorted, so that leaving out a large room costs a search per recipient, not a scan.
+        excluded.sort_unstable();
+        let keep = |s: &&Arc<Socket>| excluded.binary_search(&s.id()).is_err();
         if target.rooms.is_empty() {
             return sockets.values().filter(keep).cloned().collect();
         }
@@ -281,8 +283,13 @@ impl Namespace {
         for room in &target.rooms {
             self.room_members(room, &mut ids);
         }
-        ids.sort_unstable();
-        ids.dedup();
+        // One explicit room lists each member once; a socket in several of the rooms (or in
+        // a room named like a socket id, and that socket) gets the broadcast once.
+        let single = matches!(&target.rooms[..], [room] if Id::parse(room).is_none());
+        if !single {
+            ids.sort_unstable();
+            ids.dedup();
+        }
         ids.iter()
             .filter_map(|id| sockets.get(id))
             .filter(keep)
