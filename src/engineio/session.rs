@@ -67,6 +67,9 @@ pub(crate) enum Upgrade {
     Probed,
 }
 
+/// Frames' room a queue keeps between writes.
+const KEPT_QUEUE_CAPACITY: usize = 4;
+
 #[derive(Debug)]
 struct State {
     queue: VecDeque<Frame>,
@@ -233,6 +236,7 @@ impl<D> Session<D> {
             // client that closed itself knows already, and its pending poll gets a noop). A
             // WebSocket is simply closed, as the reference server does.
             if reason != CloseReason::TransportClose && st.transport == Transport::Polling {
+                st.queued_bytes += Frame::CLOSE.len();
                 st.queue.push_back(Frame::CLOSE);
             }
         }
@@ -275,17 +279,42 @@ impl<D> Session<D> {
 
     // ---- used by the transports -------------------------------------------------------------
 
-    /// Takes every queued frame, and the queue's allocation with them: an idle session holds
-    /// none, whatever its last burst was.
-    pub(crate) fn take_queue(&self) -> Vec<Frame> {
+    /// Hands queued frames, oldest first, to `gather` until it returns `false` or none are
+    /// left. Frames left over wake the writer again, so that it comes back for them after
+    /// whatever else it has to do.
+    ///
+    /// The frames are encoded straight from the queue, which keeps a small allocation between
+    /// writes (the recipients of a broadcast then allocate nothing); a larger one left by a
+    /// burst is let go, and an idle session lets go of the small one too (see
+    /// [`pong_received`](Self::pong_received)).
+    pub(crate) fn drain_frames(&self, mut gather: impl FnMut(&Frame) -> bool) {
         let mut st = self.lock();
-        self.metrics.packets_out(st.queue.len(), st.queued_bytes);
-        st.queued_bytes = 0;
+        let (mut count, mut bytes) = (0, 0);
+        while let Some(frame) = st.queue.pop_front() {
+            count += 1;
+            bytes += frame.len();
+            if !gather(&frame) {
+                break;
+            }
+        }
+        st.queued_bytes = st.queued_bytes.saturating_sub(bytes);
+        self.metrics.packets_out(count, bytes);
+        if !st.queue.is_empty() {
+            self.writer.notify_one();
+            return;
+        }
+        if st.queue.capacity() > KEPT_QUEUE_CAPACITY {
+            st.queue = VecDeque::new();
+        }
         if st.close_reason.is_some() {
             // A session closed during its upgrade hands its last packets to the WebSocket.
             self.drained.notify_one();
         }
-        Vec::from(std::mem::take(&mut st.queue))
+    }
+
+    /// Whether frames wait to be written.
+    pub(crate) fn has_queued(&self) -> bool {
+        !self.lock().queue.is_empty()
     }
 
     pub(crate) fn writer_notified(&self) -> tokio::sync::futures::Notified<'_> {
@@ -414,9 +443,16 @@ impl<D> Session<D> {
         self.lock().awaiting_pong
     }
 
-    /// A pong arrived.
+    /// A pong arrived. The session has been idle or busy for a heartbeat: an empty queue lets
+    /// go of its allocation, so that an idle session holds none.
     pub(crate) fn pong_received(&self) {
-        let was_waiting = std::mem::replace(&mut self.lock().awaiting_pong, false);
+        let was_waiting = {
+            let mut st = self.lock();
+            if st.queue.is_empty() {
+                st.queue = VecDeque::new();
+            }
+            std::mem::replace(&mut st.awaiting_pong, false)
+        };
         if was_waiting {
             self.pong.notify_one();
         }

@@ -255,17 +255,17 @@ impl<H: Handler> EngineIo<H> {
     }
 }
 
-/// Writes frames with as few system calls as the socket allows: all of them are gathered (up
-/// to [`BATCH_LIMIT`] at a time) and written at once, rather than a `sendto` per frame, which is
-/// what a broadcast to many recipients would otherwise cost.
-async fn write_frames(ws: &mut Ws, frames: Vec<Frame>) -> Result<(), WsError> {
-    for frame in frames {
-        let io = ws.get_mut();
-        if io.gathered() >= BATCH_LIMIT {
-            std::future::poll_fn(|cx| io.poll_write_out(cx)).await?;
-        }
-        io.gather(&frame);
-    }
+/// Writes what is queued with as few system calls as the socket allows: frames are encoded
+/// straight from the session's queue into one buffer (up to [`BATCH_LIMIT`] bytes) and written at
+/// once, rather than a `sendto` per frame, which is what a broadcast to many recipients would
+/// otherwise cost. What is beyond the limit waits for the next turn of the I/O loop (the
+/// session wakes the writer again for it), so that a busy connection is still read from.
+async fn write_queued<D>(ws: &mut Ws, session: &Session<D>) -> Result<(), WsError> {
+    let io = ws.get_mut();
+    session.drain_frames(|frame| {
+        io.gather(frame);
+        io.gathered() < BATCH_LIMIT
+    });
     // Through tungstenite, so that a pong it owes goes out too (after the batch).
     ws.flush().await
 }
@@ -426,8 +426,7 @@ async fn io_loop<H: Handler>(
             },
             _ = session.writer_notified() => {
                 // Boxed: only a connection that is writing needs this state.
-                let frames = session.take_queue();
-                let written = boxed(write_until_closed(session, ws, frames, timer.as_mut(), &mut beat, beating)).await;
+                let written = boxed(write_until_closed(session, ws, timer.as_mut(), &mut beat, beating)).await;
                 if !written && !session.is_closed() {
                     session.close(CloseReason::TransportError);
                 }
@@ -445,12 +444,11 @@ async fn io_loop<H: Handler>(
 async fn write_until_closed<D>(
     session: &Session<D>,
     ws: &mut Ws,
-    frames: Vec<Frame>,
     mut timer: Pin<&mut Sleep>,
     beat: &mut Beat<'_, D>,
     beating: bool,
 ) -> bool {
-    let write = write_frames(ws, frames);
+    let write = write_queued(ws, session);
     tokio::pin!(write);
     loop {
         tokio::select! {
@@ -471,11 +469,17 @@ fn farewell<'a, D: Send + Sync>(
     peer_closed: bool,
 ) -> Pin<Box<dyn Future<Output = Result<(), WsError>> + Send + 'a>> {
     let last_words = async move {
-        let frames = session.take_queue();
-        if peer_closed && !frames.is_empty() {
+        if peer_closed && session.has_queued() {
             return Ok(());
         }
-        write_frames(ws, frames).await?;
+        // At least once: the flush also sends what tungstenite owes (after a protocol error,
+        // its own close frame). The session is closed, nothing more gets queued: this ends.
+        loop {
+            write_queued(ws, session).await?;
+            if !session.has_queued() {
+                break;
+            }
+        }
         let frame = CloseFrame {
             code: close_code,
             reason: Utf8Bytes::default(),

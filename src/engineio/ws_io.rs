@@ -28,8 +28,9 @@ use super::packet::Frame;
 /// frames per system call, while a connection with a long backlog stays cheap.
 pub(crate) const BATCH_LIMIT: usize = 64 * 1024;
 
-/// The first allocation of a batch: most are a few small frames.
-const FIRST_BATCH_CAPACITY: usize = 4096;
+/// The first allocation of a batch. Most batches are one or a few small frames: an allocation
+/// this small comes from the allocator's per-thread cache, and the buffer grows for more.
+const FIRST_BATCH_CAPACITY: usize = 512;
 
 /// The connection itself.
 enum Inner {
