@@ -375,13 +375,14 @@ async fn io_loop<H: Handler>(
     };
     let timer = tokio::time::sleep(config.ping_interval);
     tokio::pin!(timer);
+    let mut read_parked = false;
     loop {
         // Checked first: a session can be closed already when its socket takes over.
         if session.is_closed() {
             return Some((close_code, peer_closed));
         }
         tokio::select! {
-            msg = ws.next() => match msg {
+            msg = next_message(ws, &mut read_parked) => match msg {
                 // Every message costs a token, control frames included: a flood of tiny frames
                 // costs CPU even when each is harmless.
                 Some(Ok(_)) if !rate.try_take() => {
@@ -437,6 +438,24 @@ async fn io_loop<H: Handler>(
             () = timer.as_mut(), if beating => beat.on_timer(timer.as_mut()),
         }
     }
+}
+
+/// The client's next message. Once the stream had none, it is polled again only when the
+/// socket is readable: the task also wakes for every write, and asking tungstenite for a message
+/// costs far more than asking the socket. A Pending stream has no complete frame buffered (it
+/// read until the socket had nothing more), so nothing waits unseen.
+fn next_message<'a>(
+    ws: &'a mut Ws,
+    parked: &'a mut bool,
+) -> impl Future<Output = Option<Result<WsMessage, WsError>>> + 'a {
+    std::future::poll_fn(move |cx| {
+        if *parked && ws.get_ref().poll_read_ready(cx).is_pending() {
+            return std::task::Poll::Pending;
+        }
+        let polled = ws.poll_next_unpin(cx);
+        *parked = polled.is_pending();
+        polled
+    })
 }
 
 /// Writes frames unless the session closes first; the heartbeat goes on while a slow client

@@ -72,6 +72,19 @@ impl WsIo {
         }
     }
 
+    /// Ready when a read could make progress: bytes from before the upgrade wait, or the socket
+    /// is readable (or it is not a socket this can ask). Otherwise the task is woken once it is.
+    pub(crate) fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.prefix_pos < self.prefix.len() {
+            return Poll::Ready(());
+        }
+        match &self.inner {
+            // An error is the reader's to find.
+            Inner::Tcp(s) => s.poll_read_ready(cx).map(|_| ()),
+            Inner::Other(_) => Poll::Ready(()),
+        }
+    }
+
     /// Bytes gathered and not written yet.
     pub(crate) fn gathered(&self) -> usize {
         self.out.len() - self.out_pos
