@@ -268,6 +268,15 @@ impl Namespace {
 
     /// The local sockets a broadcast reaches.
     fn targets(&self, target: &BroadcastTarget) -> Vec<Arc<Socket>> {
+        let mut out = Vec::new();
+        self.for_each_target(target, |socket| out.push(socket.clone()));
+        out
+    }
+
+    /// Calls `f` for every socket a broadcast reaches, under the read lock of the sockets: a
+    /// broadcast then neither clones an `Arc` nor collects a list per recipient. `f` must not
+    /// take that lock again (it would wait behind a waiting writer).
+    fn for_each_target(&self, target: &BroadcastTarget, f: impl FnMut(&Arc<Socket>)) {
         let sockets = read(&self.sockets);
         let mut excluded: Vec<Id> = Vec::new();
         for room in &target.except {
@@ -275,9 +284,10 @@ impl Namespace {
         }
         // Sorted, so that leaving out a large room costs a search per recipient, not a scan.
         excluded.sort_unstable();
-        let keep = |s: &&Arc<Socket>| excluded.binary_search(&s.id()).is_err();
+        let keep = |s: &Arc<Socket>| excluded.binary_search(&s.id()).is_err();
         if target.rooms.is_empty() {
-            return sockets.values().filter(keep).cloned().collect();
+            sockets.values().filter(|s| keep(s)).for_each(f);
+            return;
         }
         let mut ids = Vec::new();
         for room in &target.rooms {
@@ -292,9 +302,8 @@ impl Namespace {
         }
         ids.iter()
             .filter_map(|id| sockets.get(id))
-            .filter(keep)
-            .cloned()
-            .collect()
+            .filter(|s| keep(s))
+            .for_each(f);
     }
 
     /// Whether this node has a member of `room` (a socket's own-id room included).
@@ -429,10 +438,12 @@ impl BroadcastOperator {
             self.ns.adapter.publish(packet, &self.opts);
         }
         let frames = encode_frames(packet);
+        let volatile = self.flags().volatile;
         let mut delivered = 0;
-        for socket in self.sockets() {
+        // Queueing only: closing a client that does not read is left to its own tasks.
+        self.ns.for_each_target(self.target(), |socket| {
             let session = socket.session();
-            let sent = if self.flags().volatile {
+            let sent = if volatile {
                 session.send_volatile(frames.iter().cloned())
             } else {
                 session.send_all(frames.iter().cloned())
@@ -440,7 +451,7 @@ impl BroadcastOperator {
             if sent.is_ok() {
                 delivered += 1;
             }
-        }
+        });
         delivered
     }
 
