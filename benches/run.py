@@ -576,7 +576,8 @@ def main() -> int:
     mode.add_argument("--full", action="store_true", help="every cell of the issue")
     ap.add_argument("--reps", type=int, default=3, help="repetitions of each cell (default 3)")
     ap.add_argument("--servers", default=",".join(SERVERS), help="comma-separated subset")
-    ap.add_argument("--only", default="", help="run only cells whose key contains one of these (comma-separated)")
+    ap.add_argument("--only", default="", help="run only cells whose key contains one of these "
+                    "(comma-separated; a whole key selects that cell alone)")
     ap.add_argument("--no-build", action="store_true", help="use the binaries as they are")
     ap.add_argument("--table", metavar="FILE", help="print the table of a stored results file")
     ap.add_argument("--quiet-wait", type=float, default=10.0, metavar="S",
@@ -611,7 +612,11 @@ def main() -> int:
     cells = cells_for(mode_name)
     if args.only:
         wanted = args.only.split(",")
-        cells = [c for c in cells if any(w in c.key for w in wanted)]
+        keys = {c.key for c in cells}
+        # A word that is a whole key selects that cell alone (connect-upgrade-1000 is part of
+        # connect-upgrade-10000 too).
+        cells = [c for c in cells
+                 if any(w == c.key if w in keys else w in c.key for w in wanted)]
     stamp = dt.datetime.now(dt.timezone.utc)
     outdir = BENCHES / "results"
     outdir.mkdir(exist_ok=True)
