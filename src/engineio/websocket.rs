@@ -178,11 +178,16 @@ pub(crate) fn upgrade_existing<H: Handler>(
                 r = tokio::time::timeout(engine.config().upgrade_timeout, probe(&mut ws, &session)) => r.unwrap_or(false),
                 _ = session.closed() => false,
             };
-            if !upgraded && session.is_closed() && session.is_probed() {
-                // The session ended after `3probe`: the client has paused polling, which would
-                // never fetch the close packet, and is about to move to this socket. Closing the
-                // socket now would fail its probe and leave it waiting for a ping timeout; once
-                // it has moved, the farewell tells it the transport closed.
+            let server_closed = matches!(
+                session.close_reason(),
+                Some(CloseReason::ForcedClose | CloseReason::ServerShutdown)
+            );
+            if !upgraded && server_closed && session.is_probed() {
+                // The server ended the session after `3probe`: the client has paused polling,
+                // which would never fetch the close packet, and is about to move to this socket.
+                // Closing the socket now would fail its probe and leave it waiting for a ping
+                // timeout; once it has moved, the farewell tells it the transport closed. (A
+                // client that went silent is not waited for: its socket closes with the session.)
                 upgraded = tokio::time::timeout(CLOSE_GRACE, upgrade_packet(&mut ws))
                     .await
                     .unwrap_or(false);
