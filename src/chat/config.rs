@@ -39,8 +39,8 @@ impl Default for ChatConfig {
             rate_per_second: 10.0,
             shutdown_grace: Duration::from_secs(3),
             redis_url: None,
-            ws_message_burst: 5000,
-            ws_messages_per_second: 2500.0,
+            ws_message_burst: 100_000,
+            ws_messages_per_second: 50_000.0,
         }
     }
 }
@@ -62,9 +62,9 @@ Options (each also read from the environment variable in brackets; a flag wins):
   --rate-per-second <N>         sustained roomMessages per second per socket [RATE_PER_SECOND]
                                 (default 10)
   --ws-message-burst <N>        WebSocket messages at once per client [WS_MESSAGE_BURST]
-                                (default 5000)
+                                (default 100000)
   --ws-messages-per-second <N>  sustained WebSocket messages per second per client
-                                [WS_MESSAGES_PER_SECOND] (default 2500); beyond, close 1008
+                                [WS_MESSAGES_PER_SECOND] (default 50000); beyond, close 1008
   --redis-url <URL>             join the cluster of nodes on this Redis [REDIS_URL]
                                 (e.g. redis://127.0.0.1:6379/; default: one node, in memory)
   -h, --help                    this text

@@ -79,11 +79,14 @@ impl Default for EngineConfig {
             max_packets_per_post: 256,
             body_read_timeout: Duration::from_secs(15),
             max_sessions: 100_000,
-            max_sessions_per_ip: 10_000,
-            handshake_burst_per_ip: 1_000,
-            handshakes_per_second_per_ip: 500.0,
-            ws_message_burst: 5_000,
-            ws_messages_per_second: 2_500.0,
+            // Out of the way of load tests from one address and of clients behind one proxy or
+            // NAT; a server facing the internet directly may want them far tighter.
+            max_sessions_per_ip: 100_000,
+            handshake_burst_per_ip: 20_000,
+            handshakes_per_second_per_ip: 5_000.0,
+            // Far above what any client needs; it bounds what a flood of tiny frames costs.
+            ws_message_burst: 100_000,
+            ws_messages_per_second: 50_000.0,
         }
     }
 }

@@ -1,8 +1,8 @@
 //! The WebSocket transport: the HTTP handshake, the upgrade of a polling session (`2probe`,
 //! `3probe`, `5`), and the I/O loop that owns the socket for the rest of the session.
 //!
-//! One task per WebSocket reads frames and, when woken, writes everything queued in one flush;
-//! for a session opened over WebSocket it also runs the heartbeat. Reading pauses while a write
+//! One task per WebSocket reads frames and, when woken, writes what is queued (up to 64 KiB per
+//! system call); for a session opened over WebSocket it also runs the heartbeat. Reading pauses while a write
 //! is pending: a client that does not read is not read from either, its queue fills up and it is
 //! disconnected, while the heartbeat ends one that vanished.
 
@@ -33,9 +33,10 @@ use tracing::Instrument;
 
 type Ws = WebSocketStream<WsIo>;
 
-/// tungstenite's read buffer. Client messages are mostly small; a larger one is allocated for a
-/// large message while it arrives.
-const READ_BUFFER_SIZE: usize = 1024;
+/// tungstenite's read buffer, and the most one read takes. It lives as long as the connection,
+/// and client messages are mostly small: a larger one takes a few more reads (per message, not
+/// per recipient of what it causes) and grows the buffer while it arrives.
+const READ_BUFFER_SIZE: usize = 512;
 
 /// Time allowed for the last frames and the close handshake once a session ends.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);

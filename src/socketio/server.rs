@@ -205,18 +205,19 @@ impl SocketIoBuilder {
         self.config.engine.max_sessions = n;
         self
     }
-    /// Sessions one client address may hold (default 10,000); beyond, handshakes get `429`.
+    /// Sessions one client address may hold (default 100,000, the global cap's default: a proxy
+    /// or a NAT is one address for many clients); beyond, handshakes get `429`.
     pub fn max_sessions_per_ip(mut self, n: usize) -> Self {
         self.config.engine.max_sessions_per_ip = n;
         self
     }
-    /// Handshakes one client address may make at once and per second (default 1,000 and 500).
+    /// Handshakes one client address may make at once and per second (default 20,000 and 5,000).
     pub fn handshake_rate_per_ip(mut self, burst: u32, per_second: f64) -> Self {
         self.config.engine.handshake_burst_per_ip = burst;
         self.config.engine.handshakes_per_second_per_ip = per_second;
         self
     }
-    /// WebSocket messages a client may send at once and per second (default 5,000 and 2,500);
+    /// WebSocket messages a client may send at once and per second (default 100,000 and 50,000);
     /// beyond, the connection is closed with 1008.
     pub fn ws_message_rate(mut self, burst: u32, per_second: f64) -> Self {
         self.config.engine.ws_message_burst = burst;
