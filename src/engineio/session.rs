@@ -280,20 +280,22 @@ impl<D> Session<D> {
     // ---- used by the transports -------------------------------------------------------------
 
     /// Hands queued frames, oldest first, to `gather` until it returns `false` or none are
-    /// left. Frames left over wake the writer again, so that it comes back for them after
-    /// whatever else it has to do.
+    /// left; with each frame it gets the bytes that were queued when the drain began (frame
+    /// headers not counted), so that the writer can size its buffer once. Frames left over
+    /// wake the writer again, so that it comes back for them after whatever else it has to do.
     ///
     /// The frames are encoded straight from the queue, which keeps a small allocation between
     /// writes (the recipients of a broadcast then allocate nothing); a larger one left by a
     /// burst is let go, and an idle session lets go of the small one too (see
     /// [`pong_received`](Self::pong_received)).
-    pub(crate) fn drain_frames(&self, mut gather: impl FnMut(&Frame) -> bool) {
+    pub(crate) fn drain_frames(&self, mut gather: impl FnMut(&Frame, usize) -> bool) {
         let mut st = self.lock();
+        let queued = st.queued_bytes;
         let (mut count, mut bytes) = (0, 0);
         while let Some(frame) = st.queue.pop_front() {
             count += 1;
             bytes += frame.len();
-            if !gather(&frame) {
+            if !gather(&frame, queued) {
                 break;
             }
         }

@@ -268,7 +268,10 @@ impl<H: Handler> EngineIo<H> {
 /// session wakes the writer again for it), so that a busy connection is still read from.
 async fn write_queued<D>(ws: &mut Ws, session: &Session<D>) -> Result<(), WsError> {
     let io = ws.get_mut();
-    session.drain_frames(|frame| {
+    session.drain_frames(|frame, queued| {
+        if io.gathered() == 0 {
+            io.reserve(queued.min(BATCH_LIMIT));
+        }
         io.gather(frame);
         io.gathered() < BATCH_LIMIT
     });
