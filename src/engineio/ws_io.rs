@@ -90,13 +90,12 @@ impl WsIo {
         self.out.len() - self.out_pos
     }
 
-    /// Makes room for about `bytes` of payload, so that a large batch is not copied as its
+    /// Makes room for about `bytes` more of payload, so that a large batch is not copied as its
     /// buffer grows.
     pub(crate) fn reserve(&mut self, bytes: usize) {
         // Frame headers take 2 to 14 bytes each; a few spare bytes cover the usual ones.
-        let want = (bytes + bytes / 16).max(FIRST_BATCH_CAPACITY);
         self.out
-            .reserve(want.saturating_sub(self.out.len() - self.out_pos));
+            .reserve((bytes + bytes / 16).max(FIRST_BATCH_CAPACITY));
     }
 
     /// Adds a frame to the batch.
