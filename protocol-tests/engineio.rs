@@ -167,12 +167,9 @@ async fn error_code_3_bad_request() {
         .assert_engine_error(400, 3);
     // The same on a polling session's id.
     let p = Polling::open(addr, E).await;
-    get(
-        addr,
-        &format!("{E}?EIO=4&transport=websocket&sid={}", p.sid),
-    )
-    .await
-    .assert_engine_error(400, 3);
+    get(addr, &p.websocket_target())
+        .await
+        .assert_engine_error(400, 3);
     // A method polling does not know.
     request(addr, "PUT", &p.target(), &[], b"4x")
         .await
@@ -617,13 +614,7 @@ async fn upgrade_from_polling_to_websocket() {
     let p = Polling::open(addr, E).await;
     let pending = p.spawn_get();
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let mut ws = ws_connect(
-        addr,
-        &format!("{E}?EIO=4&transport=websocket&sid={}", p.sid),
-    )
-    .await;
-    ws_send(&mut ws, "2probe").await;
-    assert_eq!(ws_recv_text(&mut ws).await, "3probe");
+    let mut ws = p.probed_websocket().await;
     // The pending GET is released with a noop, and so is any GET during the upgrade.
     let released = tokio::time::timeout(STEP, pending)
         .await
@@ -638,12 +629,7 @@ async fn upgrade_from_polling_to_websocket() {
     p.get().await.assert_engine_error(400, 3);
     p.post(b"4x").await.assert_engine_error(400, 3);
     // A second WebSocket for the same session is refused or closed at once.
-    let (mut second, resp) = RawWs::connect_response(
-        addr,
-        &format!("{E}?EIO=4&transport=websocket&sid={}", p.sid),
-        &[],
-    )
-    .await;
+    let (mut second, resp) = RawWs::connect_response(addr, &p.websocket_target(), &[]).await;
     if resp.status == 101 {
         second.expect_failure(Duration::from_secs(1)).await;
     } else {
@@ -665,13 +651,7 @@ async fn upgrade_from_polling_to_websocket() {
 async fn packets_queued_during_the_upgrade_arrive_in_order_over_websocket() {
     let addr = spawn_conformance_server().await;
     let p = Polling::open(addr, E).await;
-    let mut ws = ws_connect(
-        addr,
-        &format!("{E}?EIO=4&transport=websocket&sid={}", p.sid),
-    )
-    .await;
-    ws_send(&mut ws, "2probe").await;
-    assert_eq!(ws_recv_text(&mut ws).await, "3probe");
+    let mut ws = p.probed_websocket().await;
     poll_until_noop(&p, p.get().await).await;
     // Produced while the upgrade is under way: queued, not lost.
     p.post_ok("4m1\u{1e}4m2\u{1e}bAQID\u{1e}4m3".as_bytes())
@@ -705,13 +685,7 @@ async fn upgrade_that_never_completes_times_out_and_polling_goes_on() {
     .await;
     // Probed but never completed.
     let p = Polling::open(addr, E).await;
-    let mut ws = ws_connect(
-        addr,
-        &format!("{E}?EIO=4&transport=websocket&sid={}", p.sid),
-    )
-    .await;
-    ws_send(&mut ws, "2probe").await;
-    assert_eq!(ws_recv_text(&mut ws).await, "3probe");
+    let mut ws = p.probed_websocket().await;
     let start = Instant::now();
     let end = ws_expect_end(&mut ws, Duration::from_secs(3)).await;
     assert!(
@@ -726,23 +700,13 @@ async fn upgrade_that_never_completes_times_out_and_polling_goes_on() {
 
     // Connected but never probed.
     let p = Polling::open(addr, E).await;
-    let mut ws = ws_connect(
-        addr,
-        &format!("{E}?EIO=4&transport=websocket&sid={}", p.sid),
-    )
-    .await;
+    let mut ws = p.websocket().await;
     let end = ws_expect_end(&mut ws, Duration::from_secs(3)).await;
     assert!(end.after >= Duration::from_millis(350));
     p.post_ok(b"4again").await;
     assert_eq!(p.get_packets().await, ["4again"]);
     // And the session can still upgrade afterwards.
-    let mut ws = ws_connect(
-        addr,
-        &format!("{E}?EIO=4&transport=websocket&sid={}", p.sid),
-    )
-    .await;
-    ws_send(&mut ws, "2probe").await;
-    assert_eq!(ws_recv_text(&mut ws).await, "3probe");
+    let mut ws = p.probed_websocket().await;
     ws_send(&mut ws, "5").await;
     ws_send(&mut ws, "4upgraded").await;
     assert_eq!(ws_recv_text(&mut ws).await, "4upgraded");
@@ -752,11 +716,7 @@ async fn upgrade_that_never_completes_times_out_and_polling_goes_on() {
 async fn upgrade_with_a_bad_probe_keeps_the_session_on_polling() {
     let addr = spawn_conformance_server().await;
     let p = Polling::open(addr, E).await;
-    let mut ws = ws_connect(
-        addr,
-        &format!("{E}?EIO=4&transport=websocket&sid={}", p.sid),
-    )
-    .await;
+    let mut ws = p.websocket().await;
     // `5` before the probe.
     ws_send(&mut ws, "5").await;
     ws_expect_end(&mut ws, Duration::from_secs(1)).await;
@@ -975,7 +935,7 @@ async fn forbidden_origin_is_refused_on_the_websocket_handshake() {
     let p = Polling::open(addr, E).await;
     let (_ws, resp) = RawWs::connect_response(
         addr,
-        &format!("{E}?EIO=4&transport=websocket&sid={}", p.sid),
+        &p.websocket_target(),
         &[("Origin", "http://evil.example")],
     )
     .await;

@@ -505,12 +505,7 @@ async fn a_tcp_resets_at_any_point_are_absorbed() {
         drop(ws);
         // During an upgrade: the polling session goes on.
         let p = Polling::open(addr, E).await;
-        let (mut ws, resp) = RawWs::connect_response(
-            addr,
-            &format!("{E}?EIO=4&transport=websocket&sid={}", p.sid),
-            &[],
-        )
-        .await;
+        let (mut ws, resp) = RawWs::connect_response(addr, &p.websocket_target(), &[]).await;
         assert_eq!(resp.status, 101);
         ws.send_text("2probe").await.expect("write");
         assert_eq!(ws.read_frame().await.expect("3probe").text(), "3probe");
@@ -601,12 +596,7 @@ async fn a_websocket_handshake_followed_by_garbage_fails_only_that_connection() 
         // The same during an upgrade: the polling session survives.
         let p = Polling::open(addr, E).await;
         let mut conn = HttpConn::connect(addr).await;
-        let mut req = request_head(
-            "GET",
-            &format!("{E}?EIO=4&transport=websocket&sid={}", p.sid),
-            &RawWs::handshake_headers(),
-            0,
-        );
+        let mut req = request_head("GET", &p.websocket_target(), &RawWs::handshake_headers(), 0);
         req.extend_from_slice(b"test");
         conn.send_raw(&req).await.expect("write");
         assert!(conn.closed_within(Duration::from_secs(2)).await);

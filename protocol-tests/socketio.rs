@@ -318,13 +318,7 @@ async fn a_close_during_the_upgrade_reaches_the_client_over_its_new_websocket() 
     p.post_ok(b"40").await;
     let joined = p.get_answering_pings().await;
     assert!(joined[0].starts_with("40{"), "{joined:?}");
-    let mut ws = ws_connect(
-        addr,
-        &format!("{S}?EIO=4&transport=websocket&sid={}", p.sid),
-    )
-    .await;
-    ws_send(&mut ws, "2probe").await;
-    assert_eq!(ws_recv_text(&mut ws).await, "3probe");
+    let mut ws = p.probed_websocket().await;
     // Still over polling, as a client pausing its polling may do: the server closes the session.
     p.post_ok(br#"42["close-transport"]"#).await;
     let early = tokio::time::timeout(Duration::from_millis(300), ws_next(&mut ws)).await;

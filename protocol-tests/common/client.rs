@@ -438,6 +438,24 @@ impl Polling {
         format!("{}?EIO=4&transport=polling&sid={}", self.path, self.sid)
     }
 
+    /// The request target of a WebSocket joining this session.
+    pub fn websocket_target(&self) -> String {
+        format!("{}?EIO=4&transport=websocket&sid={}", self.path, self.sid)
+    }
+
+    /// A WebSocket joining this session, before its probe.
+    pub async fn websocket(&self) -> Ws {
+        ws_connect(self.addr, &self.websocket_target()).await
+    }
+
+    /// A WebSocket joining this session that has probed: `2probe` answered with `3probe`.
+    pub async fn probed_websocket(&self) -> Ws {
+        let mut ws = self.websocket().await;
+        ws_send(&mut ws, "2probe").await;
+        assert_eq!(ws_recv_text(&mut ws).await, "3probe");
+        ws
+    }
+
     /// A GET (panics if there is no answer within [`STEP`]).
     pub async fn get(&self) -> HttpResponse {
         get(self.addr, &self.target()).await
