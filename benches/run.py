@@ -38,17 +38,27 @@ LOADGEN = BENCHES / "loadgen" / "target" / "release" / "loadgen"
 SERVER_CORE = 0
 GEN_CORE = 1
 SERVERS = ["ours", "socketioxide", "node"]
+# Table order, with the optional "base" (see --baseline) beside ours.
+COLUMNS = ["ours", "base", "socketioxide", "node"]
 
 
 # ---------------------------------------------------------------------------------------------
 # Servers
 
 
+# `--baseline DIR`: another checkout of this repository, built by the runner too, run as the
+# server "base" (a before/after comparison of our own server in one run).
+BASELINE: Path | None = None
+
+
 def server_command(server: str, program: str) -> list[str]:
-    if server == "ours":
+    if server in ("ours", "base"):
+        root = ROOT if server == "ours" else BASELINE
+        if root is None:
+            raise ValueError("the server 'base' needs --baseline DIR")
         if program == "chat":
-            return [str(ROOT / "target" / "release" / "chat-server")]
-        return [str(BENCHES / "peers" / "ours" / "target" / "release" / "broadcast")]
+            return [str(root / "target" / "release" / "chat-server")]
+        return [str(root / "benches" / "peers" / "ours" / "target" / "release" / "broadcast")]
     if server == "socketioxide":
         return [str(BENCHES / "peers" / "socketioxide" / "target" / "release" / program)]
     if server == "node":
@@ -242,7 +252,7 @@ def cells_for(mode: str) -> list[Cell]:
                     ["broadcast", "--program", "chat", "--clients", str(n), "--size", str(size),
                      "--rate", "0", "--window", "64", "--duration", dur, "--warmup", warm],
                     n,
-                    ["deliveries_per_s", "cpu_per_delivery_us", "cpu_login_us"],
+                    ["deliveries_per_s", "cpu_per_delivery_us", "cpu_login_us", "login_events"],
                 )
             )
 
@@ -320,6 +330,9 @@ def derive(cell: Cell, r: dict) -> dict:
     if start and w1 and start.get("pss_kb") and w1.get("pss_kb"):
         out["pss_kb"] = (w1["pss_kb"] - start["pss_kb"]) / n
     out["connect_per_s"] = r.get("connect", {}).get("per_s")
+    # Room traffic the logins caused (users lists, notifications) that reached the clients: a
+    # server that drops some of it spends less CPU per login for less work.
+    out["login_events"] = (r.get("login") or {}).get("events")
     wcpu = delta(w0, w1)
     if wcpu is not None and win.get("s"):
         out["server_cpu_frac"] = wcpu / win["s"]
@@ -418,6 +431,7 @@ LABELS = {
     "pss_kb": ("PSS per connection", "KiB", False),
     "cpu_connect_us": ("server CPU per connect", "µs", False),
     "cpu_login_us": ("server CPU per login", "µs", False),
+    "login_events": ("events received while logging in", "count", True),
     "connect_per_s": ("connects per second", "/s", True),
     "cpu_per_delivery_us": ("server CPU per delivery", "µs", False),
     "deliveries_per_s": ("deliveries per second", "/s", True),
@@ -460,7 +474,7 @@ def table(cells: list[Cell], results: dict) -> str:
     counts = {k: {s: len(usable(v)) for s, v in per.items()} for k, per in results.items()}
     results = {k: {s: usable(v) for s, v in per.items()} for k, per in results.items()}
 
-    servers = [s for s in SERVERS if any(results.get(c.key, {}).get(s) for c in cells)]
+    servers = [s for s in COLUMNS if any(results.get(c.key, {}).get(s) for c in cells)]
     head = "| cell | metric | " + " | ".join(
         s if s == "ours" else f"{s} | ×ours" for s in servers) + " |"
     sep = "|" + "---|" * (2 + sum(1 if s == "ours" else 2 for s in servers))
@@ -557,9 +571,10 @@ def build(servers: list[str]) -> None:
         subprocess.run(cmd, cwd=cwd, check=True)
 
     sh(["cargo", "build", "--release", "--quiet"], BENCHES / "loadgen")
-    if "ours" in servers:
-        sh(["cargo", "build", "--release", "--quiet", "--bin", "chat-server"], ROOT)
-        sh(["cargo", "build", "--release", "--quiet"], BENCHES / "peers" / "ours")
+    for server, root in (("ours", ROOT), ("base", BASELINE)):
+        if server in servers and root is not None:
+            sh(["cargo", "build", "--release", "--quiet", "--bin", "chat-server"], root)
+            sh(["cargo", "build", "--release", "--quiet"], root / "benches" / "peers" / "ours")
     if "socketioxide" in servers:
         sh(["cargo", "build", "--release", "--quiet"], BENCHES / "peers" / "socketioxide")
     if "node" in servers and not (BENCHES / "peers" / "node" / "node_modules").is_dir():
@@ -582,9 +597,13 @@ def main() -> int:
     ap.add_argument("--table", metavar="FILE", help="print the table of a stored results file")
     ap.add_argument("--quiet-wait", type=float, default=10.0, metavar="S",
                     help="before each run, wait up to S seconds for the machine to be idle (default 10)")
+    ap.add_argument("--baseline", metavar="DIR", type=Path,
+                    help="another checkout of this repository, run as the server 'base' "
+                    "(add it to --servers)")
     args = ap.parse_args()
-    global QUIET_WAIT
+    global QUIET_WAIT, BASELINE
     QUIET_WAIT = args.quiet_wait
+    BASELINE = args.baseline.resolve() if args.baseline else None
 
     if args.table:
         stored = [json.loads(l) for l in Path(args.table).read_text().splitlines() if l.strip()]

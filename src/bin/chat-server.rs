@@ -28,14 +28,19 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("chat-server: cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config)) {
+    // As a task, the server runs on the runtime's worker threads rather than on this one.
+    let served = runtime.block_on(async { tokio::spawn(run(config)).await });
+    match served
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()))
+    {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("chat-server: {e}");
@@ -44,7 +49,21 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(config: ChatConfig) -> Result<(), Box<dyn std::error::Error>> {
+/// One thread when the process may use one CPU (a container's quota, `taskset`): a scheduler
+/// for several threads would only add synchronisation and hand-offs between the thread that
+/// accepts and the one that serves. Otherwise a worker per CPU.
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let one_cpu = std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
+    if one_cpu {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Runtime::new()
+    }
+}
+
+async fn run(config: ChatConfig) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let mut builder = SocketIo::builder()
         .allowed_origins(AllowedOrigins::List(config.endpoints.clone()))
         .allow_same_origin(true)
