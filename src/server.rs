@@ -2,7 +2,10 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use hyper::body::Incoming;
@@ -10,7 +13,8 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 
 use crate::engineio::{Body, RemoteAddr};
@@ -111,7 +115,7 @@ pub async fn serve<F, Fut>(
 }
 
 async fn serve_connection<F, Fut>(
-    stream: tokio::net::TcpStream,
+    stream: TcpStream,
     addr: SocketAddr,
     config: HttpConfig,
     handler: F,
@@ -131,7 +135,7 @@ async fn serve_connection<F, Fut>(
         .header_read_timeout(config.header_read_timeout)
         .max_headers(config.max_headers);
     let conn = builder
-        .serve_connection(TokioIo::new(stream), service)
+        .serve_connection(TokioIo::new(Conn::new(stream)), service)
         .with_upgrades();
     tokio::pin!(conn);
     tokio::select! {
@@ -144,5 +148,117 @@ async fn serve_connection<F, Fut>(
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
         }
+    }
+}
+
+/// A connection as hyper sees it: the socket, except that a `101 Switching Protocols` head is
+/// held back rather than written at once.
+///
+/// A WebSocket opened straight away costs the server three writes: the `101`, the Engine.IO
+/// open packet, and the answer to the client's Socket.IO `CONNECT`. The first two need not be
+/// apart: the WebSocket layer takes the held head over with the connection and sends it with
+/// the open packet, in one write (see `engineio::ws_io`). Whoever else uses the connection
+/// after a `101` (an embedder's own upgrade) gets the head written before anything else is
+/// read or written, so holding it never stalls an exchange.
+pub(crate) struct Conn {
+    stream: TcpStream,
+    held: Vec<u8>,
+}
+
+const SWITCHING_PROTOCOLS: &[u8] = b"HTTP/1.1 101 ";
+
+impl Conn {
+    fn new(stream: TcpStream) -> Conn {
+        Conn {
+            stream,
+            held: Vec::new(),
+        }
+    }
+
+    /// The socket, and the response head held back for the first write after the upgrade.
+    pub(crate) fn into_parts(self) -> (TcpStream, Vec<u8>) {
+        (self.stream, self.held)
+    }
+
+    fn hold(&mut self, bufs: &[io::IoSlice<'_>]) -> usize {
+        // Room for the frames that usually follow, so that they join it without a copy.
+        let len: usize = bufs.iter().map(|b| b.len()).sum();
+        self.held.reserve(len.max(512));
+        for b in bufs {
+            self.held.extend_from_slice(b);
+        }
+        len
+    }
+
+    /// Writes what is held; ready once nothing is.
+    fn poll_release(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.held.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        while !self.held.is_empty() {
+            let n = ready!(Pin::new(&mut self.stream).poll_write(cx, &self.held))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.held.drain(..n);
+        }
+        self.held = Vec::new();
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_release(cx))?;
+        Pin::new(&mut this.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.held.is_empty() && buf.starts_with(SWITCHING_PROTOCOLS) {
+            return Poll::Ready(Ok(this.hold(&[io::IoSlice::new(buf)])));
+        }
+        ready!(this.poll_release(cx))?;
+        Pin::new(&mut this.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let first = bufs.iter().find(|b| !b.is_empty());
+        if this.held.is_empty() && first.is_some_and(|b| b.starts_with(SWITCHING_PROTOCOLS)) {
+            return Poll::Ready(Ok(this.hold(bufs)));
+        }
+        ready!(this.poll_release(cx))?;
+        Pin::new(&mut this.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    /// A held head stays held: it is written with what follows it, or before the next read.
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_release(cx))?;
+        Pin::new(&mut this.stream).poll_shutdown(cx)
     }
 }

@@ -9,7 +9,9 @@
 //! largest frame it ever wrote: the session's frames are encoded here instead, into a buffer
 //! that is given back as soon as it is written, so an idle connection holds none. tungstenite
 //! still writes its control frames (pongs, close frames); they pass through, after whatever was
-//! gathered before them, so the byte stream stays in order.
+//! gathered before them, so the byte stream stays in order. On connections accepted by
+//! [`crate::server::serve`] the `101` response head is still unwritten when the connection
+//! arrives here: it is the start of the first batch, so that it leaves with the first frame.
 
 use std::io;
 use std::pin::Pin;
@@ -23,6 +25,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
 use super::packet::Frame;
+use crate::server::Conn;
 
 /// Gathered bytes beyond which they are written before more are gathered: a few hundred small
 /// frames per system call, while a connection with a long backlog stays cheap.
@@ -55,19 +58,30 @@ pub(crate) struct WsIo {
 impl WsIo {
     /// Takes the connection out of hyper's hands.
     pub(crate) fn new(upgraded: Upgraded) -> WsIo {
-        let (inner, prefix) = match upgraded.downcast::<TokioIo<TcpStream>>() {
-            // A copy: `read_buf` is a view into hyper's whole read buffer.
-            Ok(parts) => (
-                Inner::Tcp(parts.io.into_inner()),
-                Box::from(&parts.read_buf[..]),
-            ),
-            Err(upgraded) => (Inner::Other(TokioIo::new(upgraded)), Box::default()),
+        // Copies of `read_buf`: it is a view into hyper's whole read buffer.
+        let (inner, prefix, out) = match upgraded.downcast::<TokioIo<Conn>>() {
+            Ok(parts) => {
+                let (stream, held) = parts.io.into_inner().into_parts();
+                (Inner::Tcp(stream), Box::from(&parts.read_buf[..]), held)
+            }
+            Err(upgraded) => match upgraded.downcast::<TokioIo<TcpStream>>() {
+                Ok(parts) => (
+                    Inner::Tcp(parts.io.into_inner()),
+                    Box::from(&parts.read_buf[..]),
+                    Vec::new(),
+                ),
+                Err(upgraded) => (
+                    Inner::Other(TokioIo::new(upgraded)),
+                    Box::default(),
+                    Vec::new(),
+                ),
+            },
         };
         WsIo {
             inner,
             prefix,
             prefix_pos: 0,
-            out: Vec::new(),
+            out,
             out_pos: 0,
         }
     }
@@ -75,7 +89,8 @@ impl WsIo {
     /// Ready when a read could make progress: bytes from before the upgrade wait, or the socket
     /// is readable (or it is not a socket this can ask). Otherwise the task is woken once it is.
     pub(crate) fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.prefix_pos < self.prefix.len() {
+        // A read writes out what is gathered first (the held `101`, say).
+        if self.prefix_pos < self.prefix.len() || self.gathered() > 0 {
             return Poll::Ready(());
         }
         match &self.inner {
@@ -158,6 +173,9 @@ impl AsyncRead for WsIo {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        // The peer may be waiting for what is gathered (the `101` ahead of a probe, say)
+        // before it sends anything.
+        ready!(this.poll_write_out(cx))?;
         if this.prefix_pos < this.prefix.len() {
             let rest = &this.prefix[this.prefix_pos..];
             let n = rest.len().min(buf.remaining());
