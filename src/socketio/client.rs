@@ -39,6 +39,9 @@ where
 pub struct SessionState {
     decoder: Mutex<Decoder>,
     sockets: Mutex<HashMap<String, Arc<Socket>>>,
+    /// The task that closes the connection if it joins no namespace in time; ended as soon as
+    /// one is joined, rather than left waiting out the timeout for every connection.
+    connect_deadline: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for SessionState {
@@ -81,19 +84,22 @@ impl Handler for Client {
     fn on_open(&self, session: &SioSession) {
         *lock(&session.data().decoder) = Decoder::with_limits(self.state.config.decoder_limits());
         // A connection that joins no namespace in time is closed.
-        let session = session.clone();
         let timeout = self.state.config.connect_timeout;
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = tokio::time::sleep(timeout) => {
-                    if !session.data().has_sockets() {
-                        tracing::debug!(session = %session.log_id(), "no namespace joined in time");
-                        session.close(CloseReason::ForcedClose);
+        let deadline = tokio::spawn({
+            let session = session.clone();
+            async move {
+                tokio::select! {
+                    _ = tokio::time::sleep(timeout) => {
+                        if !session.data().has_sockets() {
+                            tracing::debug!(session = %session.log_id(), "no namespace joined in time");
+                            session.close(CloseReason::ForcedClose);
+                        }
                     }
+                    _ = session.closed() => {}
                 }
-                _ = session.closed() => {}
             }
         });
+        *lock(&session.data().connect_deadline) = Some(deadline);
     }
 
     fn on_message(&self, session: &SioSession, message: Message) {
@@ -193,6 +199,9 @@ impl Client {
                     return;
                 }
                 sockets.insert(nsp.clone(), socket.clone());
+            }
+            if let Some(deadline) = lock(&session.data().connect_deadline).take() {
+                deadline.abort();
             }
             ns.add(&socket);
             socket.mark_connected();
