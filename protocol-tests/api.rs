@@ -1,5 +1,6 @@
 //! The embedding API over real sockets: typed handlers (binary included), dynamic namespaces,
-//! acknowledgements from the server to one client and to a whole room.
+//! acknowledgements from the server to one client and to a whole room, and an upgrade of the
+//! embedding program's own beside Socket.IO.
 
 mod common;
 
@@ -177,4 +178,70 @@ async fn server_acks_to_one_client_and_to_a_room() {
         1,
         "{replies:?}"
     );
+}
+
+/// A program's own upgrade beside Socket.IO: its `101` reaches the client even when the program
+/// waits for the client to speak first (the server holds a `101` head back, to send it with
+/// what follows, and must let it go before it waits to read).
+#[tokio::test]
+async fn an_upgrade_of_the_programs_own_gets_its_101_before_the_program_reads() {
+    use hyper::{Response, StatusCode, header};
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let io = SocketIo::builder().build();
+    tokio::spawn(async move {
+        io.serve_with(listener, std::future::pending(), |req| async move {
+            tokio::spawn(async move {
+                let upgraded = hyper::upgrade::on(req).await.expect("upgraded");
+                let mut conn = BufReader::new(hyper_util::rt::TokioIo::new(upgraded));
+                let mut line = String::new();
+                conn.read_line(&mut line).await.expect("a line");
+                conn.get_mut()
+                    .write_all(format!("echo {line}").as_bytes())
+                    .await
+                    .expect("echo");
+            });
+            let mut resp = Response::new(socketio_server::engineio::Body::default());
+            *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+            resp.headers_mut()
+                .insert(header::UPGRADE, "line-echo".parse().unwrap());
+            resp.headers_mut()
+                .insert(header::CONNECTION, "upgrade".parse().unwrap());
+            resp
+        })
+        .await
+    });
+
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    tcp.write_all(
+        b"GET /custom HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: line-echo\r\n\r\n",
+    )
+    .await
+    .expect("request");
+    let mut head = Vec::new();
+    let mut buf = [0u8; 256];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
+            .await
+            .expect("the 101 in time, while the program waits to read")
+            .expect("read");
+        assert!(n > 0, "connection closed before the 101");
+        head.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101 "),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    tcp.write_all(b"hi\n").await.expect("line");
+    let mut echo = vec![0u8; 8];
+    tokio::time::timeout(Duration::from_secs(5), tcp.read_exact(&mut echo))
+        .await
+        .expect("the echo in time")
+        .expect("read");
+    assert_eq!(&echo, b"echo hi\n");
 }
