@@ -148,8 +148,8 @@ async fn server_acks_to_one_client_and_to_a_room() {
             .await
     });
     let question = ws_recv_app_text(&mut a).await;
-    assert_eq!(question, r#"420["question","q",1]"#);
-    ws_send(&mut a, r#"430["answer"]"#).await;
+    assert_eq!(question, r#"421["question","q",1]"#);
+    ws_send(&mut a, r#"431["answer"]"#).await;
     assert_eq!(asked.await.unwrap().unwrap(), "answer");
 
     // To a room: one answer arrives, the other client never answers and times out.

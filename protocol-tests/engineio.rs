@@ -351,15 +351,26 @@ async fn polling_binary_is_base64_both_ways() {
     let (mut ws, _) = ws_open(addr, E).await;
     ws_send_binary(&mut ws, &[0, 1, 2, 255, 254]).await;
     assert_eq!(ws_recv_app_binary(&mut ws).await, [0, 1, 2, 255, 254]);
-    // Invalid base64 is a parse error that ends the session.
+    // Invalid base64 is a parse error that ends the session: with no poll in flight to carry
+    // the close packet, the sid is unknown at once.
     let resp = p.post(b"b!!!").await;
     assert_eq!(resp.status, 400);
-    let after = p.get().await;
-    if after.status == 200 {
-        assert_eq!(after.packets(), ["1"]);
-    } else {
-        after.assert_engine_error(400, 1);
-    }
+    p.get().await.assert_engine_error(400, 1);
+}
+
+#[tokio::test]
+async fn a_parse_error_hands_the_close_packet_to_a_pending_poll() {
+    let addr = spawn_conformance_server().await;
+    let p = Polling::open(addr, E).await;
+    let pending = p.spawn_get();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(p.post(b"abc").await.status, 400);
+    let released = tokio::time::timeout(STEP, pending)
+        .await
+        .expect("the pending GET is released")
+        .expect("GET task");
+    assert_eq!(released.packets(), ["1"]);
+    p.assert_unknown().await;
 }
 
 #[tokio::test]
@@ -445,6 +456,17 @@ async fn ping_timeout_over_polling_closes_the_session() {
         "closed late: {waited:?}"
     );
     p.assert_unknown().await;
+}
+
+#[tokio::test]
+async fn a_silent_polling_client_is_unknown_once_its_pong_is_overdue() {
+    let addr = spawn_conformance_server().await;
+    let p = Polling::open(addr, E).await;
+    // The pong to the first ping is due pingInterval + pingTimeout after the handshake, counted
+    // by the server from before it answered: a client counting from the answer finds the
+    // session gone, and its queued ping with it.
+    tokio::time::sleep(PING_INTERVAL + PING_TIMEOUT).await;
+    p.get().await.assert_engine_error(400, 1);
 }
 
 #[tokio::test]
@@ -628,13 +650,12 @@ async fn upgrade_from_polling_to_websocket() {
     // Polling is over for this session.
     p.get().await.assert_engine_error(400, 3);
     p.post(b"4x").await.assert_engine_error(400, 3);
-    // A second WebSocket for the same session is refused or closed at once.
+    // A second WebSocket for the same session is accepted and closed at once, before any
+    // packet, as by the reference server.
     let (mut second, resp) = RawWs::connect_response(addr, &p.websocket_target(), &[]).await;
-    if resp.status == 101 {
-        second.expect_failure(Duration::from_secs(1)).await;
-    } else {
-        assert_eq!(resp.status, 400);
-    }
+    assert_eq!(resp.status, 101);
+    let frame = second.read_frame().await.expect("a close frame");
+    assert_eq!(frame.opcode(), 0x8, "{:?}", frame.text());
     // The heartbeat goes on over the WebSocket.
     let start = Instant::now();
     match ws_next(&mut ws).await {
@@ -710,6 +731,42 @@ async fn upgrade_that_never_completes_times_out_and_polling_goes_on() {
     ws_send(&mut ws, "5").await;
     ws_send(&mut ws, "4upgraded").await;
     assert_eq!(ws_recv_text(&mut ws).await, "4upgraded");
+}
+
+#[tokio::test]
+async fn a_poll_sent_right_after_an_upgrade_is_refused() {
+    let addr = spawn_conformance_server().await;
+    // `2probe` and `5` back to back, then a GET on another connection: whichever reaches the
+    // server first, the GET is refused as one for an upgraded session, never answered as if the
+    // session were still polling.
+    for _ in 0..20 {
+        let p = Polling::open(addr, E).await;
+        let mut ws = p.websocket().await;
+        ws_send(&mut ws, "2probe").await;
+        ws_send(&mut ws, "5").await;
+        p.get().await.assert_engine_error(400, 3);
+        assert_eq!(ws_recv_text(&mut ws).await, "3probe");
+        ws_send(&mut ws, "4moved").await;
+        assert_eq!(ws_recv_app_text(&mut ws).await, "4moved");
+    }
+    // A GET that was pending before the probe is let go the same way.
+    let p = Polling::open(addr, E).await;
+    let pending = p.spawn_get();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut ws = p.websocket().await;
+    ws_send(&mut ws, "2probe").await;
+    ws_send(&mut ws, "5").await;
+    let released = tokio::time::timeout(STEP, pending)
+        .await
+        .expect("the pending GET is released")
+        .expect("GET task");
+    assert!(
+        released.status == 400 || released.packets() == ["6"],
+        "{} {}",
+        released.status,
+        released.text()
+    );
+    assert_eq!(ws_recv_text(&mut ws).await, "3probe");
 }
 
 #[tokio::test]

@@ -125,18 +125,12 @@ fn main_handlers(socket: &Arc<Socket>) {
             let _ = e.ack.send_raw(e.args, e.attachments);
         },
     );
-    socket.on_raw("request-ack", |socket: Arc<Socket>, e: Event| async move {
-        if let Ok(reply) = socket
-            .emit_raw_with_ack(
-                "ack-request",
-                e.args,
-                e.attachments,
-                Duration::from_secs(10),
-            )
-            .await
-        {
-            let _ = socket.emit_raw("ack-result", reply.args, reply.attachments);
-        }
+    socket.on_raw("request-ack", |socket: Arc<Socket>, e: Event| {
+        ack_round_trip(socket, e, "ack-request", "ack-result")
+    });
+    // The Socket.IO protocol suite's name for the same round trip.
+    socket.on_raw("emit-with-ack", |socket: Arc<Socket>, e: Event| {
+        ack_round_trip(socket, e, "emit-with-ack", "emit-with-ack")
     });
     socket.on_raw("join", |socket: Arc<Socket>, e: Event| async move {
         if let Some(room) = room_of(&e) {
@@ -171,6 +165,17 @@ fn main_handlers(socket: &Arc<Socket>) {
             socket.close_connection();
         },
     );
+}
+
+/// Emits `ask` with the event's arguments, asking for an acknowledgement, and then `tell` with
+/// the acknowledgement's arguments.
+async fn ack_round_trip(socket: Arc<Socket>, e: Event, ask: &'static str, tell: &'static str) {
+    if let Ok(reply) = socket
+        .emit_raw_with_ack(ask, e.args, e.attachments, Duration::from_secs(10))
+        .await
+    {
+        let _ = socket.emit_raw(tell, reply.args, reply.attachments);
+    }
 }
 
 /// Serves both applications on `listener` until `shutdown` resolves; `origins` are the browser

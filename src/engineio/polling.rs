@@ -2,6 +2,7 @@
 //! a payload of packets.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
@@ -30,21 +31,34 @@ fn conflict<D>(session: &Session<D>, conflict: PollConflict) -> RequestError {
         PollConflict::WrongTransport => RequestError::BadRequest,
         PollConflict::Overlap => {
             tracing::debug!(session = %session.log_id(), "overlapping polling requests");
-            session.close(CloseReason::TransportError);
+            session.fail(CloseReason::TransportError);
             RequestError::BadRequest
         }
     }
 }
 
+/// How long a GET that comes after `3probe` waits for the upgrade to settle before it gets its
+/// noop; the reference server answers such a GET on a 100 ms tick too.
+const PROBED_GET_WAIT: Duration = Duration::from_millis(100);
+
 /// A GET: answers with every queued packet, waiting until there is one.
 pub(crate) async fn get<D>(session: &Arc<Session<D>>) -> Result<Response<Body>, RequestError> {
+    if session.is_probed() {
+        // A client moving to WebSocket sends no new GET once probed, but a GET sent right after
+        // `5` can overtake it on its way here: it waits for the `5`, to be refused as a GET of
+        // an upgraded session should be, rather than get the noop of an upgrade underway.
+        let _ = tokio::time::timeout(PROBED_GET_WAIT, session.probe_settled()).await;
+    }
     let _guard = session.begin_get().map_err(|c| conflict(session, c))?;
     let mut frames = Vec::new();
     loop {
         let notified = session.writer_notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        if session.poll_ready(&mut frames) {
+        if session
+            .poll_ready(&mut frames)
+            .map_err(|c| conflict(session, c))?
+        {
             return Ok(text_response(packet::encode_payload(&frames)));
         }
         notified.await;
@@ -60,7 +74,7 @@ pub(crate) async fn post<H: Handler>(
     let _guard = session.begin_post().map_err(|c| conflict(session, c))?;
     let config = engine.config();
     let fail = |reason: CloseReason, err: RequestError| {
-        session.close(reason);
+        session.fail(reason);
         Err(err)
     };
 

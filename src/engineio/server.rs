@@ -211,6 +211,7 @@ impl<H: Handler> EngineIo<H> {
         match q.sid {
             Some(sid) => {
                 let session = self.find(sid).ok_or(RequestError::UnknownSid)?;
+                session.expire_if_overdue();
                 let last_poll = transport == Transport::Polling && req.method() == Method::GET;
                 if session.is_closed() && !last_poll {
                     return Err(RequestError::UnknownSid);
@@ -270,10 +271,11 @@ impl<H: Handler> EngineIo<H> {
         transport: Transport,
         request: RequestInfo,
     ) -> Arc<Session<H::Data>> {
+        let opened = tokio::time::Instant::now();
         let session = self.create_session(transport, request);
         tokio::spawn(
             self.clone()
-                .run_session(session.clone())
+                .run_session(session.clone(), opened)
                 .instrument(session.span()),
         );
         self.handler.on_open(&session);
@@ -313,8 +315,12 @@ impl<H: Handler> EngineIo<H> {
     }
 
     /// The heartbeat of one session, then its cleanup once it ends.
-    async fn run_session(self: Arc<Self>, session: Arc<Session<H::Data>>) {
-        self.heartbeat(&session).await;
+    async fn run_session(
+        self: Arc<Self>,
+        session: Arc<Session<H::Data>>,
+        opened: tokio::time::Instant,
+    ) {
+        self.heartbeat(&session, opened).await;
         self.end_session(&session).await;
     }
 
@@ -326,10 +332,10 @@ impl<H: Handler> EngineIo<H> {
         tracing::debug!(session = %session.log_id(), %reason, "session closed");
         self.metrics.closed(reason);
         self.handler.on_close(session, reason);
-        // When the server chose to close (the layer above did, or the client broke the
-        // protocol), a polling client still gets its last packets and the close packet from its
-        // next poll, and so sees a clean close rather than an unknown session; then the id is
-        // gone. A client that vanished (timeout, transport error) is not waited for.
+        // When the layer above chose to close, a polling client still gets its last packets
+        // and the close packet from its next poll, and so sees a clean close rather than an
+        // unknown session; then the id is gone. A client that broke the transport's rules or
+        // vanished is not waited for (see `Session::fail`).
         if matches!(
             reason,
             CloseReason::ForcedClose | CloseReason::ServerShutdown | CloseReason::ParseError
@@ -340,30 +346,36 @@ impl<H: Handler> EngineIo<H> {
         self.release(&session.request().remote_addr);
     }
 
-    async fn heartbeat(&self, session: &Session<H::Data>) {
+    /// Pings every `ping_interval` after the previous pong, from `opened` on. The times are
+    /// counted from when each ping was due, not from when this task got to it, so that the
+    /// session ends no later than a client counting from the handshake expects.
+    async fn heartbeat(&self, session: &Session<H::Data>, opened: tokio::time::Instant) {
         let interval = self.config.ping_interval;
         let timeout = self.config.ping_timeout;
+        let mut due = opened + interval;
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(interval) => {}
+                _ = tokio::time::sleep_until(due) => {}
                 _ = session.closed() => return,
             }
-            session.ping_sent();
+            let deadline = due + timeout;
+            session.ping_sent(deadline);
             if session.send(Frame::PING).is_err() {
                 return;
             }
-            let deadline = tokio::time::Instant::now() + timeout;
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep_until(deadline) => {
                         if session.awaiting_pong() {
-                            session.close(CloseReason::PingTimeout);
+                            session.fail(CloseReason::PingTimeout);
                             return;
                         }
+                        due = tokio::time::Instant::now() + interval;
                         break;
                     }
                     _ = session.pong_notified() => {
                         if !session.awaiting_pong() {
+                            due = tokio::time::Instant::now() + interval;
                             break;
                         }
                     }
@@ -392,7 +404,7 @@ impl<H: Handler> EngineIo<H> {
             Packet::Ping { .. } => {
                 // In v4 only the server pings.
                 tracing::debug!(session = %session.log_id(), "invalid heartbeat direction");
-                session.close(CloseReason::TransportError);
+                session.fail(CloseReason::TransportError);
             }
             Packet::Pong { probe: true } | Packet::Upgrade | Packet::Noop => {}
         }

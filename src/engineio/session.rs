@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use hyper::{HeaderMap, Uri};
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use super::config::EngineConfig;
 use super::error::{CloseReason, SendError};
@@ -78,7 +79,8 @@ struct State {
     upgrade: Upgrade,
     polling_get: bool,
     polling_post: bool,
-    awaiting_pong: bool,
+    /// When the pong to the last ping is due, while it is outstanding.
+    pong_due: Option<Instant>,
     close_reason: Option<CloseReason>,
 }
 
@@ -95,7 +97,8 @@ pub struct Session<D> {
     /// Tells a closed polling session's cleanup that its last packets were fetched.
     drained: Notify,
     closed: AtomicBool,
-    close_notify: Notify,
+    /// Wakes those waiting for the session to close, or for an upgrade to settle.
+    changed: Notify,
     data: D,
 }
 
@@ -127,14 +130,14 @@ impl<D> Session<D> {
                 upgrade: Upgrade::None,
                 polling_get: false,
                 polling_post: false,
-                awaiting_pong: false,
+                pong_due: None,
                 close_reason: None,
             }),
             writer: Notify::new(),
             pong: Notify::new(),
             drained: Notify::new(),
             closed: AtomicBool::new(false),
-            close_notify: Notify::new(),
+            changed: Notify::new(),
             data,
         }
     }
@@ -197,7 +200,7 @@ impl<D> Session<D> {
         };
         if overflow {
             tracing::warn!(session = %self.log_id(), "outbound queue full, disconnecting a client that does not read");
-            self.close(CloseReason::SlowConsumer);
+            self.fail(CloseReason::SlowConsumer);
             return Err(SendError::QueueFull);
         }
         self.writer.notify_one();
@@ -225,23 +228,41 @@ impl<D> Session<D> {
     }
 
     /// Ends the session. The first reason wins; the layer above hears of it once.
+    ///
+    /// A polling client gets what is still queued and then the close packet from its next poll,
+    /// and so sees a clean close rather than an unknown session.
     pub fn close(&self, reason: CloseReason) {
+        self.end(reason, false);
+    }
+
+    /// Ends the session as the reference server does when the client breaks the transport's
+    /// rules or goes silent: a poll in flight gets the close packet, and otherwise the session
+    /// is gone at once with whatever was queued, so that its next poll finds an unknown sid.
+    pub(crate) fn fail(&self, reason: CloseReason) {
+        self.end(reason, true);
+    }
+
+    fn end(&self, reason: CloseReason, at_once: bool) {
         {
             let mut st = self.lock();
             if st.close_reason.is_some() {
                 return;
             }
             st.close_reason = Some(reason);
-            // A polling client learns of the close from a close packet in its next poll (a
-            // client that closed itself knows already, and its pending poll gets a noop). A
-            // WebSocket is simply closed, as the reference server does.
-            if reason != CloseReason::TransportClose && st.transport == Transport::Polling {
-                st.queued_bytes += Frame::CLOSE.len();
-                st.queue.push_back(Frame::CLOSE);
+            // A WebSocket is simply closed, as the reference server does. A client that closed
+            // the session itself knows already (its pending poll gets a noop).
+            if st.transport == Transport::Polling && reason != CloseReason::TransportClose {
+                if at_once && !st.polling_get {
+                    st.queue = VecDeque::new();
+                    st.queued_bytes = 0;
+                } else {
+                    st.queued_bytes += Frame::CLOSE.len();
+                    st.queue.push_back(Frame::CLOSE);
+                }
             }
         }
         self.closed.store(true, Ordering::Release);
-        self.close_notify.notify_waiters();
+        self.changed.notify_waiters();
         self.writer.notify_one();
         self.pong.notify_one();
     }
@@ -253,11 +274,17 @@ impl<D> Session<D> {
 
     /// Resolves once the session is closed.
     pub async fn closed(&self) {
+        self.until(|| self.is_closed()).await;
+    }
+
+    /// Resolves once `done` holds; it is checked whenever the session closes or an upgrade
+    /// settles.
+    async fn until(&self, done: impl Fn() -> bool) {
         loop {
-            let notified = self.close_notify.notified();
+            let notified = self.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if self.is_closed() {
+            if done() {
                 return;
             }
             notified.await;
@@ -363,9 +390,13 @@ impl<D> Session<D> {
     }
 
     /// What a pending GET should answer now, if anything: the queued frames, or a noop when the
-    /// session closed or a WebSocket is taking over.
-    pub(crate) fn poll_ready(&self, into: &mut Vec<Frame>) -> bool {
+    /// session closed or a WebSocket is taking over. Once a WebSocket has taken over, the GET is
+    /// refused and what is queued is left to the WebSocket.
+    pub(crate) fn poll_ready(&self, into: &mut Vec<Frame>) -> Result<bool, PollConflict> {
         let mut st = self.lock();
+        if st.transport != Transport::Polling {
+            return Err(PollConflict::WrongTransport);
+        }
         if !st.queue.is_empty() {
             self.metrics.packets_out(st.queue.len(), st.queued_bytes);
             into.extend(std::mem::take(&mut st.queue));
@@ -373,16 +404,13 @@ impl<D> Session<D> {
             if st.close_reason.is_some() {
                 self.drained.notify_one();
             }
-            return true;
+            return Ok(true);
         }
-        if st.close_reason.is_some()
-            || st.upgrade == Upgrade::Probed
-            || st.transport != Transport::Polling
-        {
+        if st.close_reason.is_some() || st.upgrade == Upgrade::Probed {
             into.push(Frame::NOOP);
-            return true;
+            return Ok(true);
         }
-        false
+        Ok(false)
     }
 
     /// A WebSocket with this session's id connected; `false` if the session cannot upgrade.
@@ -409,19 +437,33 @@ impl<D> Session<D> {
         self.lock().upgrade == Upgrade::Probed
     }
 
+    /// Resolves once the session is no longer probed: the upgrade completed or failed, or the
+    /// session closed.
+    pub(crate) async fn probe_settled(&self) {
+        self.until(|| !self.is_probed() || self.is_closed()).await;
+    }
+
     /// The client sent `5`: the WebSocket owns the session from now on.
     pub(crate) fn complete_upgrade(&self) {
-        let mut st = self.lock();
-        st.upgrade = Upgrade::None;
-        st.transport = Transport::WebSocket;
+        {
+            let mut st = self.lock();
+            st.upgrade = Upgrade::None;
+            st.transport = Transport::WebSocket;
+        }
+        self.changed.notify_waiters();
+        // A GET still pending is let go.
+        self.writer.notify_waiters();
     }
 
     /// The upgrade failed or timed out: the session goes on over polling.
     pub(crate) fn abort_upgrade(&self) {
-        let mut st = self.lock();
-        if st.transport == Transport::Polling {
-            st.upgrade = Upgrade::None;
+        {
+            let mut st = self.lock();
+            if st.transport == Transport::Polling {
+                st.upgrade = Upgrade::None;
+            }
         }
+        self.changed.notify_waiters();
     }
 
     /// Waits until a closed polling session's last packets were fetched, or `timeout` passed.
@@ -435,14 +477,28 @@ impl<D> Session<D> {
         }
     }
 
-    /// Marks a ping as sent; the pong must come before the timeout.
-    pub(crate) fn ping_sent(&self) {
-        self.lock().awaiting_pong = true;
+    /// Marks a ping as sent; the pong is due by `due`.
+    pub(crate) fn ping_sent(&self, due: Instant) {
+        self.lock().pong_due = Some(due);
     }
 
     /// Whether the last ping is still unanswered.
     pub(crate) fn awaiting_pong(&self) -> bool {
-        self.lock().awaiting_pong
+        self.lock().pong_due.is_some()
+    }
+
+    /// Ends the session if its pong is overdue, and says whether it did. The heartbeat's timer
+    /// does the same, but a request that comes in at the deadline must not find the session
+    /// alive just because the timer's task has not run yet.
+    pub(crate) fn expire_if_overdue(&self) -> bool {
+        let overdue = self
+            .lock()
+            .pong_due
+            .is_some_and(|due| due <= Instant::now());
+        if overdue {
+            self.fail(CloseReason::PingTimeout);
+        }
+        overdue
     }
 
     /// A pong arrived. The session has been idle or busy for a heartbeat: an empty queue lets
@@ -453,7 +509,7 @@ impl<D> Session<D> {
             if st.queue.is_empty() {
                 st.queue = VecDeque::new();
             }
-            std::mem::replace(&mut st.awaiting_pong, false)
+            st.pong_due.take().is_some()
         };
         if was_waiting {
             self.pong.notify_one();

@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -132,7 +132,7 @@ pub(crate) fn open_new<H: Handler>(
             let open = Frame::open(&engine.config().handshake_json(session.id().as_str(), true));
             let opened = send(&mut ws, open).await.is_ok();
             if !opened {
-                session.close(CloseReason::TransportError);
+                session.fail(CloseReason::TransportError);
             }
             Some((ws, session, opened))
         }
@@ -160,8 +160,13 @@ pub(crate) fn upgrade_existing<H: Handler>(
     session: Arc<Session<H::Data>>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, RequestError> {
-    if !is_upgrade_request(&req) || !session.begin_upgrade() {
+    if !is_upgrade_request(&req) {
         return Err(RequestError::BadRequest);
+    }
+    if !session.begin_upgrade() {
+        // Another WebSocket has this session already. As with the reference server, the
+        // handshake succeeds and the socket is closed at once, before any packet.
+        return Ok(accept_and_close(engine, req));
     }
     let resp = switching_protocols(&req);
     let engine = engine.clone();
@@ -216,6 +221,26 @@ pub(crate) fn upgrade_existing<H: Handler>(
     Ok(resp)
 }
 
+/// Answers a WebSocket handshake and closes the socket as soon as it is up.
+fn accept_and_close<H: Handler>(
+    engine: &Arc<EngineIo<H>>,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let resp = switching_protocols(&req);
+    let engine = engine.clone();
+    tokio::spawn(async move {
+        if let Some(mut ws) = accept(engine.config(), req).await {
+            let close = async {
+                ws.close(None).await?;
+                while let Some(Ok(_)) = ws.next().await {}
+                Ok::<_, WsError>(())
+            };
+            let _ = tokio::time::timeout(CLOSE_GRACE, close).await;
+        }
+    });
+    resp
+}
+
 /// Waits for `2probe` (answering `3probe`) and then `5`.
 async fn probe<D>(ws: &mut Ws, session: &Session<D>) -> bool {
     match next_text(ws).await.map(packet::decode_text) {
@@ -226,12 +251,19 @@ async fn probe<D>(ws: &mut Ws, session: &Session<D>) -> bool {
     if send(ws, pong).await.is_err() {
         return false;
     }
-    session.upgrade_probed();
-    if upgrade_packet(ws).await {
+    // A client that sent `5` right behind its probe, without waiting for `3probe`, has moved
+    // already: its upgrade completes before a poll of its can be answered as if it had not.
+    let upgraded = match upgrade_packet(ws).now_or_never() {
+        Some(upgraded) => upgraded,
+        None => {
+            session.upgrade_probed();
+            upgrade_packet(ws).await
+        }
+    };
+    if upgraded {
         session.complete_upgrade();
-        return true;
     }
-    false
+    upgraded
 }
 
 /// Whether the next packet is the client's `5`, by which it moves to this socket.
@@ -309,13 +341,13 @@ impl<D> Beat<'_, D> {
         let now = Instant::now();
         if self.awaiting_pong {
             if self.session.awaiting_pong() {
-                self.session.close(CloseReason::PingTimeout);
+                self.session.fail(CloseReason::PingTimeout);
             }
             self.awaiting_pong = false;
             timer.reset(now + self.config.ping_interval);
             return;
         }
-        self.session.ping_sent();
+        self.session.ping_sent(now + self.config.ping_timeout);
         // A session whose queue is full is closed by the send itself.
         if self.session.send(Frame::PING).is_ok() {
             self.awaiting_pong = true;
@@ -397,7 +429,7 @@ async fn io_loop<H: Handler>(
                 Some(Ok(_)) if !rate.try_take() => {
                     tracing::debug!(session = %session.log_id(), "WebSocket message rate exceeded");
                     close_code = CloseCode::Policy;
-                    session.close(CloseReason::TransportError);
+                    session.fail(CloseReason::TransportError);
                 }
                 Some(Ok(WsMessage::Text(text))) => match packet::decode_text(text) {
                     Ok(packet) => {
@@ -406,7 +438,7 @@ async fn io_loop<H: Handler>(
                     }
                     Err(e) => {
                         tracing::debug!(session = %session.log_id(), error = %e, "bad packet");
-                        session.close(CloseReason::ParseError);
+                        session.fail(CloseReason::ParseError);
                     }
                 },
                 Some(Ok(WsMessage::Binary(data))) => engine.on_packet(session, Packet::Message(Message::Binary(data))),
@@ -427,7 +459,7 @@ async fn io_loop<H: Handler>(
                         WsError::Utf8(_) => CloseCode::Invalid,
                         _ => CloseCode::Error,
                     };
-                    session.close(CloseReason::TransportError);
+                    session.fail(CloseReason::TransportError);
                     if matches!(close_code, CloseCode::Error) {
                         // The socket itself failed: nothing more can be written.
                         return None;
@@ -438,7 +470,7 @@ async fn io_loop<H: Handler>(
                 // Boxed: only a connection that is writing needs this state.
                 let written = boxed(write_until_closed(session, ws, timer.as_mut(), &mut beat, beating)).await;
                 if !written && !session.is_closed() {
-                    session.close(CloseReason::TransportError);
+                    session.fail(CloseReason::TransportError);
                 }
                 if !written {
                     return None;

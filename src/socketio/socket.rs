@@ -108,6 +108,8 @@ pub struct Socket {
     on_disconnecting: Mutex<Vec<DisconnectHandler>>,
     on_disconnect: Mutex<Vec<DisconnectHandler>>,
     acks: Mutex<HashMap<u64, oneshot::Sender<AckResponse>>>,
+    /// The id the next acknowledgement asked for gets. Ids start at 1, as the Socket.IO
+    /// protocol's test suite expects of a new socket.
     next_ack: AtomicU64,
     data: RwLock<Value>,
     issued_ms: u64,
@@ -142,7 +144,7 @@ impl Socket {
             on_disconnecting: Mutex::new(Vec::new()),
             on_disconnect: Mutex::new(Vec::new()),
             acks: Mutex::new(HashMap::new()),
-            next_ack: AtomicU64::new(0),
+            next_ack: AtomicU64::new(1),
             data: RwLock::new(Value::Null),
             issued_ms: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
