@@ -332,10 +332,7 @@ async fn polling_get_waits_until_something_is_queued() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(!pending.is_finished(), "the GET waits for a packet");
     p.post_ok(b"4wake").await;
-    let resp = tokio::time::timeout(STEP, pending)
-        .await
-        .expect("the GET is answered")
-        .expect("the GET task");
+    let resp = released(pending).await;
     let packets: Vec<String> = resp.packets().into_iter().filter(|p| p != "2").collect();
     assert_eq!(packets, ["4wake"]);
 }
@@ -362,13 +359,9 @@ async fn polling_binary_is_base64_both_ways() {
 async fn a_parse_error_hands_the_close_packet_to_a_pending_poll() {
     let addr = spawn_conformance_server().await;
     let p = Polling::open(addr, E).await;
-    let pending = p.spawn_get();
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    let pending = p.pending_get().await;
     assert_eq!(p.post(b"abc").await.status, 400);
-    let released = tokio::time::timeout(STEP, pending)
-        .await
-        .expect("the pending GET is released")
-        .expect("GET task");
+    let released = released(pending).await;
     assert_eq!(released.packets(), ["1"]);
     p.assert_unknown().await;
 }
@@ -543,8 +536,7 @@ async fn a_ping_from_the_client_ends_the_session() {
 async fn close_from_the_client_over_polling() {
     let addr = spawn_conformance_server().await;
     let p = Polling::open(addr, E).await;
-    let pending = p.spawn_get();
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    let pending = p.pending_get().await;
     p.post_ok(b"1").await;
     let released = tokio::time::timeout(STEP, pending)
         .await
@@ -578,8 +570,7 @@ async fn close_from_the_client_over_websocket() {
 async fn close_from_the_server_over_polling() {
     let addr = spawn_conformance_server().await;
     let p = Polling::open(addr, E).await;
-    let pending = p.spawn_get();
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    let pending = p.pending_get().await;
     p.post_ok(b"4close-me").await;
     let released = tokio::time::timeout(STEP, pending)
         .await
@@ -634,14 +625,10 @@ async fn poll_until_noop(p: &Polling, first: HttpResponse) {
 async fn upgrade_from_polling_to_websocket() {
     let addr = spawn_conformance_server().await;
     let p = Polling::open(addr, E).await;
-    let pending = p.spawn_get();
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    let pending = p.pending_get().await;
     let mut ws = p.probed_websocket().await;
     // The pending GET is released with a noop, and so is any GET during the upgrade.
-    let released = tokio::time::timeout(STEP, pending)
-        .await
-        .expect("the pending GET is released")
-        .expect("GET task");
+    let released = released(pending).await;
     poll_until_noop(&p, released).await;
     poll_until_noop(&p, p.get().await).await;
     ws_send(&mut ws, "5").await;
@@ -751,15 +738,11 @@ async fn a_poll_sent_right_after_an_upgrade_is_refused() {
     }
     // A GET that was pending before the probe is let go the same way.
     let p = Polling::open(addr, E).await;
-    let pending = p.spawn_get();
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    let pending = p.pending_get().await;
     let mut ws = p.websocket().await;
     ws_send(&mut ws, "2probe").await;
     ws_send(&mut ws, "5").await;
-    let released = tokio::time::timeout(STEP, pending)
-        .await
-        .expect("the pending GET is released")
-        .expect("GET task");
+    let released = released(pending).await;
     assert!(
         released.status == 400 || released.packets() == ["6"],
         "{} {}",
@@ -787,14 +770,10 @@ async fn upgrade_with_a_bad_probe_keeps_the_session_on_polling() {
 async fn overlapping_gets_close_the_session() {
     let addr = spawn_conformance_server().await;
     let p = Polling::open(addr, E).await;
-    let first = p.spawn_get();
-    tokio::time::sleep(Duration::from_millis(40)).await;
+    let first = p.pending_get().await;
     let second = p.get().await;
     assert_eq!(second.status, 400, "{}", second.text());
-    let first = tokio::time::timeout(STEP, first)
-        .await
-        .expect("the first GET is released")
-        .expect("GET task");
+    let first = released(first).await;
     assert_eq!(
         first.packets(),
         ["1"],

@@ -472,6 +472,13 @@ impl Polling {
         tokio::spawn(async move { me.get().await })
     }
 
+    /// A GET that is left pending on the server (it has had 20 ms to get there).
+    pub async fn pending_get(&self) -> tokio::task::JoinHandle<HttpResponse> {
+        let pending = self.spawn_get();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        pending
+    }
+
     /// A text POST.
     pub async fn post(&self, body: &[u8]) -> HttpResponse {
         post(self.addr, &self.target(), body).await
@@ -1193,4 +1200,12 @@ pub async fn spawn_engine_echo_server(
         std::future::pending(),
     ));
     (addr, server)
+}
+
+/// The answer to a GET from [`Polling::spawn_get`] (panics if there is none within [`STEP`]).
+pub async fn released(pending: tokio::task::JoinHandle<HttpResponse>) -> HttpResponse {
+    tokio::time::timeout(STEP, pending)
+        .await
+        .expect("the pending GET is answered")
+        .expect("the GET task")
 }
