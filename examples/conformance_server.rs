@@ -1,7 +1,8 @@
 //! The conformance server: Engine.IO echo on `/engine.io/` and the Socket.IO test application on
 //! `/socket.io/`, with the settings the protocols' test suites expect.
 //!
-//! `cargo run --release --example conformance_server -- --port 3000`
+//! `cargo run --release --example conformance_server -- --port 3000` (`RUST_LOG=debug` logs
+//! every refusal and close, with its reason)
 
 use socketio_server::conformance;
 use socketio_server::engineio::AllowedOrigins;
@@ -25,6 +26,14 @@ async fn main() -> std::io::Result<()> {
             }
         }
     }
+    // Quiet unless RUST_LOG asks: the protocol suites provoke errors on purpose.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let listener = socketio_server::server::bind(
         (host.as_str(), port),
         socketio_server::server::DEFAULT_BACKLOG,
