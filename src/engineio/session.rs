@@ -395,6 +395,10 @@ impl<D> Session<D> {
     pub(crate) fn poll_ready(&self, into: &mut Vec<Frame>) -> Result<bool, PollConflict> {
         let mut st = self.lock();
         if st.transport != Transport::Polling {
+            if !st.queue.is_empty() {
+                // The wake-up this GET may have taken was meant for the WebSocket.
+                self.writer.notify_one();
+            }
             return Err(PollConflict::WrongTransport);
         }
         if !st.queue.is_empty() {
