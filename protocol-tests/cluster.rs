@@ -349,6 +349,29 @@ async fn sockets_are_fetched_joined_left_and_disconnected_across_nodes() {
         sorted(vec![c.id.clone(), "r".into()])
     );
     assert_eq!(on_c.handshake["auth"], json!({"room": "r"}));
+    // The handshake has every key of Node's.
+    let mut keys: Vec<&str> = on_c
+        .handshake
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "address", "auth", "headers", "issued", "query", "secure", "time", "url", "xdomain"
+        ]
+    );
+    assert!(
+        on_c.handshake["time"]
+            .as_str()
+            .unwrap()
+            .ends_with(" GMT+0000 (Coordinated Universal Time)"),
+        "{}",
+        on_c.handshake["time"]
+    );
     let everyone = nodes[0]
         .io
         .of("/")
