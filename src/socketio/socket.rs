@@ -299,7 +299,9 @@ impl Socket {
     }
 
     /// Sends an event to this client. Arguments: a tuple for several, `()` for none, anything
-    /// else is one argument; `Bytes` anywhere inside becomes a binary attachment.
+    /// else is one argument; `Bytes` anywhere inside becomes a binary attachment. A
+    /// `serde_json::Value::Null` serialises as `()` does, so it sends no argument either: one
+    /// `null` argument is `&(Value::Null,)` (or `&None::<T>`).
     pub fn emit<T: Serialize + ?Sized>(&self, event: &str, args: &T) -> Result<(), EmitError> {
         let packet = binary::event_packet(self.ns.name(), event, args)?;
         self.send_packet(&packet)
