@@ -40,7 +40,7 @@ const TAKEN: &str = "Name is already taken in this room";
 
 // ---- the server -----------------------------------------------------------------------------
 
-/// The chat, served in-process the way `src/bin/chat-server.rs` serves it.
+/// The chat, served in-process the way `src/bin/chat-server.rs` serves it (same builder).
 struct Server {
     addr: SocketAddr,
     chat: Arc<Chat>,
@@ -56,10 +56,7 @@ async fn start_with(
     config: ChatConfig,
     tune: impl FnOnce(SocketIoBuilder) -> SocketIoBuilder,
 ) -> Server {
-    let builder = SocketIo::builder()
-        .allowed_origins(AllowedOrigins::List(config.endpoints.clone()))
-        .allow_same_origin(true);
-    let io = tune(builder).build();
+    let io = tune(config.server_builder()).build();
     let chat = Chat::install(&io, config);
     let site = web::Site::new(io.clone(), chat.clone());
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -1558,6 +1555,26 @@ async fn a_socket_id_from_users_does_not_open_a_session() {
     b.expect_silence().await;
     let ack = a.call("ping", &[]).await;
     assert_eq!(ack, [json!(a.id)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_hold_every_session() {
+    let server = start(ChatConfig {
+        max_sessions_per_ip: 2,
+        ..ChatConfig::default()
+    })
+    .await;
+    let handshake = "/socket.io/?EIO=4&transport=polling";
+    for n in 1..=2 {
+        let resp = get(server.addr, handshake).await;
+        assert_eq!(resp.status, 200, "session {n} of the address");
+    }
+    let refused = get(server.addr, handshake).await;
+    assert_eq!(refused.status, 429, "a third session of the same address");
+    assert_eq!(
+        serde_json::from_slice::<Value>(&refused.body).ok(),
+        Some(json!({"message": "Too many requests"}))
+    );
 }
 
 // ---- polling --------------------------------------------------------------------------------

@@ -5,9 +5,7 @@ use std::time::Duration;
 
 use socketio_server::chat::config::{self, ChatConfig, Command};
 use socketio_server::chat::{Chat, web};
-use socketio_server::engineio::AllowedOrigins;
 use socketio_server::redis::{RedisConfig, RedisNode};
-use socketio_server::socketio::SocketIo;
 
 fn main() -> ExitCode {
     let command = config::parse(std::env::args().skip(1), |k| std::env::var(k).ok());
@@ -64,10 +62,7 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 }
 
 async fn run(config: ChatConfig) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let mut builder = SocketIo::builder()
-        .allowed_origins(AllowedOrigins::List(config.endpoints.clone()))
-        .allow_same_origin(true)
-        .ws_message_rate(config.ws_message_burst, config.ws_messages_per_second);
+    let mut builder = config.server_builder();
     let cluster = match &config.redis_url {
         Some(url) => {
             let node = RedisNode::connect(url, RedisConfig::default())

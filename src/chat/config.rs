@@ -2,6 +2,9 @@
 
 use std::time::Duration;
 
+use crate::engineio::{AllowedOrigins, EngineConfig};
+use crate::socketio::{SocketIo, SocketIoBuilder};
+
 /// Settings of the chat application and its server.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChatConfig {
@@ -24,6 +27,10 @@ pub struct ChatConfig {
     pub ws_message_burst: u32,
     /// See `ws_message_burst`.
     pub ws_messages_per_second: f64,
+    /// Sessions the server holds at most; further handshakes get `503`.
+    pub max_sessions: usize,
+    /// Sessions one client address may hold; further handshakes get `429`.
+    pub max_sessions_per_ip: usize,
     /// Redis to cluster through; `None` is a single node with everything in memory.
     pub redis_url: Option<String>,
 }
@@ -41,7 +48,23 @@ impl Default for ChatConfig {
             redis_url: None,
             ws_message_burst: 100_000,
             ws_messages_per_second: 50_000.0,
+            max_sessions: EngineConfig::default().max_sessions,
+            max_sessions_per_ip: EngineConfig::default().max_sessions_per_ip,
         }
+    }
+}
+
+impl ChatConfig {
+    /// The Socket.IO server these settings ask for: the configured origins plus the server's
+    /// own (it serves the web client), and the engine's limits. The cluster adapter, if any, is
+    /// the caller's to add.
+    pub fn server_builder(&self) -> SocketIoBuilder {
+        SocketIo::builder()
+            .allowed_origins(AllowedOrigins::List(self.endpoints.clone()))
+            .allow_same_origin(true)
+            .ws_message_rate(self.ws_message_burst, self.ws_messages_per_second)
+            .max_sessions(self.max_sessions)
+            .max_sessions_per_ip(self.max_sessions_per_ip)
     }
 }
 
@@ -65,6 +88,10 @@ Options (each also read from the environment variable in brackets; a flag wins):
                                 (default 100000)
   --ws-messages-per-second <N>  sustained WebSocket messages per second per client
                                 [WS_MESSAGES_PER_SECOND] (default 50000); beyond, close 1008
+  --max-sessions <N>            clients the server holds at most [MAX_SESSIONS] (default 100000);
+                                beyond, handshakes get 503
+  --max-sessions-per-ip <N>     clients one address may hold [MAX_SESSIONS_PER_IP]
+                                (default 20000); beyond, handshakes get 429
   --redis-url <URL>             join the cluster of nodes on this Redis [REDIS_URL]
                                 (e.g. redis://127.0.0.1:6379/; default: one node, in memory)
   -h, --help                    this text
@@ -86,6 +113,10 @@ fn parse_endpoints(s: &str) -> Vec<String> {
         .map(|o| o.trim().trim_end_matches('/').to_owned())
         .filter(|o| !o.is_empty())
         .collect()
+}
+
+fn positive(value: &str) -> Option<usize> {
+    value.parse().ok().filter(|n| *n > 0)
 }
 
 fn set(config: &mut ChatConfig, key: &str, value: &str) -> Result<(), String> {
@@ -111,6 +142,10 @@ fn set(config: &mut ChatConfig, key: &str, value: &str) -> Result<(), String> {
                 .filter(|r| r.is_finite() && *r > 0.0)
                 .ok_or_else(|| bad("rate"))?
         }
+        "max-sessions" => config.max_sessions = positive(value).ok_or_else(|| bad("count"))?,
+        "max-sessions-per-ip" => {
+            config.max_sessions_per_ip = positive(value).ok_or_else(|| bad("count"))?
+        }
         "redis-url" => config.redis_url = Some(value.to_owned()).filter(|v| !v.is_empty()),
         _ => return Err(format!("unknown option --{key}")),
     }
@@ -133,6 +168,8 @@ where
         ("RATE_PER_SECOND", "rate-per-second"),
         ("WS_MESSAGE_BURST", "ws-message-burst"),
         ("WS_MESSAGES_PER_SECOND", "ws-messages-per-second"),
+        ("MAX_SESSIONS", "max-sessions"),
+        ("MAX_SESSIONS_PER_IP", "max-sessions-per-ip"),
         ("REDIS_URL", "redis-url"),
     ] {
         if let Some(value) = env(var).filter(|v| !v.is_empty()) {
@@ -198,6 +235,12 @@ mod tests {
             panic!("flags parse")
         };
         assert_eq!(c.redis_url.as_deref(), Some("redis://r:1/"));
+        let Ok(Command::Run(c)) = run(&["--max-sessions-per-ip=50"], &[("MAX_SESSIONS", "900")])
+        else {
+            panic!("session caps parse")
+        };
+        assert_eq!((c.max_sessions, c.max_sessions_per_ip), (900, 50));
+        assert!(run(&["--max-sessions-per-ip", "0"], &[]).is_err());
         assert!(run(&["--port", "x"], &[]).is_err());
         assert!(run(&["--port"], &[]).is_err());
         assert!(run(&["--nope", "1"], &[]).is_err());

@@ -79,9 +79,10 @@ impl Default for EngineConfig {
             max_packets_per_post: 256,
             body_read_timeout: Duration::from_secs(15),
             max_sessions: 100_000,
-            // Out of the way of load tests from one address and of clients behind one proxy or
-            // NAT; a server facing the internet directly may want them far tighter.
-            max_sessions_per_ip: 100_000,
+            // One address cannot take the whole server, yet one load generator (which the
+            // per-process cap on open files keeps under 20,000 connections) or a crowd behind one
+            // proxy or NAT fits; a server facing the internet directly may want it far tighter.
+            max_sessions_per_ip: 20_000,
             handshake_burst_per_ip: 20_000,
             handshakes_per_second_per_ip: 5_000.0,
             // Far above what any client needs; it bounds what a flood of tiny frames costs.
