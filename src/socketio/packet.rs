@@ -382,9 +382,6 @@ pub enum ParseError {
     /// The attachment count of a binary packet is not `<digits>-`.
     #[error("Illegal attachments")]
     IllegalAttachments,
-    /// A binary packet declared zero attachments.
-    #[error("Illegal attachments: a binary packet must declare at least one attachment")]
-    NoAttachments,
     /// More attachments were declared than allowed.
     #[error("Illegal attachments: {declared} declared, at most {max} allowed")]
     TooManyAttachments {
@@ -402,9 +399,6 @@ pub enum ParseError {
     /// A packet type that never carries an ack id had one.
     #[error("invalid ack id: a {0} packet cannot carry an ack id")]
     UnexpectedAckId(PacketKind),
-    /// An ACK or BINARY_ACK packet had no id.
-    #[error("invalid ack id: a {0} packet needs an ack id")]
-    MissingAckId(PacketKind),
     /// The payload nests deeper than allowed.
     #[error("invalid payload: nested deeper than {max} levels")]
     TooDeep {
@@ -429,8 +423,8 @@ pub enum ParseError {
     /// An EVENT/BINARY_EVENT payload that is an empty array.
     #[error("invalid payload: an event payload must not be empty")]
     EmptyEvent,
-    /// An event whose first element is not a string.
-    #[error("invalid payload: the event name must be a string")]
+    /// An event whose first element is neither a string nor a number.
+    #[error("invalid payload: the event name must be a string or a number")]
     EventNameNotString,
     /// An event using a reserved name.
     #[error("invalid payload: \"{0}\" is a reserved event name")]
@@ -586,9 +580,6 @@ fn parse_text(text: &str, limits: &DecoderLimits) -> Result<(Packet, usize), Par
         if digits == 0 || bytes.get(pos + digits) != Some(&b'-') {
             return Err(ParseError::IllegalAttachments);
         }
-        if declared == 0 {
-            return Err(ParseError::NoAttachments);
-        }
         count = match usize::try_from(declared) {
             Ok(n) if n <= limits.max_attachments => n,
             _ => {
@@ -635,14 +626,17 @@ fn parse_text(text: &str, limits: &DecoderLimits) -> Result<(Packet, usize), Par
 
     // JSON payload.
     let rest = text.get(pos..).unwrap_or_default();
-    let data = if rest.is_empty() {
+    let mut data = if rest.is_empty() {
         None
     } else {
         check_depth(rest.as_bytes(), limits.max_depth)?;
-        Some(serde_json::from_str::<Value>(rest)?)
+        Some(parse_json(rest)?)
     };
 
     validate_payload(kind, id, data.as_ref())?;
+    if let Some(Value::Array(items)) = &mut data {
+        name_number_as_string(kind, items);
+    }
     match &data {
         Some(data) if kind.is_binary() => check_placeholders(data, count)?,
         Some(data) if has_placeholder(data) => {
@@ -659,6 +653,81 @@ fn parse_text(text: &str, limits: &DecoderLimits) -> Result<(Packet, usize), Par
         attachments: Vec::with_capacity(count),
     };
     Ok((packet, count))
+}
+
+/// Parses a JSON payload as JavaScript's `JSON.parse` would. A JavaScript client may send a
+/// string holding half of a surrogate pair (text cut in the middle of an emoji), which
+/// `JSON.stringify` writes as a lone `\uD8xx` escape; that string becomes U+FFFD here instead
+/// of failing the whole packet. Only a payload that fails to parse pays for the second pass.
+fn parse_json(text: &str) -> Result<Value, ParseError> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(value) => Ok(value),
+        Err(e) => match replace_lone_surrogates(text) {
+            Some(repaired) => Ok(serde_json::from_str::<Value>(&repaired)?),
+            None => Err(e.into()),
+        },
+    }
+}
+
+/// `text` with every `\u` escape of an unpaired surrogate replaced by `\ufffd`, or `None` if
+/// it has none.
+fn replace_lone_surrogates(text: &str) -> Option<String> {
+    fn escape_at(bytes: &[u8], at: usize) -> Option<u16> {
+        let hex = bytes.get(at..at + 6)?;
+        if hex[0] != b'\\' || hex[1] != b'u' {
+            return None;
+        }
+        u16::from_str_radix(std::str::from_utf8(&hex[2..]).ok()?, 16).ok()
+    }
+    let bytes = text.as_bytes();
+    let mut out: Option<String> = None;
+    let mut copied = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'\\' {
+            i += 1;
+            continue;
+        }
+        let Some(unit) = escape_at(bytes, i) else {
+            // Any other escape is two bytes; a malformed one fails in serde_json.
+            i += 2;
+            continue;
+        };
+        let high = (0xD800..0xDC00).contains(&unit);
+        let paired =
+            high && escape_at(bytes, i + 6).is_some_and(|low| (0xDC00..0xE000).contains(&low));
+        if paired {
+            i += 12;
+        } else if (0xD800..0xE000).contains(&unit) {
+            let repaired = out.get_or_insert_with(|| String::with_capacity(text.len()));
+            // Escapes are ASCII, so `copied` and `i` are char boundaries.
+            repaired.push_str(text.get(copied..i)?);
+            repaired.push_str("\\ufffd");
+            i += 6;
+            copied = i;
+        } else {
+            i += 6;
+        }
+    }
+    let mut repaired = out?;
+    repaired.push_str(text.get(copied..)?);
+    Some(repaired)
+}
+
+/// An event named by a number (which the reference parser accepts) is dispatched under the
+/// number's decimal form, as a JavaScript server would look its listener up.
+fn name_number_as_string(kind: PacketKind, items: &mut [Value]) {
+    if !matches!(kind, PacketKind::Event | PacketKind::BinaryEvent) {
+        return;
+    }
+    if let Some(Value::Number(n)) = items.first() {
+        let name = match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => i.to_string(),
+            (None, Some(f)) if f.fract() == 0.0 && f.abs() < 1e21 => format!("{f:.0}"),
+            _ => n.to_string(),
+        };
+        items[0] = Value::String(name);
+    }
 }
 
 /// Reads up to `max` ASCII digits from `start`. Returns how many were read and
@@ -740,22 +809,18 @@ fn validate_payload(
                 Some(Value::String(name)) if RESERVED_EVENTS.contains(&name.as_str()) => {
                     Err(ParseError::ReservedEventName(name.clone()))
                 }
-                Some(Value::String(_)) => Ok(()),
+                Some(Value::String(_) | Value::Number(_)) => Ok(()),
                 Some(_) => Err(ParseError::EventNameNotString),
             },
             Some(_) => Err(ParseError::EventNotArray),
         },
-        PacketKind::Ack | PacketKind::BinaryAck => {
-            match data {
-                None => return Err(ParseError::MissingPayload(kind)),
-                Some(Value::Array(_)) => {}
-                Some(_) => return Err(ParseError::AckNotArray),
-            }
-            if id.is_none() {
-                return Err(ParseError::MissingAckId(kind));
-            }
-            Ok(())
-        }
+        // An ack without an id answers nothing; like the reference server, the layer above
+        // ignores it rather than closing the connection.
+        PacketKind::Ack | PacketKind::BinaryAck => match data {
+            None => Err(ParseError::MissingPayload(kind)),
+            Some(Value::Array(_)) => Ok(()),
+            Some(_) => Err(ParseError::AckNotArray),
+        },
         PacketKind::ConnectError => Err(ParseError::ConnectErrorFromClient),
     }
 }
@@ -1064,7 +1129,9 @@ mod tests {
         assert!(matches!(rejected("5"), ParseError::IllegalAttachments));
         assert!(matches!(rejected("51"), ParseError::IllegalAttachments));
         assert!(matches!(rejected("5a-[]"), ParseError::IllegalAttachments));
-        assert!(matches!(rejected(r#"50-["a"]"#), ParseError::NoAttachments));
+        // Zero attachments is a complete packet, as the reference parser has it.
+        let p = decoded(r#"50-["a"]"#);
+        assert_eq!((p.kind, p.attachments.len()), (PacketKind::BinaryEvent, 0));
         assert!(matches!(
             rejected(r#"611-1[]"#),
             ParseError::TooManyAttachments {
@@ -1105,6 +1172,26 @@ mod tests {
     }
 
     #[test]
+    fn lone_surrogates_become_replacement_characters() {
+        let p = decoded(r#"2["m","a\ud83d","\udc00b","\ud83d\ude00","\\ud800"]"#);
+        let (_, args, _) = p.into_event().unwrap();
+        assert_eq!(
+            args,
+            [
+                Value::from("a\u{fffd}"),
+                Value::from("\u{fffd}b"),
+                Value::from("\u{1f600}"),
+                Value::from("\\ud800"),
+            ]
+        );
+        assert_eq!(replace_lone_surrogates(r#"["\ud83d\ude00"]"#), None);
+        assert!(matches!(
+            rejected(r#"2["m","\ud83d"#),
+            ParseError::InvalidJson(_)
+        ));
+    }
+
+    #[test]
     fn rejects_bad_ack_ids() {
         assert!(matches!(
             rejected(&format!("2{}[\"x\"]", MAX_ACK_ID + 1)),
@@ -1122,14 +1209,9 @@ mod tests {
             rejected(r#"2abc["x"]"#),
             ParseError::InvalidJson(_)
         ));
-        assert!(matches!(
-            rejected("3[]"),
-            ParseError::MissingAckId(PacketKind::Ack)
-        ));
-        assert!(matches!(
-            rejected(r#"61-[{"_placeholder":true,"num":0}]"#),
-            ParseError::MissingAckId(PacketKind::BinaryAck)
-        ));
+        // An ack without an id is well formed; it acknowledges nothing.
+        assert_eq!(decoded("3[]").into_ack(), None);
+        assert_eq!(decoded("3[1]").id, None);
         assert!(matches!(
             rejected("012{}"),
             ParseError::UnexpectedAckId(PacketKind::Connect)
@@ -1175,11 +1257,27 @@ mod tests {
             ParseError::MissingPayload(PacketKind::Event)
         ));
         assert!(matches!(rejected("2[]"), ParseError::EmptyEvent));
-        assert!(matches!(rejected("2[1]"), ParseError::EventNameNotString));
         assert!(matches!(
             rejected("2[null]"),
             ParseError::EventNameNotString
         ));
+        assert!(matches!(
+            rejected(r#"2[{"toString":"foo"}]"#),
+            ParseError::EventNameNotString
+        ));
+        assert!(matches!(
+            rejected("2[true]"),
+            ParseError::EventNameNotString
+        ));
+        // A number is a name, under its decimal form.
+        for (text, name) in [
+            (r#"2[1,"x"]"#, "1"),
+            ("2[-7]", "-7"),
+            ("2[2.0]", "2"),
+            ("2[1.5]", "1.5"),
+        ] {
+            assert_eq!(decoded(text).event_name(), Some(name), "{text}");
+        }
         for name in RESERVED_EVENTS {
             let text = format!("2[\"{name}\"]");
             assert!(matches!(rejected(&text), ParseError::ReservedEventName(n) if n == name));
