@@ -908,6 +908,50 @@ async fn c_close_frames_good_and_bad() {
 }
 
 #[tokio::test]
+async fn c_frame_errors_while_upgrading_get_their_close_codes() {
+    // The same answers as on an open WebSocket, before `2probe` and between `3probe` and `5`;
+    // the session stays on polling.
+    let addr = spawn_conformance_server().await;
+    with_bystanders(addr, || async {
+        let cases: [(&str, Vec<u8>, u16); 5] = [
+            ("RSV1", masked(0xC1, b"2probe"), 1002),
+            (
+                "close code 999",
+                masked(op::FIN | op::CLOSE, &999u16.to_be_bytes()),
+                1002,
+            ),
+            ("one-byte close", masked(op::FIN | op::CLOSE, &[3]), 1002),
+            (
+                "text not UTF-8",
+                masked(op::FIN | op::TEXT, &[0xC3, 0x28]),
+                1007,
+            ),
+            (
+                "over maxPayload",
+                vec![0x81, 0xFF, 0, 0, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0],
+                1009,
+            ),
+        ];
+        for probed in [false, true] {
+            for (what, bytes, code) in &cases {
+                let p = Polling::open(addr, E).await;
+                let mut ws = RawWs::connect(addr, &p.websocket_target()).await;
+                if probed {
+                    ws.send_text("2probe").await.expect("write");
+                    let pong = ws.read_app_frame().await.expect("3probe");
+                    assert_eq!(pong.text(), "3probe");
+                }
+                let _ = ws.send_raw(bytes).await;
+                let end = ws.expect_failure(Duration::from_secs(2)).await;
+                assert_eq!(end, RawEnd::Close(*code), "{what} (probed: {probed})");
+                assert_eq!(p.get().await.status, 200, "{what}: polling goes on");
+            }
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn c_websocket_ping_gets_a_pong() {
     let addr = spawn_conformance_server().await;
     with_bystanders(addr, || async {

@@ -181,14 +181,14 @@ pub(crate) fn upgrade_existing<H: Handler>(
                 return None;
             };
             let mut upgraded = tokio::select! {
-                r = tokio::time::timeout(engine.config().upgrade_timeout, probe(&mut ws, &session)) => r.unwrap_or(false),
-                _ = session.closed() => false,
+                r = tokio::time::timeout(engine.config().upgrade_timeout, probe(&mut ws, &session)) => r.unwrap_or(Err(None)),
+                _ = session.closed() => Err(None),
             };
             let server_closed = matches!(
                 session.close_reason(),
                 Some(CloseReason::ForcedClose | CloseReason::ServerShutdown)
             );
-            if !upgraded && server_closed && session.is_probed() {
+            if upgraded.is_err() && server_closed && session.is_probed() {
                 // The server ended the session after `3probe`: the client has paused polling,
                 // which would never fetch the close packet, and is about to move to this socket.
                 // Closing the socket now would fail its probe and leave it waiting for a ping
@@ -196,15 +196,15 @@ pub(crate) fn upgrade_existing<H: Handler>(
                 // client that went silent is not waited for: its socket closes with the session.)
                 upgraded = tokio::time::timeout(CLOSE_GRACE, upgrade_packet(&mut ws))
                     .await
-                    .unwrap_or(false);
-                if upgraded {
+                    .unwrap_or(Err(None));
+                if upgraded.is_ok() {
                     session.complete_upgrade();
                 }
             }
-            if !upgraded {
-                tracing::debug!(session = %session.log_id(), "upgrade abandoned, staying on polling");
+            if let Err(code) = upgraded {
+                tracing::debug!(session = %session.log_id(), ?code, "upgrade abandoned, staying on polling");
                 session.abort_upgrade();
-                let _ = tokio::time::timeout(CLOSE_GRACE, ws.close(None)).await;
+                let _ = tokio::time::timeout(CLOSE_GRACE, hang_up(&mut ws, code)).await;
                 return None;
             }
             Some(ws)
@@ -230,26 +230,26 @@ fn accept_and_close<H: Handler>(
     let engine = engine.clone();
     tokio::spawn(async move {
         if let Some(mut ws) = accept(engine.config(), req).await {
-            let close = async {
-                ws.close(None).await?;
-                while let Some(Ok(_)) = ws.next().await {}
-                Ok::<_, WsError>(())
-            };
-            let _ = tokio::time::timeout(CLOSE_GRACE, close).await;
+            let _ = tokio::time::timeout(CLOSE_GRACE, hang_up(&mut ws, None)).await;
         }
     });
     resp
 }
 
+/// Why an upgrade did not complete, as the code of the close frame that ends its socket: a
+/// frame the WebSocket protocol forbids gets its code (1002, 1007, 1009), anything else
+/// (another packet, a timeout) an empty close frame, as the reference server sends.
+type Abandoned = Option<CloseCode>;
+
 /// Waits for `2probe` (answering `3probe`) and then `5`.
-async fn probe<D>(ws: &mut Ws, session: &Session<D>) -> bool {
-    match next_text(ws).await.map(packet::decode_text) {
-        Some(Ok(Packet::Ping { probe: true })) => {}
-        _ => return false,
+async fn probe<D>(ws: &mut Ws, session: &Session<D>) -> Result<(), Abandoned> {
+    match packet::decode_text(next_text(ws).await?) {
+        Ok(Packet::Ping { probe: true }) => {}
+        _ => return Err(None),
     }
     let pong = Frame::Text(Utf8Bytes::from_static("3probe"));
     if send(ws, pong).await.is_err() {
-        return false;
+        return Err(None);
     }
     // A client that sent `5` right behind its probe, without waiting for `3probe`, has moved
     // already: its upgrade completes before a poll of its can be answered as if it had not.
@@ -260,28 +260,52 @@ async fn probe<D>(ws: &mut Ws, session: &Session<D>) -> bool {
             upgrade_packet(ws).await
         }
     };
-    if upgraded {
+    if upgraded.is_ok() {
         session.complete_upgrade();
     }
     upgraded
 }
 
 /// Whether the next packet is the client's `5`, by which it moves to this socket.
-async fn upgrade_packet(ws: &mut Ws) -> bool {
-    matches!(
-        next_text(ws).await.map(packet::decode_text),
-        Some(Ok(Packet::Upgrade))
-    )
+async fn upgrade_packet(ws: &mut Ws) -> Result<(), Abandoned> {
+    match packet::decode_text(next_text(ws).await?) {
+        Ok(Packet::Upgrade) => Ok(()),
+        _ => Err(None),
+    }
 }
 
-/// The next text message, skipping WebSocket pings and pongs; `None` for anything else.
-async fn next_text(ws: &mut Ws) -> Option<Utf8Bytes> {
+/// The next text message, skipping WebSocket pings and pongs.
+async fn next_text(ws: &mut Ws) -> Result<Utf8Bytes, Abandoned> {
     loop {
-        match ws.next().await? {
-            Ok(WsMessage::Text(text)) => return Some(text),
-            Ok(WsMessage::Ping(_) | WsMessage::Pong(_)) => continue,
-            _ => return None,
+        match ws.next().await {
+            Some(Ok(WsMessage::Text(text))) => return Ok(text),
+            Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => continue,
+            Some(Err(e)) => return Err(Some(close_code_for(&e))),
+            _ => return Err(None),
         }
+    }
+}
+
+/// Closes a socket that never carried the session: first what tungstenite owes the peer (its
+/// reply to a close frame, which it will not send once asked to close), then our close frame.
+async fn hang_up(ws: &mut Ws, code: Abandoned) -> Result<(), WsError> {
+    ws.flush().await?;
+    let frame = code.map(|code| CloseFrame {
+        code,
+        reason: Utf8Bytes::default(),
+    });
+    ws.close(frame).await?;
+    while let Some(Ok(_)) = ws.next().await {}
+    Ok(())
+}
+
+/// The close code that answers a read error.
+fn close_code_for(e: &WsError) -> CloseCode {
+    match e {
+        WsError::Capacity(CapacityError::MessageTooLong { .. }) => CloseCode::Size,
+        WsError::Protocol(_) => CloseCode::Protocol,
+        WsError::Utf8(_) => CloseCode::Invalid,
+        _ => CloseCode::Error,
     }
 }
 
@@ -449,16 +473,10 @@ async fn io_loop<H: Handler>(
                 }
                 Some(Err(e)) => {
                     tracing::debug!(session = %session.log_id(), error = %e, "WebSocket read failed");
-                    close_code = match e {
-                        WsError::Capacity(CapacityError::MessageTooLong { .. }) => CloseCode::Size,
-                        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
-                            peer_closed = true;
-                            CloseCode::Protocol
-                        }
-                        WsError::Protocol(_) => CloseCode::Protocol,
-                        WsError::Utf8(_) => CloseCode::Invalid,
-                        _ => CloseCode::Error,
-                    };
+                    close_code = close_code_for(&e);
+                    if matches!(e, WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)) {
+                        peer_closed = true;
+                    }
                     session.fail(CloseReason::TransportError);
                     if matches!(close_code, CloseCode::Error) {
                         // The socket itself failed: nothing more can be written.
