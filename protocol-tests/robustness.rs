@@ -206,6 +206,18 @@ async fn a_bad_websocket_handshakes_are_refused() {
             let resp = request(addr, "GET", target, headers, b"").await;
             resp.assert_engine_error(400, 3);
         }
+        // RFC 6455 needs HTTP/1.1; an HTTP/1.0 handshake is a bad request, not a 101.
+        let resp = raw_request(
+            addr,
+            format!(
+                "GET {target} HTTP/1.0\r\nHost: x\r\nConnection: Upgrade\r\n\
+                 Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+                 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await;
+        resp.assert_engine_error(400, 3);
         // Odd extension and protocol headers are ignored, quickly (GHSA-5v72-xg48-5rpm,
         // CVE-2021-32640): the handshake succeeds and negotiates nothing.
         let spaces = format!("b{}x", " ".repeat(50_000));

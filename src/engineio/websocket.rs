@@ -13,7 +13,7 @@ use std::time::Duration;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, Request, Response, StatusCode, Version};
 use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
@@ -48,9 +48,11 @@ fn header_has_token(req: &Request<Incoming>, name: header::HeaderName, token: &s
     })
 }
 
-/// Whether the request is a well-formed WebSocket handshake.
+/// Whether the request is a well-formed WebSocket handshake (RFC 6455 §4.2.1: HTTP/1.1 or
+/// later, GET, the upgrade headers, version 13, a 16-byte key).
 pub(crate) fn is_upgrade_request(req: &Request<Incoming>) -> bool {
-    req.method() == Method::GET
+    req.version() >= Version::HTTP_11
+        && req.method() == Method::GET
         && header_has_token(req, header::UPGRADE, "websocket")
         && header_has_token(req, header::CONNECTION, "upgrade")
         && req
