@@ -308,9 +308,12 @@ describe('chat page in a browser', { skip: CHAT_URL ? false : 'set CHAT_URL (for
       ]),
     );
     await bob.page.waitForSelector('#connection-status[data-state="connected"]', { timeout: WAIT_MS });
+    // The list before the loss has the same names: wait for the one the new login brought.
+    await eventually(async () => {
+      const newId = await bob.page.getAttribute('#user-list > li.user.is-self', 'data-user-id');
+      assert.notEqual(newId, oldId, 'a new socket id after reconnecting');
+    });
     await eventually(async () => assert.deepEqual(await userList(bob.page), ['Alice', 'Bob (you)']));
-    const newId = await bob.page.getAttribute('#user-list > li.user.is-self', 'data-user-id');
-    assert.notEqual(newId, oldId, 'a new socket id after reconnecting');
     await eventually(async () => assert.deepEqual(await userList(alice.page), ['Alice (you)', 'Bob']));
 
     await eventually(async () => assert.equal(await bob.page.isEnabled('#send-button'), true));
