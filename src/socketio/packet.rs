@@ -715,18 +715,46 @@ fn replace_lone_surrogates(text: &str) -> Option<String> {
 }
 
 /// An event named by a number (which the reference parser accepts) is dispatched under the
-/// number's decimal form, as a JavaScript server would look its listener up.
+/// name a JavaScript server would look its listener up by: `String(n)`.
 fn name_number_as_string(kind: PacketKind, items: &mut [Value]) {
     if !matches!(kind, PacketKind::Event | PacketKind::BinaryEvent) {
         return;
     }
     if let Some(Value::Number(n)) = items.first() {
-        let name = match (n.as_i64(), n.as_f64()) {
-            (Some(i), _) => i.to_string(),
-            (None, Some(f)) if f.fract() == 0.0 && f.abs() < 1e21 => format!("{f:.0}"),
-            _ => n.to_string(),
-        };
+        // Every JSON number is a double in JavaScript; serde_json never yields NaN or infinity.
+        let name = js_number_string(n.as_f64().unwrap_or(0.0));
         items[0] = Value::String(name);
+    }
+}
+
+/// ECMAScript's Number::toString for a finite number: the shortest digits that round-trip,
+/// written out in full for decimal exponents in [-7, 21), in exponent form (`1e+21`) beyond.
+fn js_number_string(n: f64) -> String {
+    if n == 0.0 {
+        return "0".to_owned(); // -0 too
+    }
+    if n < 0.0 {
+        return format!("-{}", js_number_string(-n));
+    }
+    // Rust's `{:e}` gives the shortest round-trip digits: `d[.ddd]e<exp>`.
+    let sci = format!("{n:e}");
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    let k = digits.len() as i32;
+    // The decimal point sits after the first `point` digits.
+    let point = exp.parse::<i32>().unwrap_or(0) + 1;
+    if k <= point && point <= 21 {
+        format!("{digits}{}", "0".repeat((point - k) as usize))
+    } else if 0 < point && point <= 21 {
+        let (int, frac) = digits.split_at(point as usize);
+        format!("{int}.{frac}")
+    } else if -6 < point && point <= 0 {
+        format!("0.{}{digits}", "0".repeat((-point) as usize))
+    } else {
+        let sign = if point > 0 { '+' } else { '-' };
+        let (first, rest) = digits.split_at(1);
+        let dot = if rest.is_empty() { "" } else { "." };
+        format!("{first}{dot}{rest}e{sign}{}", (point - 1).abs())
     }
 }
 
@@ -1129,7 +1157,8 @@ mod tests {
         assert!(matches!(rejected("5"), ParseError::IllegalAttachments));
         assert!(matches!(rejected("51"), ParseError::IllegalAttachments));
         assert!(matches!(rejected("5a-[]"), ParseError::IllegalAttachments));
-        // Zero attachments is a complete packet, as the reference parser has it.
+        // Zero attachments: the packet is complete at once (the reference parser emits it too,
+        // though it then fails the next text packet as if attachments were pending).
         let p = decoded(r#"50-["a"]"#);
         assert_eq!((p.kind, p.attachments.len()), (PacketKind::BinaryEvent, 0));
         assert!(matches!(
@@ -1275,6 +1304,17 @@ mod tests {
             ("2[-7]", "-7"),
             ("2[2.0]", "2"),
             ("2[1.5]", "1.5"),
+            ("2[-0]", "0"),
+            ("2[1e20]", "100000000000000000000"),
+            ("2[1e21]", "1e+21"),
+            ("2[1.2345678901234569e23]", "1.2345678901234569e+23"),
+            ("2[0.000001]", "0.000001"),
+            ("2[1.5e-6]", "0.0000015"),
+            ("2[1.5e-7]", "1.5e-7"),
+            ("2[-1e-7]", "-1e-7"),
+            ("2[2.5e-5]", "0.000025"),
+            ("2[9007199254740993]", "9007199254740992"),
+            ("2[18446744073709551615]", "18446744073709552000"),
         ] {
             assert_eq!(decoded(text).event_name(), Some(name), "{text}");
         }
