@@ -520,11 +520,10 @@ async fn packets_the_reference_parser_accepts_keep_the_connection() {
     ws_send(&mut ws, r#"43["x"]"#).await;
     ws_send(&mut ws, r#"461-[{"_placeholder":true,"num":0}]"#).await;
     ws_send_binary(&mut ws, b"unasked").await;
-    // A binary event that declares no attachment is complete at once.
-    ws_send(&mut ws, r#"450-["message","zero"]"#).await;
+    ws_send(&mut ws, r#"42["message","after"]"#).await;
     assert_eq!(
         ws_recv_app_text(&mut ws).await,
-        r#"42["message-back","zero"]"#
+        r#"42["message-back","after"]"#
     );
     // Half a surrogate pair (text cut inside an emoji by a JavaScript client).
     ws_send(&mut ws, r#"42["message","cut \ud83d"]"#).await;
@@ -584,7 +583,14 @@ async fn attachments_over_the_limit_close_the_connection() {
         "an overflowing count",
     )
     .await;
-    for bad in ["45", "451", "45a-[\"m\"]", "451.5-[\"m\"]", "45-1-[\"m\"]"] {
+    for bad in [
+        "45",
+        "451",
+        "45a-[\"m\"]",
+        "451.5-[\"m\"]",
+        "45-1-[\"m\"]",
+        "450-[\"message\"]",
+    ] {
         assert_closes(addr, &[text(bad)], bad).await;
     }
 }

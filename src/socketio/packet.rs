@@ -382,6 +382,9 @@ pub enum ParseError {
     /// The attachment count of a binary packet is not `<digits>-`.
     #[error("Illegal attachments")]
     IllegalAttachments,
+    /// A binary packet declared zero attachments.
+    #[error("Illegal attachments: a binary packet must declare at least one attachment")]
+    NoAttachments,
     /// More attachments were declared than allowed.
     #[error("Illegal attachments: {declared} declared, at most {max} allowed")]
     TooManyAttachments {
@@ -579,6 +582,9 @@ fn parse_text(text: &str, limits: &DecoderLimits) -> Result<(Packet, usize), Par
         let (digits, declared) = scan_digits(bytes, pos, MAX_COUNT_DIGITS);
         if digits == 0 || bytes.get(pos + digits) != Some(&b'-') {
             return Err(ParseError::IllegalAttachments);
+        }
+        if declared == 0 {
+            return Err(ParseError::NoAttachments);
         }
         count = match usize::try_from(declared) {
             Ok(n) if n <= limits.max_attachments => n,
@@ -1157,10 +1163,7 @@ mod tests {
         assert!(matches!(rejected("5"), ParseError::IllegalAttachments));
         assert!(matches!(rejected("51"), ParseError::IllegalAttachments));
         assert!(matches!(rejected("5a-[]"), ParseError::IllegalAttachments));
-        // Zero attachments: the packet is complete at once (the reference parser emits it too,
-        // though it then fails the next text packet as if attachments were pending).
-        let p = decoded(r#"50-["a"]"#);
-        assert_eq!((p.kind, p.attachments.len()), (PacketKind::BinaryEvent, 0));
+        assert!(matches!(rejected(r#"50-["a"]"#), ParseError::NoAttachments));
         assert!(matches!(
             rejected(r#"611-1[]"#),
             ParseError::TooManyAttachments {
