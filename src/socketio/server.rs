@@ -205,8 +205,9 @@ impl SocketIoBuilder {
         self.config.engine.max_sessions = n;
         self
     }
-    /// Sessions one client address may hold (default 100,000, the global cap's default: a proxy
-    /// or a NAT is one address for many clients); beyond, handshakes get `429`.
+    /// Sessions one client address may hold (default 20,000); beyond, handshakes get `429`.
+    /// The address is the TCP peer's: behind a reverse proxy, which is one address for all its
+    /// clients, set it to the global cap.
     pub fn max_sessions_per_ip(mut self, n: usize) -> Self {
         self.config.engine.max_sessions_per_ip = n;
         self
