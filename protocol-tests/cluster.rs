@@ -1,7 +1,8 @@
 //! Several of our nodes as one cluster through a real Redis (`redis-server`, started by each
 //! test on a free port): broadcasts with rooms, exceptions and binary, acknowledgements of
 //! broadcasts, fetching, joining, leaving and disconnecting sockets on other nodes,
-//! server-side events with answers, a node that leaves, and Redis restarted mid-test.
+//! server-side events with answers, a node that leaves, Redis restarted mid-test, and the chat's
+//! login window while the cluster checks a name.
 //! Clients are raw WebSockets on each node; every delivery is checked on the wire.
 
 mod common;
@@ -559,4 +560,97 @@ async fn redis_restart_is_survived() {
     assert!(nodes[1].redis.stats().reconnects.load(Ordering::Relaxed) >= 1);
     let fetched = nodes[1].io.to("r").fetch_sockets().await.unwrap();
     assert_eq!(ids(&fetched), sorted(vec![a.id.clone(), b.id.clone()]));
+}
+
+/// Subscribes a connection of its own to the request channel: Redis counts it as one more node,
+/// which never answers, so every question to the cluster waits for the request timeout.
+async fn silent_node(redis: &Redis) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", redis.port))
+        .await
+        .expect("connect to redis");
+    let channel = "socket.io-request#/#";
+    let command = format!(
+        "*2\r\n$9\r\nSUBSCRIBE\r\n${}\r\n{channel}\r\n",
+        channel.len()
+    );
+    conn.write_all(command.as_bytes()).await.expect("subscribe");
+    let mut reply = [0u8; 64];
+    let n = conn.read(&mut reply).await.expect("subscribed");
+    assert!(reply[..n].starts_with(b"*3"), "SUBSCRIBE answered");
+    conn
+}
+
+#[tokio::test]
+async fn a_chat_login_the_cluster_is_still_checking_cannot_speak() {
+    use socketio_server::chat::Chat;
+    use socketio_server::chat::config::ChatConfig;
+    let redis = Redis::start();
+    let config = RedisConfig {
+        requests_timeout: Duration::from_millis(800),
+        ..RedisConfig::default()
+    };
+    let link = RedisNode::connect(&redis.url(), config)
+        .await
+        .expect("connect to redis");
+    let chat_config = ChatConfig {
+        redis_url: Some(redis.url()),
+        ..ChatConfig::default()
+    };
+    let io = chat_config
+        .server_builder()
+        .adapter(link.adapter_factory())
+        .build();
+    let _chat = Chat::install(&io, chat_config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let server = io.clone();
+    tokio::spawn(async move { server.serve(listener, std::future::pending()).await });
+    let _silent = silent_node(&redis).await;
+
+    let login = |name: &str| format!(r#"4211["login",{{"name":"{name}","room":"r1"}}]"#);
+    let (mut alice, _) = ws_open(addr, "/socket.io/").await;
+    ws_send(&mut alice, "40").await;
+    assert!(ws_recv_app_text(&mut alice).await.starts_with("40"));
+    ws_send(&mut alice, &login("alice")).await;
+    // Her `users`, then the ack, once the silent node has timed out.
+    assert!(
+        ws_recv_app_text(&mut alice)
+            .await
+            .starts_with(r#"42["users""#)
+    );
+    assert!(ws_recv_app_text(&mut alice).await.starts_with("4311"));
+
+    // While the cluster checks mallory's name, what she says reaches nobody.
+    let (mut mallory, _) = ws_open(addr, "/socket.io/").await;
+    ws_send(&mut mallory, "40").await;
+    assert!(ws_recv_app_text(&mut mallory).await.starts_with("40"));
+    ws_send(&mut mallory, &login("mallory")).await;
+    ws_send(&mut mallory, r#"42["roomMessage","too early"]"#).await;
+    assert_eq!(
+        ws_recv_app_text(&mut alice).await,
+        r#"42["notification",{"description":"mallory just entered the room","title":"Someone's here"}]"#,
+        "the first thing alice hears of mallory is her entry, not her message"
+    );
+    // Once in, she speaks as herself.
+    assert!(
+        ws_recv_app_text(&mut alice)
+            .await
+            .starts_with(r#"42["users""#)
+    );
+    loop {
+        let got = ws_recv_app_text(&mut mallory).await;
+        if got.starts_with("4311") {
+            break;
+        }
+    }
+    ws_send(&mut mallory, r#"42["roomMessage","hello"]"#).await;
+    assert_eq!(
+        ws_recv_app_text(&mut alice).await,
+        r#"42["roomMessage",{"from":"mallory","message":"hello"}]"#
+    );
+    io.close();
+    link.shutdown();
 }

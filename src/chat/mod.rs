@@ -252,14 +252,19 @@ impl Chat {
         true
     }
 
+    /// Whether the socket's login is complete: at once on one node; in a cluster only once the
+    /// other nodes have answered that the name is free.
+    fn announced(&self, socket: &Socket) -> bool {
+        !self.clustered || socket.data().get("joined").is_some()
+    }
+
     /// Logs a socket's user out (logout or disconnect) and tells the room.
     fn leave(self: &Arc<Self>, socket: &Arc<Socket>) {
         let Some(user) = self.users().delete(socket.id()) else {
             return;
         };
-        // In a cluster a login is announced only once the other nodes have answered; a socket
-        // that leaves before that was never in the room for anyone.
-        let announced = !self.clustered || socket.data().get("joined").is_some();
+        // A socket that leaves before its login was announced was never in the room for anyone.
+        let announced = self.announced(socket);
         socket.set_data(Value::Null);
         if !announced {
             return;
@@ -297,6 +302,11 @@ impl Chat {
         let Some(user) = self.users().find(socket.id()).cloned() else {
             return;
         };
+        // A login the cluster is still checking is not a login yet: its name may be someone
+        // else's.
+        if !self.announced(socket) {
+            return;
+        }
         let refusal = match event.args.first() {
             _ if !allowed => {
                 self.stats.dropped_rate.fetch_add(1, Ordering::Relaxed);
