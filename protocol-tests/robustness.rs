@@ -380,6 +380,34 @@ async fn a_huge_header_line_gets_431_at_once() {
 }
 
 #[tokio::test]
+async fn a_request_head_over_16_kib_gets_431() {
+    // What a session keeps of its opening request is bounded: Node's limit, 16 KiB a head.
+    let addr = spawn_conformance_server().await;
+    with_bystanders(addr, || async {
+        let head = |pad: usize, target: &str, extra: &str| {
+            format!(
+                "GET {target} HTTP/1.1\r\nHost: x\r\n{extra}X-Pad: {}\r\n\r\n",
+                "a".repeat(pad)
+            )
+        };
+        let polling = "/engine.io/?EIO=4&transport=polling";
+        let ok = raw_request(addr, head(15_000, polling, "").as_bytes()).await;
+        assert_eq!(ok.status, 200, "15 KB of headers");
+        let big = raw_request(addr, head(17_000, polling, "").as_bytes()).await;
+        assert_eq!(big.status, 431, "17 KB of headers");
+        // A WebSocket handshake too: no 101, no session.
+        let upgrade: String = RawWs::handshake_headers()
+            .iter()
+            .map(|(n, v)| format!("{n}: {v}\r\n"))
+            .collect();
+        let target = "/engine.io/?EIO=4&transport=websocket";
+        let big = raw_request(addr, head(17_000, target, &upgrade).as_bytes()).await;
+        assert_eq!(big.status, 431, "17 KB of headers on a WebSocket handshake");
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_stalled_post_body_does_not_hold_up_anyone() {
     // A POST announcing 1,000,000 bytes that sends 10 and falls silent.
     let addr = spawn_conformance_server().await;

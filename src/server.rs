@@ -26,6 +26,11 @@ pub struct HttpConfig {
     pub header_read_timeout: Duration,
     /// Headers one request may carry; more get `431`.
     pub max_headers: usize,
+    /// Bytes a request head (request line and headers) may take; more get `431`. A session
+    /// keeps the headers of the request that opened it for as long as it lives (the
+    /// handshake its sockets show, here and to the other nodes of a cluster), so this bounds
+    /// what each session holds. Node's HTTP server has the same default.
+    pub max_header_bytes: usize,
     /// Time given to open connections to finish once shutdown starts.
     pub shutdown_grace: Duration,
 }
@@ -35,6 +40,7 @@ impl Default for HttpConfig {
         HttpConfig {
             header_read_timeout: Duration::from_secs(30),
             max_headers: 100,
+            max_header_bytes: 16 * 1024,
             shutdown_grace: Duration::from_secs(5),
         }
     }
@@ -133,7 +139,8 @@ async fn serve_connection<F, Fut>(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(config.header_read_timeout)
-        .max_headers(config.max_headers);
+        .max_headers(config.max_headers)
+        .max_header_size(config.max_header_bytes);
     let conn = builder
         .serve_connection(TokioIo::new(Conn::new(stream)), service)
         .with_upgrades();
