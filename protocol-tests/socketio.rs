@@ -194,6 +194,28 @@ async fn unknown_namespace_gets_connect_error_and_the_connection_stays_open() {
 }
 
 #[tokio::test]
+async fn an_auth_object_over_16_kib_gets_connect_error_and_the_connection_stays_open() {
+    let addr = spawn_conformance_server().await;
+    let (mut ws, _) = engine(addr).await;
+    let big = format!(r#"40{{"token":"{}"}}"#, "t".repeat(16 * 1024));
+    ws_send(&mut ws, &big).await;
+    assert_eq!(
+        ws_recv_app_text(&mut ws).await,
+        r#"44{"message":"Auth payload too large"}"#
+    );
+    // Just under the limit is fine, on the same connection.
+    let token = "t".repeat(16 * 1024 - r#"{"token":""}"#.len());
+    ws_send(&mut ws, &format!(r#"40{{"token":"{token}"}}"#)).await;
+    assert!(ws_recv_app_text(&mut ws).await.starts_with(r#"40{"sid":"#));
+    let auth = ws_recv_app_text(&mut ws).await;
+    assert!(
+        auth.starts_with(r#"42["auth",{"token":"ttt"#),
+        "{}",
+        &auth[..40]
+    );
+}
+
+#[tokio::test]
 async fn middleware_refusal_is_a_connect_error_with_data() {
     let addr = spawn_conformance_server().await;
     let (mut ws, _) = engine(addr).await;

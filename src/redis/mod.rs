@@ -43,7 +43,7 @@ use crate::socketio::adapter::{
     RemoteAck, SocketInfo,
 };
 use crate::socketio::namespace::ServerAck;
-use crate::socketio::packet::Packet;
+use crate::socketio::packet::{Packet, json_len};
 use crate::socketio::{AckResponse, BroadcastOperator, Namespace};
 use wire::{Channels, Message, RequestType};
 
@@ -254,6 +254,38 @@ impl RedisNode {
     pub fn shutdown(&self) {
         let _ = self.inner.shutdown.send(true);
     }
+}
+
+/// Bytes of handshakes a fetch answer carries at most. Redis disconnects a subscriber whose
+/// unread pub/sub messages pass 8 MiB for a minute or 32 MiB at once (its default
+/// `client-output-buffer-limit`), and every node subscribes to the answers: one answer that
+/// large would cut the whole cluster off. Headers and auth are bounded per socket (16 KiB each
+/// by default) but not per room.
+const FETCH_HANDSHAKE_BUDGET: usize = 4 << 20;
+
+/// The sockets of a fetch answer, with their handshakes' headers, query and auth left out
+/// when all of them together would be larger than [`FETCH_HANDSHAKE_BUDGET`]. Ids, rooms and
+/// data (what applications look at across nodes) always go.
+fn within_answer_budget(mut sockets: Vec<SocketInfo>) -> Vec<SocketInfo> {
+    let bytes: usize = sockets.iter().map(|s| json_len(&s.handshake)).sum();
+    if bytes <= FETCH_HANDSHAKE_BUDGET {
+        return sockets;
+    }
+    tracing::warn!(
+        sockets = sockets.len(),
+        bytes,
+        "fetch answer too large for one message: handshakes sent without headers, query and auth"
+    );
+    for socket in &mut sockets {
+        if let Value::Object(handshake) = &mut socket.handshake {
+            for key in ["headers", "query", "auth"] {
+                if let Some(field) = handshake.get_mut(key) {
+                    *field = json!({});
+                }
+            }
+        }
+    }
+    sockets
 }
 
 impl NodeInner {
@@ -567,6 +599,7 @@ impl NodeInner {
             }
             RequestType::RemoteFetch => {
                 let sockets: Vec<SocketInfo> = opts().sockets().iter().map(|s| s.info()).collect();
+                let sockets = within_answer_budget(sockets);
                 self.answer(link, &request, json!({ "sockets": sockets }));
             }
             RequestType::ServerSideEmit => {
@@ -985,5 +1018,45 @@ impl Adapter for RedisAdapter {
                 .map(|mut body| body.value["data"].take())
                 .collect())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn socket(auth_bytes: usize) -> SocketInfo {
+        SocketInfo {
+            id: "s".to_owned(),
+            rooms: vec!["s".to_owned(), "room".to_owned()],
+            data: json!({ "user": "u" }),
+            handshake: json!({
+                "headers": { "user-agent": "x" },
+                "query": { "EIO": "4" },
+                "auth": { "token": "t".repeat(auth_bytes) },
+                "address": "127.0.0.1",
+                "url": "/socket.io/?EIO=4&transport=websocket",
+            }),
+        }
+    }
+
+    #[test]
+    fn fetch_answers_keep_handshakes_within_the_budget() {
+        let small: Vec<SocketInfo> = (0..100).map(|_| socket(100)).collect();
+        assert_eq!(within_answer_budget(small.clone()), small);
+
+        let large: Vec<SocketInfo> = (0..300).map(|_| socket(16 * 1024)).collect();
+        let sent = within_answer_budget(large.clone());
+        let bytes: usize = sent.iter().map(|s| json_len(&s.handshake)).sum();
+        assert!(bytes < FETCH_HANDSHAKE_BUDGET / 10, "{bytes} bytes");
+        for (sent, full) in sent.iter().zip(&large) {
+            assert_eq!(
+                (&sent.id, &sent.rooms, &sent.data),
+                (&full.id, &full.rooms, &full.data)
+            );
+            assert_eq!(sent.handshake["auth"], json!({}));
+            assert_eq!(sent.handshake["headers"], json!({}));
+            assert_eq!(sent.handshake["address"], full.handshake["address"]);
+        }
     }
 }

@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use serde_json::Value;
 
 use super::error::DisconnectReason;
-use super::packet::{Decoder, Packet, PacketKind};
+use super::packet::{Decoder, Packet, PacketKind, json_len};
 use super::server::ServerState;
 use super::socket::{Socket, encode_frames};
 use crate::engineio::{CloseReason, Handler, Message, Session};
@@ -182,6 +182,12 @@ impl Client {
             Some(Value::Object(map)) => Value::Object(map),
             _ => Value::Object(Default::default()),
         };
+        if json_len(&auth) > self.state.config.max_auth_bytes {
+            tracing::debug!(session = %session.log_id(), %nsp, "auth payload too large");
+            let refusal = Packet::connect_error(&nsp, "Auth payload too large", None);
+            let _ = session.send_all(encode_frames(&refusal));
+            return;
+        }
         let socket = Arc::new(Socket::new(ns.clone(), session.clone(), auth));
         let session = session.clone();
         run_inline(async move {

@@ -661,6 +661,24 @@ fn parse_text(text: &str, limits: &DecoderLimits) -> Result<(Packet, usize), Par
     Ok((packet, count))
 }
 
+/// The length of `value` written as JSON, without writing it anywhere.
+pub(crate) fn json_len(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing a `Value` to a sink that never fails cannot fail.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
+}
+
 /// Parses a JSON payload as JavaScript's `JSON.parse` would. A JavaScript client may send a
 /// string holding half of a surrogate pair (text cut in the middle of an emoji), which
 /// `JSON.stringify` writes as a lone `\uD8xx` escape; that string becomes U+FFFD here instead

@@ -31,6 +31,10 @@ pub struct SocketIoConfig {
     pub max_json_depth: usize,
     /// Default time to wait for an acknowledgement of a broadcast.
     pub ack_timeout: Duration,
+    /// Bytes of JSON a CONNECT's auth object may take; a larger one is refused with a
+    /// `connect_error`. A socket keeps its auth for as long as it lives (its handshake, here and
+    /// to the other nodes of a cluster), so this bounds what each socket holds.
+    pub max_auth_bytes: usize,
 }
 
 impl Default for SocketIoConfig {
@@ -44,6 +48,7 @@ impl Default for SocketIoConfig {
             max_attachments: 10,
             max_json_depth: 32,
             ack_timeout: Duration::from_secs(10),
+            max_auth_bytes: 16 * 1024,
         }
     }
 }
@@ -172,6 +177,12 @@ impl SocketIoBuilder {
     /// Largest message or polling body, in bytes (default 1,000,000).
     pub fn max_payload(mut self, bytes: usize) -> Self {
         self.config.engine.max_payload = bytes;
+        self
+    }
+    /// Bytes of JSON a CONNECT's auth object may take (default 16 KiB); a larger one gets a
+    /// `connect_error`.
+    pub fn max_auth_bytes(mut self, n: usize) -> Self {
+        self.config.max_auth_bytes = n;
         self
     }
     /// Time a connection has to join a namespace (default 45 s).
