@@ -6,6 +6,7 @@ pub mod user_store;
 pub mod validation;
 pub mod web;
 
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
@@ -44,6 +45,34 @@ pub struct Chat {
     stats: ChatStats,
     clustered: bool,
     logins: AtomicU64,
+    /// Users logged in on the other nodes, by socket id, as their nodes announced them: when a
+    /// node dies its users cannot say goodbye, and the others tell their rooms who left.
+    roster: Mutex<HashMap<String, RemoteUser>>,
+}
+
+/// A user of another node.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+struct RemoteUser {
+    name: String,
+    room: String,
+    node: String,
+}
+
+/// Server-side events between chat nodes: a user logged in (`{id, name, room, node}`), a user
+/// left (its id).
+const ROSTER_IN: &str = "chat:logged-in";
+const ROSTER_OUT: &str = "chat:logged-out";
+
+/// Entries the roster holds at most: more than a cluster's users, a bound on what another
+/// process can make it hold.
+const ROSTER_MAX: usize = 1 << 20;
+
+fn entered_notice(name: &str) -> Value {
+    json!({ "title": "Someone's here", "description": format!("{name} just entered the room") })
+}
+
+fn left_notice(name: &str) -> Value {
+    json!({ "title": "Someone just left", "description": format!("{name} just left the room") })
 }
 
 /// The Socket.IO room of a chat room. Chat rooms live in their own keyspace: a socket id never
@@ -67,14 +96,47 @@ impl Chat {
             stats: ChatStats::default(),
             clustered,
             logins: AtomicU64::new(0),
+            roster: Mutex::new(HashMap::new()),
         });
         let app = chat.clone();
         let ns = io.of("/");
         ns.on_connect(move |socket| app.clone().on_connect(&socket));
         if clustered {
+            let app = Arc::downgrade(&chat);
+            ns.on_server_event(ROSTER_IN, move |args, _| {
+                if let Some(chat) = app.upgrade() {
+                    chat.roster_in(args);
+                }
+            });
+            let app = Arc::downgrade(&chat);
+            ns.on_server_event(ROSTER_OUT, move |args, _| {
+                if let (Some(chat), Some(Value::String(id))) = (app.upgrade(), args.first()) {
+                    chat.roster().remove(id);
+                }
+            });
             tokio::spawn(watch_nodes(Arc::downgrade(&chat), Arc::downgrade(&ns)));
         }
         chat
+    }
+
+    fn roster(&self) -> MutexGuard<'_, HashMap<String, RemoteUser>> {
+        self.roster.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn roster_in(&self, args: Vec<Value>) {
+        let Some(announced) = args.into_iter().next() else {
+            return;
+        };
+        let Some(id) = announced["id"].as_str().map(str::to_owned) else {
+            return;
+        };
+        let Ok(user) = serde_json::from_value::<RemoteUser>(announced) else {
+            return;
+        };
+        let mut roster = self.roster();
+        if roster.len() < ROSTER_MAX {
+            roster.insert(id, user);
+        }
     }
 
     /// The counters.
@@ -199,12 +261,16 @@ impl Chat {
             return;
         }
         self.stats.logins.fetch_add(1, Ordering::Relaxed);
+        if let (true, Some(node)) = (self.clustered, ns.node_id()) {
+            let announced =
+                json!({ "id": user.id, "name": user.name, "room": user.room, "node": node });
+            ns.server_side_emit(ROSTER_IN, vec![announced]);
+        }
         let key = room_key(&user.room);
         socket.join(&key);
-        let _ = socket.to(&key).emit(
-            "notification",
-            &json!({ "title": "Someone's here", "description": format!("{} just entered the room", user.name) }),
-        );
+        let _ = socket
+            .to(&key)
+            .emit("notification", &entered_notice(&user.name));
         let members = self.members(ns, &user.room).await;
         let _ = ns.to(&key).emit("users", &members);
         let _ = event.ack.send(&json!({ "user": user }));
@@ -272,15 +338,13 @@ impl Chat {
         let key = room_key(&user.room);
         socket.leave(&key);
         let ns = socket.namespace().clone();
-        let _ = ns.to(&key).emit(
-            "notification",
-            &json!({ "title": "Someone just left", "description": format!("{} just left the room", user.name) }),
-        );
+        let _ = ns.to(&key).emit("notification", &left_notice(&user.name));
         if !self.clustered {
             let members = self.users().in_room(&user.room);
             let _ = ns.to(&key).emit("users", &members);
             return;
         }
+        ns.server_side_emit(ROSTER_OUT, vec![Value::String(user.id.clone())]);
         let chat = self.clone();
         tokio::spawn(async move {
             let members = chat.members(&ns, &user.room).await;
@@ -288,8 +352,29 @@ impl Chat {
         });
     }
 
-    /// Sends this node's members of every room the current list: after a node went away, its
-    /// users are no longer in the lists the other nodes fetch.
+    /// After nodes died: tells this node's members of each room which users of those nodes
+    /// left it, then sends them the room's list, which the dead nodes' users are no longer in.
+    async fn nodes_gone(&self, ns: &Arc<Namespace>, gone: &[String]) {
+        let left: Vec<RemoteUser> = {
+            let mut roster = self.roster();
+            let ids: Vec<String> = roster
+                .iter()
+                .filter(|(_, user)| gone.contains(&user.node))
+                .map(|(id, _)| id.clone())
+                .collect();
+            ids.iter().filter_map(|id| roster.remove(id)).collect()
+        };
+        let here: HashSet<String> = self.users().rooms().into_iter().collect();
+        for user in left.iter().filter(|user| here.contains(&user.room)) {
+            let _ = ns
+                .to(&room_key(&user.room))
+                .local()
+                .emit("notification", &left_notice(&user.name));
+        }
+        self.refresh_lists(ns).await;
+    }
+
+    /// Sends this node's members of every room the current list.
     async fn refresh_lists(&self, ns: &Arc<Namespace>) {
         let rooms = self.users().rooms();
         for room in rooms {
@@ -341,10 +426,16 @@ impl Chat {
 /// How often a clustered node checks whether a node left.
 const NODE_CHECK: Duration = Duration::from_secs(1);
 
+/// Checks in a row a node must be missing from to count as gone: while Redis restarts, live
+/// nodes are missing for a moment, until they have subscribed again.
+const GONE_AFTER: u32 = 2;
+
 /// Watches which nodes are in the cluster; when one is gone, its users are gone from every
-/// fetched list, and this node's rooms are sent their lists again. Ends with the chat.
+/// fetched list, and this node's rooms are told who left and sent their lists again. Ends
+/// with the chat.
 async fn watch_nodes(chat: Weak<Chat>, ns: Weak<Namespace>) {
-    let mut last: Vec<String> = Vec::new();
+    // Every node seen, with how many checks in a row it has been missing from.
+    let mut known: HashMap<String, u32> = HashMap::new();
     loop {
         tokio::time::sleep(NODE_CHECK).await;
         let (Some(chat), Some(ns)) = (chat.upgrade(), ns.upgrade()) else {
@@ -353,14 +444,29 @@ async fn watch_nodes(chat: Weak<Chat>, ns: Weak<Namespace>) {
         let Ok(now) = ns.node_ids().await else {
             continue;
         };
-        if last.iter().any(|node| !now.contains(node)) {
+        for node in &now {
+            known.insert(node.clone(), 0);
+        }
+        let mut gone = Vec::new();
+        known.retain(|node, missing| {
+            if now.contains(node) {
+                return true;
+            }
+            *missing += 1;
+            if *missing < GONE_AFTER {
+                return true;
+            }
+            gone.push(node.clone());
+            false
+        });
+        if !gone.is_empty() {
             tracing::info!(
                 nodes = now.len(),
-                "a node left the cluster; refreshing room lists"
+                gone = gone.len(),
+                "nodes left the cluster; telling the rooms"
             );
-            chat.refresh_lists(&ns).await;
+            chat.nodes_gone(&ns, &gone).await;
         }
-        last = now;
     }
 }
 

@@ -961,6 +961,10 @@ impl Adapter for RedisAdapter {
         })
     }
 
+    fn node_id(&self) -> Option<String> {
+        Some(self.node.uid.clone())
+    }
+
     fn node_ids(&self) -> AdapterFuture<Result<Vec<String>, ClusterError>> {
         let node = self.node.clone();
         let link = self.link.clone();

@@ -156,6 +156,11 @@ pub trait Adapter: Send + Sync + 'static {
         Box::pin(async { Ok(FetchedSockets::default()) })
     }
 
+    /// This node's id among [`node_ids`](Self::node_ids) (`None` on one node).
+    fn node_id(&self) -> Option<String> {
+        None
+    }
+
     /// Ids of the nodes serving this namespace, this one included (empty when the adapter
     /// cannot tell them apart). A node that left is missing from it even when another took
     /// its place, which a count cannot show.

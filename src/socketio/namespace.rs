@@ -229,6 +229,11 @@ impl Namespace {
         }
     }
 
+    /// This node's id among [`node_ids`](Self::node_ids) (`None` on one node).
+    pub fn node_id(&self) -> Option<String> {
+        self.adapter.node_id()
+    }
+
     /// Ids of the nodes serving this namespace, this one included (empty on one node).
     pub async fn node_ids(&self) -> Result<Vec<String>, ClusterError> {
         self.adapter.node_ids().await
