@@ -56,6 +56,9 @@ struct RemoteUser {
     name: String,
     room: String,
     node: String,
+    /// When this node heard of the login, to tell the goodbyes in login order.
+    #[serde(skip)]
+    heard: u64,
 }
 
 /// Server-side events between chat nodes: a user logged in (`{id, name, room, node}`), a user
@@ -130,9 +133,10 @@ impl Chat {
         let Some(id) = announced["id"].as_str().map(str::to_owned) else {
             return;
         };
-        let Ok(user) = serde_json::from_value::<RemoteUser>(announced) else {
+        let Ok(mut user) = serde_json::from_value::<RemoteUser>(announced) else {
             return;
         };
+        user.heard = self.logins.fetch_add(1, Ordering::Relaxed);
         let mut roster = self.roster();
         if roster.len() < ROSTER_MAX {
             roster.insert(id, user);
@@ -355,7 +359,7 @@ impl Chat {
     /// After nodes died: tells this node's members of each room which users of those nodes
     /// left it, then sends them the room's list, which the dead nodes' users are no longer in.
     async fn nodes_gone(&self, ns: &Arc<Namespace>, gone: &[String]) {
-        let left: Vec<RemoteUser> = {
+        let mut left: Vec<RemoteUser> = {
             let mut roster = self.roster();
             let ids: Vec<String> = roster
                 .iter()
@@ -364,6 +368,7 @@ impl Chat {
                 .collect();
             ids.iter().filter_map(|id| roster.remove(id)).collect()
         };
+        left.sort_by_key(|user| user.heard);
         let here: HashSet<String> = self.users().rooms().into_iter().collect();
         for user in left.iter().filter(|user| here.contains(&user.room)) {
             let _ = ns
