@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::rate_limit::TokenBucket;
-use crate::socketio::{Ack, Event, Namespace, Socket, SocketIo};
+use crate::socketio::{Ack, Event, Namespace, Socket, SocketInfo, SocketIo};
 use config::ChatConfig;
 use user_store::{User, UserStore};
 use validation::{LoginError, validate_login};
@@ -205,18 +205,7 @@ impl Chat {
                         "room list without the nodes that did not answer"
                     );
                 }
-                let mut found: Vec<((u64, u64), User)> = fetched
-                    .sockets
-                    .into_iter()
-                    .filter_map(|s| {
-                        let user: User = serde_json::from_value(s.data["user"].clone()).ok()?;
-                        let joined = &s.data["joined"];
-                        let order = (joined[0].as_u64()?, joined[1].as_u64()?);
-                        (user.room == room).then_some((order, user))
-                    })
-                    .collect();
-                found.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.id.cmp(&b.1.id)));
-                found.into_iter().map(|(_, user)| user).collect()
+                in_join_order(room_members(&fetched.sockets, room))
             }
             Err(e) => {
                 tracing::warn!(error = %e, "room list from this node only");
@@ -256,13 +245,18 @@ impl Chat {
             }
         };
         let ns = socket.namespace();
-        if self.clustered && !self.claim_name(socket, &user).await {
-            self.users().delete(socket.id());
-            socket.set_data(Value::Null);
-            let _ = event
-                .ack
-                .send(&json!({ "error": LoginError::NameTaken.to_string() }));
-            return;
+        // In a cluster, the room's list comes with the answer to the name claim.
+        let mut claimed = None;
+        if self.clustered {
+            claimed = self.claim_name(socket, &user).await;
+            if claimed.is_none() {
+                self.users().delete(socket.id());
+                socket.set_data(Value::Null);
+                let _ = event
+                    .ack
+                    .send(&json!({ "error": LoginError::NameTaken.to_string() }));
+                return;
+            }
         }
         self.stats.logins.fetch_add(1, Ordering::Relaxed);
         if let (true, Some(node)) = (self.clustered, ns.node_id()) {
@@ -275,7 +269,7 @@ impl Chat {
         let _ = socket
             .to(&key)
             .emit("notification", &entered_notice(&user.name));
-        let members = self.members(ns, &user.room).await;
+        let members = claimed.unwrap_or_else(|| self.users().in_room(&user.room));
         let _ = ns.to(&key).emit("users", &members);
         let _ = event.ack.send(&json!({ "user": user }));
     }
@@ -285,7 +279,10 @@ impl Chat {
     /// asked for that name among the room's users and the other pending claims. Of two logins
     /// racing on two nodes, at least one sees the other: it gives way, and when both see each
     /// other both give way, so a name is never held twice.
-    async fn claim_name(&self, socket: &Arc<Socket>, user: &User) -> bool {
+    ///
+    /// The same answers give the room's list, with the new user in it: a login asks the
+    /// cluster once.
+    async fn claim_name(&self, socket: &Arc<Socket>, user: &User) -> Option<Vec<User>> {
         let ns = socket.namespace();
         let pending = pending_key(&user.room);
         socket.set_data(json!({ "user": user, "pending": true }));
@@ -296,30 +293,40 @@ impl Chat {
             .fetch_available_sockets()
             .await;
         socket.leave(&pending);
-        let taken = match others {
-            Ok(fetched) => fetched.sockets.iter().any(|s| {
-                let other = &s.data["user"];
-                s.id != user.id
-                    && other["room"].as_str() == Some(user.room.as_str())
-                    && other["name"]
-                        .as_str()
-                        .is_some_and(|n| n.eq_ignore_ascii_case(&user.name))
-            }),
+        let fetched = match others {
+            Ok(fetched) => Some(fetched.sockets),
             Err(e) => {
                 tracing::warn!(error = %e, "name checked on this node only");
-                false
+                None
             }
         };
+        let taken = fetched.iter().flatten().any(|s| {
+            let other = &s.data["user"];
+            s.id != user.id
+                && other["room"].as_str() == Some(user.room.as_str())
+                && other["name"]
+                    .as_str()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(&user.name))
+        });
         let gone = !socket.connected() || self.users().find(socket.id()).is_none();
         if taken || gone {
-            return false;
+            return None;
         }
         let joined_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         let seq = self.logins.fetch_add(1, Ordering::Relaxed);
         socket.set_data(json!({ "user": user, "joined": [joined_ms, seq] }));
-        true
+        let members = match fetched {
+            Some(sockets) => {
+                // The fetch saw this socket's claim (pending, no place in the list yet).
+                let mut found = room_members(&sockets, &user.room);
+                found.push(((joined_ms, seq), user.clone()));
+                in_join_order(found)
+            }
+            None => self.users().in_room(&user.room),
+        };
+        Some(members)
     }
 
     /// Whether the socket's login is complete: at once on one node; in a cluster only once the
@@ -426,6 +433,25 @@ impl Chat {
             &json!({ "message": text, "from": user.name }),
         );
     }
+}
+
+/// The logged-in users of `room` among fetched sockets (sockets still claiming a name have
+/// no `joined` yet), with their place in the join order.
+fn room_members(sockets: &[SocketInfo], room: &str) -> Vec<((u64, u64), User)> {
+    sockets
+        .iter()
+        .filter_map(|s| {
+            let user: User = serde_json::from_value(s.data["user"].clone()).ok()?;
+            let joined = &s.data["joined"];
+            let order = (joined[0].as_u64()?, joined[1].as_u64()?);
+            (user.room == room).then_some((order, user))
+        })
+        .collect()
+}
+
+fn in_join_order(mut found: Vec<((u64, u64), User)>) -> Vec<User> {
+    found.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.id.cmp(&b.1.id)));
+    found.into_iter().map(|(_, user)| user).collect()
 }
 
 /// How often a clustered node checks whether a node left.
