@@ -497,6 +497,22 @@ async fn binary_acks_both_ways() {
 }
 
 #[tokio::test]
+async fn a_socket_joins_at_most_1000_rooms_in_the_test_app() {
+    let addr = spawn_conformance_server().await;
+    let (mut ws, _, _) = connected(addr).await;
+    // Its own room is one of them.
+    for i in 1..=1000 {
+        ws_send(&mut ws, &format!(r#"42{i}["join","room-{i}"]"#)).await;
+        let joined = i < 1000;
+        assert_eq!(ws_recv_app_text(&mut ws).await, format!("43{i}[{joined}]"));
+    }
+    ws_send(&mut ws, r#"421["leave","room-1"]"#).await;
+    assert_eq!(ws_recv_app_text(&mut ws).await, "431[true]");
+    ws_send(&mut ws, r#"422["join","room-again"]"#).await;
+    assert_eq!(ws_recv_app_text(&mut ws).await, "432[true]");
+}
+
+#[tokio::test]
 async fn rooms_and_broadcasts() {
     let addr = spawn_conformance_server().await;
     let (mut a, _, _) = connected(addr).await;

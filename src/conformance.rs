@@ -21,6 +21,9 @@ use crate::socketio::{ConnectError, Event, Socket, SocketIo, SocketIoConfig};
 const PING_INTERVAL: Duration = Duration::from_millis(300);
 const PING_TIMEOUT: Duration = Duration::from_millis(200);
 
+/// Rooms one socket may be in (its own included) through the `join` event.
+const MAX_ROOMS_PER_SOCKET: usize = 1000;
+
 /// The raw Engine.IO echo application.
 #[derive(Debug, Default)]
 pub struct Echo;
@@ -134,8 +137,13 @@ fn main_handlers(socket: &Arc<Socket>) {
     });
     socket.on_raw("join", |socket: Arc<Socket>, e: Event| async move {
         if let Some(room) = room_of(&e) {
-            socket.join(&room);
-            let _ = e.ack.send(&true);
+            // A client chooses its rooms here: their number is bounded like everything else a
+            // client can grow (the answer says whether it joined).
+            let joined = socket.rooms().len() < MAX_ROOMS_PER_SOCKET;
+            if joined {
+                socket.join(&room);
+            }
+            let _ = e.ack.send(&joined);
         }
     });
     socket.on_raw("leave", |socket: Arc<Socket>, e: Event| async move {
