@@ -567,7 +567,9 @@ def machine() -> str:
 
 def build(servers: list[str]) -> None:
     def sh(cmd: list[str], cwd: Path) -> None:
-        print(f"$ (cd {cwd.relative_to(ROOT) if cwd != ROOT else '.'}; {' '.join(cmd)})", flush=True)
+        shown = cwd.relative_to(ROOT) if cwd.is_relative_to(ROOT) and cwd != ROOT else (
+            "." if cwd == ROOT else cwd)
+        print(f"$ (cd {shown}; {' '.join(cmd)})", flush=True)
         subprocess.run(cmd, cwd=cwd, check=True)
 
     sh(["cargo", "build", "--release", "--quiet"], BENCHES / "loadgen")
