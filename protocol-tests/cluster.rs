@@ -581,11 +581,11 @@ async fn silent_node(redis: &Redis) -> tokio::net::TcpStream {
     conn
 }
 
-#[tokio::test]
-async fn a_chat_login_the_cluster_is_still_checking_cannot_speak() {
+/// A chat node as `chat-server` runs it, on `redis`, whose questions to the cluster wait
+/// 800 ms at most.
+async fn chat_node(redis: &Redis) -> (SocketIo, RedisNode, SocketAddr) {
     use socketio_server::chat::Chat;
     use socketio_server::chat::config::ChatConfig;
-    let redis = Redis::start();
     let config = RedisConfig {
         requests_timeout: Duration::from_millis(800),
         ..RedisConfig::default()
@@ -601,13 +601,77 @@ async fn a_chat_login_the_cluster_is_still_checking_cannot_speak() {
         .server_builder()
         .adapter(link.adapter_factory())
         .build();
-    let _chat = Chat::install(&io, chat_config);
+    Chat::install(&io, chat_config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("address");
     let server = io.clone();
     tokio::spawn(async move { server.serve(listener, std::future::pending()).await });
+    (io, link, addr)
+}
+
+/// A client of the chat, joined to the main namespace.
+async fn chat_client(addr: SocketAddr) -> Ws {
+    let (mut ws, _) = ws_open(addr, "/socket.io/").await;
+    ws_send(&mut ws, "40").await;
+    assert!(ws_recv_app_text(&mut ws).await.starts_with("40"));
+    ws
+}
+
+/// Every text packet a client receives until it has been quiet for `quiet` (pings answered).
+async fn drain(ws: &mut Ws, quiet: Duration) -> Vec<String> {
+    let mut got = Vec::new();
+    while let Ok(Some(Ok(msg))) = tokio::time::timeout(quiet, ws.next()).await {
+        match msg {
+            Message::Text(t) if t.as_str() == "2" => ws_send(ws, "3").await,
+            Message::Text(t) => got.push(t.as_str().to_owned()),
+            _ => {}
+        }
+    }
+    got
+}
+
+#[tokio::test]
+async fn chat_logins_overlapping_in_one_room_end_with_the_whole_list() {
+    // The silent node makes each login's question wait 800 ms: bob's claim starts while
+    // alice's is pending, and each sees the other's claim.
+    let redis = Redis::start();
+    let (io, link, addr) = chat_node(&redis).await;
+    let _silent = silent_node(&redis).await;
+    let mut alice = chat_client(addr).await;
+    let mut bob = chat_client(addr).await;
+    ws_send(&mut alice, r#"4211["login",{"name":"alice","room":"r1"}]"#).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    ws_send(&mut bob, r#"4211["login",{"name":"bob","room":"r1"}]"#).await;
+    let (got_alice, got_bob) = tokio::join!(
+        drain(&mut alice, Duration::from_secs(2)),
+        drain(&mut bob, Duration::from_secs(2))
+    );
+    for (who, got) in [("alice", got_alice), ("bob", got_bob)] {
+        let last: Value = got
+            .iter()
+            .rev()
+            .find_map(|p| p.strip_prefix("42"))
+            .and_then(|p| serde_json::from_str::<Value>(p).ok())
+            .filter(|p| p[0] == "users")
+            .unwrap_or_else(|| panic!("{who} got no users list last: {got:?}"));
+        let names: Vec<&str> = last[1]
+            .as_array()
+            .expect("a list")
+            .iter()
+            .filter_map(|u| u["name"].as_str())
+            .collect();
+        assert_eq!(names, ["alice", "bob"], "the last list {who} got: {got:?}");
+    }
+    io.close();
+    link.shutdown();
+}
+
+#[tokio::test]
+async fn a_chat_login_the_cluster_is_still_checking_cannot_speak() {
+    let redis = Redis::start();
+    let (io, link, addr) = chat_node(&redis).await;
     let _silent = silent_node(&redis).await;
 
     let login = |name: &str| format!(r#"4211["login",{{"name":"{name}","room":"r1"}}]"#);

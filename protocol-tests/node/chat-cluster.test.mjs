@@ -24,12 +24,15 @@ import { chatServers, logTail } from './chat-cluster-helpers.mjs';
 
 const REDIS_URL = process.env.REDIS_URL;
 const TEST_TIMEOUT = 20_000;
-/** A dead node must be gone from the other nodes' lists within this long. */
-const NODE_GONE_MS = 5000;
+/**
+ * A dead node must be gone from the other nodes' lists within this long: they wait for four
+ * checks a second apart (a node resubscribing after a Redis restart is missing for up to 2 s).
+ */
+const NODE_GONE_MS = 8000;
 /** A node that just started is counted by the others' node watch (1 s period) after this long. */
 const NODE_SETTLE_MS = 1200;
-/** How long the other nodes take to act on a node's death (two checks a second apart). */
-const NODE_FORGET_MS = 3000;
+/** How long the other nodes take to act on a node's death, with a margin. */
+const NODE_FORGET_MS = 6000;
 
 const ERR_TAKEN = 'Name is already taken in this room';
 

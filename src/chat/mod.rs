@@ -61,14 +61,24 @@ struct RemoteUser {
     heard: u64,
 }
 
+/// What the cluster answered to a name claim.
+enum Claim {
+    /// The name is someone else's in the room.
+    Refused,
+    /// The name is free; with the room's list before the new user, when the answers gave a
+    /// complete one.
+    Granted(Option<Vec<User>>),
+}
+
 /// Server-side events between chat nodes: a user logged in (`{id, name, room, node}`), a user
 /// left (its id).
 const ROSTER_IN: &str = "chat:logged-in";
 const ROSTER_OUT: &str = "chat:logged-out";
 
-/// Entries the roster holds at most: more than a cluster's users, a bound on what another
-/// process can make it hold.
-const ROSTER_MAX: usize = 1 << 20;
+/// Entries the roster holds at most (about 64 MiB of them): a bound on what another process
+/// can make it hold. Beyond, a login elsewhere goes unrecorded, and its goodbye unsaid if its
+/// node dies.
+const ROSTER_MAX: usize = 1 << 18;
 
 fn entered_notice(name: &str) -> Value {
     json!({ "title": "Someone's here", "description": format!("{name} just entered the room") })
@@ -245,47 +255,85 @@ impl Chat {
             }
         };
         let ns = socket.namespace();
-        // In a cluster, the room's list comes with the answer to the name claim.
-        let mut claimed = None;
+        let mut members = None;
+        let mut claim = None;
         if self.clustered {
-            claimed = self.claim_name(socket, &user).await;
-            if claimed.is_none() {
-                self.users().delete(socket.id());
-                socket.set_data(Value::Null);
+            let n = self.logins.fetch_add(1, Ordering::Relaxed);
+            claim = Some(n);
+            match self.claim_name(socket, &user, n).await {
+                Claim::Granted(list) => members = list,
+                Claim::Refused => {
+                    // Undone only if this claim is still the socket's: a logout or another
+                    // login since then owns the store entry now.
+                    let mut users = self.users();
+                    if socket.data()["claim"].as_u64() == Some(n) {
+                        users.delete(socket.id());
+                        socket.set_data(Value::Null);
+                    }
+                    drop(users);
+                    let _ = event
+                        .ack
+                        .send(&json!({ "error": LoginError::NameTaken.to_string() }));
+                    return;
+                }
+            }
+        }
+        let key = room_key(&user.room);
+        // Completed under the store's lock: a logout or disconnect (which deletes under it)
+        // comes either before, and the login is given up, or after, and finds it complete.
+        {
+            let users = self.users();
+            let current = users.find(socket.id()) == Some(&user)
+                && claim.is_none_or(|n| socket.data()["claim"].as_u64() == Some(n));
+            if !socket.connected() || !current {
+                drop(users);
                 let _ = event
                     .ack
                     .send(&json!({ "error": LoginError::NameTaken.to_string() }));
                 return;
             }
+            if let Some(seq) = claim {
+                // The join order across nodes: when (to the microsecond: logins a round trip
+                // apart must not tie), then this node's count.
+                let joined_us = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_micros() as u64);
+                socket.set_data(json!({ "user": user, "joined": [joined_us, seq] }));
+                if let Some(list) = &mut members {
+                    list.push(user.clone());
+                }
+                if let Some(node) = ns.node_id() {
+                    let announced = json!({ "id": user.id, "name": user.name, "room": user.room, "node": node });
+                    ns.server_side_emit(ROSTER_IN, vec![announced]);
+                }
+            }
+            socket.join(&key);
         }
         self.stats.logins.fetch_add(1, Ordering::Relaxed);
-        if let (true, Some(node)) = (self.clustered, ns.node_id()) {
-            let announced =
-                json!({ "id": user.id, "name": user.name, "room": user.room, "node": node });
-            ns.server_side_emit(ROSTER_IN, vec![announced]);
-        }
-        let key = room_key(&user.room);
-        socket.join(&key);
         let _ = socket
             .to(&key)
             .emit("notification", &entered_notice(&user.name));
-        let members = claimed.unwrap_or_else(|| self.users().in_room(&user.room));
+        let members = match members {
+            Some(list) => list,
+            None => self.members(ns, &user.room).await,
+        };
         let _ = ns.to(&key).emit("users", &members);
         let _ = event.ack.send(&json!({ "user": user }));
     }
 
     /// Claims a name in a room across the cluster. The claim is made visible first (the
-    /// socket carries the user, marked pending, in a room of its own kind), then every node is
-    /// asked for that name among the room's users and the other pending claims. Of two logins
-    /// racing on two nodes, at least one sees the other: it gives way, and when both see each
-    /// other both give way, so a name is never held twice.
+    /// socket carries the user, marked pending with the claim's number, in a room of its own
+    /// kind), then every node is asked for that name among the room's users and the other
+    /// pending claims. Of two logins racing on two nodes, at least one sees the other: it
+    /// gives way, and when both see each other both give way, so a name is never held twice.
     ///
-    /// The same answers give the room's list, with the new user in it: a login asks the
-    /// cluster once.
-    async fn claim_name(&self, socket: &Arc<Socket>, user: &User) -> Option<Vec<User>> {
+    /// The same answers give the room's list (without the new user, who joins after the
+    /// list's last member): a login asks the cluster once, unless another claim in the room
+    /// was pending, whose user the list could not place yet.
+    async fn claim_name(&self, socket: &Arc<Socket>, user: &User, n: u64) -> Claim {
         let ns = socket.namespace();
         let pending = pending_key(&user.room);
-        socket.set_data(json!({ "user": user, "pending": true }));
+        socket.set_data(json!({ "user": user, "pending": true, "claim": n }));
         socket.join(&pending);
         let others = ns
             .to(&room_key(&user.room))
@@ -293,40 +341,30 @@ impl Chat {
             .fetch_available_sockets()
             .await;
         socket.leave(&pending);
-        let fetched = match others {
-            Ok(fetched) => Some(fetched.sockets),
+        let sockets = match others {
+            Ok(fetched) => fetched.sockets,
             Err(e) => {
                 tracing::warn!(error = %e, "name checked on this node only");
-                None
+                return Claim::Granted(None);
             }
         };
-        let taken = fetched.iter().flatten().any(|s| {
-            let other = &s.data["user"];
-            s.id != user.id
-                && other["room"].as_str() == Some(user.room.as_str())
-                && other["name"]
-                    .as_str()
-                    .is_some_and(|n| n.eq_ignore_ascii_case(&user.name))
+        let others_in_room = || {
+            sockets.iter().filter(|s| {
+                s.id != user.id && s.data["user"]["room"].as_str() == Some(user.room.as_str())
+            })
+        };
+        let taken = others_in_room().any(|s| {
+            s.data["user"]["name"]
+                .as_str()
+                .is_some_and(|name| name.eq_ignore_ascii_case(&user.name))
         });
-        let gone = !socket.connected() || self.users().find(socket.id()).is_none();
-        if taken || gone {
-            return None;
+        if taken {
+            return Claim::Refused;
         }
-        let joined_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        let seq = self.logins.fetch_add(1, Ordering::Relaxed);
-        socket.set_data(json!({ "user": user, "joined": [joined_ms, seq] }));
-        let members = match fetched {
-            Some(sockets) => {
-                // The fetch saw this socket's claim (pending, no place in the list yet).
-                let mut found = room_members(&sockets, &user.room);
-                found.push(((joined_ms, seq), user.clone()));
-                in_join_order(found)
-            }
-            None => self.users().in_room(&user.room),
-        };
-        Some(members)
+        if others_in_room().any(|s| s.data.get("joined").is_none()) {
+            return Claim::Granted(None);
+        }
+        Claim::Granted(Some(in_join_order(room_members(&sockets, &user.room))))
     }
 
     /// Whether the socket's login is complete: at once on one node; in a cluster only once the
@@ -349,13 +387,17 @@ impl Chat {
         let key = room_key(&user.room);
         socket.leave(&key);
         let ns = socket.namespace().clone();
+        if self.clustered {
+            // First, so that a node dying between the two cannot have its user said goodbye
+            // to twice.
+            ns.server_side_emit(ROSTER_OUT, vec![Value::String(user.id.clone())]);
+        }
         let _ = ns.to(&key).emit("notification", &left_notice(&user.name));
         if !self.clustered {
             let members = self.users().in_room(&user.room);
             let _ = ns.to(&key).emit("users", &members);
             return;
         }
-        ns.server_side_emit(ROSTER_OUT, vec![Value::String(user.id.clone())]);
         let chat = self.clone();
         tokio::spawn(async move {
             let members = chat.members(&ns, &user.room).await;
@@ -457,9 +499,11 @@ fn in_join_order(mut found: Vec<((u64, u64), User)>) -> Vec<User> {
 /// How often a clustered node checks whether a node left.
 const NODE_CHECK: Duration = Duration::from_secs(1);
 
-/// Checks in a row a node must be missing from to count as gone: while Redis restarts, live
-/// nodes are missing for a moment, until they have subscribed again.
-const GONE_AFTER: u32 = 2;
+/// Checks in a row a node must be missing from to count as gone. When Redis comes back, live
+/// nodes are missing until they have subscribed again, which takes each one up to its
+/// reconnection backoff (2 s at most); only checks made while this node is subscribed
+/// count.
+const GONE_AFTER: u32 = 4;
 
 /// Watches which nodes are in the cluster; when one is gone, its users are gone from every
 /// fetched list, and this node's rooms are told who left and sent their lists again. Ends
@@ -475,6 +519,10 @@ async fn watch_nodes(chat: Weak<Chat>, ns: Weak<Namespace>) {
         let Ok(now) = ns.node_ids().await else {
             continue;
         };
+        if ns.node_id().is_some_and(|me| !now.contains(&me)) {
+            // This node is not subscribed (yet): neither may the others be.
+            continue;
+        }
         for node in &now {
             known.insert(node.clone(), 0);
         }
