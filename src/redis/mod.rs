@@ -263,7 +263,8 @@ impl RedisNode {
 /// by default) but not per room.
 const FETCH_HANDSHAKE_BUDGET: usize = 4 << 20;
 
-/// The sockets of a fetch answer, with their handshakes' headers, query and auth left out
+/// The sockets of a fetch answer, with their handshakes' headers, query, auth and the URL's
+/// query string left out
 /// when all of them together would be larger than [`FETCH_HANDSHAKE_BUDGET`]. Ids, rooms and
 /// data (what applications look at across nodes) always go.
 fn within_answer_budget(mut sockets: Vec<SocketInfo>) -> Vec<SocketInfo> {
@@ -274,13 +275,19 @@ fn within_answer_budget(mut sockets: Vec<SocketInfo>) -> Vec<SocketInfo> {
     tracing::warn!(
         sockets = sockets.len(),
         bytes,
-        "fetch answer too large for one message: handshakes sent without headers, query and auth"
+        "fetch answer too large for one message: handshakes sent without headers, query, auth and the URL's query"
     );
     for socket in &mut sockets {
         if let Value::Object(handshake) = &mut socket.handshake {
             for key in ["headers", "query", "auth"] {
                 if let Some(field) = handshake.get_mut(key) {
                     *field = json!({});
+                }
+            }
+            // The URL's query string is as long as the client made it.
+            if let Some(Value::String(url)) = handshake.get_mut("url") {
+                if let Some(query) = url.find('?') {
+                    url.truncate(query);
                 }
             }
         }
@@ -1039,7 +1046,7 @@ mod tests {
                 "query": { "EIO": "4" },
                 "auth": { "token": "t".repeat(auth_bytes) },
                 "address": "127.0.0.1",
-                "url": "/socket.io/?EIO=4&transport=websocket",
+                "url": format!("/socket.io/?EIO=4&transport=websocket&pad={}", "p".repeat(auth_bytes)),
             }),
         }
     }
@@ -1061,6 +1068,7 @@ mod tests {
             assert_eq!(sent.handshake["auth"], json!({}));
             assert_eq!(sent.handshake["headers"], json!({}));
             assert_eq!(sent.handshake["address"], full.handshake["address"]);
+            assert_eq!(sent.handshake["url"], "/socket.io/");
         }
     }
 }
