@@ -454,13 +454,14 @@ if (!REDIS_URL) {
         }
       });
 
-      // Two logins racing on two nodes each see the other's claim at least one way round: the
-      // name is never held twice (when both see each other, both are refused).
+      // Two logins racing on two nodes: the earlier claim wins, the later gives way; the name
+      // is never held twice, and (but for a node too slow to answer) held once.
       check(
-        'the same name logging in on two nodes at once: never both succeed',
+        'the same name logging in on two nodes at once: exactly one succeeds',
         async (t) => {
           const onA = clients(t, A.url, { transports: ['websocket'] });
           const onB = clients(t, B.url, { transports: ['websocket'] });
+          let won = 0;
           for (let i = 0; i < 10; i++) {
             const room = newRoom();
             const x = await chatClient(onA, `sam@A#${i}`);
@@ -474,9 +475,13 @@ if (!REDIS_URL) {
               `attempt ${i}: A answered ${JSON.stringify(ackX)}, B answered ${JSON.stringify(ackY)}`);
             assert.ok(outcome.filter((o) => o === 'user').length <= 1,
               `attempt ${i}: both logins won: A answered ${JSON.stringify(ackX)}, B answered ${JSON.stringify(ackY)}`);
+            if (outcome.includes('user')) won += 1;
             x.socket.disconnect();
             y.socket.disconnect();
           }
+          t.diagnostic(`one login won in ${won} of 10 races`);
+          // A machine busy enough to hold a claim's answers back 100 ms may refuse both.
+          assert.ok(won >= 8, `only ${won} of 10 races had a winner`);
         },
       );
 

@@ -63,7 +63,7 @@ struct RemoteUser {
 
 /// What the cluster answered to a name claim.
 enum Claim {
-    /// The name is someone else's in the room.
+    /// The name is someone else's in the room, or an earlier claim's.
     Refused,
     /// The name is free; with the room's list before the new user, when the answers gave a
     /// complete one.
@@ -255,37 +255,42 @@ impl Chat {
             }
         };
         let ns = socket.namespace();
+        let key = room_key(&user.room);
+        let pending = pending_key(&user.room);
         let mut members = None;
         let mut claim = None;
         if self.clustered {
             let n = self.logins.fetch_add(1, Ordering::Relaxed);
             claim = Some(n);
-            match self.claim_name(socket, &user, n).await {
-                Claim::Granted(list) => members = list,
-                Claim::Refused => {
-                    // Undone only if this claim is still the socket's: a logout or another
-                    // login since then owns the store entry now.
-                    let mut users = self.users();
-                    if socket.data()["claim"].as_u64() == Some(n) {
-                        users.delete(socket.id());
-                        socket.set_data(Value::Null);
-                    }
-                    drop(users);
-                    let _ = event
-                        .ack
-                        .send(&json!({ "error": LoginError::NameTaken.to_string() }));
-                    return;
+            let answer = self.claim_name(socket, &user, n).await;
+            if let Claim::Granted(list) = answer {
+                members = list;
+            } else {
+                // Undone only if this claim is still the socket's: a logout or another login
+                // since then owns the store entry (and maybe the claim's room) now.
+                let mut users = self.users();
+                if socket.data()["claim"].as_u64() == Some(n) {
+                    users.delete(socket.id());
+                    socket.set_data(Value::Null);
+                    socket.leave(&pending);
                 }
+                drop(users);
+                let _ = event
+                    .ack
+                    .send(&json!({ "error": LoginError::NameTaken.to_string() }));
+                return;
             }
         }
-        let key = room_key(&user.room);
         // Completed under the store's lock: a logout or disconnect (which deletes under it)
         // comes either before, and the login is given up, or after, and finds it complete.
         {
             let users = self.users();
-            let current = users.find(socket.id()) == Some(&user)
-                && claim.is_none_or(|n| socket.data()["claim"].as_u64() == Some(n));
+            let own_claim = claim.is_none_or(|n| socket.data()["claim"].as_u64() == Some(n));
+            let current = own_claim && users.find(socket.id()) == Some(&user);
             if !socket.connected() || !current {
+                if own_claim {
+                    socket.leave(&pending);
+                }
                 drop(users);
                 let _ = event
                     .ack
@@ -295,10 +300,7 @@ impl Chat {
             if let Some(seq) = claim {
                 // The join order across nodes: when (to the microsecond: logins a round trip
                 // apart must not tie), then this node's count.
-                let joined_us = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_micros() as u64);
-                socket.set_data(json!({ "user": user, "joined": [joined_us, seq] }));
+                socket.set_data(json!({ "user": user, "joined": [now_us(), seq] }));
                 if let Some(list) = &mut members {
                     list.push(user.clone());
                 }
@@ -307,7 +309,10 @@ impl Chat {
                     ns.server_side_emit(ROSTER_IN, vec![announced]);
                 }
             }
+            // In the room before out of the claims: another node's question always finds it
+            // in one of them.
             socket.join(&key);
+            socket.leave(&pending);
         }
         self.stats.logins.fetch_add(1, Ordering::Relaxed);
         let _ = socket
@@ -322,49 +327,73 @@ impl Chat {
     }
 
     /// Claims a name in a room across the cluster. The claim is made visible first (the
-    /// socket carries the user, marked pending with the claim's number, in a room of its own
-    /// kind), then every node is asked for that name among the room's users and the other
-    /// pending claims. Of two logins racing on two nodes, at least one sees the other: it
-    /// gives way, and when both see each other both give way, so a name is never held twice.
+    /// socket carries the user, marked pending with the claim's number and time, in a room of
+    /// its own kind, until the login completes or gives up), then every node is asked for that
+    /// name among the room's users and the pending claims:
+    /// - a user has it, or an earlier claim (by time, then socket id) is pending: refused;
+    /// - only later claims are pending: asked again (a few times, briefly) until they have
+    ///   given way, which they do on seeing this one; if one has won instead, refused.
     ///
-    /// The same answers give the room's list (without the new user, who joins after the
-    /// list's last member): a login asks the cluster once, unless another claim in the room
-    /// was pending, whose user the list could not place yet.
+    /// Two claims racing on two nodes: the later one sees the earlier (it was visible before
+    /// the later one asked) unless it asked before the earlier existed, and then the earlier
+    /// one finds it, still pending or already in the room, in every round. So one of them
+    /// wins, or (a node too slow to answer) neither, never both.
+    ///
+    /// The last answers give the room's list (without the new user, who joins after its last
+    /// member): a login asks the cluster once, unless a claim in the room was pending, whose
+    /// user the list could not place yet.
     async fn claim_name(&self, socket: &Arc<Socket>, user: &User, n: u64) -> Claim {
         let ns = socket.namespace();
         let pending = pending_key(&user.room);
-        socket.set_data(json!({ "user": user, "pending": true, "claim": n }));
+        let since = now_us();
+        socket.set_data(json!({ "user": user, "pending": true, "claim": n, "since": since }));
         socket.join(&pending);
-        let others = ns
-            .to(&room_key(&user.room))
-            .to(&pending)
-            .fetch_available_sockets()
-            .await;
-        socket.leave(&pending);
-        let sockets = match others {
-            Ok(fetched) => fetched.sockets,
-            Err(e) => {
-                tracing::warn!(error = %e, "name checked on this node only");
+        let mine = (since, user.id.as_str());
+        for round in 0..CLAIM_ROUNDS {
+            if round > 0 {
+                tokio::time::sleep(CLAIM_PAUSE).await;
+            }
+            let answers = ns
+                .to(&room_key(&user.room))
+                .to(&pending)
+                .fetch_available_sockets()
+                .await;
+            let sockets = match answers {
+                Ok(fetched) => fetched.sockets,
+                Err(e) => {
+                    tracing::warn!(error = %e, "name checked on this node only");
+                    return Claim::Granted(None);
+                }
+            };
+            let others_in_room = || {
+                sockets.iter().filter(|s| {
+                    s.id != user.id && s.data["user"]["room"].as_str() == Some(user.room.as_str())
+                })
+            };
+            let mut later_rival = false;
+            for rival in others_in_room().filter(|s| {
+                s.data["user"]["name"]
+                    .as_str()
+                    .is_some_and(|name| name.eq_ignore_ascii_case(&user.name))
+            }) {
+                if rival.data.get("joined").is_some() {
+                    return Claim::Refused;
+                }
+                let theirs = (rival.data["since"].as_u64().unwrap_or(0), rival.id.as_str());
+                if theirs < mine {
+                    return Claim::Refused;
+                }
+                later_rival = true;
+            }
+            if later_rival {
+                continue;
+            }
+            if others_in_room().any(|s| s.data.get("joined").is_none()) {
                 return Claim::Granted(None);
             }
-        };
-        let others_in_room = || {
-            sockets.iter().filter(|s| {
-                s.id != user.id && s.data["user"]["room"].as_str() == Some(user.room.as_str())
-            })
-        };
-        let taken = others_in_room().any(|s| {
-            s.data["user"]["name"]
-                .as_str()
-                .is_some_and(|name| name.eq_ignore_ascii_case(&user.name))
-        });
-        if taken {
-            return Claim::Refused;
+            return Claim::Granted(Some(in_join_order(room_members(&sockets, &user.room))));
         }
-        if others_in_room().any(|s| s.data.get("joined").is_none()) {
-            return Claim::Granted(None);
-        }
-        Claim::Granted(Some(in_join_order(room_members(&sockets, &user.room))))
+        Claim::Refused
     }
 
     /// Whether the socket's login is complete: at once on one node; in a cluster only once the
@@ -494,6 +523,18 @@ fn room_members(sockets: &[SocketInfo], room: &str) -> Vec<((u64, u64), User)> {
 fn in_join_order(mut found: Vec<((u64, u64), User)>) -> Vec<User> {
     found.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.id.cmp(&b.1.id)));
     found.into_iter().map(|(_, user)| user).collect()
+}
+
+/// Rounds of questions a name claim asks at most while a later claim for the name is pending,
+/// and the pause between two.
+const CLAIM_ROUNDS: u32 = 10;
+const CLAIM_PAUSE: Duration = Duration::from_millis(10);
+
+/// Microseconds since the epoch: when a claim was made, or a user joined.
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 /// How often a clustered node checks whether a node left.
