@@ -249,10 +249,7 @@ impl Chat {
         });
         let user = match result {
             Ok(user) => user,
-            Err(e) => {
-                let _ = event.ack.send(&json!({ "error": e.to_string() }));
-                return;
-            }
+            Err(e) => return refuse(event.ack, e),
         };
         let ns = socket.namespace();
         let key = room_key(&user.room);
@@ -275,10 +272,7 @@ impl Chat {
                     socket.leave(&pending);
                 }
                 drop(users);
-                let _ = event
-                    .ack
-                    .send(&json!({ "error": LoginError::NameTaken.to_string() }));
-                return;
+                return refuse(event.ack, LoginError::NameTaken);
             }
         }
         // Completed under the store's lock: a logout or disconnect (which deletes under it)
@@ -292,10 +286,7 @@ impl Chat {
                     socket.leave(&pending);
                 }
                 drop(users);
-                let _ = event
-                    .ack
-                    .send(&json!({ "error": LoginError::NameTaken.to_string() }));
-                return;
+                return refuse(event.ack, LoginError::NameTaken);
             }
             if let Some(seq) = claim {
                 // The join order across nodes: when (to the microsecond: logins a round trip
@@ -588,6 +579,11 @@ async fn watch_nodes(chat: Weak<Chat>, ns: Weak<Namespace>) {
             chat.nodes_gone(&ns, &gone).await;
         }
     }
+}
+
+/// Answers a login that did not succeed.
+fn refuse(ack: Ack, error: LoginError) {
+    let _ = ack.send(&json!({ "error": error.to_string() }));
 }
 
 /// `login`, `logout` and `ping` must ask for an acknowledgement; a client that does not is
