@@ -340,8 +340,16 @@ impl Chat {
         socket.set_data(json!({ "user": user, "pending": true, "claim": n, "since": since }));
         socket.join(&pending);
         let mine = (since, user.id.as_str());
+        let mut first_answers = None;
         for round in 0..CLAIM_ROUNDS {
             if round > 0 {
+                // A node slow to answer makes every round as slow: the waiting is bounded in
+                // time as well as in rounds.
+                if first_answers
+                    .is_some_and(|at: tokio::time::Instant| at.elapsed() > CLAIM_PATIENCE)
+                {
+                    break;
+                }
                 tokio::time::sleep(CLAIM_PAUSE).await;
             }
             let answers = ns
@@ -356,6 +364,7 @@ impl Chat {
                     return Claim::Granted(None);
                 }
             };
+            first_answers.get_or_insert_with(tokio::time::Instant::now);
             let others_in_room = || {
                 sockets.iter().filter(|s| {
                     s.id != user.id && s.data["user"]["room"].as_str() == Some(user.room.as_str())
@@ -520,6 +529,8 @@ fn in_join_order(mut found: Vec<((u64, u64), User)>) -> Vec<User> {
 /// and the pause between two.
 const CLAIM_ROUNDS: u32 = 10;
 const CLAIM_PAUSE: Duration = Duration::from_millis(10);
+/// How long after its first answers a claim goes on asking, at most.
+const CLAIM_PATIENCE: Duration = Duration::from_millis(500);
 
 /// Microseconds since the epoch: when a claim was made, or a user joined.
 fn now_us() -> u64 {
