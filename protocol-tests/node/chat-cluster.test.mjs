@@ -522,6 +522,36 @@ if (!REDIS_URL) {
       );
 
       check(
+        "a node started after a user logged in elsewhere still says that user's goodbye",
+        async (t) => {
+          const C = await startNode('C-early');
+          let D;
+          t.after(async () => {
+            await servers.kill(C);
+            if (D) await servers.kill(D);
+            await sleep(NODE_FORGET_MS);
+          });
+          await sleep(NODE_SETTLE_MS);
+          const onC = clients(t, C.url, { transports: ['websocket'], reconnection: false });
+          const room = newRoom();
+          const dave = await chatClient(onC, 'dave@C');
+          await loginOk(dave, 'dave', room);
+          // D starts after dave's login, and learns of him from the other nodes.
+          D = await startNode('D-late');
+          await sleep(NODE_SETTLE_MS + 1000);
+          const onD = clients(t, D.url, { transports: ['websocket'] });
+          const erin = await chatClient(onD, 'erin@D');
+          const uE = await loginOk(erin, 'erin', room);
+          await sleep(QUIET_MS);
+          clear(erin);
+          await servers.kill(C);
+          await expectEvents(`node C (dave) SIGKILLed, within ${NODE_GONE_MS} ms`, [
+            [erin, [['notification', left('dave')], ['users', [uE]]]],
+          ], NODE_GONE_MS);
+        },
+      );
+
+      check(
         "a node killed and another started within a second: the dead node's users still vanish",
         async (t) => {
           const C = await startNode('C-restart');

@@ -71,9 +71,11 @@ enum Claim {
 }
 
 /// Server-side events between chat nodes: a user logged in (`{id, name, room, node}`), a user
-/// left (its id).
+/// left (its id), and a node that joins the cluster asking for everyone's users (each node
+/// answers with the list of its own).
 const ROSTER_IN: &str = "chat:logged-in";
 const ROSTER_OUT: &str = "chat:logged-out";
+const ROSTER_ASK: &str = "chat:roster";
 
 /// Entries the roster holds at most (about 64 MiB of them): a bound on what another process
 /// can make it hold. Beyond, a login elsewhere goes unrecorded, and its goodbye unsaid if its
@@ -117,8 +119,14 @@ impl Chat {
         if clustered {
             let app = Arc::downgrade(&chat);
             ns.on_server_event(ROSTER_IN, move |args, _| {
-                if let Some(chat) = app.upgrade() {
-                    chat.roster_in(args);
+                if let (Some(chat), Some(announced)) = (app.upgrade(), args.into_iter().next()) {
+                    chat.remember(announced);
+                }
+            });
+            let (app, here) = (Arc::downgrade(&chat), Arc::downgrade(&ns));
+            ns.on_server_event(ROSTER_ASK, move |_, ack| {
+                if let (Some(chat), Some(ns)) = (app.upgrade(), here.upgrade()) {
+                    ack.send(Value::Array(chat.announced_here(&ns)));
                 }
             });
             let app = Arc::downgrade(&chat);
@@ -136,10 +144,8 @@ impl Chat {
         self.roster.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn roster_in(&self, args: Vec<Value>) {
-        let Some(announced) = args.into_iter().next() else {
-            return;
-        };
+    /// Adds another node's user, as announced, to the roster.
+    fn remember(&self, announced: Value) {
         let Some(id) = announced["id"].as_str().map(str::to_owned) else {
             return;
         };
@@ -434,6 +440,37 @@ impl Chat {
         });
     }
 
+    /// This node's logged-in users, as it announces them to the others.
+    fn announced_here(&self, ns: &Arc<Namespace>) -> Vec<Value> {
+        let Some(node) = ns.node_id() else {
+            return Vec::new();
+        };
+        ns.sockets()
+            .iter()
+            .filter_map(|socket| {
+                let data = socket.data();
+                data.get("joined")?;
+                let user = &data["user"];
+                Some(json!({ "id": user["id"], "name": user["name"], "room": user["room"], "node": node }))
+            })
+            .collect()
+    }
+
+    /// Fills the roster with the users the other nodes have now: a node that joins the cluster
+    /// late would otherwise know only of the logins after it.
+    async fn learn_roster(&self, ns: &Arc<Namespace>) {
+        match ns.server_side_emit_with_ack(ROSTER_ASK, Vec::new()).await {
+            Ok(answers) => {
+                for answer in answers {
+                    if let Value::Array(users) = answer {
+                        users.into_iter().for_each(|user| self.remember(user));
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "the other nodes' users are not known"),
+        }
+    }
+
     /// After nodes died: tells this node's members of each room which users of those nodes
     /// left it, then sends them the room's list, which the dead nodes' users are no longer in.
     async fn nodes_gone(&self, ns: &Arc<Namespace>, gone: &[String]) {
@@ -554,6 +591,7 @@ const GONE_AFTER: u32 = 4;
 async fn watch_nodes(chat: Weak<Chat>, ns: Weak<Namespace>) {
     // Every node seen, with how many checks in a row it has been missing from.
     let mut known: HashMap<String, u32> = HashMap::new();
+    let mut learned = false;
     loop {
         tokio::time::sleep(NODE_CHECK).await;
         let (Some(chat), Some(ns)) = (chat.upgrade(), ns.upgrade()) else {
@@ -565,6 +603,12 @@ async fn watch_nodes(chat: Weak<Chat>, ns: Weak<Namespace>) {
         if ns.node_id().is_some_and(|me| !now.contains(&me)) {
             // This node is not subscribed (yet): neither may the others be.
             continue;
+        }
+        if !learned {
+            learned = true;
+            if now.len() > 1 {
+                chat.learn_roster(&ns).await;
+            }
         }
         for node in &now {
             known.insert(node.clone(), 0);
