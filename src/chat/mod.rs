@@ -82,6 +82,11 @@ const ROSTER_ASK: &str = "chat:roster";
 /// node dies.
 const ROSTER_MAX: usize = 1 << 18;
 
+/// A user of this node as the others' rosters learn of it.
+fn announcement(user: &User, node: &str) -> Value {
+    json!({ "id": user.id, "name": user.name, "room": user.room, "node": node })
+}
+
 fn entered_notice(name: &str) -> Value {
     json!({ "title": "Someone's here", "description": format!("{name} just entered the room") })
 }
@@ -221,7 +226,7 @@ impl Chat {
                         "room list without the nodes that did not answer"
                     );
                 }
-                in_join_order(room_members(&fetched.sockets, room))
+                room_list(&fetched.sockets, room)
             }
             Err(e) => {
                 tracing::warn!(error = %e, "room list from this node only");
@@ -302,8 +307,7 @@ impl Chat {
                     list.push(user.clone());
                 }
                 if let Some(node) = ns.node_id() {
-                    let announced = json!({ "id": user.id, "name": user.name, "room": user.room, "node": node });
-                    ns.server_side_emit(ROSTER_IN, vec![announced]);
+                    ns.server_side_emit(ROSTER_IN, vec![announcement(&user, &node)]);
                 }
             }
             // In the room before out of the claims: another node's question always finds it
@@ -397,7 +401,7 @@ impl Chat {
             if others_in_room().any(|s| s.data.get("joined").is_none()) {
                 return Claim::Granted(None);
             }
-            return Claim::Granted(Some(in_join_order(room_members(&sockets, &user.room))));
+            return Claim::Granted(Some(room_list(&sockets, &user.room)));
         }
         Claim::Refused
     }
@@ -450,8 +454,8 @@ impl Chat {
             .filter_map(|socket| {
                 let data = socket.data();
                 data.get("joined")?;
-                let user = &data["user"];
-                Some(json!({ "id": user["id"], "name": user["name"], "room": user["room"], "node": node }))
+                let user: User = serde_json::from_value(data["user"].clone()).ok()?;
+                Some(announcement(&user, &node))
             })
             .collect()
     }
@@ -474,15 +478,14 @@ impl Chat {
     /// After nodes died: tells this node's members of each room which users of those nodes
     /// left it, then sends them the room's list, which the dead nodes' users are no longer in.
     async fn nodes_gone(&self, ns: &Arc<Namespace>, gone: &[String]) {
-        let mut left: Vec<RemoteUser> = {
-            let mut roster = self.roster();
-            let ids: Vec<String> = roster
-                .iter()
-                .filter(|(_, user)| gone.contains(&user.node))
-                .map(|(id, _)| id.clone())
-                .collect();
-            ids.iter().filter_map(|id| roster.remove(id)).collect()
-        };
+        let mut left: Vec<RemoteUser> = Vec::new();
+        self.roster().retain(|_, user| {
+            let dead = gone.contains(&user.node);
+            if dead {
+                left.push(user.clone());
+            }
+            !dead
+        });
         left.sort_by_key(|user| user.heard);
         let here: HashSet<String> = self.users().rooms().into_iter().collect();
         for user in left.iter().filter(|user| here.contains(&user.room)) {
@@ -544,9 +547,9 @@ impl Chat {
 }
 
 /// The logged-in users of `room` among fetched sockets (sockets still claiming a name have
-/// no `joined` yet), with their place in the join order.
-fn room_members(sockets: &[SocketInfo], room: &str) -> Vec<((u64, u64), User)> {
-    sockets
+/// no `joined` yet), in join order.
+fn room_list(sockets: &[SocketInfo], room: &str) -> Vec<User> {
+    let mut found: Vec<((u64, u64), User)> = sockets
         .iter()
         .filter_map(|s| {
             let user: User = serde_json::from_value(s.data["user"].clone()).ok()?;
@@ -554,10 +557,7 @@ fn room_members(sockets: &[SocketInfo], room: &str) -> Vec<((u64, u64), User)> {
             let order = (joined[0].as_u64()?, joined[1].as_u64()?);
             (user.room == room).then_some((order, user))
         })
-        .collect()
-}
-
-fn in_join_order(mut found: Vec<((u64, u64), User)>) -> Vec<User> {
+        .collect();
     found.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.id.cmp(&b.1.id)));
     found.into_iter().map(|(_, user)| user).collect()
 }

@@ -264,9 +264,9 @@ impl RedisNode {
 const FETCH_HANDSHAKE_BUDGET: usize = 4 << 20;
 
 /// The sockets of a fetch answer, with their handshakes' headers, query, auth and the URL's
-/// query string left out
-/// when all of them together would be larger than [`FETCH_HANDSHAKE_BUDGET`]. Ids, rooms and
-/// data (what applications look at across nodes) always go.
+/// query string left out when all of them together would be larger than
+/// [`FETCH_HANDSHAKE_BUDGET`]. Ids, rooms and data (what applications look at across nodes)
+/// always go.
 fn within_answer_budget(mut sockets: Vec<SocketInfo>) -> Vec<SocketInfo> {
     let bytes: usize = sockets.iter().map(|s| json_len(&s.handshake)).sum();
     if bytes <= FETCH_HANDSHAKE_BUDGET {
