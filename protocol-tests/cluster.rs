@@ -675,9 +675,7 @@ async fn a_chat_login_the_cluster_is_still_checking_cannot_speak() {
     let _silent = silent_node(&redis).await;
 
     let login = |name: &str| format!(r#"4211["login",{{"name":"{name}","room":"r1"}}]"#);
-    let (mut alice, _) = ws_open(addr, "/socket.io/").await;
-    ws_send(&mut alice, "40").await;
-    assert!(ws_recv_app_text(&mut alice).await.starts_with("40"));
+    let mut alice = chat_client(addr).await;
     ws_send(&mut alice, &login("alice")).await;
     // Her `users`, then the ack, once the silent node has timed out.
     assert!(
@@ -688,9 +686,7 @@ async fn a_chat_login_the_cluster_is_still_checking_cannot_speak() {
     assert!(ws_recv_app_text(&mut alice).await.starts_with("4311"));
 
     // While the cluster checks mallory's name, what she says reaches nobody.
-    let (mut mallory, _) = ws_open(addr, "/socket.io/").await;
-    ws_send(&mut mallory, "40").await;
-    assert!(ws_recv_app_text(&mut mallory).await.starts_with("40"));
+    let mut mallory = chat_client(addr).await;
     ws_send(&mut mallory, &login("mallory")).await;
     ws_send(&mut mallory, r#"42["roomMessage","too early"]"#).await;
     assert_eq!(
