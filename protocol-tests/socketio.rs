@@ -569,6 +569,12 @@ async fn packets_the_reference_parser_accepts_keep_the_connection() {
         ws_recv_app_text(&mut ws).await,
         "42[\"message-back\",\"cut \u{fffd}\"]"
     );
+    // A number a double cannot hold: Infinity in JavaScript, sent on as null.
+    ws_send(&mut ws, r#"42["message",1e400,-1e999]"#).await;
+    assert_eq!(
+        ws_recv_app_text(&mut ws).await,
+        r#"42["message-back",null,null]"#
+    );
 }
 
 // ---- invalid packets: the connection closes -------------------------------------------------

@@ -679,18 +679,68 @@ pub(crate) fn json_len(value: &Value) -> usize {
     count.0
 }
 
-/// Parses a JSON payload as JavaScript's `JSON.parse` would. A JavaScript client may send a
-/// string holding half of a surrogate pair (text cut in the middle of an emoji), which
-/// `JSON.stringify` writes as a lone `\uD8xx` escape; that string becomes U+FFFD here instead
-/// of failing the whole packet. Only a payload that fails to parse pays for the second pass.
+/// Parses a JSON payload as JavaScript's `JSON.parse` would, where serde_json would refuse
+/// valid JSON:
+/// - a JavaScript client may send a string holding half of a surrogate pair (text cut in the
+///   middle of an emoji), which `JSON.stringify` writes as a lone `\uD8xx` escape; that
+///   string becomes U+FFFD here;
+/// - a number beyond a double's range (`1e400`) is `Infinity` in JavaScript, which a Node
+///   server sends on as `null`; it is `null` here.
+///
+/// Only a payload that fails to parse pays for the second pass.
 fn parse_json(text: &str) -> Result<Value, ParseError> {
     match serde_json::from_str::<Value>(text) {
         Ok(value) => Ok(value),
-        Err(e) => match replace_lone_surrogates(text) {
-            Some(repaired) => Ok(serde_json::from_str::<Value>(&repaired)?),
-            None => Err(e.into()),
-        },
+        Err(e) => {
+            let surrogates = replace_lone_surrogates(text);
+            let numbers = replace_infinite_numbers(surrogates.as_deref().unwrap_or(text));
+            match numbers.or(surrogates) {
+                Some(repaired) => Ok(serde_json::from_str::<Value>(&repaired)?),
+                None => Err(e.into()),
+            }
+        }
     }
+}
+
+/// `text` with every number that a double cannot hold replaced by `null`, or `None` if it has
+/// none. Strings are skipped; whatever else is malformed is left for serde_json to refuse.
+fn replace_infinite_numbers(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out: Option<String> = None;
+    let mut copied = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                while i < bytes.len()
+                    && matches!(bytes[i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
+                {
+                    i += 1;
+                }
+                // The token is ASCII, and so are the bytes around it: `start` and `i` are
+                // char boundaries.
+                let token = text.get(start..i)?;
+                if token.parse::<f64>().is_ok_and(f64::is_infinite) {
+                    let repaired = out.get_or_insert_with(|| String::with_capacity(text.len()));
+                    repaired.push_str(text.get(copied..start)?);
+                    repaired.push_str("null");
+                    copied = i;
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    let mut repaired = out?;
+    repaired.push_str(text.get(copied..)?);
+    Some(repaired)
 }
 
 /// `text` with every `\u` escape of an unpaired surrogate replaced by `\ufffd`, or `None` if
@@ -1237,6 +1287,39 @@ mod tests {
         assert_eq!(replace_lone_surrogates(r#"["\ud83d\ude00"]"#), None);
         assert!(matches!(
             rejected(r#"2["m","\ud83d"#),
+            ParseError::InvalidJson(_)
+        ));
+    }
+
+    #[test]
+    fn numbers_beyond_a_double_become_null() {
+        let digits = format!("1{}", "0".repeat(400));
+        let text = format!(
+            r#"2["m",1e400,-1E+400,"1e400 \" 1e400",[{digits}],{{"a":-{digits}.5e1}},1e-400,2,"\ud800",1e308]"#
+        );
+        let (_, args, _) = decoded(&text).into_event().unwrap();
+        assert_eq!(
+            args,
+            [
+                Value::Null,
+                Value::Null,
+                Value::from("1e400 \" 1e400"),
+                json!([null]),
+                json!({ "a": null }),
+                json!(0.0),
+                json!(2),
+                Value::from("\u{fffd}"),
+                json!(1e308),
+            ]
+        );
+        assert_eq!(replace_infinite_numbers(r#"["1e400",1e308]"#), None);
+        // Malformed numbers are still refused.
+        assert!(matches!(
+            rejected("2[\"m\",1e400x]"),
+            ParseError::InvalidJson(_)
+        ));
+        assert!(matches!(
+            rejected("2[\"m\",--1e400]"),
             ParseError::InvalidJson(_)
         ));
     }
