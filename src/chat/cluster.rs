@@ -1,0 +1,346 @@
+//! The chat across nodes (`redis_url` set, on the Redis adapter).
+//!
+//! The nodes share no store. Room lists and the duplicate-name rule are answered by fetching
+//! a room's sockets from every node (each logged-in socket carries its user in its data); a
+//! name is claimed before it is taken, so that two nodes never grant it at once; and every
+//! node keeps a roster of the other nodes' users, so that when a node dies the others can tell
+//! their rooms who left.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, MutexGuard, Weak};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::user_store::User;
+use super::{Chat, left_notice, pending_key, room_key};
+use crate::socketio::{Namespace, Socket, SocketInfo};
+
+/// A user of another node.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+pub(super) struct RemoteUser {
+    name: String,
+    room: String,
+    node: String,
+    /// When this node heard of the login, to tell the goodbyes in login order.
+    #[serde(skip)]
+    heard: u64,
+}
+
+/// What the cluster answered to a name claim.
+pub(super) enum Claim {
+    /// The name is someone else's in the room, or an earlier claim's.
+    Refused,
+    /// The name is free; with the room's list before the new user, when the answers gave a
+    /// complete one.
+    Granted(Option<Vec<User>>),
+}
+
+/// Server-side events between chat nodes: a user logged in (`{id, name, room, node}`), a user
+/// left (its id), and a node that joins the cluster asking for everyone's users (each node
+/// answers with the list of its own).
+const ROSTER_IN: &str = "chat:logged-in";
+const ROSTER_OUT: &str = "chat:logged-out";
+const ROSTER_ASK: &str = "chat:roster";
+
+/// Entries the roster holds at most (about 64 MiB of them): a bound on what another process
+/// can make it hold. Beyond, a login elsewhere goes unrecorded, and its goodbye unsaid if its
+/// node dies.
+const ROSTER_MAX: usize = 1 << 18;
+
+/// A user of this node as the others' rosters learn of it.
+fn announcement(user: &User, node: &str) -> Value {
+    json!({ "id": user.id, "name": user.name, "room": user.room, "node": node })
+}
+
+/// Marks a socket's login complete and tells the other nodes' rosters.
+pub(super) fn joined(socket: &Socket, user: &User, seq: u64) {
+    // The join order across nodes: when (to the microsecond: logins a round trip apart must
+    // not tie), then this node's count.
+    socket.set_data(json!({ "user": user, "joined": [now_us(), seq] }));
+    let ns = socket.namespace();
+    if let Some(node) = ns.node_id() {
+        ns.server_side_emit(ROSTER_IN, vec![announcement(user, &node)]);
+    }
+}
+
+/// Tells the other nodes' rosters that a user of this node left.
+pub(super) fn logged_out(ns: &Namespace, user: &User) {
+    ns.server_side_emit(ROSTER_OUT, vec![Value::String(user.id.clone())]);
+}
+
+impl Chat {
+    /// Subscribes to the other nodes' roster news and starts watching for nodes that die.
+    pub(super) fn join_cluster(self: &Arc<Self>, ns: &Arc<Namespace>) {
+        let app = Arc::downgrade(self);
+        ns.on_server_event(ROSTER_IN, move |args, _| {
+            if let (Some(chat), Some(announced)) = (app.upgrade(), args.into_iter().next()) {
+                chat.remember(announced);
+            }
+        });
+        let (app, here) = (Arc::downgrade(self), Arc::downgrade(ns));
+        ns.on_server_event(ROSTER_ASK, move |_, ack| {
+            if let (Some(chat), Some(ns)) = (app.upgrade(), here.upgrade()) {
+                ack.send(Value::Array(chat.announced_here(&ns)));
+            }
+        });
+        let app = Arc::downgrade(self);
+        ns.on_server_event(ROSTER_OUT, move |args, _| {
+            if let (Some(chat), Some(Value::String(id))) = (app.upgrade(), args.first()) {
+                chat.roster().remove(id);
+            }
+        });
+        tokio::spawn(watch_nodes(Arc::downgrade(self), Arc::downgrade(ns)));
+    }
+
+    fn roster(&self) -> MutexGuard<'_, HashMap<String, RemoteUser>> {
+        self.roster.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds another node's user, as announced, to the roster.
+    fn remember(&self, announced: Value) {
+        let Some(id) = announced["id"].as_str().map(str::to_owned) else {
+            return;
+        };
+        let Ok(mut user) = serde_json::from_value::<RemoteUser>(announced) else {
+            return;
+        };
+        user.heard = self.logins.fetch_add(1, Ordering::Relaxed);
+        let mut roster = self.roster();
+        if roster.len() < ROSTER_MAX {
+            roster.insert(id, user);
+        }
+    }
+
+    /// Claims a name in a room across the cluster. The claim is made visible first (the
+    /// socket carries the user, marked pending with the claim's number and time, in a room of
+    /// its own kind, until the login completes or gives up), then every node is asked for that
+    /// name among the room's users and the pending claims:
+    /// - a user has it, or an earlier claim (by time, then socket id) is pending: refused;
+    /// - only later claims are pending: asked again (a few times, briefly) until they have
+    ///   given way, which they do on seeing this one; if one has won instead, refused.
+    ///
+    /// Two claims racing on two nodes: the later one sees the earlier (it was visible before
+    /// the later one asked) unless it asked before the earlier existed, and then the earlier
+    /// one finds it, still pending or already in the room, in every round. So one of them
+    /// wins, or (a node too slow to answer) neither, never both.
+    ///
+    /// The last answers give the room's list (without the new user, who joins after its last
+    /// member): a login asks the cluster once, unless a claim in the room was pending, whose
+    /// user the list could not place yet.
+    pub(super) async fn claim_name(&self, socket: &Arc<Socket>, user: &User, n: u64) -> Claim {
+        let ns = socket.namespace();
+        let pending = pending_key(&user.room);
+        let since = now_us();
+        socket.set_data(json!({ "user": user, "pending": true, "claim": n, "since": since }));
+        socket.join(&pending);
+        let mine = (since, user.id.as_str());
+        let mut first_answers = None;
+        for round in 0..CLAIM_ROUNDS {
+            if round > 0 {
+                // A node slow to answer makes every round as slow: the waiting is bounded in
+                // time as well as in rounds.
+                if first_answers
+                    .is_some_and(|at: tokio::time::Instant| at.elapsed() > CLAIM_PATIENCE)
+                {
+                    break;
+                }
+                tokio::time::sleep(CLAIM_PAUSE).await;
+            }
+            let answers = ns
+                .to(&room_key(&user.room))
+                .to(&pending)
+                .fetch_available_sockets()
+                .await;
+            let sockets = match answers {
+                Ok(fetched) => fetched.sockets,
+                Err(e) => {
+                    tracing::warn!(error = %e, "name checked on this node only");
+                    return Claim::Granted(None);
+                }
+            };
+            first_answers.get_or_insert_with(tokio::time::Instant::now);
+            let others_in_room = || {
+                sockets.iter().filter(|s| {
+                    s.id != user.id && s.data["user"]["room"].as_str() == Some(user.room.as_str())
+                })
+            };
+            let mut later_rival = false;
+            for rival in others_in_room().filter(|s| {
+                s.data["user"]["name"]
+                    .as_str()
+                    .is_some_and(|name| name.eq_ignore_ascii_case(&user.name))
+            }) {
+                if rival.data.get("joined").is_some() {
+                    return Claim::Refused;
+                }
+                let theirs = (rival.data["since"].as_u64().unwrap_or(0), rival.id.as_str());
+                if theirs < mine {
+                    return Claim::Refused;
+                }
+                later_rival = true;
+            }
+            if later_rival {
+                continue;
+            }
+            if others_in_room().any(|s| s.data.get("joined").is_none()) {
+                return Claim::Granted(None);
+            }
+            return Claim::Granted(Some(room_list(&sockets, &user.room)));
+        }
+        Claim::Refused
+    }
+
+    /// This node's logged-in users, as it announces them to the others.
+    fn announced_here(&self, ns: &Arc<Namespace>) -> Vec<Value> {
+        let Some(node) = ns.node_id() else {
+            return Vec::new();
+        };
+        ns.sockets()
+            .iter()
+            .filter_map(|socket| {
+                let data = socket.data();
+                data.get("joined")?;
+                let user: User = serde_json::from_value(data["user"].clone()).ok()?;
+                Some(announcement(&user, &node))
+            })
+            .collect()
+    }
+
+    /// Fills the roster with the users the other nodes have now: a node that joins the cluster
+    /// late would otherwise know only of the logins after it.
+    async fn learn_roster(&self, ns: &Arc<Namespace>) {
+        match ns.server_side_emit_with_ack(ROSTER_ASK, Vec::new()).await {
+            Ok(answers) => {
+                for answer in answers {
+                    if let Value::Array(users) = answer {
+                        users.into_iter().for_each(|user| self.remember(user));
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "the other nodes' users are not known"),
+        }
+    }
+
+    /// After nodes died: tells this node's members of each room which users of those nodes
+    /// left it, then sends them the room's list, which the dead nodes' users are no longer in.
+    async fn nodes_gone(&self, ns: &Arc<Namespace>, gone: &[String]) {
+        let mut left: Vec<RemoteUser> = Vec::new();
+        self.roster().retain(|_, user| {
+            let dead = gone.contains(&user.node);
+            if dead {
+                left.push(user.clone());
+            }
+            !dead
+        });
+        left.sort_by_key(|user| user.heard);
+        let here: HashSet<String> = self.users().rooms().into_iter().collect();
+        for user in left.iter().filter(|user| here.contains(&user.room)) {
+            let _ = ns
+                .to(&room_key(&user.room))
+                .local()
+                .emit("notification", &left_notice(&user.name));
+        }
+        self.refresh_lists(ns).await;
+    }
+
+    /// Sends this node's members of every room the current list.
+    async fn refresh_lists(&self, ns: &Arc<Namespace>) {
+        let rooms = self.users().rooms();
+        for room in rooms {
+            let members = self.members(ns, &room).await;
+            let _ = ns.to(&room_key(&room)).local().emit("users", &members);
+        }
+    }
+}
+
+/// The logged-in users of `room` among fetched sockets (sockets still claiming a name have
+/// no `joined` yet), in join order.
+pub(super) fn room_list(sockets: &[SocketInfo], room: &str) -> Vec<User> {
+    let mut found: Vec<((u64, u64), User)> = sockets
+        .iter()
+        .filter_map(|s| {
+            let user: User = serde_json::from_value(s.data["user"].clone()).ok()?;
+            let joined = &s.data["joined"];
+            let order = (joined[0].as_u64()?, joined[1].as_u64()?);
+            (user.room == room).then_some((order, user))
+        })
+        .collect();
+    found.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.id.cmp(&b.1.id)));
+    found.into_iter().map(|(_, user)| user).collect()
+}
+
+/// Rounds of questions a name claim asks at most while a later claim for the name is pending,
+/// and the pause between two.
+const CLAIM_ROUNDS: u32 = 10;
+const CLAIM_PAUSE: Duration = Duration::from_millis(10);
+/// How long after its first answers a claim goes on asking, at most.
+const CLAIM_PATIENCE: Duration = Duration::from_millis(500);
+
+/// Microseconds since the epoch: when a claim was made, or a user joined.
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// How often a clustered node checks whether a node left.
+const NODE_CHECK: Duration = Duration::from_secs(1);
+
+/// Checks in a row a node must be missing from to count as gone. When Redis comes back, live
+/// nodes are missing until they have subscribed again, which takes each one up to its
+/// reconnection backoff (2 s at most); only checks made while this node is subscribed
+/// count.
+const GONE_AFTER: u32 = 4;
+
+/// Watches which nodes are in the cluster; when one is gone, its users are gone from every
+/// fetched list, and this node's rooms are told who left and sent their lists again. Ends
+/// with the chat.
+async fn watch_nodes(chat: Weak<Chat>, ns: Weak<Namespace>) {
+    // Every node seen, with how many checks in a row it has been missing from.
+    let mut known: HashMap<String, u32> = HashMap::new();
+    let mut learned = false;
+    loop {
+        tokio::time::sleep(NODE_CHECK).await;
+        let (Some(chat), Some(ns)) = (chat.upgrade(), ns.upgrade()) else {
+            return;
+        };
+        let Ok(now) = ns.node_ids().await else {
+            continue;
+        };
+        if ns.node_id().is_some_and(|me| !now.contains(&me)) {
+            // This node is not subscribed (yet): neither may the others be.
+            continue;
+        }
+        if !learned {
+            learned = true;
+            if now.len() > 1 {
+                chat.learn_roster(&ns).await;
+            }
+        }
+        for node in &now {
+            known.insert(node.clone(), 0);
+        }
+        let mut gone = Vec::new();
+        known.retain(|node, missing| {
+            if now.contains(node) {
+                return true;
+            }
+            *missing += 1;
+            if *missing < GONE_AFTER {
+                return true;
+            }
+            gone.push(node.clone());
+            false
+        });
+        if !gone.is_empty() {
+            tracing::info!(
+                nodes = now.len(),
+                gone = gone.len(),
+                "nodes left the cluster; telling the rooms"
+            );
+            chat.nodes_gone(&ns, &gone).await;
+        }
+    }
+}
