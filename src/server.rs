@@ -5,9 +5,12 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use futures_util::task::AtomicWaker;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -130,10 +133,26 @@ async fn serve_connection<F, Fut>(
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
+    let conn = Conn::new(stream);
+    let read_end = conn.read_end.clone();
     let service = service_fn(move |mut req: Request<Incoming>| {
         req.extensions_mut().insert(RemoteAddr(addr));
+        // Taken before anything else is read: the end of the stream may follow the request.
+        let answering = read_end.answering();
         let fut = handler(req);
-        async move { Ok::<_, Infallible>(fut.await) }
+        async move {
+            tokio::pin!(fut);
+            let resp = std::future::poll_fn(|cx| {
+                let poll = fut.as_mut().poll(cx);
+                if poll.is_pending() {
+                    answering.waits();
+                }
+                poll
+            })
+            .await;
+            drop(answering);
+            Ok::<_, Infallible>(resp)
+        }
     });
     let mut builder = http1::Builder::new();
     builder
@@ -142,7 +161,7 @@ async fn serve_connection<F, Fut>(
         .max_headers(config.max_headers)
         .max_header_size(config.max_header_bytes);
     let conn = builder
-        .serve_connection(TokioIo::new(Conn::new(stream)), service)
+        .serve_connection(TokioIo::new(conn), service)
         .with_upgrades();
     tokio::pin!(conn);
     tokio::select! {
@@ -159,7 +178,8 @@ async fn serve_connection<F, Fut>(
 }
 
 /// A connection as hyper sees it: the socket, except that a `101 Switching Protocols` head is
-/// held back rather than written at once.
+/// held back rather than written at once, and the end of the stream reaches hyper when
+/// [`ReadEnd`] lets it.
 ///
 /// A WebSocket opened straight away costs the server three writes: the `101`, the Engine.IO
 /// open packet, and the answer to the client's Socket.IO `CONNECT`. The first two need not be
@@ -170,6 +190,7 @@ async fn serve_connection<F, Fut>(
 pub(crate) struct Conn {
     stream: TcpStream,
     held: Vec<u8>,
+    read_end: ReadEnd,
 }
 
 const SWITCHING_PROTOCOLS: &[u8] = b"HTTP/1.1 101 ";
@@ -179,6 +200,7 @@ impl Conn {
         Conn {
             stream,
             held: Vec::new(),
+            read_end: ReadEnd::default(),
         }
     }
 
@@ -222,7 +244,12 @@ impl AsyncRead for Conn {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         ready!(this.poll_release(cx))?;
-        Pin::new(&mut this.stream).poll_read(cx, buf)
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut this.stream).poll_read(cx, buf))?;
+        if buf.filled().len() == before && buf.remaining() > 0 && this.read_end.keep_eof(cx) {
+            return Poll::Pending;
+        }
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -237,7 +264,9 @@ impl AsyncWrite for Conn {
             return Poll::Ready(Ok(this.hold(&[io::IoSlice::new(buf)])));
         }
         ready!(this.poll_release(cx))?;
-        Pin::new(&mut this.stream).poll_write(cx, buf)
+        let n = ready!(Pin::new(&mut this.stream).poll_write(cx, buf))?;
+        this.read_end.wrote();
+        Poll::Ready(Ok(n))
     }
 
     fn poll_write_vectored(
@@ -251,7 +280,9 @@ impl AsyncWrite for Conn {
             return Poll::Ready(Ok(this.hold(bufs)));
         }
         ready!(this.poll_release(cx))?;
-        Pin::new(&mut this.stream).poll_write_vectored(cx, bufs)
+        let n = ready!(Pin::new(&mut this.stream).poll_write_vectored(cx, bufs))?;
+        this.read_end.wrote();
+        Poll::Ready(Ok(n))
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -267,5 +298,86 @@ impl AsyncWrite for Conn {
         let this = self.get_mut();
         ready!(this.poll_release(cx))?;
         Pin::new(&mut this.stream).poll_shutdown(cx)
+    }
+}
+
+/// When hyper gets to see the end of a connection's stream.
+///
+/// A client may shut its side of the connection as soon as its request is sent (as `nc` and
+/// many scripts do) and still wait for the answer. hyper, reading the end of the stream while
+/// a request is in progress, drops the request unanswered, which it did to a quarter or more
+/// of such requests: the end is read as soon as the request is, often before the handler has
+/// run. So while a request is in progress, the end of the stream is kept from hyper until
+/// either the answer's first write is out, or the handler, polled once more, is still
+/// waiting: a long-poll whose client has gone, a body that will never be complete. Those end
+/// as before: hyper drops them, and a long-poll dropped takes no packets.
+#[derive(Clone, Default)]
+struct ReadEnd(Arc<ReadEndState>);
+
+#[derive(Default)]
+struct ReadEndState {
+    /// [`ANSWERING`], [`KEPT`], [`SHOWN`], [`SHOW_AFTER_WRITE`].
+    flags: AtomicU8,
+    /// The waker of the read that found the end and was kept waiting.
+    reader: AtomicWaker,
+}
+
+/// A request is in progress (one at a time on HTTP/1.1).
+const ANSWERING: u8 = 1;
+/// The end of the stream was read and kept from hyper.
+const KEPT: u8 = 2;
+/// hyper sees the end from now on.
+const SHOWN: u8 = 4;
+/// The answer is ready: the end is shown after its next write.
+const SHOW_AFTER_WRITE: u8 = 8;
+
+impl ReadEnd {
+    /// Marks a request in progress until the guard is dropped.
+    fn answering(&self) -> Answering {
+        self.0.flags.fetch_or(ANSWERING, Ordering::AcqRel);
+        Answering(self.clone())
+    }
+
+    /// Whether the end of the stream, just read, is kept from hyper for now.
+    fn keep_eof(&self, cx: &Context<'_>) -> bool {
+        let flags = self.0.flags.load(Ordering::Acquire);
+        let keep = flags & SHOWN == 0 && flags & (ANSWERING | SHOW_AFTER_WRITE) != 0;
+        if keep {
+            self.0.reader.register(cx.waker());
+            self.0.flags.fetch_or(KEPT, Ordering::AcqRel);
+        }
+        keep
+    }
+
+    fn show(&self) {
+        self.0.flags.fetch_or(SHOWN, Ordering::AcqRel);
+        self.0.reader.wake();
+    }
+
+    fn wrote(&self) {
+        if self.0.flags.load(Ordering::Acquire) & (SHOW_AFTER_WRITE | SHOWN) == SHOW_AFTER_WRITE {
+            self.show();
+        }
+    }
+}
+
+/// A request in progress; see [`ReadEnd`].
+struct Answering(ReadEnd);
+
+impl Answering {
+    /// The handler was polled and is still waiting: a kept end reaches hyper now.
+    fn waits(&self) {
+        if self.0.0.flags.load(Ordering::Acquire) & KEPT != 0 {
+            self.0.show();
+        }
+    }
+}
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        let flags = self.0.0.flags.fetch_and(!ANSWERING, Ordering::AcqRel);
+        if flags & KEPT != 0 {
+            self.0.0.flags.fetch_or(SHOW_AFTER_WRITE, Ordering::AcqRel);
+        }
     }
 }

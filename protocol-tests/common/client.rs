@@ -193,6 +193,15 @@ impl HttpConn {
         self.stream.flush().await
     }
 
+    /// Shuts the client's side of the connection (a TCP half-close), as `nc` and many scripts
+    /// do once their request is written.
+    pub async fn shutdown_write(&mut self) {
+        self.stream
+            .shutdown()
+            .await
+            .expect("shut down the write side");
+    }
+
     /// Writes a request (with `Content-Length` when there is a body or it is a POST).
     pub async fn write_request(
         &mut self,
