@@ -332,9 +332,10 @@ const SHOWN: u8 = 4;
 const SHOW_AFTER_WRITE: u8 = 8;
 
 impl ReadEnd {
-    /// Marks a request in progress until the guard is dropped.
+    /// Marks a request in progress until the guard is dropped. A request read before the end
+    /// was shown (pipelined behind the one answered) starts afresh: hyper has not seen the end.
     fn answering(&self) -> Answering {
-        self.0.flags.fetch_or(ANSWERING, Ordering::AcqRel);
+        self.0.flags.store(ANSWERING, Ordering::Release);
         Answering(self.clone())
     }
 
