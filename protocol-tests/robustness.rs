@@ -7,6 +7,7 @@
 
 mod common;
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::client::*;
@@ -434,39 +435,41 @@ async fn a_stalled_post_body_does_not_hold_up_anyone() {
     drop(stalled);
 }
 
+/// Sends `first`, a moment later `rest` and the end of the stream (as a client in another
+/// process does), and reads the answer.
+async fn half_closed_request(
+    addr: SocketAddr,
+    first: &[u8],
+    rest: &[u8],
+    what: &str,
+) -> HttpResponse {
+    let mut conn = HttpConn::connect(addr).await;
+    conn.send_raw(first).await.expect("write");
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    conn.send_raw(rest).await.expect("write");
+    conn.shutdown_write().await;
+    tokio::time::timeout(STEP, conn.read_response(false))
+        .await
+        .unwrap_or_else(|_| panic!("{what} is answered"))
+        .unwrap_or_else(|e| panic!("{what} is answered: {e}"))
+}
+
 #[tokio::test]
 async fn a_client_that_shuts_its_side_after_its_request_still_gets_the_answer() {
     // hyper drops a request when it reads the end of the stream before the answer is out,
-    // which happened to a quarter or more of such requests. The end of each request comes
-    // with the FIN, a moment after the rest, as it does from a client in another process.
+    // which happened to a quarter or more of such requests.
     let addr = spawn_engine_echo(EngineConfig::default(), HttpConfig::default()).await;
     let p = Polling::open(addr, E).await;
+    let text = [("Content-Type", "text/plain;charset=UTF-8")];
+    let post = request_head("POST", &p.target(), &text, 1);
+    let handshake = request_head("GET", &format!("{E}?EIO=4&transport=polling"), &[], 0);
+    let (handshake_start, handshake_end) = handshake.split_at(handshake.len() - 2);
     for i in 0..40 {
-        let mut conn = HttpConn::connect(addr).await;
-        let text = [("Content-Type", "text/plain;charset=UTF-8")];
-        let head = request_head("POST", &p.target(), &text, 1);
-        conn.send_raw(&head).await.expect("write");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        conn.send_raw(b"6").await.expect("write");
-        conn.shutdown_write().await;
-        let resp = tokio::time::timeout(STEP, conn.read_response(false))
-            .await
-            .unwrap_or_else(|_| panic!("POST {i} is answered"))
-            .unwrap_or_else(|e| panic!("POST {i} is answered: {e}"));
+        let resp = half_closed_request(addr, &post, b"6", &format!("POST {i}")).await;
         assert_eq!((resp.status, resp.text().as_str()), (200, "ok"), "POST {i}");
-
-        let mut conn = HttpConn::connect(addr).await;
-        let head = request_head("GET", &format!("{E}?EIO=4&transport=polling"), &[], 0);
-        let (start, end) = head.split_at(head.len() - 2);
-        conn.send_raw(start).await.expect("write");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        conn.send_raw(end).await.expect("write");
-        conn.shutdown_write().await;
-        let resp = tokio::time::timeout(STEP, conn.read_response(false))
-            .await
-            .unwrap_or_else(|_| panic!("handshake {i} is answered"))
-            .unwrap_or_else(|e| panic!("handshake {i} is answered: {e}"));
-        assert_eq!(resp.status, 200, "handshake {i}");
+        let what = format!("handshake {i}");
+        let resp = half_closed_request(addr, handshake_start, handshake_end, &what).await;
+        assert_eq!(resp.status, 200, "{what}");
         parse_open(&resp.packets()[0]);
     }
 }
