@@ -42,12 +42,15 @@ impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             header_read_timeout: Duration::from_secs(30),
-            max_headers: 100,
+            max_headers: HYPER_MAX_HEADERS,
             max_header_bytes: 16 * 1024,
             shutdown_grace: Duration::from_secs(5),
         }
     }
 }
+
+/// The headers hyper accepts in a request when it is given no limit.
+const HYPER_MAX_HEADERS: usize = 100;
 
 /// Connections a listener from [`bind`] lets wait for `accept`, unless told otherwise.
 pub const DEFAULT_BACKLOG: u32 = 1024;
@@ -158,8 +161,12 @@ async fn serve_connection<F, Fut>(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(config.header_read_timeout)
-        .max_headers(config.max_headers)
         .max_header_size(config.max_header_bytes);
+    // hyper's own limit is 100; told any limit, even that one, it fills a vector of that many
+    // header slots for every request (about 2,400 instructions).
+    if config.max_headers != HYPER_MAX_HEADERS {
+        builder.max_headers(config.max_headers);
+    }
     let conn = builder
         .serve_connection(TokioIo::new(conn), service)
         .with_upgrades();
