@@ -301,10 +301,10 @@ impl AsyncWrite for Conn {
         Pin::new(&mut self.get_mut().stream).poll_flush(cx)
     }
 
+    /// Writes what is held and no more: hyper shuts a connection down only to drop it at once,
+    /// and closing the socket sends the same FIN, a system call later.
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        ready!(this.poll_release(cx))?;
-        Pin::new(&mut this.stream).poll_shutdown(cx)
+        self.get_mut().poll_release(cx)
     }
 }
 
