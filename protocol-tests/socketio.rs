@@ -577,6 +577,38 @@ async fn packets_the_reference_parser_accepts_keep_the_connection() {
     );
 }
 
+#[tokio::test]
+async fn a_client_that_never_acknowledges_is_owed_at_most_1024_questions() {
+    // Each `request-ack` makes the server emit with an ack; this client answers none of them
+    // at first. The server keeps at most 1024 waiting (its default `max_pending_acks`); the
+    // emits beyond fail and send nothing.
+    let addr = spawn_conformance_server().await;
+    let (mut ws, _, _) = connected(addr).await;
+    for i in 0..1100 {
+        ws_send(&mut ws, &format!(r#"42["request-ack",{i}]"#)).await;
+    }
+    let mut asked = Vec::new();
+    while let Ok(ask) =
+        tokio::time::timeout(Duration::from_millis(500), ws_recv_app_text(&mut ws)).await
+    {
+        asked.push(ask);
+    }
+    assert_eq!(asked.len(), 1024, "questions asked: {:?}", asked.last());
+    // An answer makes room for one more question.
+    let id: String = asked[0][2..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    ws_send(&mut ws, &format!(r#"43{id}["answer"]"#)).await;
+    assert_eq!(
+        ws_recv_app_text(&mut ws).await,
+        r#"42["ack-result","answer"]"#
+    );
+    ws_send(&mut ws, r#"42["request-ack","again"]"#).await;
+    let ask = ws_recv_app_text(&mut ws).await;
+    assert!(ask.ends_with(r#"["ack-request","again"]"#), "{ask}");
+}
+
 // ---- invalid packets: the connection closes -------------------------------------------------
 
 #[tokio::test]

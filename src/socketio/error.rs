@@ -77,6 +77,10 @@ pub enum EmitError {
     /// The client is behind: a volatile packet was dropped, or its queue overflowed.
     #[error("the client cannot take the packet: {0}")]
     Send(SendError),
+    /// The socket already owes as many acknowledgements as it may
+    /// ([`SocketIoConfig::max_pending_acks`](super::SocketIoConfig::max_pending_acks)).
+    #[error("the socket owes too many acknowledgements")]
+    TooManyPendingAcks,
 }
 
 impl From<SendError> for EmitError {

@@ -73,6 +73,7 @@ pub struct Namespace {
     on_connect: RwLock<Option<ConnectHandler>>,
     server_events: RwLock<HashMap<String, ServerEventHandler>>,
     ack_timeout: Duration,
+    pub(crate) max_pending_acks: usize,
 }
 
 impl std::fmt::Debug for Namespace {
@@ -92,6 +93,7 @@ impl Namespace {
         name: String,
         adapter: Box<dyn Adapter>,
         ack_timeout: Duration,
+        max_pending_acks: usize,
     ) -> Arc<Namespace> {
         let ns = Arc::new(Namespace {
             name,
@@ -101,6 +103,7 @@ impl Namespace {
             on_connect: RwLock::new(None),
             server_events: RwLock::new(HashMap::new()),
             ack_timeout,
+            max_pending_acks,
         });
         ns.adapter.bind(Arc::downgrade(&ns));
         ns

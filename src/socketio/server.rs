@@ -31,6 +31,11 @@ pub struct SocketIoConfig {
     pub max_json_depth: usize,
     /// Default time to wait for an acknowledgement of a broadcast.
     pub ack_timeout: Duration,
+    /// Acknowledgements one socket may owe at once: an emit that asks for one more fails with
+    /// [`EmitError::TooManyPendingAcks`](super::EmitError::TooManyPendingAcks). A client that
+    /// never answers cannot make the server hold an unbounded number of them (and of whatever
+    /// waits on them).
+    pub max_pending_acks: usize,
     /// Bytes of JSON a CONNECT's auth object may take; a larger one is refused with a
     /// `connect_error`. A socket keeps its auth for as long as it lives (its handshake, here and
     /// to the other nodes of a cluster), so this bounds what each socket holds.
@@ -48,6 +53,7 @@ impl Default for SocketIoConfig {
             max_attachments: 10,
             max_json_depth: 32,
             ack_timeout: Duration::from_secs(10),
+            max_pending_acks: 1024,
             max_auth_bytes: 16 * 1024,
         }
     }
@@ -79,6 +85,7 @@ impl ServerState {
             name.to_owned(),
             (self.adapter)(name),
             self.config.ack_timeout,
+            self.config.max_pending_acks,
         )
     }
 
@@ -183,6 +190,12 @@ impl SocketIoBuilder {
     /// `connect_error`.
     pub fn max_auth_bytes(mut self, n: usize) -> Self {
         self.config.max_auth_bytes = n;
+        self
+    }
+    /// Acknowledgements one socket may owe at once (default 1024, as many as packets its queue
+    /// holds).
+    pub fn max_pending_acks(mut self, n: usize) -> Self {
+        self.config.max_pending_acks = n;
         self
     }
     /// Time a connection has to join a namespace (default 45 s).

@@ -355,7 +355,14 @@ impl Socket {
     {
         let id = self.next_ack.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        lock(&self.acks).insert(id, tx);
+        {
+            let mut acks = lock(&self.acks);
+            if acks.len() >= self.ns.max_pending_acks {
+                tracing::debug!(socket = %self.id, "too many acknowledgements pending");
+                return Err(EmitError::TooManyPendingAcks);
+            }
+            acks.insert(id, tx);
+        }
         if let Err(e) = self.send_packet(&packet.with_id(id)) {
             lock(&self.acks).remove(&id);
             return Err(e);
