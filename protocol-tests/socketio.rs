@@ -497,7 +497,7 @@ async fn binary_acks_both_ways() {
 }
 
 #[tokio::test]
-async fn a_socket_joins_at_most_1000_rooms_in_the_test_app() {
+async fn a_socket_joins_at_most_1000_rooms_of_256_bytes_in_the_test_app() {
     let addr = spawn_conformance_server().await;
     let (mut ws, _, _) = connected(addr).await;
     // Its own room is one of them.
@@ -510,6 +510,15 @@ async fn a_socket_joins_at_most_1000_rooms_in_the_test_app() {
     assert_eq!(ws_recv_app_text(&mut ws).await, "431[true]");
     ws_send(&mut ws, r#"422["join","room-again"]"#).await;
     assert_eq!(ws_recv_app_text(&mut ws).await, "432[true]");
+    // Room names are at most 256 bytes long.
+    ws_send(&mut ws, r#"421["leave","room-2"]"#).await;
+    assert_eq!(ws_recv_app_text(&mut ws).await, "431[true]");
+    let long = "r".repeat(257);
+    ws_send(&mut ws, &format!(r#"423["join","{long}"]"#)).await;
+    assert_eq!(ws_recv_app_text(&mut ws).await, "433[false]");
+    let longest = "r".repeat(256);
+    ws_send(&mut ws, &format!(r#"424["join","{longest}"]"#)).await;
+    assert_eq!(ws_recv_app_text(&mut ws).await, "434[true]");
 }
 
 #[tokio::test]

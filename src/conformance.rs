@@ -21,8 +21,10 @@ use crate::socketio::{ConnectError, Event, Socket, SocketIo, SocketIoConfig};
 const PING_INTERVAL: Duration = Duration::from_millis(300);
 const PING_TIMEOUT: Duration = Duration::from_millis(200);
 
-/// Rooms one socket may be in (its own included) through the `join` event.
+/// Rooms one socket may be in (its own included) through the `join` event, and the longest
+/// room name it may give: together they bound what one client makes the server hold.
 const MAX_ROOMS_PER_SOCKET: usize = 1000;
+const MAX_ROOM_NAME_BYTES: usize = 256;
 
 /// The raw Engine.IO echo application.
 #[derive(Debug, Default)]
@@ -139,7 +141,8 @@ fn main_handlers(socket: &Arc<Socket>) {
         if let Some(room) = room_of(&e) {
             // A client chooses its rooms here: their number is bounded like everything else a
             // client can grow (the answer says whether it joined).
-            let joined = socket.rooms().len() < MAX_ROOMS_PER_SOCKET;
+            let joined =
+                socket.rooms().len() < MAX_ROOMS_PER_SOCKET && room.len() <= MAX_ROOM_NAME_BYTES;
             if joined {
                 socket.join(&room);
             }
