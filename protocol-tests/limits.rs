@@ -528,6 +528,61 @@ async fn a_websocket_over_its_message_rate_is_closed_with_1008_and_nobody_else_i
     echo(&mut fresh, 3).await;
 }
 
+/// Sends a binary `echo` declaring two attachments, and the first of them (600 bytes).
+async fn first_of_two_attachments(ws: &mut Ws) {
+    let header = r#"452-["echo",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#;
+    ws_send(ws, header).await;
+    ws.send(Message::binary(vec![1u8; 600]))
+        .await
+        .expect("send");
+}
+
+/// Sends the second attachment, which completes the packet: the server echoes it.
+async fn last_attachment(ws: &mut Ws) {
+    ws.send(Message::binary(vec![2u8; 10])).await.expect("send");
+    let back = ws_recv_app_text(ws).await;
+    assert!(back.starts_with(r#"42["echo-back","#), "{back}");
+}
+
+#[tokio::test]
+async fn attachments_held_for_incomplete_packets_stay_within_the_servers_budget() {
+    let _shared = EXCLUSIVE.read().await;
+    let (io, addr) = start(|b| b.max_buffered_attachment_bytes(1000)).await;
+    // One client stops after the first of its two attachments: the server holds 600 bytes.
+    let mut holder = sio_ws_from(local(2), addr, None).await;
+    first_of_two_attachments(&mut holder).await;
+    // A second one doing the same would take it to 1200 bytes: that one is closed.
+    let before = closes(&io, CloseReason::ParseError);
+    let mut second = sio_ws_from(local(3), addr, None).await;
+    first_of_two_attachments(&mut second).await;
+    ws_expect_end(&mut second, STEP).await;
+    wait_until("the second client is closed", STEP, || {
+        closes(&io, CloseReason::ParseError) == before + 1
+    })
+    .await;
+    // The first goes on; once its packet is complete its bytes are free again.
+    last_attachment(&mut holder).await;
+    echo(&mut holder, 2).await;
+    let mut third = sio_ws_from(local(4), addr, None).await;
+    first_of_two_attachments(&mut third).await;
+    last_attachment(&mut third).await;
+    echo(&mut third, 3).await;
+    // A client gone in the middle of its packet gives its bytes back too.
+    let mut gone = sio_ws_from(local(5), addr, None).await;
+    first_of_two_attachments(&mut gone).await;
+    let sessions = io.engine().session_count();
+    drop(gone);
+    wait_until("the departed client's session ends", STEP, || {
+        io.engine().session_count() < sessions
+    })
+    .await;
+    let mut fourth = sio_ws_from(local(6), addr, None).await;
+    first_of_two_attachments(&mut fourth).await;
+    last_attachment(&mut fourth).await;
+    echo(&mut fourth, 4).await;
+    assert_eq!(closes(&io, CloseReason::ParseError), before + 1);
+}
+
 #[tokio::test]
 async fn a_post_over_the_packet_limit_is_400_and_closes_the_session() {
     let _shared = EXCLUSIVE.read().await;

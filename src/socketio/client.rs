@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
@@ -37,7 +38,7 @@ where
 /// Per-connection state of the Socket.IO layer.
 #[derive(Default)]
 pub struct SessionState {
-    decoder: Mutex<Decoder>,
+    decoder: Mutex<Inbound>,
     sockets: Mutex<HashMap<String, Arc<Socket>>>,
     /// The task that closes the connection if it joins no namespace in time; ended as soon as
     /// one is joined, rather than left waiting out the timeout for every connection.
@@ -52,6 +53,26 @@ impl std::fmt::Debug for SessionState {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The decoder of a connection, and the bytes of the attachments it holds for an incomplete
+/// packet that are counted against the server's budget.
+#[derive(Default)]
+struct Inbound {
+    decoder: Decoder,
+    counted: usize,
+}
+
+impl Inbound {
+    /// Drops any incomplete packet and gives its bytes back to the budget.
+    fn reset(&mut self, budget: &AtomicUsize) {
+        self.decoder.reset();
+        self.uncount(budget);
+    }
+
+    fn uncount(&mut self, budget: &AtomicUsize) {
+        budget.fetch_sub(std::mem::take(&mut self.counted), Ordering::Relaxed);
+    }
 }
 
 impl SessionState {
@@ -82,7 +103,8 @@ impl Handler for Client {
     type Data = SessionState;
 
     fn on_open(&self, session: &SioSession) {
-        *lock(&session.data().decoder) = Decoder::with_limits(self.state.config.decoder_limits());
+        lock(&session.data().decoder).decoder =
+            Decoder::with_limits(self.state.config.decoder_limits());
         // A connection that joins no namespace in time is closed.
         let timeout = self.state.config.connect_timeout;
         let deadline = tokio::spawn({
@@ -103,13 +125,32 @@ impl Handler for Client {
     }
 
     fn on_message(&self, session: &SioSession, message: Message) {
+        let budget = &self.state.buffered_attachments;
         let (decoded, pending_nsp) = {
-            let mut decoder = lock(&session.data().decoder);
-            let decoded = match message {
-                Message::Text(text) => decoder.decode_text(&text),
-                Message::Binary(data) => decoder.decode_binary(data),
+            let mut inbound = lock(&session.data().decoder);
+            let len = match &message {
+                Message::Binary(data) => data.len(),
+                Message::Text(_) => 0,
             };
-            (decoded, decoder.pending_nsp().map(str::to_owned))
+            let decoded = match message {
+                Message::Text(text) => inbound.decoder.decode_text(&text),
+                Message::Binary(data) => inbound.decoder.decode_binary(data),
+            };
+            if !inbound.decoder.is_reconstructing() {
+                inbound.uncount(budget);
+            } else if len > 0 {
+                // Held until the packet's last attachment arrives: counted against the budget.
+                let held = budget.fetch_add(len, Ordering::Relaxed) + len;
+                inbound.counted += len;
+                if held > self.state.config.max_buffered_attachment_bytes {
+                    inbound.reset(budget);
+                    drop(inbound);
+                    tracing::warn!(session = %session.log_id(), "binary attachments over the server's budget, closing the connection");
+                    session.close(CloseReason::ParseError);
+                    return;
+                }
+            }
+            (decoded, inbound.decoder.pending_nsp().map(str::to_owned))
         };
         match decoded {
             Ok(Some(packet)) => self.on_packet(session, packet),
@@ -120,7 +161,7 @@ impl Handler for Client {
                 if let Some(nsp) = pending_nsp {
                     if session.data().socket(&nsp).is_none() {
                         tracing::debug!(session = %session.log_id(), %nsp, "attachments for a namespace not joined");
-                        lock(&session.data().decoder).reset();
+                        lock(&session.data().decoder).reset(budget);
                         session.close(CloseReason::ParseError);
                     }
                 }
@@ -133,7 +174,7 @@ impl Handler for Client {
     }
 
     fn on_close(&self, session: &SioSession, reason: CloseReason) {
-        lock(&session.data().decoder).reset();
+        lock(&session.data().decoder).reset(&self.state.buffered_attachments);
         let sockets: Vec<Arc<Socket>> = lock(&session.data().sockets)
             .drain()
             .map(|(_, s)| s)

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -36,6 +37,11 @@ pub struct SocketIoConfig {
     /// never answers cannot make the server hold an unbounded number of them (and of whatever
     /// waits on them).
     pub max_pending_acks: usize,
+    /// Bytes of binary attachments the server holds at once, over all connections, for packets
+    /// still waiting for more of theirs; a connection whose attachment would pass it is closed.
+    /// Each connection may hold `max_attachments` × maxPayload, and a client may stop before
+    /// its packet's last attachment for as long as it answers pings: this bounds the sum.
+    pub max_buffered_attachment_bytes: usize,
     /// Bytes of JSON a CONNECT's auth object may take; a larger one is refused with a
     /// `connect_error`. A socket keeps its auth for as long as it lives (its handshake, here and
     /// to the other nodes of a cluster), so this bounds what each socket holds.
@@ -54,6 +60,7 @@ impl Default for SocketIoConfig {
             max_json_depth: 32,
             ack_timeout: Duration::from_secs(10),
             max_pending_acks: 1024,
+            max_buffered_attachment_bytes: 256 * 1024 * 1024,
             max_auth_bytes: 16 * 1024,
         }
     }
@@ -74,6 +81,8 @@ type DynamicSetup = Box<dyn Fn(&Arc<Namespace>) + Send + Sync>;
 /// What every connection shares: the settings and the namespaces.
 pub(crate) struct ServerState {
     pub(crate) config: SocketIoConfig,
+    /// Bytes of attachments held for incomplete packets, over all connections.
+    pub(crate) buffered_attachments: AtomicUsize,
     adapter: AdapterFactory,
     namespaces: RwLock<HashMap<String, Arc<Namespace>>>,
     dynamic: RwLock<Vec<(DynamicMatcher, DynamicSetup)>>,
@@ -198,6 +207,12 @@ impl SocketIoBuilder {
         self.config.max_pending_acks = n;
         self
     }
+    /// Bytes of binary attachments the server holds at once for packets still waiting for more
+    /// of theirs, over all connections (default 256 MiB).
+    pub fn max_buffered_attachment_bytes(mut self, n: usize) -> Self {
+        self.config.max_buffered_attachment_bytes = n;
+        self
+    }
     /// Time a connection has to join a namespace (default 45 s).
     pub fn connect_timeout(mut self, d: Duration) -> Self {
         self.config.connect_timeout = d;
@@ -285,6 +300,7 @@ impl SocketIoBuilder {
         });
         let state = Arc::new(ServerState {
             config: self.config.clone(),
+            buffered_attachments: AtomicUsize::new(0),
             adapter,
             namespaces: RwLock::new(HashMap::new()),
             dynamic: RwLock::new(Vec::new()),
