@@ -1475,6 +1475,43 @@ async fn rate_limit_drops_after_the_burst_and_spares_others() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_flooding_far_beyond_the_rate_is_disconnected() {
+    // A burst of 5 and no refill: after 5 relayed, 50 dropped in a row (ten bursts) are
+    // tolerated, the 51st disconnects.
+    let server = start(small_rate(5, 0.0)).await;
+    let mut a = server.ws("A").await;
+    let mut b = server.ws("B").await;
+    a.login("juan", "r1", &[]).await;
+    let ua = a.user("juan", "r1");
+    b.login("bob", "r1", std::slice::from_ref(&ua)).await;
+    a.expect(entered("bob")).await;
+    a.expect(users(&[ua, b.user("bob", "r1")])).await;
+    for i in 0..55 {
+        a.emit("roomMessage", &[json!(format!("m{i}"))]).await;
+    }
+    for i in 0..5 {
+        a.expect(said(&format!("m{i}"), "juan")).await;
+        b.expect(said(&format!("m{i}"), "juan")).await;
+    }
+    // Still connected: a ping is answered.
+    assert_eq!(a.call("ping", &[]).await, [json!(a.id)]);
+    a.emit("roomMessage", &[json!("one too many")]).await;
+    a.expect(Frame::Disconnect).await;
+    b.expect(left("juan")).await;
+    b.expect(users(&[b.user("bob", "r1")])).await;
+    assert_eq!(server.relayed(), 5);
+    assert_eq!(server.dropped_rate(), 50);
+    assert_eq!(
+        server
+            .chat
+            .stats()
+            .disconnected_rate
+            .load(Ordering::Relaxed),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limit_refills_up_to_the_burst() {
     // One token every 250 ms: three messages sent back to back are two relayed, one dropped.
     let server = start(small_rate(2, 4.0)).await;

@@ -31,7 +31,20 @@ pub struct ChatStats {
     pub dropped_invalid: AtomicU64,
     /// `roomMessage`s dropped by the rate limit.
     pub dropped_rate: AtomicU64,
+    /// Sockets disconnected for going on sending far beyond the rate limit.
+    pub disconnected_rate: AtomicU64,
 }
+
+/// A socket's `roomMessage` rate: its token bucket, and how many messages in a row it dropped.
+struct MessageRate {
+    bucket: TokenBucket,
+    dropped_in_a_row: u32,
+}
+
+/// Messages in a row dropped by the rate limit, in bursts, after which a socket is
+/// disconnected: a client that keeps sending at several times the rate is flooding, not
+/// chatting (a person holding a key down loses every other message, never this many in a row).
+const RATE_BURSTS_BEFORE_DISCONNECT: u32 = 10;
 
 /// The chat's shared state.
 ///
@@ -127,13 +140,32 @@ impl Chat {
             async {}
         });
         let chat = self.clone();
-        let bucket = Mutex::new(TokenBucket::new(
-            self.config.rate_burst,
-            self.config.rate_per_second,
-        ));
+        let rate = Mutex::new(MessageRate {
+            bucket: TokenBucket::new(self.config.rate_burst, self.config.rate_per_second),
+            dropped_in_a_row: 0,
+        });
+        let patience = self
+            .config
+            .rate_burst
+            .saturating_mul(RATE_BURSTS_BEFORE_DISCONNECT);
         socket.on_raw("roomMessage", move |socket: Arc<Socket>, event: Event| {
-            let allowed = bucket.lock().unwrap_or_else(|e| e.into_inner()).try_take();
-            chat.room_message(&socket, event, allowed);
+            let (allowed, flooding) = {
+                let mut rate = rate.lock().unwrap_or_else(|e| e.into_inner());
+                let allowed = rate.bucket.try_take();
+                rate.dropped_in_a_row = if allowed {
+                    0
+                } else {
+                    rate.dropped_in_a_row.saturating_add(1)
+                };
+                (allowed, rate.dropped_in_a_row > patience)
+            };
+            if flooding {
+                tracing::debug!(socket = %socket.id(), "roomMessage flood, disconnecting");
+                chat.stats.disconnected_rate.fetch_add(1, Ordering::Relaxed);
+                socket.disconnect();
+            } else {
+                chat.room_message(&socket, event, allowed);
+            }
             async {}
         });
         let chat = self;

@@ -168,6 +168,13 @@ impl Site {
                 ("cause=\"rate_limit\"", load(&stats.dropped_rate)),
             ],
         );
+        family(
+            &mut out,
+            "chat_flood_disconnects_total",
+            "counter",
+            "Sockets disconnected for sending far beyond the message rate limit.",
+            &[("", load(&stats.disconnected_rate))],
+        );
         #[cfg(feature = "redis")]
         if let Some(node) = &self.cluster {
             node.render_metrics(&mut out);
