@@ -1386,6 +1386,27 @@ async fn e_unknown_and_huge_event_names_are_ignored() {
 }
 
 #[tokio::test]
+async fn e_payloads_nested_100_deep_are_served() {
+    // The packet's own array and 99 more levels, objects and arrays mixed.
+    let addr = spawn_conformance_server().await;
+    let (mut ws, _) = ws_open(addr, S).await;
+    ws_send(&mut ws, "40").await;
+    assert!(ws_recv_app_text(&mut ws).await.starts_with("40{"));
+    assert_eq!(ws_recv_app_text(&mut ws).await, r#"42["auth",{}]"#);
+    let nested = r#"{"a":["#.repeat(49) + r#"[1]"# + &"]}".repeat(49);
+    ws_send(&mut ws, &format!(r#"42["message",{nested}]"#)).await;
+    assert_eq!(
+        ws_recv_app_text(&mut ws).await,
+        format!(r#"42["message-back",{nested}]"#)
+    );
+    let deeper = format!("[{nested}]");
+    ws_send(&mut ws, &format!(r#"42["message",{deeper}]"#)).await;
+    let end = ws_expect_end(&mut ws, STEP).await;
+    let answers: Vec<String> = texts(&end).into_iter().filter(|t| t != "2").collect();
+    assert!(answers.is_empty(), "{answers:?}");
+}
+
+#[tokio::test]
 async fn e_deeply_nested_payloads_close() {
     let addr = spawn_conformance_server().await;
     with_bystanders(addr, || async {

@@ -18,8 +18,9 @@ use serde_json::{Map, Number, Value, json};
 use crate::socketio::adapter::{BroadcastFlags, BroadcastOptions, BroadcastTarget};
 use crate::socketio::packet::{Packet, PacketKind, placeholder, placeholder_num};
 
-/// Nesting a message from another node may have.
-const MAX_DEPTH: usize = 64;
+/// Nesting a message from another node may have: a packet's own (at most 127, the most a
+/// client's can have) inside the adapter's envelope.
+const MAX_DEPTH: usize = 160;
 
 /// The default channel prefix, as in Node's adapter.
 pub const DEFAULT_KEY: &str = "socket.io";

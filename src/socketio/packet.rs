@@ -466,9 +466,10 @@ pub enum ParseError {
 pub struct DecoderLimits {
     /// Most attachments a binary packet may declare.
     pub max_attachments: usize,
-    /// Deepest nesting of arrays and objects allowed in a payload, checked
-    /// before the JSON is parsed. (The JSON parser itself stops at 128
-    /// levels, so larger values act as 128.)
+    /// Deepest nesting of arrays and objects allowed in a payload (the
+    /// packet's own array included), checked before the JSON is parsed. The
+    /// JSON parser itself takes at most 127 levels, so larger values act as
+    /// 127.
     pub max_depth: usize,
 }
 
@@ -476,7 +477,7 @@ impl Default for DecoderLimits {
     fn default() -> Self {
         Self {
             max_attachments: 10,
-            max_depth: 32,
+            max_depth: 100,
         }
     }
 }
@@ -1446,10 +1447,10 @@ mod tests {
 
     #[test]
     fn enforces_depth_before_parsing() {
-        let ok = format!("2[\"a\",{}{}]", "[".repeat(31), "]".repeat(31));
+        let ok = format!("2[\"a\",{}{}]", "[".repeat(99), "]".repeat(99));
         assert!(decode_one(&ok).is_ok());
-        let deep = format!("2[\"a\",{}{}]", "[".repeat(32), "]".repeat(32));
-        assert!(matches!(rejected(&deep), ParseError::TooDeep { max: 32 }));
+        let deep = format!("2[\"a\",{}{}]", "[".repeat(100), "]".repeat(100));
+        assert!(matches!(rejected(&deep), ParseError::TooDeep { max: 100 }));
         // Unbalanced and unterminated input is still rejected by the scan.
         let open = format!("2{}", "[".repeat(100_000));
         assert!(matches!(rejected(&open), ParseError::TooDeep { .. }));

@@ -28,7 +28,8 @@ pub struct SocketIoConfig {
     pub connect_timeout: Duration,
     /// Binary attachments one packet may carry.
     pub max_attachments: usize,
-    /// JSON nesting one packet may have.
+    /// JSON nesting one packet may have, its own array included (at most 127 takes effect:
+    /// the JSON parser's own limit).
     pub max_json_depth: usize,
     /// Default time to wait for an acknowledgement of a broadcast.
     pub ack_timeout: Duration,
@@ -57,7 +58,7 @@ impl Default for SocketIoConfig {
             },
             connect_timeout: Duration::from_millis(45_000),
             max_attachments: 10,
-            max_json_depth: 32,
+            max_json_depth: 100,
             ack_timeout: Duration::from_secs(10),
             max_pending_acks: 1024,
             max_buffered_attachment_bytes: 256 * 1024 * 1024,
@@ -269,7 +270,7 @@ impl SocketIoBuilder {
         self.config.engine.max_packets_per_post = n;
         self
     }
-    /// JSON nesting one packet may have (default 32).
+    /// JSON nesting one packet may have, its own array included (default 100).
     pub fn max_json_depth(mut self, depth: usize) -> Self {
         self.config.max_json_depth = depth;
         self
