@@ -245,3 +245,57 @@ async fn an_upgrade_of_the_programs_own_gets_its_101_before_the_program_reads() 
         .expect("read");
     assert_eq!(&echo, b"echo hi\n");
 }
+
+/// A program's own upgrade through `server::serve`: after the `101` the connection is its own,
+/// and shutting its side down sends the FIN the peer waits for.
+#[tokio::test]
+async fn a_programs_own_upgrade_can_shut_its_side_down() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    tokio::spawn(socketio_server::server::serve(
+        listener,
+        socketio_server::server::HttpConfig::default(),
+        |mut req: hyper::Request<hyper::body::Incoming>| async move {
+            let on = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                if let Ok(up) = on.await {
+                    let mut io = hyper_util::rt::TokioIo::new(up);
+                    let _ = io.write_all(b"hello").await;
+                    let _ = io.shutdown().await;
+                    // As a closing handshake does: wait for the peer's end.
+                    let mut buf = [0u8; 16];
+                    let _ = tokio::time::timeout(Duration::from_secs(5), io.read(&mut buf)).await;
+                }
+            });
+            let mut resp = hyper::Response::new(socketio_server::engineio::Body::default());
+            *resp.status_mut() = hyper::StatusCode::SWITCHING_PROTOCOLS;
+            let headers = resp.headers_mut();
+            headers.insert(
+                "connection",
+                hyper::header::HeaderValue::from_static("upgrade"),
+            );
+            headers.insert("upgrade", hyper::header::HeaderValue::from_static("foo"));
+            resp
+        },
+        std::future::pending(),
+    ));
+    let mut client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: foo\r\n\r\n")
+        .await
+        .expect("write");
+    let mut got = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(2), client.read_to_end(&mut got)).await;
+    let text = String::from_utf8_lossy(&got).into_owned();
+    assert!(
+        text.starts_with("HTTP/1.1 101") && text.ends_with("hello"),
+        "{text:?}"
+    );
+    assert!(
+        ended.is_ok(),
+        "no end of stream after the program's shutdown: {text:?}"
+    );
+}

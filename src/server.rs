@@ -198,6 +198,8 @@ pub(crate) struct Conn {
     stream: TcpStream,
     held: Vec<u8>,
     read_end: ReadEnd,
+    /// A `101` went out: the connection belongs to whoever took the upgrade now.
+    upgraded: bool,
 }
 
 const SWITCHING_PROTOCOLS: &[u8] = b"HTTP/1.1 101 ";
@@ -208,6 +210,7 @@ impl Conn {
             stream,
             held: Vec::new(),
             read_end: ReadEnd::default(),
+            upgraded: false,
         }
     }
 
@@ -219,6 +222,9 @@ impl Conn {
     fn hold(&mut self, bufs: &[io::IoSlice<'_>]) -> usize {
         // Room for the frames that usually follow, so that they join it without a copy.
         let len: usize = bufs.iter().map(|b| b.len()).sum();
+        // Whoever takes the upgrade reads the stream as it is, its end included.
+        self.upgraded = true;
+        self.read_end.show();
         self.held.reserve(len.max(512));
         for b in bufs {
             self.held.extend_from_slice(b);
@@ -301,10 +307,16 @@ impl AsyncWrite for Conn {
         Pin::new(&mut self.get_mut().stream).poll_flush(cx)
     }
 
-    /// Writes what is held and no more: hyper shuts a connection down only to drop it at once,
-    /// and closing the socket sends the same FIN, a system call later.
+    /// hyper shuts a connection down only to drop it at once, and closing the socket sends the
+    /// same FIN, a system call later: only what is held is written then. After an upgrade the
+    /// connection is someone else's, who may wait for the peer's answer to its FIN.
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.get_mut().poll_release(cx)
+        let this = self.get_mut();
+        ready!(this.poll_release(cx))?;
+        if this.upgraded {
+            return Pin::new(&mut this.stream).poll_shutdown(cx);
+        }
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -350,11 +362,12 @@ impl ReadEnd {
     fn keep_eof(&self, cx: &Context<'_>) -> bool {
         let flags = self.0.flags.load(Ordering::Acquire);
         let keep = flags & SHOWN == 0 && flags & (ANSWERING | SHOW_AFTER_WRITE) != 0;
-        if keep {
-            self.0.reader.register(cx.waker());
-            self.0.flags.fetch_or(KEPT, Ordering::AcqRel);
+        if !keep {
+            return false;
         }
-        keep
+        self.0.reader.register(cx.waker());
+        // Shown meanwhile (an upgrade): the end goes through after all.
+        self.0.flags.fetch_or(KEPT, Ordering::AcqRel) & SHOWN == 0
     }
 
     fn show(&self) {
