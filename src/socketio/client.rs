@@ -61,6 +61,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 struct Inbound {
     decoder: Decoder,
     counted: usize,
+    /// The session ended: a message still on its way here is dropped, not counted.
+    closed: bool,
 }
 
 impl Inbound {
@@ -128,6 +130,9 @@ impl Handler for Client {
         let budget = &self.state.buffered_attachments;
         let (decoded, pending_nsp) = {
             let mut inbound = lock(&session.data().decoder);
+            if inbound.closed {
+                return;
+            }
             let len = match &message {
                 Message::Binary(data) => data.len(),
                 Message::Text(_) => 0,
@@ -174,7 +179,11 @@ impl Handler for Client {
     }
 
     fn on_close(&self, session: &SioSession, reason: CloseReason) {
-        lock(&session.data().decoder).reset(&self.state.buffered_attachments);
+        {
+            let mut inbound = lock(&session.data().decoder);
+            inbound.reset(&self.state.buffered_attachments);
+            inbound.closed = true;
+        }
         let sockets: Vec<Arc<Socket>> = lock(&session.data().sockets)
             .drain()
             .map(|(_, s)| s)
