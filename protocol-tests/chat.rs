@@ -526,6 +526,15 @@ impl Client {
         }
     }
 
+    /// Emits over WebSocket, as long as the connection takes it: `false` once it is closed.
+    async fn try_emit(&self, name: &str, args: &[Value]) -> bool {
+        let Out::Ws(sink) = &self.out else {
+            panic!("{}: try_emit is for WebSocket clients", self.label);
+        };
+        let packet = format!("42{}", event_array(name, args));
+        sink.lock().await.send(Message::text(packet)).await.is_ok()
+    }
+
     /// Emits `42<array>` where `array` is the raw JSON text of `[name, args...]`.
     async fn emit_raw(&self, array: &str) {
         self.send(&format!("2{array}")).await;
@@ -1476,8 +1485,8 @@ async fn rate_limit_drops_after_the_burst_and_spares_others() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_socket_flooding_far_beyond_the_rate_is_disconnected() {
-    // A burst of 5 and no refill: after 5 relayed, 50 dropped in a row (ten bursts) are
-    // tolerated, the 51st disconnects.
+    // A burst of 5 and no refill: after 5 relayed, 50 drops (ten bursts) are tolerated, the
+    // 51st disconnects.
     let server = start(small_rate(5, 0.0)).await;
     let mut a = server.ws("A").await;
     let mut b = server.ws("B").await;
@@ -1501,6 +1510,36 @@ async fn a_socket_flooding_far_beyond_the_rate_is_disconnected() {
     b.expect(users(&[b.user("bob", "r1")])).await;
     assert_eq!(server.relayed(), 5);
     assert_eq!(server.dropped_rate(), 50);
+    assert_eq!(
+        server
+            .chat
+            .stats()
+            .disconnected_rate
+            .load(Ordering::Relaxed),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_is_disconnected_although_the_bucket_refills() {
+    // A burst of 5 and 20 a second: 300 messages sent at once drop far more than the 50 drops
+    // (plus 20 a second) a socket is allowed.
+    let server = start(small_rate(5, 20.0)).await;
+    let mut a = server.ws("A").await;
+    a.login("juan", "r1", &[]).await;
+    for i in 0..300 {
+        // The disconnect may come while they are being sent.
+        if !a.try_emit("roomMessage", &[json!(format!("m{i}"))]).await {
+            break;
+        }
+    }
+    loop {
+        match a.next().await {
+            Frame::Disconnect => break,
+            Frame::Event(name, _) if name == "roomMessage" => {}
+            other => panic!("expected messages then a disconnect, got {other:?}"),
+        }
+    }
     assert_eq!(
         server
             .chat

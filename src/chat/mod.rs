@@ -35,15 +35,17 @@ pub struct ChatStats {
     pub disconnected_rate: AtomicU64,
 }
 
-/// A socket's `roomMessage` rate: its token bucket, and how many messages in a row it dropped.
+/// A socket's `roomMessage` rate: the bucket its messages take from, and the one its dropped
+/// messages take from. The second holds ten bursts and refills at the same rate, so a client
+/// sending at up to twice the rate never empties it (a person holding a key down loses every
+/// other message), while one sending at several times the rate empties it within seconds: it
+/// is flooding, and is disconnected.
 struct MessageRate {
-    bucket: TokenBucket,
-    dropped_in_a_row: u32,
+    messages: TokenBucket,
+    drops: TokenBucket,
 }
 
-/// Messages in a row dropped by the rate limit, in bursts, after which a socket is
-/// disconnected: a client that keeps sending at several times the rate is flooding, not
-/// chatting (a person holding a key down loses every other message, never this many in a row).
+/// The drops a socket's second bucket holds, in bursts.
 const RATE_BURSTS_BEFORE_DISCONNECT: u32 = 10;
 
 /// The chat's shared state.
@@ -140,24 +142,19 @@ impl Chat {
             async {}
         });
         let chat = self.clone();
+        let (burst, per_second) = (self.config.rate_burst, self.config.rate_per_second);
         let rate = Mutex::new(MessageRate {
-            bucket: TokenBucket::new(self.config.rate_burst, self.config.rate_per_second),
-            dropped_in_a_row: 0,
+            messages: TokenBucket::new(burst, per_second),
+            drops: TokenBucket::new(
+                burst.saturating_mul(RATE_BURSTS_BEFORE_DISCONNECT),
+                per_second,
+            ),
         });
-        let patience = self
-            .config
-            .rate_burst
-            .saturating_mul(RATE_BURSTS_BEFORE_DISCONNECT);
         socket.on_raw("roomMessage", move |socket: Arc<Socket>, event: Event| {
             let (allowed, flooding) = {
                 let mut rate = rate.lock().unwrap_or_else(|e| e.into_inner());
-                let allowed = rate.bucket.try_take();
-                rate.dropped_in_a_row = if allowed {
-                    0
-                } else {
-                    rate.dropped_in_a_row.saturating_add(1)
-                };
-                (allowed, rate.dropped_in_a_row > patience)
+                let allowed = rate.messages.try_take();
+                (allowed, !allowed && !rate.drops.try_take())
             };
             if flooding {
                 tracing::debug!(socket = %socket.id(), "roomMessage flood, disconnecting");
