@@ -703,6 +703,41 @@ fn parse_json(text: &str) -> Result<Value, ParseError> {
     }
 }
 
+/// Whether `token` is a number as JSON writes one: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
+fn is_json_number(token: &str) -> bool {
+    fn digits(b: &[u8]) -> usize {
+        b.iter().take_while(|c| c.is_ascii_digit()).count()
+    }
+    let mut b = token.as_bytes();
+    if let [b'-', rest @ ..] = b {
+        b = rest;
+    }
+    let int = digits(b);
+    if int == 0 || (int > 1 && b[0] == b'0') {
+        return false;
+    }
+    b = &b[int..];
+    if let [b'.', rest @ ..] = b {
+        let frac = digits(rest);
+        if frac == 0 {
+            return false;
+        }
+        b = &rest[frac..];
+    }
+    if let [b'e' | b'E', rest @ ..] = b {
+        let rest = match rest {
+            [b'+' | b'-', r @ ..] => r,
+            r => r,
+        };
+        let exp = digits(rest);
+        if exp == 0 {
+            return false;
+        }
+        b = &rest[exp..];
+    }
+    b.is_empty()
+}
+
 /// `text` with every number that a double cannot hold replaced by `null`, or `None` if it has
 /// none. Strings are skipped; whatever else is malformed is left for serde_json to refuse.
 fn replace_infinite_numbers(text: &str) -> Option<String> {
@@ -729,7 +764,7 @@ fn replace_infinite_numbers(text: &str) -> Option<String> {
                 // The token is ASCII, and so are the bytes around it: `start` and `i` are
                 // char boundaries.
                 let token = text.get(start..i)?;
-                if token.parse::<f64>().is_ok_and(f64::is_infinite) {
+                if is_json_number(token) && token.parse::<f64>().is_ok_and(f64::is_infinite) {
                     let repaired = out.get_or_insert_with(|| String::with_capacity(text.len()));
                     repaired.push_str(text.get(copied..start)?);
                     repaired.push_str("null");
@@ -1315,6 +1350,15 @@ mod tests {
         );
         assert_eq!(replace_infinite_numbers(r#"["1e400",1e308]"#), None);
         // Malformed numbers are still refused.
+        for bad in ["01e400", "1.e400", "-.5e400", "1e", "+1e400", "1e+"] {
+            assert!(
+                matches!(
+                    rejected(&format!("2[\"m\",{bad}]")),
+                    ParseError::InvalidJson(_)
+                ),
+                "{bad}"
+            );
+        }
         assert!(matches!(
             rejected("2[\"m\",1e400x]"),
             ParseError::InvalidJson(_)
