@@ -97,6 +97,20 @@ impl Ack {
     }
 }
 
+/// Removes a pending acknowledgement's id when dropped.
+struct ForgetAck {
+    socket: std::sync::Weak<Socket>,
+    id: u64,
+}
+
+impl Drop for ForgetAck {
+    fn drop(&mut self) {
+        if let Some(socket) = self.socket.upgrade() {
+            lock(&socket.acks).remove(&self.id);
+        }
+    }
+}
+
 /// One client connected to one namespace.
 pub struct Socket {
     id: Id,
@@ -367,18 +381,18 @@ impl Socket {
             lock(&self.acks).remove(&id);
             return Err(e);
         }
-        let acks = Arc::downgrade(self);
+        // Forgets the id however the wait ends (answered, timed out, or the future dropped by
+        // its caller), or unanswered acks would pile up for the socket's lifetime.
+        let forget = ForgetAck {
+            socket: Arc::downgrade(self),
+            id,
+        };
         Ok(async move {
+            let _forget = forget;
             match tokio::time::timeout(timeout, rx).await {
                 Ok(Ok(response)) => Ok(response),
                 Ok(Err(_)) => Err(AckError::Disconnected),
-                Err(_) => {
-                    // Forget the id, or unanswered acks would pile up for the socket's lifetime.
-                    if let Some(acks) = acks.upgrade() {
-                        lock(&acks.acks).remove(&id);
-                    }
-                    Err(AckError::Timeout)
-                }
+                Err(_) => Err(AckError::Timeout),
             }
         })
     }
