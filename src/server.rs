@@ -198,8 +198,6 @@ pub(crate) struct Conn {
     stream: TcpStream,
     held: Vec<u8>,
     read_end: ReadEnd,
-    /// A `101` went out: the connection belongs to whoever took the upgrade now.
-    upgraded: bool,
 }
 
 const SWITCHING_PROTOCOLS: &[u8] = b"HTTP/1.1 101 ";
@@ -210,7 +208,6 @@ impl Conn {
             stream,
             held: Vec::new(),
             read_end: ReadEnd::default(),
-            upgraded: false,
         }
     }
 
@@ -223,7 +220,6 @@ impl Conn {
         // Room for the frames that usually follow, so that they join it without a copy.
         let len: usize = bufs.iter().map(|b| b.len()).sum();
         // Whoever takes the upgrade reads the stream as it is, its end included.
-        self.upgraded = true;
         self.read_end.show();
         self.held.reserve(len.max(512));
         for b in bufs {
@@ -307,16 +303,10 @@ impl AsyncWrite for Conn {
         Pin::new(&mut self.get_mut().stream).poll_flush(cx)
     }
 
-    /// hyper shuts a connection down only to drop it at once, and closing the socket sends the
-    /// same FIN, a system call later: only what is held is written then. After an upgrade the
-    /// connection is someone else's, who may wait for the peer's answer to its FIN.
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         ready!(this.poll_release(cx))?;
-        if this.upgraded {
-            return Pin::new(&mut this.stream).poll_shutdown(cx);
-        }
-        Poll::Ready(Ok(()))
+        Pin::new(&mut this.stream).poll_shutdown(cx)
     }
 }
 
