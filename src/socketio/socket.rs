@@ -377,16 +377,14 @@ impl Socket {
             }
             acks.insert(id, tx);
         }
-        if let Err(e) = self.send_packet(&packet.with_id(id)) {
-            lock(&self.acks).remove(&id);
-            return Err(e);
-        }
-        // Forgets the id however the wait ends (answered, timed out, or the future dropped by
-        // its caller), or unanswered acks would pile up for the socket's lifetime.
+        // Forgets the id however this ends (the send failed, the answer came, the wait timed
+        // out or its future was dropped), or unanswered acks would pile up for the socket's
+        // lifetime.
         let forget = ForgetAck {
             socket: Arc::downgrade(self),
             id,
         };
+        self.send_packet(&packet.with_id(id))?;
         Ok(async move {
             let _forget = forget;
             match tokio::time::timeout(timeout, rx).await {
