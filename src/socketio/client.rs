@@ -38,7 +38,7 @@ where
 /// Per-connection state of the Socket.IO layer.
 #[derive(Default)]
 pub struct SessionState {
-    decoder: Mutex<Inbound>,
+    inbound: Mutex<Inbound>,
     sockets: Mutex<HashMap<String, Arc<Socket>>>,
     /// The task that closes the connection if it joins no namespace in time; ended as soon as
     /// one is joined, rather than left waiting out the timeout for every connection.
@@ -105,7 +105,7 @@ impl Handler for Client {
     type Data = SessionState;
 
     fn on_open(&self, session: &SioSession) {
-        lock(&session.data().decoder).decoder =
+        lock(&session.data().inbound).decoder =
             Decoder::with_limits(self.state.config.decoder_limits());
         // A connection that joins no namespace in time is closed.
         let timeout = self.state.config.connect_timeout;
@@ -129,17 +129,16 @@ impl Handler for Client {
     fn on_message(&self, session: &SioSession, message: Message) {
         let budget = &self.state.buffered_attachments;
         let (decoded, pending_nsp) = {
-            let mut inbound = lock(&session.data().decoder);
+            let mut inbound = lock(&session.data().inbound);
             if inbound.closed {
                 return;
             }
-            let len = match &message {
-                Message::Binary(data) => data.len(),
-                Message::Text(_) => 0,
-            };
-            let decoded = match message {
-                Message::Text(text) => inbound.decoder.decode_text(&text),
-                Message::Binary(data) => inbound.decoder.decode_binary(data),
+            let (decoded, len) = match message {
+                Message::Text(text) => (inbound.decoder.decode_text(&text), 0),
+                Message::Binary(data) => {
+                    let len = data.len();
+                    (inbound.decoder.decode_binary(data), len)
+                }
             };
             if !inbound.decoder.is_reconstructing() {
                 inbound.uncount(budget);
@@ -166,7 +165,7 @@ impl Handler for Client {
                 if let Some(nsp) = pending_nsp {
                     if session.data().socket(&nsp).is_none() {
                         tracing::debug!(session = %session.log_id(), %nsp, "attachments for a namespace not joined");
-                        lock(&session.data().decoder).reset(budget);
+                        lock(&session.data().inbound).reset(budget);
                         session.close(CloseReason::ParseError);
                     }
                 }
@@ -180,7 +179,7 @@ impl Handler for Client {
 
     fn on_close(&self, session: &SioSession, reason: CloseReason) {
         {
-            let mut inbound = lock(&session.data().decoder);
+            let mut inbound = lock(&session.data().inbound);
             inbound.reset(&self.state.buffered_attachments);
             inbound.closed = true;
         }
