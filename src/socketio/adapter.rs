@@ -131,6 +131,13 @@ pub trait Adapter: Send + Sync + 'static {
     /// Sends a broadcast to the other nodes; this node's recipients are served by the caller.
     fn publish(&self, _packet: &Packet, _opts: &BroadcastOptions) {}
 
+    /// Whether [`publish`](Self::publish) sends broadcasts anywhere. A typed emit encodes its
+    /// arguments straight into the frames of this node's recipients, and builds the [`Packet`]
+    /// that `publish` takes only when this says it is needed.
+    fn publishes(&self) -> bool {
+        true
+    }
+
     /// Sends a broadcast that asks for acknowledgements to the other nodes. Their client counts
     /// and acknowledgements arrive on the receiver until it closes; `None` when there are no
     /// other nodes.
@@ -270,6 +277,10 @@ impl Adapter for LocalAdapter {
 
     fn room_count(&self) -> usize {
         self.lock().members.len()
+    }
+
+    fn publishes(&self) -> bool {
+        false
     }
 }
 

@@ -21,7 +21,9 @@ use serde::ser::{self, Impossible, Serialize};
 use serde::{Deserializer, Serializer};
 use serde_json::{Map, Number, Value};
 
-use super::packet::{Packet, placeholder, placeholder_num};
+use super::packet::{
+    PLACEHOLDER_KEY, PLACEHOLDER_NUM, Packet, PacketKind, encode_head, placeholder, placeholder_num,
+};
 
 /// Failure converting between typed values and payloads.
 #[derive(Debug, thiserror::Error)]
@@ -744,6 +746,299 @@ impl Serializer for KeySerializer {
         _len: usize,
     ) -> Result<Self::SerializeStructVariant> {
         Err(BinaryError::KeyMustBeAString)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Encoding straight to text
+// ---------------------------------------------------------------------------
+
+/// Appends the text part of an event (`event` is `Some`) or acknowledgement to `out`, written
+/// straight from typed arguments, and returns its attachments. It is what
+/// [`event_packet`]/[`ack_packet`] followed by [`Packet::encode_into`] write, without the
+/// `Value` tree in between: building and dropping that tree cost more than writing the text.
+/// Objects keep their fields in the order they are serialised (as `JSON.stringify` does),
+/// where a `Value` sorts them. On error `out` holds part of an encoding.
+pub fn encode_text<T: Serialize + ?Sized>(
+    out: &mut Vec<u8>,
+    nsp: &str,
+    id: Option<u64>,
+    event: Option<&str>,
+    args: &T,
+) -> Result<Vec<Bytes>> {
+    let kind = if event.is_some() {
+        PacketKind::Event
+    } else {
+        PacketKind::Ack
+    };
+    let head = out.len();
+    encode_head(out, kind, 0, nsp, id);
+    out.push(b'[');
+    if let Some(event) = event {
+        // A `str` always serialises.
+        let _ = serde_json::to_writer(&mut *out, event);
+        out.push(b',');
+    }
+    let start = out.len();
+    let mut attachments = Vec::new();
+    let mut shape = TopShape::Single;
+    let mut formatter = Attaching {
+        attachments: &mut attachments,
+        out_of_range: false,
+    };
+    let written = args.serialize(TopLevel {
+        inner: &mut serde_json::Serializer::with_formatter(&mut *out, &mut formatter),
+        shape: &mut shape,
+    });
+    if let Err(e) = written {
+        return Err(if formatter.out_of_range {
+            BinaryError::NumberOutOfRange
+        } else {
+            json_error(&e)
+        });
+    }
+    // The arguments follow the event name inside one array: a tuple's own brackets go, and
+    // no argument leaves no separator.
+    let separator = usize::from(event.is_some());
+    match shape {
+        TopShape::Single => out.push(b']'),
+        TopShape::Tuple if out.len() - start > 2 => {
+            out.remove(start);
+        }
+        TopShape::Tuple | TopShape::Unit => {
+            out.truncate(start - separator);
+            out.push(b']');
+        }
+    }
+    if !attachments.is_empty() {
+        let mut binary_head = Vec::with_capacity(16);
+        encode_head(
+            &mut binary_head,
+            kind.with_binary(true),
+            attachments.len(),
+            "/",
+            None,
+        );
+        out.splice(head..head + 1, binary_head);
+    }
+    Ok(attachments)
+}
+
+/// The error a `Value` serialisation would have given, where serde_json has the same one.
+fn json_error(e: &serde_json::Error) -> BinaryError {
+    let message = e.to_string();
+    if message == BinaryError::KeyMustBeAString.to_string() {
+        BinaryError::KeyMustBeAString
+    } else if message == BinaryError::FloatKeyMustBeFinite.to_string() {
+        BinaryError::FloatKeyMustBeFinite
+    } else {
+        BinaryError::Message(message)
+    }
+}
+
+/// serde_json's formatter, except that byte buffers become attachments and placeholders, and
+/// that 128-bit integers must fit JSON's 64-bit numbers, as in [`to_value`].
+struct Attaching<'a> {
+    attachments: &'a mut Vec<Bytes>,
+    out_of_range: bool,
+}
+
+impl Attaching<'_> {
+    fn out_of_range(&mut self) -> std::io::Error {
+        self.out_of_range = true;
+        std::io::Error::other(BinaryError::NumberOutOfRange.to_string())
+    }
+}
+
+impl serde_json::ser::Formatter for &mut Attaching<'_> {
+    fn write_byte_array<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        value: &[u8],
+    ) -> std::io::Result<()> {
+        let num = self.attachments.len();
+        self.attachments.push(Bytes::copy_from_slice(value));
+        write!(
+            writer,
+            "{{\"{PLACEHOLDER_KEY}\":true,\"{PLACEHOLDER_NUM}\":{num}}}"
+        )
+    }
+
+    fn write_i128<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        value: i128,
+    ) -> std::io::Result<()> {
+        if let Ok(v) = u64::try_from(value) {
+            self.write_u64(writer, v)
+        } else if let Ok(v) = i64::try_from(value) {
+            self.write_i64(writer, v)
+        } else {
+            Err(self.out_of_range())
+        }
+    }
+
+    fn write_u128<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        value: u128,
+    ) -> std::io::Result<()> {
+        match u64::try_from(value) {
+            Ok(v) => self.write_u64(writer, v),
+            Err(_) => Err(self.out_of_range()),
+        }
+    }
+}
+
+/// serde_json's serializer for the outermost value, noting its shape for the argument
+/// convention (see [`args_to_values`]); everything inside goes to serde_json alone.
+struct TopLevel<'a, W, F> {
+    inner: &'a mut serde_json::Serializer<W, F>,
+    shape: &'a mut TopShape,
+}
+
+type Compound<'a, W, F> = serde_json::ser::Compound<'a, W, F>;
+
+impl<'a, W: std::io::Write, F: serde_json::ser::Formatter> Serializer for TopLevel<'a, W, F> {
+    type Ok = ();
+    type Error = serde_json::Error;
+    type SerializeSeq = Compound<'a, W, F>;
+    type SerializeTuple = Compound<'a, W, F>;
+    type SerializeTupleStruct = Compound<'a, W, F>;
+    type SerializeTupleVariant = Compound<'a, W, F>;
+    type SerializeMap = Compound<'a, W, F>;
+    type SerializeStruct = Compound<'a, W, F>;
+    type SerializeStructVariant = Compound<'a, W, F>;
+
+    fn serialize_bool(self, v: bool) -> serde_json::Result<()> {
+        self.inner.serialize_bool(v)
+    }
+    fn serialize_i8(self, v: i8) -> serde_json::Result<()> {
+        self.inner.serialize_i8(v)
+    }
+    fn serialize_i16(self, v: i16) -> serde_json::Result<()> {
+        self.inner.serialize_i16(v)
+    }
+    fn serialize_i32(self, v: i32) -> serde_json::Result<()> {
+        self.inner.serialize_i32(v)
+    }
+    fn serialize_i64(self, v: i64) -> serde_json::Result<()> {
+        self.inner.serialize_i64(v)
+    }
+    fn serialize_i128(self, v: i128) -> serde_json::Result<()> {
+        self.inner.serialize_i128(v)
+    }
+    fn serialize_u8(self, v: u8) -> serde_json::Result<()> {
+        self.inner.serialize_u8(v)
+    }
+    fn serialize_u16(self, v: u16) -> serde_json::Result<()> {
+        self.inner.serialize_u16(v)
+    }
+    fn serialize_u32(self, v: u32) -> serde_json::Result<()> {
+        self.inner.serialize_u32(v)
+    }
+    fn serialize_u64(self, v: u64) -> serde_json::Result<()> {
+        self.inner.serialize_u64(v)
+    }
+    fn serialize_u128(self, v: u128) -> serde_json::Result<()> {
+        self.inner.serialize_u128(v)
+    }
+    fn serialize_f32(self, v: f32) -> serde_json::Result<()> {
+        self.inner.serialize_f32(v)
+    }
+    fn serialize_f64(self, v: f64) -> serde_json::Result<()> {
+        self.inner.serialize_f64(v)
+    }
+    fn serialize_char(self, v: char) -> serde_json::Result<()> {
+        self.inner.serialize_char(v)
+    }
+    fn serialize_str(self, v: &str) -> serde_json::Result<()> {
+        self.inner.serialize_str(v)
+    }
+    fn serialize_bytes(self, v: &[u8]) -> serde_json::Result<()> {
+        self.inner.serialize_bytes(v)
+    }
+    fn serialize_none(self) -> serde_json::Result<()> {
+        self.inner.serialize_none()
+    }
+    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> serde_json::Result<()> {
+        self.inner.serialize_some(value)
+    }
+    fn serialize_unit(self) -> serde_json::Result<()> {
+        *self.shape = TopShape::Unit;
+        self.inner.serialize_unit()
+    }
+    fn serialize_unit_struct(self, name: &'static str) -> serde_json::Result<()> {
+        self.inner.serialize_unit_struct(name)
+    }
+    fn serialize_unit_variant(
+        self,
+        name: &'static str,
+        index: u32,
+        variant: &'static str,
+    ) -> serde_json::Result<()> {
+        self.inner.serialize_unit_variant(name, index, variant)
+    }
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(
+        self,
+        name: &'static str,
+        value: &T,
+    ) -> serde_json::Result<()> {
+        self.inner.serialize_newtype_struct(name, value)
+    }
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        name: &'static str,
+        index: u32,
+        variant: &'static str,
+        value: &T,
+    ) -> serde_json::Result<()> {
+        self.inner
+            .serialize_newtype_variant(name, index, variant, value)
+    }
+    fn serialize_seq(self, len: Option<usize>) -> serde_json::Result<Self::SerializeSeq> {
+        self.inner.serialize_seq(len)
+    }
+    fn serialize_tuple(self, len: usize) -> serde_json::Result<Self::SerializeTuple> {
+        *self.shape = TopShape::Tuple;
+        self.inner.serialize_tuple(len)
+    }
+    fn serialize_tuple_struct(
+        self,
+        name: &'static str,
+        len: usize,
+    ) -> serde_json::Result<Self::SerializeTupleStruct> {
+        self.inner.serialize_tuple_struct(name, len)
+    }
+    fn serialize_tuple_variant(
+        self,
+        name: &'static str,
+        index: u32,
+        variant: &'static str,
+        len: usize,
+    ) -> serde_json::Result<Self::SerializeTupleVariant> {
+        self.inner
+            .serialize_tuple_variant(name, index, variant, len)
+    }
+    fn serialize_map(self, len: Option<usize>) -> serde_json::Result<Self::SerializeMap> {
+        self.inner.serialize_map(len)
+    }
+    fn serialize_struct(
+        self,
+        name: &'static str,
+        len: usize,
+    ) -> serde_json::Result<Self::SerializeStruct> {
+        self.inner.serialize_struct(name, len)
+    }
+    fn serialize_struct_variant(
+        self,
+        name: &'static str,
+        index: u32,
+        variant: &'static str,
+        len: usize,
+    ) -> serde_json::Result<Self::SerializeStructVariant> {
+        self.inner
+            .serialize_struct_variant(name, index, variant, len)
     }
 }
 
@@ -1841,5 +2136,157 @@ mod tests {
         assert_eq!(ack.encode(), r#"61-3[{"_placeholder":true,"num":0}]"#);
         let plain = event_packet("/", "hi", &json!({"a": 1})).unwrap();
         assert_eq!(plain.encode(), r#"2["hi",{"a":1}]"#);
+    }
+
+    /// The text and attachments `encode_text` writes, and those of the `Value` route.
+    fn both_ways<T: Serialize + ?Sized>(
+        nsp: &str,
+        id: Option<u64>,
+        event: Option<&str>,
+        args: &T,
+    ) -> ((String, Vec<Bytes>), (String, Vec<Bytes>)) {
+        let mut out = Vec::new();
+        let atts = encode_text(&mut out, nsp, id, event, args).unwrap();
+        let direct = (String::from_utf8(out).unwrap(), atts);
+        let packet = match (event, id) {
+            (Some(event), id) => {
+                let packet = event_packet(nsp, event, args).unwrap();
+                match id {
+                    Some(id) => packet.with_id(id),
+                    None => packet,
+                }
+            }
+            (None, id) => ack_packet(nsp, id.unwrap(), args).unwrap(),
+        };
+        let via_value = (packet.encode(), packet.attachments);
+        (direct, via_value)
+    }
+
+    #[test]
+    fn text_is_written_as_the_value_route_writes_it() {
+        fn same<T: Serialize + ?Sized>(nsp: &str, id: Option<u64>, event: Option<&str>, args: &T) {
+            let (direct, via_value) = both_ways(nsp, id, event, args);
+            assert_eq!(direct, via_value);
+        }
+        for (nsp, id) in [
+            ("/", None),
+            ("/admin", None),
+            ("/", Some(7)),
+            ("/a", Some(12)),
+        ] {
+            let event = Some("ev\"\u{2028}");
+            same(nsp, id, event, &());
+            same(nsp, id, event, &Value::Null);
+            same(nsp, id, event, &(Value::Null,));
+            same(nsp, id, event, &(1, "two", [3, 4]));
+            same(nsp, id, event, &[1, 2]);
+            same(nsp, id, event, &vec![1, 2]);
+            same(nsp, id, event, &Vec::<u8>::new());
+            same(nsp, id, event, &((1, 2), 3));
+            same(
+                nsp,
+                id,
+                event,
+                &json!({"b": [1, {"z": null, "a": "\u{0}"}], "a": 1.5}),
+            );
+            same(nsp, id, event, &(b(b"\x00"), "x", vec![b(b"y"), b(b"")]));
+            same(nsp, id, event, &b(b"only"));
+            same(nsp, id, event, &Some(b(b"some")));
+            same(
+                nsp,
+                id,
+                event,
+                &(f64::NAN, -7i128, u128::from(u64::MAX), i128::from(i64::MIN)),
+            );
+            same(nsp, id, event, "str");
+            same(nsp, id, event, &Kind2::C(1, "x".to_owned()));
+            if let Some(id) = id {
+                same(nsp, Some(id), None, &());
+                same(nsp, Some(id), None, &Value::Null);
+                same(nsp, Some(id), None, &(1, "two"));
+                same(nsp, Some(id), None, &json!([]));
+                same(nsp, Some(id), None, &"one");
+                same(nsp, Some(id), None, &(b(b"\x01"), b(b"\x02")));
+            }
+        }
+    }
+
+    #[test]
+    fn text_keeps_field_order_and_decodes_to_the_same_packet() {
+        use crate::socketio::packet::Decoder;
+
+        let value = plain();
+        let (direct, via_value) = both_ways("/", None, Some("plain"), &value);
+        // Fields in declaration order, as JSON.stringify keeps an object's own order.
+        assert!(
+            direct
+                .0
+                .starts_with(r#"2["plain",{"a":-5,"b":18446744073709551615,"c":1.25"#)
+        );
+        let decode = |(text, atts): (String, Vec<Bytes>)| {
+            let mut decoder = Decoder::new();
+            let mut decoded = decoder.decode_text(&text).unwrap();
+            for att in atts {
+                decoded = decoder.decode_binary(att).unwrap();
+            }
+            decoded.unwrap()
+        };
+        assert_eq!(decode(direct), decode(via_value));
+
+        let album = Album {
+            title: "t".to_owned(),
+            files: vec![File {
+                name: "f".to_owned(),
+                data: b(b"1"),
+                thumb: Some(b(b"2")),
+            }],
+            by_name: BTreeMap::from([("k".to_owned(), b(b"3"))]),
+            raw: vec![4, 5],
+            kind: Kind::Named {
+                id: 9,
+                payload: b(b"6"),
+            },
+        };
+        let (direct, via_value) = both_ways("/x", Some(3), Some("album"), &(album, 1));
+        assert_eq!(direct.1, via_value.1);
+        assert!(direct.0.starts_with(r#"55-/x,3["album",{"title":"t","files":[{"name":"f","data":{"_placeholder":true,"num":0}"#));
+        assert_eq!(decode(direct), decode(via_value));
+    }
+
+    #[test]
+    fn text_refuses_what_the_value_route_refuses() {
+        let mut out = Vec::new();
+        assert!(matches!(
+            encode_text(&mut out, "/", None, Some("e"), &(1, i128::MAX)),
+            Err(BinaryError::NumberOutOfRange)
+        ));
+        assert!(matches!(
+            encode_text(&mut out, "/", None, Some("e"), &u128::MAX),
+            Err(BinaryError::NumberOutOfRange)
+        ));
+        assert!(matches!(
+            encode_text(&mut out, "/", Some(1), None, &HashMap::from([(vec![1], 1)])),
+            Err(BinaryError::KeyMustBeAString)
+        ));
+        assert!(matches!(
+            encode_text(
+                &mut out,
+                "/",
+                None,
+                Some("e"),
+                &HashMap::from([(Key(f64::NAN), 1)])
+            ),
+            Err(BinaryError::FloatKeyMustBeFinite)
+        ));
+        struct Failing;
+        impl Serialize for Failing {
+            fn serialize<S: Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+                Err(ser::Error::custom("no"))
+            }
+        }
+        assert!(matches!(
+            encode_text(&mut out, "/", None, Some("e"), &Failing),
+            Err(BinaryError::Message(m)) if m == "no"
+        ));
     }
 }

@@ -17,7 +17,8 @@ use super::adapter::{
 use super::binary;
 use super::error::{AckError, ConnectError, EmitError};
 use super::packet::Packet;
-use super::socket::{AckResponse, Socket, encode_frames};
+use super::socket::{AckResponse, Socket, encode_frames, typed_frames};
+use crate::engineio::Frame;
 use crate::id::{Id, IdMap};
 
 type MiddlewareFuture = Pin<Box<dyn Future<Output = Result<(), ConnectError>> + Send>>;
@@ -436,8 +437,12 @@ impl BroadcastOperator {
     /// that cannot take it is skipped (and, when its queue overflowed, disconnected): nobody
     /// waits for it.
     pub fn emit<T: Serialize + ?Sized>(&self, event: &str, args: &T) -> Result<usize, EmitError> {
-        let packet = binary::event_packet(self.ns.name(), event, args)?;
-        Ok(self.send(&packet))
+        let frames = typed_frames(self.ns.name(), None, Some(event), args)?;
+        if !self.flags().local && self.ns.adapter.publishes() {
+            let packet = binary::event_packet(self.ns.name(), event, args)?;
+            self.ns.adapter.publish(&packet, &self.opts);
+        }
+        Ok(self.deliver(&frames))
     }
 
     /// Sends a prepared packet to every recipient.
@@ -445,7 +450,11 @@ impl BroadcastOperator {
         if !self.flags().local {
             self.ns.adapter.publish(packet, &self.opts);
         }
-        let frames = encode_frames(packet);
+        self.deliver(&encode_frames(packet))
+    }
+
+    /// Queues an encoded packet for this node's recipients.
+    fn deliver(&self, frames: &[Frame]) -> usize {
         let volatile = self.flags().volatile;
         let mut delivered = 0;
         // Queueing only: closing a client that does not read is left to its own tasks.

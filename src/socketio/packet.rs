@@ -41,9 +41,9 @@ const MAX_ACK_ID_DIGITS: usize = 16;
 /// Most digits scanned for an attachment count.
 const MAX_COUNT_DIGITS: usize = 10;
 /// Key marking a binary placeholder object.
-const PLACEHOLDER_KEY: &str = "_placeholder";
+pub(crate) const PLACEHOLDER_KEY: &str = "_placeholder";
 /// Key holding a placeholder's attachment index.
-const PLACEHOLDER_NUM: &str = "num";
+pub(crate) const PLACEHOLDER_NUM: &str = "num";
 
 /// The type of a Socket.IO packet (the first character of its text part).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -286,22 +286,13 @@ impl Packet {
 
     /// Appends the encoded text part of the packet to `out`.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
-        let kind = self.wire_kind();
-        out.push(kind.as_byte());
-        if kind.is_binary() {
-            push_decimal(out, self.attachments.len() as u64);
-            out.push(b'-');
-        }
-        if !self.nsp.is_empty() && self.nsp != "/" {
-            if !self.nsp.starts_with('/') {
-                out.push(b'/');
-            }
-            out.extend_from_slice(self.nsp.as_bytes());
-            out.push(b',');
-        }
-        if let Some(id) = self.id {
-            push_decimal(out, id);
-        }
+        encode_head(
+            out,
+            self.wire_kind(),
+            self.attachments.len(),
+            &self.nsp,
+            self.id,
+        );
         if let Some(data) = &self.data {
             // Writing a `Value` into a `Vec` cannot fail: `Value` keys are
             // strings and `Vec`'s `io::Write` never errors.
@@ -319,6 +310,32 @@ impl Packet {
         };
         // type + count + '-' + namespace + ',' + id
         1 + 11 + self.nsp.len() + 1 + 16 + data
+    }
+}
+
+/// Appends what comes before a packet's payload: its kind, the attachment count of a binary
+/// kind, the namespace unless it is the main one, and the acknowledgement id.
+pub(crate) fn encode_head(
+    out: &mut Vec<u8>,
+    kind: PacketKind,
+    attachments: usize,
+    nsp: &str,
+    id: Option<u64>,
+) {
+    out.push(kind.as_byte());
+    if kind.is_binary() {
+        push_decimal(out, attachments as u64);
+        out.push(b'-');
+    }
+    if !nsp.is_empty() && nsp != "/" {
+        if !nsp.starts_with('/') {
+            out.push(b'/');
+        }
+        out.extend_from_slice(nsp.as_bytes());
+        out.push(b',');
+    }
+    if let Some(id) = id {
+        push_decimal(out, id);
     }
 }
 

@@ -83,8 +83,8 @@ impl Ack {
         let (Some(socket), Some(id)) = (self.socket, self.id) else {
             return Ok(());
         };
-        let packet = binary::ack_packet(socket.ns.name(), id, args)?;
-        socket.send_packet(&packet)
+        let frames = typed_frames(socket.ns.name(), Some(id), None, args)?;
+        socket.send_frames(frames)
     }
 
     /// Sends raw arguments with their attachments.
@@ -317,8 +317,8 @@ impl Socket {
     /// `serde_json::Value::Null` serialises as `()` does, so it sends no argument either: one
     /// `null` argument is `&(Value::Null,)` (or `&None::<T>`).
     pub fn emit<T: Serialize + ?Sized>(&self, event: &str, args: &T) -> Result<(), EmitError> {
-        let packet = binary::event_packet(self.ns.name(), event, args)?;
-        self.send_packet(&packet)
+        let frames = typed_frames(self.ns.name(), None, Some(event), args)?;
+        self.send_frames(frames)
     }
 
     /// Sends an event with raw arguments and attachments.
@@ -440,7 +440,16 @@ impl Socket {
         if !self.connected() && packet.kind != super::packet::PacketKind::Connect {
             return Err(EmitError::Disconnected);
         }
-        let frames = encode_frames(packet);
+        self.session
+            .send_all(encode_frames(packet))
+            .map_err(EmitError::from)
+    }
+
+    /// Sends an encoded event or acknowledgement.
+    fn send_frames(&self, frames: Vec<Frame>) -> Result<(), EmitError> {
+        if !self.connected() {
+            return Err(EmitError::Disconnected);
+        }
         self.session.send_all(frames).map_err(EmitError::from)
     }
 
@@ -571,12 +580,33 @@ pub(crate) fn encode_frames(packet: &Packet) -> Vec<Frame> {
     let mut text = Vec::with_capacity(64);
     text.push(b'4');
     packet.encode_into(&mut text);
-    let mut frames = Vec::with_capacity(1 + packet.attachments.len());
+    frames(text, packet.attachments.iter().cloned())
+}
+
+/// The frames of an event (`event` is `Some`) or acknowledgement, encoded straight from typed
+/// arguments (see [`binary::encode_text`]).
+pub(crate) fn typed_frames<T: Serialize + ?Sized>(
+    nsp: &str,
+    id: Option<u64>,
+    event: Option<&str>,
+    args: &T,
+) -> Result<Vec<Frame>, EmitError> {
+    let mut text = Vec::with_capacity(128);
+    text.push(b'4');
+    let attachments = binary::encode_text(&mut text, nsp, id, event, args)?;
+    Ok(frames(text, attachments.into_iter()))
+}
+
+/// An Engine.IO message (`text`, its type included) and its attachments as frames.
+fn frames(text: Vec<u8>, attachments: impl ExactSizeIterator<Item = Bytes>) -> Vec<Frame> {
+    let mut frames = Vec::with_capacity(1 + attachments.len());
+    // Everything written is UTF-8: ASCII digits and punctuation, the namespace (a `str`) and
+    // serde_json's output.
     match String::from_utf8(text) {
         Ok(text) => frames.push(Frame::Text(text.into())),
         Err(_) => return frames,
     }
-    frames.extend(packet.attachments.iter().cloned().map(Frame::Binary));
+    frames.extend(attachments.map(Frame::Binary));
     frames
 }
 
