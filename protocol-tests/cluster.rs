@@ -691,7 +691,7 @@ async fn a_chat_login_the_cluster_is_still_checking_cannot_speak() {
     ws_send(&mut mallory, r#"42["roomMessage","too early"]"#).await;
     assert_eq!(
         ws_recv_app_text(&mut alice).await,
-        r#"42["notification",{"description":"mallory just entered the room","title":"Someone's here"}]"#,
+        r#"42["notification",{"title":"Someone's here","description":"mallory just entered the room"}]"#,
         "the first thing alice hears of mallory is her entry, not her message"
     );
     // Once in, she speaks as herself.
@@ -709,7 +709,7 @@ async fn a_chat_login_the_cluster_is_still_checking_cannot_speak() {
     ws_send(&mut mallory, r#"42["roomMessage","hello"]"#).await;
     assert_eq!(
         ws_recv_app_text(&mut alice).await,
-        r#"42["roomMessage",{"from":"mallory","message":"hello"}]"#
+        r#"42["roomMessage",{"message":"hello","from":"mallory"}]"#
     );
     io.close();
     link.shutdown();

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::rate_limit::TokenBucket;
@@ -67,12 +68,33 @@ pub struct Chat {
     roster: Mutex<HashMap<String, RemoteUser>>,
 }
 
-fn entered_notice(name: &str) -> Value {
-    json!({ "title": "Someone's here", "description": format!("{name} just entered the room") })
+/// A `notification`; typed, so that it is written straight to the wire with its fields in the
+/// order the web client's server wrote them.
+#[derive(Serialize)]
+pub(crate) struct Notice {
+    title: &'static str,
+    description: String,
 }
 
-fn left_notice(name: &str) -> Value {
-    json!({ "title": "Someone just left", "description": format!("{name} just left the room") })
+fn entered_notice(name: &str) -> Notice {
+    Notice {
+        title: "Someone's here",
+        description: format!("{name} just entered the room"),
+    }
+}
+
+fn left_notice(name: &str) -> Notice {
+    Notice {
+        title: "Someone just left",
+        description: format!("{name} just left the room"),
+    }
+}
+
+/// A `roomMessage` as the room receives it.
+#[derive(Serialize)]
+struct Said<'a> {
+    message: &'a str,
+    from: &'a str,
 }
 
 /// The Socket.IO room of a chat room. Chat rooms live in their own keyspace: a socket id never
@@ -350,10 +372,14 @@ impl Chat {
             return;
         };
         self.stats.messages.fetch_add(1, Ordering::Relaxed);
-        let _ = socket.namespace().to(&room_key(&user.room)).emit(
-            "roomMessage",
-            &json!({ "message": text, "from": user.name }),
-        );
+        let said = Said {
+            message: &text,
+            from: &user.name,
+        };
+        let _ = socket
+            .namespace()
+            .to(&room_key(&user.room))
+            .emit("roomMessage", &said);
     }
 }
 
