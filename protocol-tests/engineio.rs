@@ -380,6 +380,56 @@ async fn websocket_carries_text_and_binary_frames() {
     assert_eq!(ws_recv_app_binary(&mut ws).await, Vec::<u8>::new());
 }
 
+#[tokio::test]
+async fn websocket_pings_are_answered_in_order_amid_a_backlog() {
+    use futures_util::{SinkExt, StreamExt};
+
+    let addr = spawn_engine_echo(
+        EngineConfig {
+            ping_interval: Duration::from_secs(10),
+            ping_timeout: Duration::from_secs(10),
+            ..EngineConfig::default()
+        },
+        HttpConfig::default(),
+    )
+    .await;
+    let (ws, _) = ws_open(addr, E).await;
+    let (mut tx, mut rx) = ws.split();
+    // 9 MB of echoes: more than the socket buffers take while the client does not read, so the
+    // server's writes, and the pongs among them, wait for the client.
+    let big = format!("4{}", "x".repeat(60_000));
+    let (messages, every) = (150, 10);
+    let sent = big.clone();
+    let writer = tokio::spawn(async move {
+        for i in 1..=messages {
+            tx.send(Message::text(sent.clone())).await.unwrap();
+            if i % every == 0 {
+                tx.send(Message::Ping(format!("p{i}").into()))
+                    .await
+                    .unwrap();
+            }
+        }
+        tx
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (mut echoes, mut pongs) = (0, Vec::new());
+    while echoes < messages || pongs.len() < messages / every {
+        match tokio::time::timeout(STEP, rx.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => {
+                assert_eq!(t.as_str(), big, "echo {echoes}");
+                echoes += 1;
+            }
+            Ok(Some(Ok(Message::Pong(p)))) => pongs.push(String::from_utf8_lossy(&p).into_owned()),
+            other => panic!("after {echoes} echoes and pongs {pongs:?}: {other:?}"),
+        }
+    }
+    let expected: Vec<String> = (1..=messages / every)
+        .map(|k| format!("p{}", k * every))
+        .collect();
+    assert_eq!(pongs, expected);
+    let _tx = writer.await.unwrap();
+}
+
 // ---- heartbeat ------------------------------------------------------------------------------
 
 #[tokio::test]

@@ -325,21 +325,35 @@ impl<H: Handler> EngineIo<H> {
 /// otherwise cost. What is beyond the limit waits for the next turn of the I/O loop (the
 /// session wakes the writer again for it), so that a busy connection is still read from.
 async fn write_queued<D>(ws: &mut Ws, session: &Session<D>) -> Result<(), WsError> {
-    let io = ws.get_mut();
-    session.drain_frames(|frame, queued| {
-        if io.gathered() == 0 {
-            io.reserve(queued.min(BATCH_LIMIT));
-        }
-        io.gather(frame);
-        io.gathered() < BATCH_LIMIT
-    });
-    // Through tungstenite, so that a pong it owes goes out too (after the batch).
-    ws.flush().await
+    write_out(ws, |io| {
+        session.drain_frames(|frame, queued| {
+            if io.gathered() == 0 {
+                io.reserve(queued.min(BATCH_LIMIT));
+            }
+            io.gather(frame);
+            io.gathered() < BATCH_LIMIT
+        });
+    })
+    .await
 }
 
 async fn send(ws: &mut Ws, frame: Frame) -> Result<(), WsError> {
-    ws.get_mut().gather(&frame);
-    ws.flush().await
+    write_out(ws, |io| io.gather(&frame)).await
+}
+
+/// Writes the frames `gather` adds to the batch. The batch goes straight to the socket, not
+/// through tungstenite's flush, which costs a good part of a small write; but what tungstenite
+/// could not finish writing (a pong, say, that met a full socket) goes first, whole, so that
+/// no frame of ours lands inside one of its frames.
+async fn write_out(ws: &mut Ws, gather: impl FnOnce(&mut WsIo)) -> Result<(), WsError> {
+    if ws.get_ref().control_pending() {
+        ws.flush().await?;
+    }
+    let io = ws.get_mut();
+    gather(io);
+    std::future::poll_fn(|cx| io.poll_write_out(cx))
+        .await
+        .map_err(WsError::Io)
 }
 
 /// Where a session's heartbeat runs.
@@ -487,8 +501,14 @@ async fn io_loop<H: Handler>(
                 }
             },
             _ = session.writer_notified() => {
-                // Boxed: only a connection that is writing needs this state.
-                let written = boxed(write_until_closed(session, ws, timer.as_mut(), &mut beat, beating)).await;
+                // Most writes complete at once; only one that has to wait for the client needs
+                // to watch the session and the heartbeat meanwhile. (What a write gathered stays
+                // in the connection's buffer when its future is dropped.)
+                let written = match write_at_once(session, ws).await {
+                    Some(written) => written,
+                    // Boxed: only a connection that is writing needs this state.
+                    None => boxed(write_until_closed(session, ws, timer.as_mut(), &mut beat, beating)).await,
+                };
                 if !written && !session.is_closed() {
                     session.fail(CloseReason::TransportError);
                 }
@@ -517,6 +537,20 @@ fn next_message<'a>(
         *parked = polled.is_pending();
         polled
     })
+}
+
+/// Writes what is queued if the socket takes it now: whether that worked, or `None` when the
+/// write has to wait.
+async fn write_at_once<D>(session: &Session<D>, ws: &mut Ws) -> Option<bool> {
+    let write = write_queued(ws, session);
+    tokio::pin!(write);
+    std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(match write.as_mut().poll(cx) {
+            std::task::Poll::Ready(r) => Some(r.is_ok()),
+            std::task::Poll::Pending => None,
+        })
+    })
+    .await
 }
 
 /// Writes frames unless the session closes first; the heartbeat goes on while a slow client
@@ -552,14 +586,13 @@ fn farewell<'a, D: Send + Sync>(
         if peer_closed && session.has_queued() {
             return Ok(());
         }
-        // At least once: the flush also sends what tungstenite owes (after a protocol error,
-        // its own close frame). The session is closed, nothing more gets queued: this ends.
-        loop {
+        // The session is closed, nothing more gets queued: this ends.
+        while session.has_queued() {
             write_queued(ws, session).await?;
-            if !session.has_queued() {
-                break;
-            }
         }
+        // Through tungstenite: what it owes goes out too (after a protocol error, its own
+        // close frame).
+        ws.flush().await?;
         let frame = CloseFrame {
             code: close_code,
             reason: Utf8Bytes::default(),
@@ -573,4 +606,126 @@ fn farewell<'a, D: Send + Sync>(
             .await
             .unwrap_or(Ok(()))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use std::task::Poll;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpSocket, TcpStream};
+
+    /// A server-side WebSocket over loopback with small socket buffers, and its client's socket.
+    async fn small_buffered_pair() -> (Ws, TcpStream) {
+        let listening = TcpSocket::new_v4().unwrap();
+        listening.set_send_buffer_size(4096).unwrap();
+        listening.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener: TcpListener = listening.listen(8).unwrap();
+        let client = TcpSocket::new_v4().unwrap();
+        client.set_recv_buffer_size(4096).unwrap();
+        let client = client
+            .connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let ws = WebSocketStream::from_raw_socket(
+            WsIo::from_tcp(server),
+            Role::Server,
+            Some(ws_config(&EngineConfig::default())),
+        )
+        .await;
+        (ws, client)
+    }
+
+    /// Polls `fut` once.
+    async fn poll_once<F: Future>(fut: F) -> Poll<F::Output> {
+        let mut fut = std::pin::pin!(fut);
+        std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await
+    }
+
+    #[tokio::test]
+    async fn a_pong_that_met_a_full_socket_goes_out_whole_before_the_next_batch() {
+        let (mut ws, mut client) = small_buffered_pair().await;
+        // A ping from the client, read by tungstenite, which writes its pong on its next read.
+        let mut ping = vec![0x89, 0x80 | 4, 1, 2, 3, 4];
+        ping.extend(
+            b"ping"
+                .iter()
+                .zip([1, 2, 3, 4].iter().cycle())
+                .map(|(b, m)| b ^ m),
+        );
+        client.write_all(&ping).await.unwrap();
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+            Ok(Some(Ok(WsMessage::Ping(p)))) => assert_eq!(&p[..], b"ping"),
+            other => panic!("expected the ping, got {other:?}"),
+        }
+        // Meanwhile the socket fills: the client reads nothing yet.
+        let big = Frame::Binary(Bytes::from(vec![7u8; 64 * 1024]));
+        let mut sent = 0;
+        loop {
+            sent += 1;
+            if poll_once(send(&mut ws, big.clone())).await.is_pending() {
+                break;
+            }
+            assert!(sent < 1000, "the socket never filled");
+        }
+        // The pong meets the full socket.
+        assert!(poll_once(ws.next()).await.is_pending());
+        assert!(ws.get_ref().control_pending());
+        // The client reads while the server writes its next frame.
+        let reader = tokio::spawn(async move {
+            let mut all = Vec::new();
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = client.read(&mut buf).await.unwrap();
+                all.extend_from_slice(&buf[..n]);
+                let frames = complete_frames(&all);
+                if frames
+                    .last()
+                    .is_some_and(|(op, p)| *op == 0x1 && p == b"after")
+                {
+                    return frames;
+                }
+            }
+        });
+        let after = Frame::Text(Utf8Bytes::from_static("after"));
+        tokio::time::timeout(Duration::from_secs(5), send(&mut ws, after))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!ws.get_ref().control_pending());
+        let frames = tokio::time::timeout(Duration::from_secs(5), reader)
+            .await
+            .unwrap()
+            .unwrap();
+        let ops: Vec<u8> = frames.iter().map(|(op, _)| *op).collect();
+        let mut expected = vec![0x2; sent];
+        expected.extend([0xA, 0x1]);
+        assert_eq!(ops, expected);
+        assert_eq!(frames[sent].1, b"ping");
+        assert!(frames[..sent].iter().all(|(_, p)| p.len() == 64 * 1024));
+    }
+
+    /// The complete frames at the start of what a client read: (opcode, payload).
+    fn complete_frames(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+        let mut frames = Vec::new();
+        while bytes.len() >= 2 {
+            let (len, header) = match bytes[1] & 0x7f {
+                126 if bytes.len() >= 4 => (u16::from_be_bytes([bytes[2], bytes[3]]) as usize, 4),
+                127 if bytes.len() >= 10 => (
+                    u64::from_be_bytes(bytes[2..10].try_into().unwrap()) as usize,
+                    10,
+                ),
+                126 | 127 => break,
+                n => (n as usize, 2),
+            };
+            if bytes.len() < header + len {
+                break;
+            }
+            frames.push((bytes[0] & 0x0f, bytes[header..header + len].to_vec()));
+            bytes = &bytes[header + len..];
+        }
+        frames
+    }
 }

@@ -9,7 +9,8 @@
 //! largest frame it ever wrote: the session's frames are encoded here instead, into a buffer
 //! that is given back as soon as it is written, so an idle connection holds none. tungstenite
 //! still writes its control frames (pongs, close frames); they pass through, after whatever was
-//! gathered before them, so the byte stream stays in order. On connections accepted by
+//! gathered before them, and one it could not finish is finished before anything more is
+//! gathered (see [`WsIo::control_pending`]), so the byte stream stays in order. On connections accepted by
 //! [`crate::server::serve`] the `101` response head is still unwritten when the connection
 //! arrives here: it is the start of the first batch, so that it leaves with the first frame.
 
@@ -53,6 +54,9 @@ pub(crate) struct WsIo {
     /// Gathered frames; `out[out_pos..]` are still to be written.
     out: Vec<u8>,
     out_pos: usize,
+    /// tungstenite's last write or flush did not complete: it holds bytes (a pong, a close
+    /// frame) that only its own flush writes.
+    control_pending: bool,
 }
 
 impl WsIo {
@@ -83,7 +87,28 @@ impl WsIo {
             prefix_pos: 0,
             out,
             out_pos: 0,
+            control_pending: false,
         }
+    }
+
+    /// A connection straight from a socket, for tests of what is written on it.
+    #[cfg(test)]
+    pub(crate) fn from_tcp(stream: TcpStream) -> WsIo {
+        WsIo {
+            inner: Inner::Tcp(stream),
+            prefix: Box::default(),
+            prefix_pos: 0,
+            out: Vec::new(),
+            out_pos: 0,
+            control_pending: false,
+        }
+    }
+
+    /// Whether tungstenite may hold bytes of its own that it could not write yet (its writes
+    /// come after the batch, so the batch is empty then): they go out, through its flush, before
+    /// anything more is gathered.
+    pub(crate) fn control_pending(&self) -> bool {
+        self.control_pending
     }
 
     /// Ready when a read could make progress: bytes from before the upgrade wait, or the socket
@@ -202,17 +227,26 @@ impl AsyncWrite for WsIo {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        ready!(this.poll_write_out(cx))?;
-        poll_write_to(&mut this.inner, cx, buf)
+        let written = match this.poll_write_out(cx) {
+            Poll::Ready(Ok(())) => poll_write_to(&mut this.inner, cx, buf),
+            other => other.map(|r| r.map(|()| 0)),
+        };
+        this.control_pending |= written.is_pending();
+        written
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        ready!(this.poll_write_out(cx))?;
-        match &mut this.inner {
-            Inner::Tcp(s) => Pin::new(s).poll_flush(cx),
-            Inner::Other(s) => Pin::new(s).poll_flush(cx),
-        }
+        let flushed = match this.poll_write_out(cx) {
+            Poll::Ready(Ok(())) => match &mut this.inner {
+                Inner::Tcp(s) => Pin::new(s).poll_flush(cx),
+                Inner::Other(s) => Pin::new(s).poll_flush(cx),
+            },
+            other => other,
+        };
+        // tungstenite flushes only after writing out all it holds.
+        this.control_pending = flushed.is_pending();
+        flushed
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
