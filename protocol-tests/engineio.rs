@@ -384,15 +384,7 @@ async fn websocket_carries_text_and_binary_frames() {
 async fn websocket_pings_are_answered_in_order_amid_a_backlog() {
     use futures_util::{SinkExt, StreamExt};
 
-    let addr = spawn_engine_echo(
-        EngineConfig {
-            ping_interval: Duration::from_secs(10),
-            ping_timeout: Duration::from_secs(10),
-            ..EngineConfig::default()
-        },
-        HttpConfig::default(),
-    )
-    .await;
+    let addr = spawn_quiet_engine_echo().await;
     let (ws, _) = ws_open(addr, E).await;
     let (mut tx, mut rx) = ws.split();
     // 9 MB of echoes: more than the socket buffers take while the client does not read, so the

@@ -1081,15 +1081,7 @@ async fn c_websocket_ping_gets_a_pong() {
 #[tokio::test]
 async fn c_many_empty_continuation_frames() {
     // CVE-2026-48779 class. A long ping interval keeps the heartbeat out of the way.
-    let addr = spawn_engine_echo(
-        EngineConfig {
-            ping_interval: Duration::from_secs(10),
-            ping_timeout: Duration::from_secs(10),
-            ..EngineConfig::default()
-        },
-        HttpConfig::default(),
-    )
-    .await;
+    let addr = spawn_quiet_engine_echo().await;
     with_engine_bystander(addr, || async {
         let (mut ws, _) = RawWs::open_engine(addr, E).await;
         let mut bytes = masked(op::TEXT, b"4");
@@ -1112,15 +1104,7 @@ async fn c_many_empty_continuation_frames() {
 #[tokio::test]
 async fn c_frames_delivered_one_byte_per_write_are_reassembled() {
     // A long ping interval keeps the heartbeat out of the way of the slow writes.
-    let addr = spawn_engine_echo(
-        EngineConfig {
-            ping_interval: Duration::from_secs(10),
-            ping_timeout: Duration::from_secs(10),
-            ..EngineConfig::default()
-        },
-        HttpConfig::default(),
-    )
-    .await;
+    let addr = spawn_quiet_engine_echo().await;
     with_engine_bystander(addr, || async {
         let (mut ws, _) = RawWs::open_engine(addr, E).await;
         let mut bytes = masked(op::FIN | op::TEXT, b"4byte by byte");

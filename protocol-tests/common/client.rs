@@ -1180,6 +1180,17 @@ pub async fn spawn_engine_echo(
     spawn_engine_echo_server(config, http).await.0
 }
 
+/// [`spawn_engine_echo`] with a heartbeat of 10 s, which keeps out of the way of a test's slow
+/// writes or long backlog.
+pub async fn spawn_quiet_engine_echo() -> SocketAddr {
+    let config = socketio_server::engineio::EngineConfig {
+        ping_interval: Duration::from_secs(10),
+        ping_timeout: Duration::from_secs(10),
+        ..Default::default()
+    };
+    spawn_engine_echo(config, Default::default()).await
+}
+
 /// Like [`spawn_engine_echo`], also returning the server (for its session count).
 pub async fn spawn_engine_echo_server(
     config: socketio_server::engineio::EngineConfig,
