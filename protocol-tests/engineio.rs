@@ -596,6 +596,33 @@ async fn close_from_the_client_over_polling() {
 }
 
 #[tokio::test]
+async fn a_get_crossing_the_clients_close_gets_a_noop() {
+    // A client may start a GET as it sends its close packet; the close can arrive first. The
+    // reference server answers that GET as a pending one (a noop), not with an unknown sid;
+    // the official test suite sends the two at once.
+    let addr = spawn_conformance_server().await;
+    for round in 0..10 {
+        let p = Polling::open(addr, E).await;
+        let closed = p.post(b"1").await;
+        assert_eq!((closed.status, closed.text()), (200, "ok".to_owned()));
+        let crossing = p.get().await;
+        assert_eq!(crossing.status, 200, "round {round}: {crossing:?}");
+        assert_eq!(crossing.packets(), ["6"], "round {round}");
+        // One such GET only: the session is gone.
+        p.assert_unknown().await;
+    }
+    // Also when the two are sent at once.
+    for round in 0..10 {
+        let p = Polling::open(addr, E).await;
+        let (crossing, closed) = tokio::join!(p.get(), p.post(b"1"));
+        assert_eq!((closed.status, closed.text()), (200, "ok".to_owned()));
+        assert_eq!(crossing.status, 200, "round {round}: {crossing:?}");
+        assert_eq!(crossing.packets(), ["6"], "round {round}");
+        p.assert_unknown().await;
+    }
+}
+
+#[tokio::test]
 async fn close_from_the_client_over_websocket() {
     let addr = spawn_conformance_server().await;
     let (mut ws, handshake) = ws_open(addr, E).await;

@@ -20,6 +20,10 @@ use super::{polling, websocket};
 use crate::id::{Id, IdMap};
 use tracing::Instrument;
 
+/// How long a session the client closed over polling waits for a GET that crossed its close
+/// packet on the wire (see `end_session`).
+const CLOSE_CROSSING_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// The response body type of every answer this crate gives.
 pub type Body = Full<Bytes>;
 
@@ -336,11 +340,16 @@ impl<H: Handler> EngineIo<H> {
         // and the close packet from its next poll, and so sees a clean close rather than an
         // unknown session; then the id is gone. A client that broke the transport's rules or
         // vanished is not waited for (see `Session::fail`).
-        if matches!(
-            reason,
-            CloseReason::ForcedClose | CloseReason::ServerShutdown | CloseReason::ParseError
-        ) {
-            session.linger(self.config.ping_interval).await;
+        match reason {
+            CloseReason::ForcedClose | CloseReason::ServerShutdown | CloseReason::ParseError => {
+                session.linger(self.config.ping_interval).await;
+            }
+            // A client that sends its close packet while it starts a GET (the two cross on
+            // separate connections) gets for that GET the noop a pending one would have had,
+            // as from the reference server, which reads a POST's body after the requests that
+            // came with it, rather than an unknown sid.
+            CloseReason::TransportClose => session.linger(CLOSE_CROSSING_WAIT).await,
+            _ => {}
         }
         self.lock_sessions().remove(&session.id());
         self.release(&session.request().remote_addr);

@@ -82,6 +82,10 @@ struct State {
     /// When the pong to the last ping is due, while it is outstanding.
     pong_due: Option<Instant>,
     close_reason: Option<CloseReason>,
+    /// The client closed the session over polling with no GET pending: one GET that crossed
+    /// its close packet on the wire may still come, and gets the noop a pending GET would
+    /// have had (see [`Session::linger`]).
+    crossing_get: bool,
 }
 
 /// An Engine.IO session, carrying the layer above's per-session data `D`.
@@ -132,6 +136,7 @@ impl<D> Session<D> {
                 polling_post: false,
                 pong_due: None,
                 close_reason: None,
+                crossing_get: false,
             }),
             writer: Notify::new(),
             pong: Notify::new(),
@@ -250,8 +255,13 @@ impl<D> Session<D> {
             }
             st.close_reason = Some(reason);
             // A WebSocket is simply closed, as the reference server does. A client that closed
-            // the session itself knows already (its pending poll gets a noop).
-            if st.transport == Transport::Polling && reason != CloseReason::TransportClose {
+            // the session itself knows already: its poll gets a noop, and what was queued for
+            // it is dropped.
+            if st.transport == Transport::Polling && reason == CloseReason::TransportClose {
+                st.queue = VecDeque::new();
+                st.queued_bytes = 0;
+                st.crossing_get = !st.polling_get;
+            } else if st.transport == Transport::Polling {
                 if at_once && !st.polling_get {
                     st.queue = VecDeque::new();
                     st.queued_bytes = 0;
@@ -358,10 +368,12 @@ impl<D> Session<D> {
     /// Starts a polling GET; `Err` if one is in flight already.
     pub(crate) fn begin_get(&self) -> Result<PollGuard<'_, D>, PollConflict> {
         let mut st = self.lock();
-        // A closed session still hands out what it queued last (its close packet).
-        if st.close_reason.is_some() && st.queue.is_empty() {
+        // A closed session still hands out what it queued last (its close packet), or the
+        // noop of a GET that crossed the client's close.
+        if st.close_reason.is_some() && st.queue.is_empty() && !st.crossing_get {
             return Err(PollConflict::Closed);
         }
+        st.crossing_get = false;
         if st.transport != Transport::Polling {
             return Err(PollConflict::WrongTransport);
         }
@@ -417,6 +429,9 @@ impl<D> Session<D> {
         }
         if st.close_reason.is_some() || st.upgrade == Upgrade::Probed {
             into.push(Frame::NOOP);
+            if st.close_reason.is_some() {
+                self.drained.notify_one();
+            }
             return Ok(true);
         }
         Ok(false)
@@ -475,11 +490,12 @@ impl<D> Session<D> {
         self.changed.notify_waiters();
     }
 
-    /// Waits until a closed polling session's last packets were fetched, or `timeout` passed.
+    /// Waits until a closed polling session's last packets were fetched (or the GET that
+    /// crossed the client's close came), or `timeout` passed.
     pub(crate) async fn linger(&self, timeout: std::time::Duration) {
         let pending = {
             let st = self.lock();
-            st.transport == Transport::Polling && !st.queue.is_empty()
+            st.transport == Transport::Polling && (!st.queue.is_empty() || st.crossing_get)
         };
         if pending {
             let _ = tokio::time::timeout(timeout, self.drained.notified()).await;
