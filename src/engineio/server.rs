@@ -348,7 +348,13 @@ impl<H: Handler> EngineIo<H> {
             // separate connections) gets for that GET the noop a pending one would have had,
             // as from the reference server, which reads a POST's body after the requests that
             // came with it, rather than an unknown sid.
-            CloseReason::TransportClose => session.linger(CLOSE_CROSSING_WAIT).await,
+            CloseReason::TransportClose => {
+                // The client has left: its place under the admission limits is free now.
+                self.release(&session.request().remote_addr);
+                session.linger(CLOSE_CROSSING_WAIT).await;
+                self.lock_sessions().remove(&session.id());
+                return;
+            }
             _ => {}
         }
         self.lock_sessions().remove(&session.id());
