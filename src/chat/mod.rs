@@ -97,6 +97,12 @@ struct Said<'a> {
     from: &'a str,
 }
 
+/// The answer to a successful `login`.
+#[derive(Serialize)]
+struct LoggedIn<'a> {
+    user: &'a User,
+}
+
 /// The Socket.IO room of a chat room. Chat rooms live in their own keyspace: a socket id never
 /// contains `:`, so no chat room can address a socket's private room.
 fn room_key(room: &str) -> String {
@@ -298,7 +304,7 @@ impl Chat {
             None => self.members(ns, &user.room).await,
         };
         let _ = ns.to(&key).emit("users", &members);
-        let _ = event.ack.send(&json!({ "user": user }));
+        let _ = event.ack.send(&LoggedIn { user: &user });
     }
 
     /// Whether the socket's login is complete: at once on one node; in a cluster only once the
