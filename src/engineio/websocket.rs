@@ -502,10 +502,11 @@ async fn io_loop<H: Handler>(
             },
             _ = session.writer_notified() => {
                 // Most writes complete at once; only one that has to wait for the client needs
-                // to watch the session and the heartbeat meanwhile. (What a write gathered stays
-                // in the connection's buffer when its future is dropped.)
-                let written = match write_at_once(session, ws).await {
-                    Some(written) => written,
+                // to watch the session and the heartbeat meanwhile, and is polled again at once
+                // with this task's waker. (What a write gathered stays in the connection's
+                // buffer when its future is dropped.)
+                let written = match write_queued(ws, session).now_or_never() {
+                    Some(written) => written.is_ok(),
                     // Boxed: only a connection that is writing needs this state.
                     None => boxed(write_until_closed(session, ws, timer.as_mut(), &mut beat, beating)).await,
                 };
@@ -537,20 +538,6 @@ fn next_message<'a>(
         *parked = polled.is_pending();
         polled
     })
-}
-
-/// Writes what is queued if the socket takes it now: whether that worked, or `None` when the
-/// write has to wait.
-async fn write_at_once<D>(session: &Session<D>, ws: &mut Ws) -> Option<bool> {
-    let write = write_queued(ws, session);
-    tokio::pin!(write);
-    std::future::poll_fn(|cx| {
-        std::task::Poll::Ready(match write.as_mut().poll(cx) {
-            std::task::Poll::Ready(r) => Some(r.is_ok()),
-            std::task::Poll::Pending => None,
-        })
-    })
-    .await
 }
 
 /// Writes frames unless the session closes first; the heartbeat goes on while a slow client
@@ -612,7 +599,6 @@ fn farewell<'a, D: Send + Sync>(
 mod tests {
     use super::*;
     use bytes::Bytes;
-    use std::task::Poll;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
@@ -638,12 +624,6 @@ mod tests {
         (ws, client)
     }
 
-    /// Polls `fut` once.
-    async fn poll_once<F: Future>(fut: F) -> Poll<F::Output> {
-        let mut fut = std::pin::pin!(fut);
-        std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await
-    }
-
     #[tokio::test]
     async fn a_pong_that_met_a_full_socket_goes_out_whole_before_the_next_batch() {
         let (mut ws, mut client) = small_buffered_pair().await;
@@ -665,13 +645,13 @@ mod tests {
         let mut sent = 0;
         loop {
             sent += 1;
-            if poll_once(send(&mut ws, big.clone())).await.is_pending() {
+            if send(&mut ws, big.clone()).now_or_never().is_none() {
                 break;
             }
             assert!(sent < 1000, "the socket never filled");
         }
         // The pong meets the full socket.
-        assert!(poll_once(ws.next()).await.is_pending());
+        assert!(ws.next().now_or_never().is_none());
         assert!(ws.get_ref().control_pending());
         // The client reads while the server writes its next frame.
         let reader = tokio::spawn(async move {
