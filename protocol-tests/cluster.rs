@@ -92,7 +92,11 @@ struct Node {
 
 impl Node {
     async fn start(redis: &Redis, name: &str) -> Node {
-        let link = RedisNode::connect(&redis.url(), RedisConfig::default())
+        Node::start_with(redis, name, RedisConfig::default()).await
+    }
+
+    async fn start_with(redis: &Redis, name: &str, config: RedisConfig) -> Node {
+        let link = RedisNode::connect(&redis.url(), config)
             .await
             .expect("connect to redis");
         let io = SocketIo::builder()
@@ -560,6 +564,118 @@ async fn redis_restart_is_survived() {
     assert!(nodes[1].redis.stats().reconnects.load(Ordering::Relaxed) >= 1);
     let fetched = nodes[1].io.to("r").fetch_sockets().await.unwrap();
     assert_eq!(ids(&fetched), sorted(vec![a.id.clone(), b.id.clone()]));
+}
+
+/// Publishes `payload` on `channel` through a connection of the test's own.
+async fn publish_raw(redis: &Redis, channel: &str, payload: &[u8]) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", redis.port))
+        .await
+        .expect("connect to redis");
+    let mut command = format!(
+        "*3\r\n$7\r\nPUBLISH\r\n${}\r\n{channel}\r\n${}\r\n",
+        channel.len(),
+        payload.len()
+    )
+    .into_bytes();
+    command.extend_from_slice(payload);
+    command.extend_from_slice(b"\r\n");
+    conn.write_all(&command).await.expect("publish");
+    let mut reply = [0u8; 64];
+    let n = conn.read(&mut reply).await.expect("published");
+    assert!(reply[..n].starts_with(b":"), "PUBLISH answered");
+}
+
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_message_over_the_size_limit_is_skipped_and_the_next_one_arrives() {
+    let redis = Redis::start();
+    let small = RedisConfig {
+        max_message_bytes: 4096,
+        ..RedisConfig::default()
+    };
+    let a = Node::start_with(&redis, "a", small).await;
+    let b = Node::start(&redis, "b").await;
+    wait_for_cluster(&a, 2).await;
+    let mut client = Client::connect(&a, Some("r")).await;
+
+    // A broadcast of 64 KiB from a node of the test's own, beyond node a's limit, then one
+    // from node b.
+    let large = socketio_server::socketio::packet::Packet::event(
+        "/",
+        "large",
+        vec![json!("x".repeat(64 * 1024))],
+    );
+    let opts = socketio_server::socketio::adapter::BroadcastOptions::default();
+    let message = socketio_server::redis::wire::encode_broadcast("elsewhere", &large, &opts);
+    publish_raw(&redis, "socket.io#/#", &message).await;
+    b.io.to("r").emit("after", &"x".repeat(100)).unwrap();
+    let (packet, _) = client.next().await;
+    assert!(packet.starts_with(r#"2["after","#), "got {packet}");
+    let stats = a.redis.stats();
+    assert_eq!(stats.malformed.load(Ordering::Relaxed), 1);
+    assert_eq!(stats.reconnects.load(Ordering::Relaxed), 0);
+    assert!(a.redis.is_subscribed());
+}
+
+#[tokio::test]
+async fn a_redis_that_stops_answering_is_found_and_the_subscriber_comes_back() {
+    let redis = Redis::start();
+    let quick = RedisConfig {
+        ping_interval: Duration::from_millis(200),
+        ..RedisConfig::default()
+    };
+    let a = Node::start_with(&redis, "a", quick).await;
+    let b = Node::start(&redis, "b").await;
+    wait_for_cluster(&a, 2).await;
+    let mut client = Client::connect(&a, Some("r")).await;
+
+    // Frozen, not gone: the connection stays open and says nothing.
+    let pid = redis.child.id().to_string();
+    let signal = |sig: &str| {
+        let status = Command::new("kill").args([sig, &pid]).status();
+        assert!(status.expect("kill").success(), "kill {sig}");
+    };
+    signal("-STOP");
+    let frozen = tokio::time::Instant::now();
+    wait_until("the frozen Redis is not noticed", || {
+        !a.redis.is_subscribed()
+    })
+    .await;
+    let noticed = frozen.elapsed();
+    signal("-CONT");
+    assert!(
+        noticed >= Duration::from_millis(200),
+        "noticed after {noticed:?}"
+    );
+    wait_until("the subscriber does not come back", || {
+        a.redis.is_subscribed()
+    })
+    .await;
+    assert!(a.redis.stats().reconnects.load(Ordering::Relaxed) >= 1);
+
+    // Node b's publisher may find its connection stale once; keep sending until one arrives.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        b.io.to("r").emit("back", &()).unwrap();
+        match tokio::time::timeout(Duration::from_millis(300), client.next()).await {
+            Ok((packet, _)) => {
+                assert_eq!(packet, r#"2["back"]"#);
+                break;
+            }
+            Err(_) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "broadcasts do not reach the node after Redis resumed"
+            ),
+        }
+    }
 }
 
 /// Subscribes a connection of its own to the request channel: Redis counts it as one more node,

@@ -24,6 +24,8 @@
 //! # Ok(()) }
 //! ```
 
+mod resp;
+mod subscriber;
 pub mod wire;
 
 use std::collections::HashMap;
@@ -45,6 +47,8 @@ use crate::socketio::adapter::{
 use crate::socketio::namespace::ServerAck;
 use crate::socketio::packet::{Packet, json_len};
 use crate::socketio::{AckResponse, BroadcastOperator, Namespace};
+use resp::Push;
+use subscriber::{Connection, Incoming, SubscriberError};
 use wire::{Channels, Message, RequestType};
 
 /// Settings of a node's link to Redis.
@@ -61,6 +65,13 @@ pub struct RedisConfig {
     pub publish_queue: usize,
     /// Bytes those publishes may hold (default 64 MiB); beyond, they fail.
     pub publish_queue_bytes: usize,
+    /// The largest message from other nodes this node reads (default 64 MiB); a larger one is
+    /// skipped as it arrives and counted in [`RedisStats::malformed`].
+    pub max_message_bytes: usize,
+    /// How long the subscriber connection may stay silent before Redis is pinged; a ping not
+    /// answered within as long again ends the connection, which is then made again (default
+    /// 15 s). A Redis that stopped answering is found this way, not only one that hung up.
+    pub ping_interval: Duration,
 }
 
 impl Default for RedisConfig {
@@ -71,6 +82,8 @@ impl Default for RedisConfig {
             specific_response_channel: false,
             publish_queue: 65_536,
             publish_queue_bytes: 64 << 20,
+            max_message_bytes: 64 << 20,
+            ping_interval: Duration::from_secs(15),
         }
     }
 }
@@ -404,7 +417,10 @@ async fn publisher(node: Arc<NodeInner>, mut rx: mpsc::Receiver<(String, Vec<u8>
     }
 }
 
-/// Owns the subscriber connection: subscribes every namespace, reads messages, and after a
+/// How long making the subscriber connection (and authenticating) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Owns the subscriber connection: subscribes every namespace, hands on messages, and after a
 /// loss connects and subscribes again (with backoff) until the node shuts down.
 async fn subscriber(node: Arc<NodeInner>) {
     let mut shutdown = node.shutdown.subscribe();
@@ -414,57 +430,26 @@ async fn subscriber(node: Arc<NodeInner>) {
         if *shutdown.borrow() {
             return;
         }
-        let connected = tokio::select! {
-            c = node.client.get_async_pubsub() => c,
+        let opened = tokio::select! {
+            c = Connection::open(
+                node.client.get_connection_info(),
+                node.config.max_message_bytes,
+                CONNECT_TIMEOUT,
+            ) => c,
             _ = shutdown.changed() => return,
         };
-        match connected {
-            Ok(pubsub) => {
-                let (mut sink, mut stream) = pubsub.split();
-                let mut done: Vec<String> = Vec::new();
-                let mut announced = false;
-                'connection: loop {
-                    // Subscribe the namespaces not subscribed yet on this connection.
-                    let todo: Vec<(String, Arc<NsLink>)> = lock(&node.namespaces)
-                        .iter()
-                        .filter(|(name, _)| !done.contains(name))
-                        .map(|(name, link)| (name.clone(), link.clone()))
-                        .collect();
-                    for (name, link) in todo {
-                        let c = &link.channels;
-                        let ok = sink.psubscribe(c.broadcast_pattern()).await.is_ok()
-                            && sink
-                                .subscribe(&[&c.request, &c.response, &c.own_response])
-                                .await
-                                .is_ok();
-                        if !ok {
-                            break 'connection;
-                        }
-                        done.push(name);
-                    }
-                    if !announced {
-                        announced = true;
-                        backoff = Duration::from_millis(100);
-                        node.subscribed.store(true, Ordering::Release);
-                        if !first {
-                            node.stats.reconnects.fetch_add(1, Ordering::Relaxed);
-                            tracing::info!(
-                                "redis subscriber connected again, subscriptions restored"
-                            );
-                        }
-                        first = false;
-                    }
-                    tokio::select! {
-                        msg = stream.next() => match msg {
-                            Some(msg) => node.on_message(msg.get_channel_name(), msg.get_payload_bytes()),
-                            None => break,
-                        },
-                        _ = node.new_namespace.notified() => {}
-                        _ = shutdown.changed() => return,
+        match opened {
+            Ok(conn) => {
+                let ended = node
+                    .listen(conn, &mut shutdown, &mut first, &mut backoff)
+                    .await;
+                node.subscribed.store(false, Ordering::Release);
+                match ended {
+                    Ok(()) => return,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "redis subscriber connection lost; reconnecting");
                     }
                 }
-                node.subscribed.store(false, Ordering::Release);
-                tracing::warn!("redis subscriber connection lost; reconnecting");
             }
             Err(e) => tracing::warn!(error = %e, "redis subscriber cannot connect; retrying"),
         }
@@ -473,6 +458,114 @@ async fn subscriber(node: Arc<NodeInner>) {
             _ = shutdown.changed() => return,
         }
         backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+impl NodeInner {
+    /// Serves one subscriber connection until it fails (an error) or the node shuts down.
+    async fn listen(
+        self: &Arc<Self>,
+        mut conn: Connection,
+        shutdown: &mut watch::Receiver<bool>,
+        first: &mut bool,
+        backoff: &mut Duration,
+    ) -> Result<(), SubscriberError> {
+        let mut done: Vec<String> = Vec::new();
+        // Subscriptions sent and not yet confirmed: the node counts as subscribed at zero.
+        let mut unconfirmed = 0usize;
+        let mut announced = false;
+        let mut health = tokio::time::interval(self.config.ping_interval);
+        health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        health.reset();
+        let (mut heard, mut pinged) = (false, false);
+        loop {
+            // Subscribe the namespaces not subscribed yet on this connection.
+            let todo: Vec<(String, Arc<NsLink>)> = lock(&self.namespaces)
+                .iter()
+                .filter(|(name, _)| !done.contains(name))
+                .map(|(name, link)| (name.clone(), link.clone()))
+                .collect();
+            for (name, link) in todo {
+                let c = &link.channels;
+                let mut commands = Vec::new();
+                resp::command(
+                    &mut commands,
+                    &[b"PSUBSCRIBE", c.broadcast_pattern().as_bytes()],
+                );
+                resp::command(
+                    &mut commands,
+                    &[
+                        b"SUBSCRIBE",
+                        c.request.as_bytes(),
+                        c.response.as_bytes(),
+                        c.own_response.as_bytes(),
+                    ],
+                );
+                conn.send(&commands).await?;
+                unconfirmed += 4;
+                done.push(name);
+            }
+            if !announced && unconfirmed == 0 {
+                announced = true;
+                *backoff = Duration::from_millis(100);
+                self.subscribed.store(true, Ordering::Release);
+                if !*first {
+                    self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!("redis subscriber connected again, subscriptions restored");
+                }
+                *first = false;
+            }
+            tokio::select! {
+                read = conn.read_more() => {
+                    read?;
+                    (heard, pinged) = (true, false);
+                    conn.drain(|incoming| {
+                        match incoming {
+                            Incoming::Push(Push::Message { channel, payload }) => {
+                                match std::str::from_utf8(channel) {
+                                    Ok(channel) => self.on_message(channel, payload),
+                                    Err(_) => {
+                                        self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                                    }
+                                }
+                            }
+                            Incoming::Push(Push::Subscribed) => {
+                                unconfirmed = unconfirmed.saturating_sub(1);
+                            }
+                            Incoming::Push(Push::Error(e)) => {
+                                return Err(SubscriberError::Refused(
+                                    String::from_utf8_lossy(e).into_owned(),
+                                ));
+                            }
+                            Incoming::Push(Push::Pong | Push::Other) => {}
+                            Incoming::Oversized(len) => {
+                                self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                                tracing::warn!(
+                                    len,
+                                    limit = self.config.max_message_bytes,
+                                    "message from redis over max_message_bytes skipped"
+                                );
+                            }
+                        }
+                        Ok(())
+                    })?;
+                }
+                _ = self.new_namespace.notified() => {}
+                _ = health.tick() => {
+                    if pinged {
+                        return Err(SubscriberError::Unresponsive);
+                    }
+                    if !heard {
+                        let mut ping = Vec::new();
+                        resp::command(&mut ping, &[b"PING"]);
+                        conn.send(&ping).await?;
+                        pinged = true;
+                    }
+                    heard = false;
+                }
+                _ = shutdown.changed() => return Ok(()),
+            }
+        }
     }
 }
 
