@@ -112,6 +112,30 @@ async fn a_malformed_sid_is_unknown_not_a_new_session() {
 }
 
 #[tokio::test]
+async fn a_http11_request_without_host_is_refused_and_opens_no_session() {
+    let (addr, server) =
+        spawn_engine_echo_server(EngineConfig::default(), HttpConfig::default()).await;
+    with_engine_bystander(addr, || async {
+        let before = server.session_count();
+        let target = format!("{E}?EIO=4&transport=polling");
+        let resp = raw_request(addr, format!("GET {target} HTTP/1.1\r\n\r\n").as_bytes()).await;
+        assert_eq!(resp.status, 400);
+        assert_eq!(resp.header("connection"), Some("close"));
+        assert_eq!(server.session_count(), before, "no session was created");
+        // HTTP/1.0 has no Host requirement; with Host, 1.1 is served.
+        for head in [
+            format!("GET {target} HTTP/1.0\r\n\r\n"),
+            format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        ] {
+            let resp = raw_request(addr, head.as_bytes()).await;
+            assert_eq!(resp.status, 200, "{head}");
+            assert!(resp.body.starts_with(b"0{"), "{head}");
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_duplicate_sid_parameters_take_the_first_and_never_open_a_session() {
     let (addr, server) =
         spawn_engine_echo_server(EngineConfig::default(), HttpConfig::default()).await;

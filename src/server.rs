@@ -140,10 +140,18 @@ async fn serve_connection<F, Fut>(
     let read_end = conn.read_end.clone();
     let service = service_fn(move |mut req: Request<Incoming>| {
         req.extensions_mut().insert(RemoteAddr(addr));
+        // RFC 9112 (section 3.2): an HTTP/1.1 request without `Host` is answered 400, as
+        // Node's HTTP server does, before anything of it reaches the handler.
+        let refused = req.version() == hyper::Version::HTTP_11
+            && !req.headers().contains_key(hyper::header::HOST);
         // Taken before anything else is read: the end of the stream may follow the request.
         let answering = read_end.answering();
-        let fut = handler(req);
+        let fut = (!refused).then(|| handler(req));
         async move {
+            let Some(fut) = fut else {
+                tracing::debug!(%addr, "refused an HTTP/1.1 request without Host");
+                return Ok(missing_host());
+            };
             tokio::pin!(fut);
             let resp = std::future::poll_fn(|cx| {
                 let poll = fut.as_mut().poll(cx);
@@ -182,6 +190,16 @@ async fn serve_connection<F, Fut>(
             let _ = conn.await;
         }
     }
+}
+
+fn missing_host() -> Response<Body> {
+    let mut resp = Response::new(Body::default());
+    *resp.status_mut() = hyper::StatusCode::BAD_REQUEST;
+    resp.headers_mut().insert(
+        hyper::header::CONNECTION,
+        hyper::header::HeaderValue::from_static("close"),
+    );
+    resp
 }
 
 /// A connection as hyper sees it: the socket, except that a `101 Switching Protocols` head is
