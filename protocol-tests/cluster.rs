@@ -540,27 +540,12 @@ async fn redis_restart_is_survived() {
     // Redis comes back: both nodes reconnect and resubscribe by themselves.
     redis.restart();
     wait_for_cluster(&nodes[0], 2).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !(nodes[0].redis.is_subscribed() && nodes[1].redis.is_subscribed()) {
-        assert!(tokio::time::Instant::now() < deadline, "not resubscribed");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until("not resubscribed", || {
+        nodes[0].redis.is_subscribed() && nodes[1].redis.is_subscribed()
+    })
+    .await;
     // The publisher reconnects on use; keep sending until the other node hears one.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        nodes[0].io.to("r").emit("after", &()).unwrap();
-        assert_eq!(a.next().await.0, r#"2["after"]"#);
-        match tokio::time::timeout(Duration::from_millis(300), b.next()).await {
-            Ok((packet, _)) => {
-                assert_eq!(packet, r#"2["after"]"#);
-                break;
-            }
-            Err(_) => assert!(
-                tokio::time::Instant::now() < deadline,
-                "broadcasts do not cross nodes after the restart"
-            ),
-        }
-    }
+    emit_until_heard(&nodes[0], "after", Some(&mut a), &mut b).await;
     assert!(nodes[1].redis.stats().reconnects.load(Ordering::Relaxed) >= 1);
     let fetched = nodes[1].io.to("r").fetch_sockets().await.unwrap();
     assert_eq!(ids(&fetched), sorted(vec![a.id.clone(), b.id.clone()]));
@@ -591,6 +576,34 @@ async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     while !done() {
         assert!(tokio::time::Instant::now() < deadline, "{what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Emits `event` to room `r` from `from` until `remote` (a client of another node) hears it;
+/// `local`, a client of `from` in that room, hears every one.
+async fn emit_until_heard(
+    from: &Node,
+    event: &str,
+    mut local: Option<&mut Client>,
+    remote: &mut Client,
+) {
+    let expected = format!(r#"2["{event}"]"#);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        from.io.to("r").emit(event, &()).unwrap();
+        if let Some(local) = local.as_deref_mut() {
+            assert_eq!(local.next().await.0, expected);
+        }
+        match tokio::time::timeout(Duration::from_millis(300), remote.next()).await {
+            Ok((packet, _)) => {
+                assert_eq!(packet, expected);
+                return;
+            }
+            Err(_) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "{event}: broadcasts do not cross nodes"
+            ),
+        }
     }
 }
 
@@ -662,20 +675,7 @@ async fn a_redis_that_stops_answering_is_found_and_the_subscriber_comes_back() {
     assert!(a.redis.stats().reconnects.load(Ordering::Relaxed) >= 1);
 
     // Node b's publisher may find its connection stale once; keep sending until one arrives.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        b.io.to("r").emit("back", &()).unwrap();
-        match tokio::time::timeout(Duration::from_millis(300), client.next()).await {
-            Ok((packet, _)) => {
-                assert_eq!(packet, r#"2["back"]"#);
-                break;
-            }
-            Err(_) => assert!(
-                tokio::time::Instant::now() < deadline,
-                "broadcasts do not reach the node after Redis resumed"
-            ),
-        }
-    }
+    emit_until_heard(&b, "back", None, &mut client).await;
 }
 
 /// Subscribes a connection of its own to the request channel: Redis counts it as one more node,
