@@ -830,3 +830,77 @@ async fn a_chat_login_the_cluster_is_still_checking_cannot_speak() {
     io.close();
     link.shutdown();
 }
+
+/// Waits until `io`'s main namespace counts `n` nodes.
+async fn wait_for_nodes(io: &SocketIo, n: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while io.of("/").server_count().await.ok() != Some(n) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the cluster did not reach {n} nodes"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_logout_missed_while_redis_was_away_is_not_announced_when_its_node_dies() {
+    let mut redis = Redis::start();
+    let (io_a, link_a, addr_a) = chat_node(&redis).await;
+    let (io_b, link_b, addr_b) = chat_node(&redis).await;
+    wait_for_nodes(&io_a, 2).await;
+    let login = |name: &str| format!(r#"4211["login",{{"name":"{name}","room":"r1"}}]"#);
+    let mut xena = chat_client(addr_a).await;
+    let mut yuri = chat_client(addr_b).await;
+    let mut zed = chat_client(addr_b).await;
+    for (ws, name) in [(&mut xena, "xena"), (&mut yuri, "yuri"), (&mut zed, "zed")] {
+        ws_send(ws, &login(name)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drain(&mut xena, Duration::from_millis(500)).await;
+
+    // yuri leaves while Redis is away: node a never hears of it.
+    redis.stop();
+    drop(yuri);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    redis.restart();
+    wait_until("not resubscribed", || {
+        link_a.is_subscribed() && link_b.is_subscribed()
+    })
+    .await;
+    wait_for_nodes(&io_a, 2).await;
+    // Node a learns the roster again at its next check of the cluster (every second).
+    let got = drain(&mut xena, Duration::from_millis(2500)).await;
+    assert!(
+        !got.iter().any(|p| p.contains("left")),
+        "before node b dies: {got:?}"
+    );
+
+    // Node b dies: node a says goodbye for the user it had, and not for the one who left.
+    io_b.close();
+    link_b.shutdown();
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while !seen.iter().any(|p: &String| p.contains(r#""users""#)) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no list after node b died: {seen:?}"
+        );
+        seen.extend(drain(&mut xena, Duration::from_millis(500)).await);
+    }
+    let notices: Vec<&String> = seen.iter().filter(|p| p.contains("notification")).collect();
+    assert_eq!(notices.len(), 1, "{seen:?}");
+    assert!(notices[0].contains("zed just left the room"), "{seen:?}");
+    let users = seen
+        .iter()
+        .rev()
+        .find(|p| p.contains(r#""users""#))
+        .unwrap();
+    assert!(
+        users.contains("xena") && !users.contains("zed") && !users.contains("yuri"),
+        "{users}"
+    );
+    drop(zed);
+    io_a.close();
+    link_a.shutdown();
+}

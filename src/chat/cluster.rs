@@ -28,6 +28,32 @@ pub(super) struct RemoteUser {
     heard: u64,
 }
 
+/// The other nodes' users, by socket id.
+#[derive(Debug, Default)]
+pub(super) struct Roster {
+    users: HashMap<String, RemoteUser>,
+    /// While the roster is being learned: the ids that left since the question went out, which
+    /// the answers (taken before) may still list.
+    left_while_learning: Option<HashSet<String>>,
+}
+
+impl Roster {
+    fn insert(&mut self, id: String, user: RemoteUser) {
+        if self.users.len() < ROSTER_MAX {
+            self.users.insert(id, user);
+        }
+    }
+
+    fn remove(&mut self, id: &str) {
+        self.users.remove(id);
+        if let Some(left) = &mut self.left_while_learning {
+            if left.len() < ROSTER_MAX {
+                left.insert(id.to_owned());
+            }
+        }
+    }
+}
+
 /// What the cluster answered to a name claim.
 pub(super) enum Claim {
     /// The name is someone else's in the room, or an earlier claim's.
@@ -38,8 +64,8 @@ pub(super) enum Claim {
 }
 
 /// Server-side events between chat nodes: a user logged in (`{id, name, room, node}`), a user
-/// left (its id), and a node that joins the cluster asking for everyone's users (each node
-/// answers with the list of its own).
+/// left (its id), and a node asking for everyone's users (each node answers `{node, users}`
+/// with the list of its own), when it joins the cluster and after it may have missed news.
 const ROSTER_IN: &str = "chat:logged-in";
 const ROSTER_OUT: &str = "chat:logged-out";
 const ROSTER_ASK: &str = "chat:roster";
@@ -82,7 +108,10 @@ impl Chat {
         let (app, here) = (Arc::downgrade(self), Arc::downgrade(ns));
         ns.on_server_event(ROSTER_ASK, move |_, ack| {
             if let (Some(chat), Some(ns)) = (app.upgrade(), here.upgrade()) {
-                ack.send(Value::Array(chat.announced_here(&ns)));
+                if let Some(node) = ns.node_id() {
+                    let users = chat.announced_here(&ns, &node);
+                    ack.send(json!({ "node": node, "users": users }));
+                }
             }
         });
         let app = Arc::downgrade(self);
@@ -94,23 +123,22 @@ impl Chat {
         tokio::spawn(watch_nodes(Arc::downgrade(self), Arc::downgrade(ns)));
     }
 
-    fn roster(&self) -> MutexGuard<'_, HashMap<String, RemoteUser>> {
+    fn roster(&self) -> MutexGuard<'_, Roster> {
         self.roster.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Adds another node's user, as announced, to the roster.
     fn remember(&self, announced: Value) {
-        let Some(id) = announced["id"].as_str().map(str::to_owned) else {
-            return;
-        };
-        let Ok(mut user) = serde_json::from_value::<RemoteUser>(announced) else {
-            return;
-        };
-        user.heard = self.logins.fetch_add(1, Ordering::Relaxed);
-        let mut roster = self.roster();
-        if roster.len() < ROSTER_MAX {
-            roster.insert(id, user);
+        if let Some((id, user)) = self.heard_of(announced) {
+            self.roster().insert(id, user);
         }
+    }
+
+    fn heard_of(&self, announced: Value) -> Option<(String, RemoteUser)> {
+        let id = announced["id"].as_str()?.to_owned();
+        let mut user = serde_json::from_value::<RemoteUser>(announced).ok()?;
+        user.heard = self.logins.fetch_add(1, Ordering::Relaxed);
+        Some((id, user))
     }
 
     /// Claims a name in a room across the cluster. The claim is made visible first (the
@@ -193,33 +221,57 @@ impl Chat {
     }
 
     /// This node's logged-in users, as it announces them to the others.
-    fn announced_here(&self, ns: &Arc<Namespace>) -> Vec<Value> {
-        let Some(node) = ns.node_id() else {
-            return Vec::new();
-        };
+    fn announced_here(&self, ns: &Arc<Namespace>, node: &str) -> Vec<Value> {
         ns.sockets()
             .iter()
             .filter_map(|socket| {
                 let data = socket.data();
                 data.get("joined")?;
                 let user: User = serde_json::from_value(data["user"].clone()).ok()?;
-                Some(announcement(&user, &node))
+                Some(announcement(&user, node))
             })
             .collect()
     }
 
-    /// Fills the roster with the users the other nodes have now: a node that joins the cluster
-    /// late would otherwise know only of the logins after it.
+    /// Sets the roster to the users the other nodes have now: a node that joins the cluster
+    /// late would otherwise know only of the logins after it, and one that lost Redis for a
+    /// while would keep users whose logout it missed (and say goodbye for them when their node
+    /// dies) and lack those whose login it missed. What a node that does not answer had in the
+    /// roster stays.
     async fn learn_roster(&self, ns: &Arc<Namespace>) {
-        match ns.server_side_emit_with_ack(ROSTER_ASK, Vec::new()).await {
-            Ok(answers) => {
-                for answer in answers {
-                    if let Value::Array(users) = answer {
-                        users.into_iter().for_each(|user| self.remember(user));
-                    }
+        // News heard from here on is newer than the answers.
+        let asked = self.logins.load(Ordering::Relaxed);
+        self.roster().left_while_learning = Some(HashSet::new());
+        let answers = ns.server_side_emit_with_ack(ROSTER_ASK, Vec::new()).await;
+        let left = self.roster().left_while_learning.take().unwrap_or_default();
+        let answers = match answers {
+            Ok(answers) => answers,
+            Err(e) => {
+                tracing::warn!(error = %e, "the other nodes' users are not known");
+                return;
+            }
+        };
+        for answer in answers {
+            let (Some(node), Some(Value::Array(users))) = (
+                answer["node"].as_str().map(str::to_owned),
+                answer.get("users").cloned(),
+            ) else {
+                continue;
+            };
+            let users: Vec<_> = users
+                .into_iter()
+                .filter_map(|user| self.heard_of(user))
+                .filter(|(id, user)| user.node == node && !left.contains(id))
+                .collect();
+            let mut roster = self.roster();
+            roster
+                .users
+                .retain(|_, user| user.node != node || user.heard >= asked);
+            for (id, user) in users {
+                if !roster.users.contains_key(&id) {
+                    roster.insert(id, user);
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "the other nodes' users are not known"),
         }
     }
 
@@ -227,7 +279,7 @@ impl Chat {
     /// left it, then sends them the room's list, which the dead nodes' users are no longer in.
     async fn nodes_gone(&self, ns: &Arc<Namespace>, gone: &[String]) {
         let mut left: Vec<RemoteUser> = Vec::new();
-        self.roster().retain(|_, user| {
+        self.roster().users.retain(|_, user| {
             let dead = gone.contains(&user.node);
             if dead {
                 left.push(user.clone());
@@ -295,25 +347,37 @@ const NODE_CHECK: Duration = Duration::from_secs(1);
 const GONE_AFTER: u32 = 4;
 
 /// Watches which nodes are in the cluster; when one is gone, its users are gone from every
-/// fetched list, and this node's rooms are told who left and sent their lists again. Ends
-/// with the chat.
+/// fetched list, and this node's rooms are told who left and sent their lists again. Learns
+/// the roster when the node starts and again after each time it lost Redis. Ends with the
+/// chat.
 async fn watch_nodes(chat: Weak<Chat>, ns: Weak<Namespace>) {
     // Every node seen, with how many checks in a row it has been missing from.
     let mut known: HashMap<String, u32> = HashMap::new();
+    // Whether the roster is up to date but for the news since; not after Redis was away.
     let mut learned = false;
+    let mut reconnections = 0;
     loop {
         tokio::time::sleep(NODE_CHECK).await;
         let (Some(chat), Some(ns)) = (chat.upgrade(), ns.upgrade()) else {
             return;
         };
+        if ns.reconnections() != reconnections {
+            reconnections = ns.reconnections();
+            learned = false;
+        }
         let Ok(now) = ns.node_ids().await else {
+            learned = false;
             continue;
         };
         if ns.node_id().is_some_and(|me| !now.contains(&me)) {
-            // This node is not subscribed (yet): neither may the others be.
+            // This node is not subscribed (yet): neither may the others be, and news may have
+            // been lost.
+            learned = false;
             continue;
         }
-        if !learned {
+        // Once every node known before is back (or has been found gone), so that each can
+        // answer for its own users.
+        if !learned && known.keys().all(|node| now.contains(node)) {
             learned = true;
             if now.len() > 1 {
                 chat.learn_roster(&ns).await;

@@ -7,7 +7,6 @@ pub mod user_store;
 pub mod validation;
 pub mod web;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -16,7 +15,7 @@ use serde_json::{Value, json};
 
 use crate::rate_limit::TokenBucket;
 use crate::socketio::{Ack, Event, Namespace, Socket, SocketIo};
-use cluster::{Claim, RemoteUser, joined, logged_out, room_list};
+use cluster::{Claim, Roster, joined, logged_out, room_list};
 use config::ChatConfig;
 use user_store::{User, UserStore};
 use validation::{LoginError, validate_login};
@@ -65,7 +64,7 @@ pub struct Chat {
     logins: AtomicU64,
     /// Users logged in on the other nodes, by socket id, as their nodes announced them: when a
     /// node dies its users cannot say goodbye, and the others tell their rooms who left.
-    roster: Mutex<HashMap<String, RemoteUser>>,
+    roster: Mutex<Roster>,
 }
 
 /// A `notification`; typed, so that it is written straight to the wire with its fields in the
@@ -124,7 +123,7 @@ impl Chat {
             stats: ChatStats::default(),
             clustered,
             logins: AtomicU64::new(0),
-            roster: Mutex::new(HashMap::new()),
+            roster: Mutex::new(Roster::default()),
         });
         let app = chat.clone();
         let ns = io.of("/");

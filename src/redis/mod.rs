@@ -1065,6 +1065,10 @@ impl Adapter for RedisAdapter {
         Some(self.node.uid.clone())
     }
 
+    fn reconnections(&self) -> u64 {
+        self.node.stats.reconnects.load(Ordering::Relaxed)
+    }
+
     fn node_ids(&self) -> AdapterFuture<Result<Vec<String>, ClusterError>> {
         let node = self.node.clone();
         let link = self.link.clone();

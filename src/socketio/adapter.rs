@@ -168,6 +168,12 @@ pub trait Adapter: Send + Sync + 'static {
         None
     }
 
+    /// Times this node's link to the other nodes was made again after a loss: what they sent
+    /// in between may have been missed (always 0 on one node).
+    fn reconnections(&self) -> u64 {
+        0
+    }
+
     /// Ids of the nodes serving this namespace, this one included (empty when the adapter
     /// cannot tell them apart). A node that left is missing from it even when another took
     /// its place, which a count cannot show.

@@ -238,6 +238,12 @@ impl Namespace {
         self.adapter.node_id()
     }
 
+    /// Times this node's link to the other nodes was made again after a loss: what they sent
+    /// in between may have been missed (always 0 on one node).
+    pub fn reconnections(&self) -> u64 {
+        self.adapter.reconnections()
+    }
+
     /// Ids of the nodes serving this namespace, this one included (empty on one node).
     pub async fn node_ids(&self) -> Result<Vec<String>, ClusterError> {
         self.adapter.node_ids().await
