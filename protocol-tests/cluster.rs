@@ -152,17 +152,7 @@ impl Node {
 
 /// Waits until `nodes` nodes serve the main namespace, as Redis counts them.
 async fn wait_for_cluster(node: &Node, nodes: usize) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        if node.io.of("/").server_count().await.ok() == Some(nodes) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the cluster did not reach {nodes} nodes"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_nodes(&node.io, nodes).await;
 }
 
 async fn cluster(redis: &Redis, n: usize) -> Vec<Node> {
