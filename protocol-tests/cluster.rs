@@ -25,25 +25,34 @@ use tokio_tungstenite::tungstenite::Message;
 /// A throwaway `redis-server` on a free port.
 struct Redis {
     port: u16,
+    /// Extra `redis-server` arguments (`--requirepass`, ...).
+    args: Vec<String>,
     child: Child,
 }
 
 impl Redis {
     fn start() -> Redis {
+        Redis::start_with(&[])
+    }
+
+    fn start_with(args: &[&str]) -> Redis {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         Redis {
             port,
-            child: Redis::spawn(port),
+            child: Redis::spawn(port, &args),
+            args,
         }
     }
 
-    fn spawn(port: u16) -> Child {
+    fn spawn(port: u16, args: &[String]) -> Child {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -70,7 +79,7 @@ impl Redis {
 
     fn restart(&mut self) {
         self.stop();
-        self.child = Redis::spawn(self.port);
+        self.child = Redis::spawn(self.port, &self.args);
     }
 }
 
@@ -595,6 +604,40 @@ async fn emit_until_heard(
             ),
         }
     }
+}
+
+#[tokio::test]
+async fn nodes_join_a_redis_that_requires_a_password_or_a_user() {
+    let redis = Redis::start_with(&[
+        "--requirepass",
+        "s3cret",
+        "--user",
+        "node",
+        "on",
+        "allchannels",
+        "+@all",
+        ">n0de",
+    ]);
+    let connect = |url: String| async move {
+        let link = RedisNode::connect(&url, RedisConfig::default())
+            .await
+            .expect("connect to redis");
+        let io = SocketIo::builder().adapter(link.adapter_factory()).build();
+        io.of("/");
+        (io, link)
+    };
+    let (io, a) = connect(format!("redis://:s3cret@127.0.0.1:{}/", redis.port)).await;
+    let (_io_b, b) = connect(format!("redis://node:n0de@127.0.0.1:{}/", redis.port)).await;
+    wait_until("not subscribed", || a.is_subscribed() && b.is_subscribed()).await;
+    wait_for_nodes(&io, 2).await;
+
+    // A wrong password: the commands connection is refused at once.
+    let wrong = format!("redis://:nope@127.0.0.1:{}/", redis.port);
+    assert!(
+        RedisNode::connect(&wrong, RedisConfig::default())
+            .await
+            .is_err()
+    );
 }
 
 #[tokio::test]
