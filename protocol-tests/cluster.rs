@@ -641,6 +641,23 @@ async fn nodes_join_a_redis_that_requires_a_password_or_a_user() {
 }
 
 #[tokio::test]
+async fn nodes_join_a_redis_on_a_unix_socket() {
+    let path = std::env::temp_dir().join(format!("redis-test-{}.sock", std::process::id()));
+    let path_arg = path.to_str().expect("a UTF-8 path");
+    let redis = Redis::start_with(&["--unixsocket", path_arg]);
+    let url = format!("redis+unix://{path_arg}");
+    let link = RedisNode::connect(&url, RedisConfig::default())
+        .await
+        .expect("connect to redis");
+    let io = SocketIo::builder().adapter(link.adapter_factory()).build();
+    io.of("/");
+    wait_until("not subscribed", || link.is_subscribed()).await;
+    wait_for_nodes(&io, 1).await;
+    drop(redis);
+    let _ = std::fs::remove_file(&path);
+}
+
+#[tokio::test]
 async fn a_message_over_the_size_limit_is_skipped_and_the_next_one_arrives() {
     let redis = Redis::start();
     let small = RedisConfig {
