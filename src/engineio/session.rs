@@ -257,18 +257,16 @@ impl<D> Session<D> {
             // A WebSocket is simply closed, as the reference server does. A client that closed
             // the session itself knows already: its poll gets a noop, and what was queued for
             // it is dropped.
-            if st.transport == Transport::Polling && reason == CloseReason::TransportClose {
-                st.queue = VecDeque::new();
-                st.queued_bytes = 0;
-                st.crossing_get = !st.polling_get;
-            } else if st.transport == Transport::Polling {
-                if at_once && !st.polling_get {
+            if st.transport == Transport::Polling {
+                let client_closed = reason == CloseReason::TransportClose;
+                if client_closed || (at_once && !st.polling_get) {
                     st.queue = VecDeque::new();
                     st.queued_bytes = 0;
                 } else {
                     st.queued_bytes += Frame::CLOSE.len();
                     st.queue.push_back(Frame::CLOSE);
                 }
+                st.crossing_get = client_closed && !st.polling_get;
             }
         }
         self.closed.store(true, Ordering::Release);
