@@ -20,6 +20,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 
+use crate::engineio::server::closing_response;
 use crate::engineio::{Body, RemoteAddr};
 
 /// Limits of the HTTP layer.
@@ -150,7 +151,7 @@ async fn serve_connection<F, Fut>(
         async move {
             let Some(fut) = fut else {
                 tracing::debug!(%addr, "refused an HTTP/1.1 request without Host");
-                return Ok(missing_host());
+                return Ok(closing_response(hyper::StatusCode::BAD_REQUEST));
             };
             tokio::pin!(fut);
             let resp = std::future::poll_fn(|cx| {
@@ -190,16 +191,6 @@ async fn serve_connection<F, Fut>(
             let _ = conn.await;
         }
     }
-}
-
-fn missing_host() -> Response<Body> {
-    let mut resp = Response::new(Body::default());
-    *resp.status_mut() = hyper::StatusCode::BAD_REQUEST;
-    resp.headers_mut().insert(
-        hyper::header::CONNECTION,
-        hyper::header::HeaderValue::from_static("close"),
-    );
-    resp
 }
 
 /// A connection as hyper sees it: the socket, except that a `101 Switching Protocols` head is

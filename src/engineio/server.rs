@@ -157,11 +157,7 @@ impl<H: Handler> EngineIo<H> {
         if head_len(&req) > MAX_HEAD_BYTES {
             // hyper stops reading a head at its buffer limit only while the head is incomplete,
             // so one that arrives in a single burst can overshoot it: refuse it here.
-            let mut resp = Response::new(Body::default());
-            *resp.status_mut() = StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
-            resp.headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            return resp;
+            return closing_response(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
         }
         // A refused upgrade ends the connection: the client may already be sending WebSocket
         // frames, which must not be read as further HTTP requests on a kept-alive connection.
@@ -512,6 +508,16 @@ fn preflight_response(req_headers: &HeaderMap, cors: HeaderMap) -> Response<Body
     }
     resp.headers_mut()
         .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    resp
+}
+
+/// An empty answer of `status` that ends the connection: for a request refused before it is
+/// read as one of the protocol's.
+pub(crate) fn closing_response(status: StatusCode) -> Response<Body> {
+    let mut resp = Response::new(Body::default());
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
     resp
 }
 
