@@ -550,24 +550,38 @@ async fn redis_restart_is_survived() {
     assert_eq!(ids(&fetched), sorted(vec![a.id.clone(), b.id.clone()]));
 }
 
-/// Publishes `payload` on `channel` through a connection of the test's own.
-async fn publish_raw(redis: &Redis, channel: &str, payload: &[u8]) {
+/// Sends one command on a connection of the test's own, checks how its reply starts, and
+/// returns the connection.
+async fn redis_command(
+    redis: &Redis,
+    args: &[&[u8]],
+    reply_starts: &[u8],
+) -> tokio::net::TcpStream {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", redis.port))
         .await
         .expect("connect to redis");
-    let mut command = format!(
-        "*3\r\n$7\r\nPUBLISH\r\n${}\r\n{channel}\r\n${}\r\n",
-        channel.len(),
-        payload.len()
-    )
-    .into_bytes();
-    command.extend_from_slice(payload);
-    command.extend_from_slice(b"\r\n");
-    conn.write_all(&command).await.expect("publish");
+    let mut command = format!("*{}\r\n", args.len()).into_bytes();
+    for arg in args {
+        command.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+        command.extend_from_slice(arg);
+        command.extend_from_slice(b"\r\n");
+    }
+    conn.write_all(&command).await.expect("send a command");
     let mut reply = [0u8; 64];
-    let n = conn.read(&mut reply).await.expect("published");
-    assert!(reply[..n].starts_with(b":"), "PUBLISH answered");
+    let n = conn.read(&mut reply).await.expect("a reply");
+    assert!(
+        reply[..n].starts_with(reply_starts),
+        "{} answered {:?}",
+        String::from_utf8_lossy(args[0]),
+        String::from_utf8_lossy(&reply[..n])
+    );
+    conn
+}
+
+/// Publishes `payload` on `channel` through a connection of the test's own.
+async fn publish_raw(redis: &Redis, channel: &str, payload: &[u8]) {
+    redis_command(redis, &[b"PUBLISH", channel.as_bytes(), payload], b":").await;
 }
 
 async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
@@ -731,20 +745,7 @@ async fn a_redis_that_stops_answering_is_found_and_the_subscriber_comes_back() {
 /// Subscribes a connection of its own to the request channel: Redis counts it as one more node,
 /// which never answers, so every question to the cluster waits for the request timeout.
 async fn silent_node(redis: &Redis) -> tokio::net::TcpStream {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", redis.port))
-        .await
-        .expect("connect to redis");
-    let channel = "socket.io-request#/#";
-    let command = format!(
-        "*2\r\n$9\r\nSUBSCRIBE\r\n${}\r\n{channel}\r\n",
-        channel.len()
-    );
-    conn.write_all(command.as_bytes()).await.expect("subscribe");
-    let mut reply = [0u8; 64];
-    let n = conn.read(&mut reply).await.expect("subscribed");
-    assert!(reply[..n].starts_with(b"*3"), "SUBSCRIBE answered");
-    conn
+    redis_command(redis, &[b"SUBSCRIBE", b"socket.io-request#/#"], b"*3").await
 }
 
 /// A chat node as `chat-server` runs it, on `redis`, whose questions to the cluster wait
