@@ -716,8 +716,11 @@ async fn a_redis_that_stops_answering_is_found_and_the_subscriber_comes_back() {
 
     // Frozen, not gone: the connection stays open and says nothing.
     let pid = redis.child.id().to_string();
+    // The shell's own `kill`: a `kill` program need not be installed.
     let signal = |sig: &str| {
-        let status = Command::new("kill").args([sig, &pid]).status();
+        let status = Command::new("sh")
+            .args(["-c", &format!("kill {sig} {pid}")])
+            .status();
         assert!(status.expect("kill").success(), "kill {sig}");
     };
     signal("-STOP");
