@@ -550,6 +550,69 @@ async fn redis_restart_is_survived() {
     assert_eq!(ids(&fetched), sorted(vec![a.id.clone(), b.id.clone()]));
 }
 
+/// Redis closing the node's idle command connection (a restart) is noticed before the
+/// connection is used again: the first publish and the first question after it go through,
+/// rather than being written into a connection Redis already left.
+#[tokio::test]
+async fn the_first_commands_after_a_redis_restart_go_through() {
+    let mut redis = Redis::start();
+    let nodes = cluster(&redis, 2).await;
+    let mut a = Client::connect(&nodes[0], Some("r")).await;
+    let mut b = Client::connect(&nodes[1], Some("r")).await;
+    redis.restart();
+    // The subscribers find out by reading; nothing has used the command connections since.
+    let reconnected = |node: &Node| node.redis.stats().reconnects.load(Ordering::Relaxed) > 0;
+    wait_until("not resubscribed", || {
+        reconnected(&nodes[0]) && reconnected(&nodes[1])
+    })
+    .await;
+    let failed = |node: &Node| node.redis.stats().publish_failed.load(Ordering::Relaxed);
+    let failed_before = failed(&nodes[0]);
+    nodes[0].io.to("r").emit("after", &()).unwrap();
+    assert_eq!(a.next().await.0, r#"2["after"]"#);
+    assert_eq!(b.next().await.0, r#"2["after"]"#);
+    assert_eq!(
+        failed(&nodes[0]),
+        failed_before,
+        "the first publish was lost"
+    );
+    let fetched = nodes[1].io.to("r").fetch_sockets().await.unwrap();
+    assert_eq!(ids(&fetched), sorted(vec![a.id.clone(), b.id.clone()]));
+}
+
+/// Something answering in Redis's place with a reply of a gigabyte: the question fails as
+/// soon as the reply's length is read, without waiting for (or making room for) the bytes.
+#[tokio::test]
+async fn a_reply_too_large_for_the_command_connection_fails_the_question_at_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fake = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = fake.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = fake.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while matches!(conn.read(&mut buf).await, Ok(n) if n > 0) {
+                    let _ = conn.write_all(b"*2\r\n$999999999\r\nabc").await;
+                }
+            });
+        }
+    });
+    let node = RedisNode::connect(&format!("redis://127.0.0.1:{port}"), RedisConfig::default())
+        .await
+        .expect("connect to the fake redis");
+    let io = SocketIo::builder().adapter(node.adapter_factory()).build();
+    let started = tokio::time::Instant::now();
+    let err = io
+        .of("/")
+        .adapter()
+        .server_count()
+        .await
+        .expect_err("a count out of a gigabyte reply");
+    assert!(err.to_string().contains("over the limit"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(1));
+    node.shutdown();
+}
+
 /// Sends one command on a connection of the test's own, checks how its reply starts, and
 /// returns the connection.
 async fn redis_command(

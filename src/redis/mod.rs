@@ -1,9 +1,9 @@
 //! Several nodes as one Socket.IO cluster through Redis pub/sub, wire-compatible with npm
 //! `@socket.io/redis-adapter`: Rust and Node.js nodes can serve one cluster together.
 //!
-//! One [`RedisNode`] per process holds two Redis connections: a publisher (commands, with
-//! automatic reconnection) and a subscriber owned by one task that resubscribes after every
-//! reconnection. Each namespace gets a [`RedisAdapter`] from
+//! One [`RedisNode`] per process holds two Redis connections, both spoken by hand over the
+//! [`resp`] codec: one for commands (publishes, and questions about the cluster), made again
+//! when lost, and a subscriber owned by one task that resubscribes after every reconnection. Each namespace gets a [`RedisAdapter`] from
 //! [`RedisNode::adapter_factory`]; rooms stay in memory (every node knows only its own sockets)
 //! and what crosses nodes goes through the node's channels ([`wire`] has the format).
 //!
@@ -24,8 +24,10 @@
 //! # Ok(()) }
 //! ```
 
+mod address;
+mod commands;
+mod connection;
 mod resp;
-mod subscriber;
 pub mod wire;
 
 use std::collections::HashMap;
@@ -35,7 +37,6 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use redis::aio::ConnectionManager;
 use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc, watch};
 
@@ -47,8 +48,13 @@ use crate::socketio::adapter::{
 use crate::socketio::namespace::ServerAck;
 use crate::socketio::packet::{Packet, json_len};
 use crate::socketio::{AckResponse, BroadcastOperator, Namespace};
-use resp::Push;
-use subscriber::{Connection, Incoming, SubscriberError};
+use address::Address;
+pub use address::AddressError;
+use commands::{CONNECT_TIMEOUT, Commands};
+pub use connection::ConnectionError;
+use connection::{Connection, Incoming};
+pub use resp::RespError;
+use resp::{Frame, Limits, Push};
 use wire::{Channels, Message, RequestType};
 
 /// Settings of a node's link to Redis.
@@ -106,9 +112,12 @@ pub struct RedisStats {
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum RedisError {
-    /// The URL or the first connection failed.
+    /// The URL does not name a Redis server this node can reach.
+    #[error("redis URL: {0}")]
+    Address(#[from] AddressError),
+    /// The first connection failed.
     #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
+    Connection(#[from] ConnectionError),
 }
 
 /// This process's link to the cluster; cheap to clone.
@@ -128,8 +137,8 @@ impl std::fmt::Debug for RedisNode {
 struct NodeInner {
     uid: String,
     config: RedisConfig,
-    client: redis::Client,
-    commands: ConnectionManager,
+    address: Address,
+    commands: Commands,
     outbox: mpsc::Sender<(String, Vec<u8>)>,
     outbox_bytes: AtomicUsize,
     namespaces: Mutex<HashMap<String, Arc<NsLink>>>,
@@ -160,23 +169,18 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl RedisNode {
-    /// Connects to Redis at `url` (`redis://host:port/db`) and starts the node's tasks.
+    /// Connects to Redis at `url` and starts the node's tasks. The URL is
+    /// `redis://[user[:password]@]host[:port][/db]`, or `redis+unix:///path?user=..&pass=..`
+    /// for a Unix socket; TLS (`rediss://`) is not spoken.
     pub async fn connect(url: &str, config: RedisConfig) -> Result<RedisNode, RedisError> {
-        let client = redis::Client::open(url)?;
-        let manager_config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(1));
-        let commands = client
-            .get_connection_manager_with_config(manager_config)
-            .await?;
+        let address: Address = url.parse()?;
+        let commands = Commands::open(address.clone()).await?;
         let (outbox, outbox_rx) = mpsc::channel(config.publish_queue.max(1));
         let (shutdown, _) = watch::channel(false);
         let inner = Arc::new(NodeInner {
             uid: Id::random().to_string(),
             config,
-            client,
+            address,
             commands,
             outbox,
             outbox_bytes: AtomicUsize::new(0),
@@ -326,18 +330,30 @@ impl NodeInner {
 
     /// Subscribers of a namespace's request channel: the nodes serving it.
     async fn server_count(&self, channels: &Channels) -> Result<usize, ClusterError> {
-        let mut conn = self.commands.clone();
-        let mut cmd = redis::cmd("PUBSUB");
-        cmd.arg("NUMSUB").arg(&channels.request);
-        // A connection that died while idle fails its first command and is replaced; the
-        // question is safe to ask again.
-        let mut reply = cmd.query_async::<(String, usize)>(&mut conn).await;
-        if matches!(&reply, Err(e) if e.is_connection_dropped() || e.is_io_error()) {
-            reply = cmd.query_async(&mut conn).await;
+        let mut command = Vec::new();
+        resp::command(
+            &mut command,
+            &[b"PUBSUB", b"NUMSUB", channels.request.as_bytes()],
+        );
+        // `[channel, count]`
+        let reply = self
+            .commands
+            .call(&command, 1, |frame| match frame {
+                Frame::Array(Some(items)) => match items.get(1) {
+                    Some(&Frame::Integer(n)) => usize::try_from(n).ok(),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .await;
+        match reply {
+            Ok(counts) => {
+                counts.into_iter().next().flatten().ok_or_else(|| {
+                    ClusterError::Unavailable("unexpected PUBSUB NUMSUB reply".into())
+                })
+            }
+            Err(e) => Err(ClusterError::Unavailable(e.to_string())),
         }
-        reply
-            .map(|(_, n)| n)
-            .map_err(|e| ClusterError::Unavailable(e.to_string()))
     }
 }
 
@@ -345,14 +361,30 @@ impl NodeInner {
     /// Every node listens on its own answer channel (`key-response#nsp#uid#`, Node's nodes
     /// too), so the channels Redis has for that pattern name the live nodes.
     async fn node_ids(&self, channels: &Channels) -> Result<Vec<String>, ClusterError> {
-        let mut conn = self.commands.clone();
         let pattern = format!("{}*#", glob_escape(&channels.response));
-        let found: Vec<String> = redis::cmd("PUBSUB")
-            .arg("CHANNELS")
-            .arg(pattern)
-            .query_async(&mut conn)
+        let mut command = Vec::new();
+        resp::command(&mut command, &[b"PUBSUB", b"CHANNELS", pattern.as_bytes()]);
+        let reply = self
+            .commands
+            .call(&command, 1, |frame| match frame {
+                Frame::Array(Some(items)) => Some(
+                    items
+                        .iter()
+                        .filter_map(|item| match item {
+                            Frame::Bulk(Some(name)) => std::str::from_utf8(name).ok(),
+                            _ => None,
+                        })
+                        .map(str::to_owned)
+                        .collect::<Vec<String>>(),
+                ),
+                _ => None,
+            })
             .await
             .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
+        let found =
+            reply.into_iter().next().flatten().ok_or_else(|| {
+                ClusterError::Unavailable("unexpected PUBSUB CHANNELS reply".into())
+            })?;
         let mut ids: Vec<String> = found
             .iter()
             .filter_map(|c| c.strip_prefix(channels.response.as_str()))
@@ -381,8 +413,8 @@ fn glob_escape(s: &str) -> String {
 async fn publisher(node: Arc<NodeInner>, mut rx: mpsc::Receiver<(String, Vec<u8>)>) {
     const BATCH: usize = 512;
     let mut shutdown = node.shutdown.subscribe();
-    let mut conn = node.commands.clone();
     let mut batch = Vec::with_capacity(BATCH);
+    let mut commands = Vec::new();
     loop {
         let n = tokio::select! {
             n = rx.recv_many(&mut batch, BATCH) => n,
@@ -391,21 +423,31 @@ async fn publisher(node: Arc<NodeInner>, mut rx: mpsc::Receiver<(String, Vec<u8>
         if n == 0 {
             return;
         }
-        let mut pipe = redis::pipe();
+        commands.clear();
         let mut bytes = 0;
         for (channel, payload) in batch.drain(..) {
             bytes += channel.len() + payload.len();
-            pipe.cmd("PUBLISH").arg(channel).arg(payload).ignore();
+            resp::command(&mut commands, &[b"PUBLISH", channel.as_bytes(), &payload]);
         }
         node.outbox_bytes.fetch_sub(bytes, Ordering::AcqRel);
-        let mut sent = pipe.exec_async(&mut conn).await;
-        // A connection found dead when writing sent nothing: one more try, on the new one.
-        if matches!(&sent, Err(e) if e.is_connection_dropped()) {
-            sent = pipe.exec_async(&mut conn).await;
+        // Each reply is the number of subscribers reached, or an error for that one message.
+        let sent = node
+            .commands
+            .call(&commands, n, |frame| !matches!(frame, Frame::Error(_)))
+            .await;
+        if commands.capacity() > KEEP_COMMANDS_CAPACITY {
+            commands = Vec::new();
         }
         match sent {
-            Ok(()) => {
-                node.stats.published.fetch_add(n as u64, Ordering::Relaxed);
+            Ok(replies) => {
+                let ok = replies.iter().filter(|&&ok| ok).count();
+                node.stats.published.fetch_add(ok as u64, Ordering::Relaxed);
+                if ok < n {
+                    node.stats
+                        .publish_failed
+                        .fetch_add((n - ok) as u64, Ordering::Relaxed);
+                    tracing::warn!(refused = n - ok, "redis refused publishes; messages lost");
+                }
             }
             Err(e) => {
                 node.stats
@@ -417,8 +459,9 @@ async fn publisher(node: Arc<NodeInner>, mut rx: mpsc::Receiver<(String, Vec<u8>
     }
 }
 
-/// How long making the subscriber connection (and authenticating) may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// A publish buffer larger than this is let go after use, so one burst of large messages does
+/// not keep its capacity for the life of the node.
+const KEEP_COMMANDS_CAPACITY: usize = 1 << 20;
 
 /// Owns the subscriber connection: subscribes every namespace, hands on messages, and after a
 /// loss connects and subscribes again (with backoff) until the node shuts down.
@@ -432,8 +475,8 @@ async fn subscriber(node: Arc<NodeInner>) {
         }
         let opened = tokio::select! {
             c = Connection::open(
-                node.client.get_connection_info(),
-                node.config.max_message_bytes,
+                &node.address,
+                Limits::subscriber(node.config.max_message_bytes),
                 CONNECT_TIMEOUT,
             ) => c,
             _ = shutdown.changed() => return,
@@ -469,7 +512,7 @@ impl NodeInner {
         shutdown: &mut watch::Receiver<bool>,
         first: &mut bool,
         backoff: &mut Duration,
-    ) -> Result<(), SubscriberError> {
+    ) -> Result<(), ConnectionError> {
         let mut done: Vec<String> = Vec::new();
         // Subscriptions sent and not yet confirmed: the node counts as subscribed at zero.
         let mut unconfirmed = 0usize;
@@ -533,7 +576,7 @@ impl NodeInner {
                                 unconfirmed = unconfirmed.saturating_sub(1);
                             }
                             Incoming::Push(Push::Error(e)) => {
-                                return Err(SubscriberError::Refused(
+                                return Err(ConnectionError::Refused(
                                     String::from_utf8_lossy(e).into_owned(),
                                 ));
                             }
@@ -553,7 +596,7 @@ impl NodeInner {
                 _ = self.new_namespace.notified() => {}
                 _ = health.tick() => {
                     if pinged {
-                        return Err(SubscriberError::Unresponsive);
+                        return Err(ConnectionError::Unresponsive);
                     }
                     if !heard {
                         let mut ping = Vec::new();

@@ -1,18 +1,43 @@
-//! RESP2, as much of it as a subscriber connection needs: commands out; replies and pushed
+//! RESP2, as much of it as a node's two connections need: commands out; replies and pushed
 //! messages in. Pure: bytes in, frames out; no I/O.
 //!
-//! The subscriber reads its connection itself (rather than through the `redis` crate, whose
-//! pub/sub reader queues messages without bound ahead of their handling), so every limit a
-//! reply can push on the read buffer is checked here before the bytes are waited for.
+//! Every limit a reply can push on the read buffer is checked here, before the bytes are
+//! waited for, so what Redis (or whatever answers in its place) sends cannot make a
+//! connection's buffer grow past what its [`Limits`] allow.
+
+use std::io::Write;
 
 use thiserror::Error;
 
-/// Elements an array may have. Pub/sub pushes have 3 (`message`, `subscribe`, ...) or 4
-/// (`pmessage`); a few more leave room for replies to the odd command.
-const MAX_ELEMENTS: usize = 16;
-
-/// Arrays inside arrays: pub/sub traffic is flat.
+/// Arrays inside arrays: pub/sub traffic and the replies the node asks for are flat.
 const MAX_DEPTH: usize = 2;
+
+/// What one connection accepts in a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes of one bulk string.
+    pub max_bulk: usize,
+    /// Elements of one array.
+    pub max_elements: usize,
+}
+
+impl Limits {
+    /// A subscriber's: pushes have 3 elements (`message`, `subscribe`, ...) or 4 (`pmessage`);
+    /// a few more leave room for the odd reply.
+    pub fn subscriber(max_message_bytes: usize) -> Limits {
+        Limits {
+            max_bulk: max_message_bytes,
+            max_elements: 16,
+        }
+    }
+
+    /// The command connection's: integers, and lists of channels (one per node of the
+    /// cluster).
+    pub const COMMANDS: Limits = Limits {
+        max_bulk: 1 << 20,
+        max_elements: 1 << 16,
+    };
+}
 
 /// Bytes a status or error line may have before its end is seen.
 const MAX_LINE: usize = 64 * 1024;
@@ -53,16 +78,18 @@ pub enum RespError {
     /// stream (counted from the start of the buffer), so the reader can skip it and go on.
     #[error("bulk string of {len} bytes over the limit")]
     TooLarge {
+        /// The string's announced length.
         len: usize,
+        /// Where the frame holding it ends, when that is known.
         frame_end: Option<usize>,
     },
 }
 
 /// Reads one frame from the start of `buf`: the frame and the bytes it took, `None` if more
-/// bytes are needed. Bulk strings longer than `max_bulk` are refused before they arrive.
-pub fn parse(buf: &[u8], max_bulk: usize) -> Result<Option<(Frame<'_>, usize)>, RespError> {
+/// bytes are needed. Bulk strings and arrays over `limits` are refused before they arrive.
+pub fn parse(buf: &[u8], limits: Limits) -> Result<Option<(Frame<'_>, usize)>, RespError> {
     let mut pos = 0;
-    match frame(buf, &mut pos, max_bulk, 0, true)? {
+    match frame(buf, &mut pos, &limits, 0, true)? {
         Some(f) => Ok(Some((f, pos))),
         None => Ok(None),
     }
@@ -71,7 +98,7 @@ pub fn parse(buf: &[u8], max_bulk: usize) -> Result<Option<(Frame<'_>, usize)>, 
 fn frame<'a>(
     buf: &'a [u8],
     pos: &mut usize,
-    max_bulk: usize,
+    limits: &Limits,
     depth: usize,
     last_in_top: bool,
 ) -> Result<Option<Frame<'a>>, RespError> {
@@ -93,7 +120,7 @@ fn frame<'a>(
                 return Ok(Some(Frame::Bulk(None)));
             }
             let len = usize::try_from(len).map_err(|_| RespError::BadNumber)?;
-            if len > max_bulk {
+            if len > limits.max_bulk {
                 let frame_end = (depth == 1 && last_in_top).then(|| after_line + len + 2);
                 return Err(RespError::TooLarge { len, frame_end });
             }
@@ -114,14 +141,14 @@ fn frame<'a>(
                 return Ok(Some(Frame::Array(None)));
             }
             let n = usize::try_from(n).map_err(|_| RespError::BadNumber)?;
-            if n > MAX_ELEMENTS || depth >= MAX_DEPTH {
+            if n > limits.max_elements || depth >= MAX_DEPTH {
                 return Err(RespError::TooComplex);
             }
             let mut at = after_line;
             let mut items = Vec::with_capacity(n);
             for i in 0..n {
                 let last = depth == 0 && i + 1 == n;
-                match frame(buf, &mut at, max_bulk, depth + 1, last)? {
+                match frame(buf, &mut at, limits, depth + 1, last)? {
                     Some(item) => items.push(item),
                     None => return Ok(None),
                 }
@@ -159,9 +186,10 @@ fn number(line: &[u8]) -> Result<i64, RespError> {
 
 /// Appends one command, as the array of bulk strings Redis expects.
 pub fn command(out: &mut Vec<u8>, args: &[&[u8]]) {
-    out.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, "*{}\r\n", args.len());
     for arg in args {
-        out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+        let _ = write!(out, "${}\r\n", arg.len());
         out.extend_from_slice(arg);
         out.extend_from_slice(b"\r\n");
     }
@@ -220,8 +248,17 @@ impl<'a> Push<'a> {
 mod tests {
     use super::*;
 
+    const KIB: Limits = Limits {
+        max_bulk: 1024,
+        max_elements: 16,
+    };
+    const TINY: Limits = Limits {
+        max_bulk: 10,
+        max_elements: 16,
+    };
+
     fn whole(bytes: &[u8]) -> Frame<'_> {
-        let (frame, used) = parse(bytes, 1024).unwrap().expect("a whole frame");
+        let (frame, used) = parse(bytes, KIB).unwrap().expect("a whole frame");
         assert_eq!(used, bytes.len());
         frame
     }
@@ -275,7 +312,7 @@ mod tests {
         let message = b"*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$5\r\nhello\r\n";
         for end in 0..message.len() {
             assert_eq!(
-                parse(&message[..end], 1024),
+                parse(&message[..end], KIB),
                 Ok(None),
                 "prefix of {end} bytes"
             );
@@ -283,10 +320,10 @@ mod tests {
         // And what follows a frame is left for the next one.
         let mut two = message.to_vec();
         two.extend_from_slice(b"+OK\r\n");
-        let (_, used) = parse(&two, 1024).unwrap().unwrap();
+        let (_, used) = parse(&two, KIB).unwrap().unwrap();
         assert_eq!(used, message.len());
         assert_eq!(
-            parse(&two[used..], 1024),
+            parse(&two[used..], KIB),
             Ok(Some((Frame::Simple(b"OK"), 5)))
         );
     }
@@ -295,7 +332,7 @@ mod tests {
     fn a_payload_over_the_limit_is_refused_before_it_arrives_and_can_be_skipped() {
         let head = b"*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$2000\r\n";
         assert_eq!(
-            parse(head, 1024),
+            parse(head, KIB),
             Err(RespError::TooLarge {
                 len: 2000,
                 frame_end: Some(head.len() + 2002)
@@ -304,14 +341,14 @@ mod tests {
         // Not the last element: where the frame ends is not known without reading the rest.
         let inner = b"*3\r\n$2000\r\n";
         assert_eq!(
-            parse(inner, 1024),
+            parse(inner, KIB),
             Err(RespError::TooLarge {
                 len: 2000,
                 frame_end: None
             })
         );
         assert!(matches!(
-            parse(b"$2000\r\n", 1024),
+            parse(b"$2000\r\n", KIB),
             Err(RespError::TooLarge {
                 frame_end: None,
                 ..
@@ -321,15 +358,18 @@ mod tests {
 
     #[test]
     fn malformed_input_is_an_error_not_a_wait() {
-        assert_eq!(parse(b"%1\r\n", 10), Err(RespError::UnknownType(b'%')));
-        assert_eq!(parse(b":x\r\n", 10), Err(RespError::BadNumber));
-        assert_eq!(parse(b"$-7x\r\n", 10), Err(RespError::BadNumber));
-        assert_eq!(parse(b"+OK\rX", 10), Err(RespError::BadLine));
-        assert_eq!(parse(b"$2\r\nabXY", 10), Err(RespError::BadLine));
-        assert_eq!(parse(b"*17\r\n", 10), Err(RespError::TooComplex));
-        assert_eq!(parse(b"*1\r\n*1\r\n*1\r\n", 10), Err(RespError::TooComplex));
+        assert_eq!(parse(b"%1\r\n", TINY), Err(RespError::UnknownType(b'%')));
+        assert_eq!(parse(b":x\r\n", TINY), Err(RespError::BadNumber));
+        assert_eq!(parse(b"$-7x\r\n", TINY), Err(RespError::BadNumber));
+        assert_eq!(parse(b"+OK\rX", TINY), Err(RespError::BadLine));
+        assert_eq!(parse(b"$2\r\nabXY", TINY), Err(RespError::BadLine));
+        assert_eq!(parse(b"*17\r\n", TINY), Err(RespError::TooComplex));
+        assert_eq!(
+            parse(b"*1\r\n*1\r\n*1\r\n", TINY),
+            Err(RespError::TooComplex)
+        );
         let long = [b"+".as_slice(), &vec![b'a'; MAX_LINE + 1]].concat();
-        assert_eq!(parse(&long, 10), Err(RespError::BadLine));
+        assert_eq!(parse(&long, TINY), Err(RespError::BadLine));
     }
 
     #[test]

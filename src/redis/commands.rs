@@ -1,0 +1,104 @@
+//! The node's command connection: publishes, and the questions it asks Redis about the
+//! cluster (`PUBSUB NUMSUB`, `PUBSUB CHANNELS`).
+//!
+//! One connection, used by one caller at a time, each sending its commands in one write and
+//! reading their replies. It is made when first needed and again after a loss; while Redis
+//! cannot be reached, attempts are spaced out (100 ms doubling to 2 s) and calls in between
+//! fail at once, so nothing queues up behind an unreachable Redis.
+
+use std::time::Duration;
+
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use super::address::Address;
+use super::connection::{Connection, ConnectionError};
+use super::resp::{Frame, Limits};
+
+/// How long making the connection (and logging in) may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a call may take to send its commands and read their replies.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+pub struct Commands {
+    address: Address,
+    state: Mutex<State>,
+}
+
+struct State {
+    conn: Option<Connection>,
+    /// After a failed attempt to connect: no new one before this.
+    retry_at: Option<Instant>,
+    backoff: Duration,
+}
+
+impl Commands {
+    /// Connects, so that a node given a Redis it cannot reach finds out at once.
+    pub async fn open(address: Address) -> Result<Commands, ConnectionError> {
+        let conn = Connection::open(&address, Limits::COMMANDS, CONNECT_TIMEOUT).await?;
+        Ok(Commands {
+            address,
+            state: Mutex::new(State {
+                conn: Some(conn),
+                retry_at: None,
+                backoff: FIRST_BACKOFF,
+            }),
+        })
+    }
+
+    /// Sends `commands`, `replies` of them in one buffer, and hands each reply to `read`, in
+    /// order. After any failure the connection is not used again (where it stopped between a
+    /// command and its reply is unknown), so the next call makes a new one.
+    pub async fn call<T>(
+        &self,
+        commands: &[u8],
+        replies: usize,
+        mut read: impl FnMut(Frame<'_>) -> T,
+    ) -> Result<Vec<T>, ConnectionError> {
+        let mut state = self.state.lock().await;
+        let mut conn = match state
+            .conn
+            .take()
+            .and_then(|mut conn| (!conn.is_stale()).then_some(conn))
+        {
+            Some(conn) => conn,
+            None => self.reconnect(&mut state).await?,
+        };
+        let exchange = async {
+            conn.send(commands).await?;
+            let mut out = Vec::with_capacity(replies);
+            for _ in 0..replies {
+                out.push(conn.reply(&mut read).await?);
+            }
+            Ok(out)
+        };
+        let out = tokio::time::timeout(RESPONSE_TIMEOUT, exchange)
+            .await
+            .unwrap_or(Err(ConnectionError::Timeout))?;
+        state.conn = Some(conn);
+        Ok(out)
+    }
+
+    async fn reconnect(&self, state: &mut State) -> Result<Connection, ConnectionError> {
+        if state.retry_at.is_some_and(|at| Instant::now() < at) {
+            return Err(ConnectionError::Down);
+        }
+        match Connection::open(&self.address, Limits::COMMANDS, CONNECT_TIMEOUT).await {
+            Ok(conn) => {
+                state.retry_at = None;
+                state.backoff = FIRST_BACKOFF;
+                tracing::info!("redis command connection made again");
+                Ok(conn)
+            }
+            Err(e) => {
+                state.retry_at = Some(Instant::now() + state.backoff);
+                state.backoff = (state.backoff * 2).min(MAX_BACKOFF);
+                Err(e)
+            }
+        }
+    }
+}

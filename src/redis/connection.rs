@@ -1,0 +1,211 @@
+//! One connection to Redis: the socket, logging in, commands out, frames in.
+//!
+//! A node has two. The subscriber's hands every message on as soon as it is parsed, and
+//! nothing more is read from the socket until the messages already read have been handled: a
+//! flood from other nodes waits in the kernel and in Redis, which bounds a subscriber's
+//! backlog itself (`client-output-buffer-limit pubsub`, and disconnects a subscriber beyond
+//! it), instead of in a queue in this process. The read buffer holds at most one frame within
+//! the connection's [`Limits`] plus one read; a message over them is skipped as it streams
+//! past. The command connection reads exactly the replies it waits for.
+
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+use super::address::{Address, Endpoint};
+use super::resp::{self, Frame, Limits, Push, RespError};
+
+/// Room asked for before each read.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// A read buffer larger than this is let go once empty, so one large message does not keep
+/// its capacity for the life of the connection.
+const KEEP_CAPACITY: usize = 4 * READ_CHUNK;
+
+/// How long a write of commands may wait for the socket.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// Why a connection could not be made or was given up.
+#[derive(Debug, Error)]
+pub enum ConnectionError {
+    /// The socket failed.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// Redis (or whatever listens there) closed the connection.
+    #[error("redis closed the connection")]
+    Closed,
+    /// What came back is not RESP2 within the connection's limits.
+    #[error("redis protocol: {0}")]
+    Protocol(#[from] RespError),
+    /// An error reply where the connection cannot go on (a failed login, say).
+    #[error("redis refused: {0}")]
+    Refused(String),
+    /// Connecting, or an exchange, took too long.
+    #[error("redis did not answer in time")]
+    Timeout,
+    /// A subscriber's ping went unanswered.
+    #[error("redis did not answer a ping")]
+    Unresponsive,
+    /// The last attempt to connect failed a moment ago; the next waits a little.
+    #[error("redis is unreachable; the next attempt waits a little")]
+    Down,
+}
+
+/// What a subscriber is told, for each frame read.
+pub enum Incoming<'a> {
+    Push(Push<'a>),
+    /// A message over the connection's limit, skipped unread.
+    Oversized(usize),
+}
+
+pub struct Connection {
+    io: Box<dyn Io>,
+    buf: BytesMut,
+    limits: Limits,
+    /// Bytes of an oversized message still to be dropped as they arrive.
+    skip: usize,
+}
+
+impl Connection {
+    /// Connects and logs in as `address` says (RESP2), within `timeout`.
+    pub async fn open(
+        address: &Address,
+        limits: Limits,
+        timeout: Duration,
+    ) -> Result<Connection, ConnectionError> {
+        tokio::time::timeout(timeout, Connection::open_now(address, limits))
+            .await
+            .map_err(|_| ConnectionError::Timeout)?
+    }
+
+    async fn open_now(address: &Address, limits: Limits) -> Result<Connection, ConnectionError> {
+        let io: Box<dyn Io> = match &address.endpoint {
+            Endpoint::Tcp { host, port } => {
+                let stream = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
+                stream.set_nodelay(true)?;
+                Box::new(stream)
+            }
+            Endpoint::Unix(path) => Box::new(tokio::net::UnixStream::connect(path).await?),
+        };
+        let mut conn = Connection {
+            io,
+            buf: BytesMut::new(),
+            limits,
+            skip: 0,
+        };
+        if let Some(password) = &address.password {
+            let mut auth = Vec::new();
+            match &address.username {
+                Some(user) => {
+                    resp::command(&mut auth, &[b"AUTH", user.as_bytes(), password.as_bytes()])
+                }
+                None => resp::command(&mut auth, &[b"AUTH", password.as_bytes()]),
+            }
+            conn.io.write_all(&auth).await?;
+            let answer = conn
+                .reply(|frame| match frame {
+                    Frame::Simple(_) => Ok(()),
+                    Frame::Error(e) => Err(String::from_utf8_lossy(e).into_owned()),
+                    other => Err(format!("unexpected reply {other:?}")),
+                })
+                .await?;
+            answer.map_err(ConnectionError::Refused)?;
+        }
+        Ok(conn)
+    }
+
+    /// Reads the next frame and hands it to `read`: the reply to a command sent.
+    pub async fn reply<T>(
+        &mut self,
+        read: impl FnOnce(Frame<'_>) -> T,
+    ) -> Result<T, ConnectionError> {
+        loop {
+            if let Some((frame, used)) = resp::parse(&self.buf, self.limits)? {
+                let out = read(frame);
+                self.buf.advance(used);
+                return Ok(out);
+            }
+            self.read_more().await?;
+        }
+    }
+
+    /// Whether Redis has closed the connection (or sent what nobody asked for) while it was
+    /// idle. A command connection is checked before it is used again, so that commands are
+    /// not written into a connection that Redis already left (after a restart, say): there
+    /// they would be lost without a sign of whether they were carried out.
+    pub fn is_stale(&mut self) -> bool {
+        if !self.buf.is_empty() {
+            return true;
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut byte = [0u8; 1];
+        let mut probe = ReadBuf::new(&mut byte);
+        !matches!(
+            Pin::new(&mut self.io).poll_read(&mut cx, &mut probe),
+            Poll::Pending
+        )
+    }
+
+    /// Sends commands.
+    pub async fn send(&mut self, commands: &[u8]) -> Result<(), ConnectionError> {
+        tokio::time::timeout(WRITE_TIMEOUT, self.io.write_all(commands))
+            .await
+            .map_err(|_| ConnectionError::Timeout)??;
+        Ok(())
+    }
+
+    /// Waits for bytes from Redis. Cancel-safe: a read that did not complete took nothing.
+    pub async fn read_more(&mut self) -> Result<(), ConnectionError> {
+        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
+            self.buf.reserve(READ_CHUNK);
+        }
+        match self.io.read_buf(&mut self.buf).await? {
+            0 => Err(ConnectionError::Closed),
+            _ => Ok(()),
+        }
+    }
+
+    /// Hands every whole frame read so far to `handle`, in order (a subscriber's reading).
+    pub fn drain(
+        &mut self,
+        mut handle: impl FnMut(Incoming<'_>) -> Result<(), ConnectionError>,
+    ) -> Result<(), ConnectionError> {
+        loop {
+            if self.skip > 0 {
+                let n = self.skip.min(self.buf.len());
+                self.buf.advance(n);
+                self.skip -= n;
+                if self.skip > 0 {
+                    break;
+                }
+            }
+            match resp::parse(&self.buf, self.limits) {
+                Ok(Some((frame, used))) => {
+                    let handled = handle(Incoming::Push(Push::of(&frame)));
+                    self.buf.advance(used);
+                    handled?;
+                }
+                Ok(None) => break,
+                Err(RespError::TooLarge {
+                    len,
+                    frame_end: Some(end),
+                }) => {
+                    self.skip = end;
+                    handle(Incoming::Oversized(len))?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if self.buf.is_empty() && self.buf.capacity() > KEEP_CAPACITY {
+            self.buf = BytesMut::new();
+        }
+        Ok(())
+    }
+}
