@@ -15,6 +15,10 @@ node), not how much it scales. CPU is summed over every server process and redis
 
     python3 benches/cluster.py                 # 1000 receivers, 64 B, saturated, 3 reps
     python3 benches/cluster.py --clients 2000 --size 1024 --reps 5
+    python3 benches/cluster.py --baseline ../other-checkout   # adds base-redis-1, base-redis-2
+
+`--baseline DIR` runs another checkout's `cluster_node` (built here too) beside ours, as the
+setups `base-redis-1` and `base-redis-2`: a before/after comparison in one run.
 """
 
 from __future__ import annotations
@@ -73,6 +77,12 @@ def wait_port(port: int) -> None:
     raise RuntimeError("redis-server did not come up")
 
 
+def node_binary(setup: str, args) -> Path:
+    if setup.startswith("base-"):
+        return Path(args.baseline).resolve() / "target" / "release" / "examples" / "cluster_node"
+    return CLUSTER_NODE
+
+
 def one_run(setup: str, args, log) -> dict:
     env = dict(os.environ, HOST="127.0.0.1", PORT="0", RUST_LOG="warn")
     procs: list[subprocess.Popen] = []
@@ -96,8 +106,8 @@ def one_run(setup: str, args, log) -> dict:
             wait_port(rport)
             env["REDIS_URL"] = f"redis://127.0.0.1:{rport}/"
             urls = []
-            for _ in range(2 if setup == "redis-2" else 1):
-                p, addr = start([str(CLUSTER_NODE)], env, log)
+            for _ in range(2 if setup.endswith("redis-2") else 1):
+                p, addr = start([str(node_binary(setup, args))], env, log)
                 procs.append(p)
                 urls.append(f"http://{addr}")
         time.sleep(0.5)
@@ -137,19 +147,25 @@ def main() -> int:
     ap.add_argument("--warmup", type=float, default=2)
     ap.add_argument("--duration", type=float, default=8)
     ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--baseline", metavar="DIR", help="another checkout of this repository")
     args = ap.parse_args()
     bench.raise_nofile()
     if not args.no_build:
         subprocess.run(["cargo", "build", "--release", "--example", "cluster_node"], cwd=bench.ROOT, check=True)
+        if args.baseline:
+            subprocess.run(["cargo", "build", "--release", "--example", "cluster_node"],
+                           cwd=args.baseline, check=True)
         subprocess.run(["cargo", "build", "--release"], cwd=bench.BENCHES / "loadgen", check=True)
         subprocess.run(["cargo", "build", "--release"], cwd=bench.BENCHES / "peers" / "ours", check=True)
     setups = ["memory", "redis-1", "redis-2"]
+    if args.baseline:
+        setups += ["base-redis-1", "base-redis-2"]
     results: dict[str, list[dict]] = {s: [] for s in setups}
     logdir = bench.BENCHES / "results"
     logdir.mkdir(exist_ok=True)
     with open(logdir / "cluster-servers.log", "ab") as log:
         for rep in range(args.reps):
-            order = setups[rep % 3:] + setups[:rep % 3]
+            order = setups[rep % len(setups):] + setups[:rep % len(setups)]
             for setup in order:
                 r = one_run(setup, args, log)
                 results[setup].append(r)
@@ -162,12 +178,12 @@ def main() -> int:
     base = med("redis-1", "deliveries_per_s")
     print(f"\nbroadcast to {args.clients} receivers, {args.size} B, saturated; "
           f"medians of {args.reps} runs")
-    print(f"{'setup':<10} {'deliveries/s':>14} {'vs redis-1':>11} {'CPU/delivery µs':>16} {'lost':>6}")
+    print(f"{'setup':<12} {'deliveries/s':>14} {'vs redis-1':>11} {'CPU/delivery µs':>16} {'lost':>6}")
     for s in setups:
         d, c = med(s, "deliveries_per_s"), med(s, "cpu_per_delivery_us")
         ratio = f"{d / base:.2f}x" if d and base else "-"
         lost = sum((r.get("lost") or 0) for r in results[s])
-        print(f"{s:<10} {d or 0:>14,.0f} {ratio:>11} {c or 0:>16.2f} {lost:>6}")
+        print(f"{s:<12} {d or 0:>14,.0f} {ratio:>11} {c or 0:>16.2f} {lost:>6}")
     return 0
 
 
