@@ -1,9 +1,10 @@
 //! Several nodes as one Socket.IO cluster through Redis pub/sub, wire-compatible with npm
 //! `@socket.io/redis-adapter`: Rust and Node.js nodes can serve one cluster together.
 //!
-//! One [`RedisNode`] per process holds two Redis connections, both spoken by hand over the
-//! [`resp`] codec: one for commands (publishes, and questions about the cluster), made again
-//! when lost, and a subscriber owned by one task that resubscribes after every reconnection. Each namespace gets a [`RedisAdapter`] from
+//! One [`RedisNode`] per process holds two Redis connections, both spoken by hand over a
+//! small RESP2 codec (`resp.rs`): one for commands (publishes, and questions about the
+//! cluster), made again when lost, and a subscriber owned by one task that resubscribes after
+//! every reconnection. Each namespace gets a [`RedisAdapter`] from
 //! [`RedisNode::adapter_factory`]; rooms stay in memory (every node knows only its own sockets)
 //! and what crosses nodes goes through the node's channels ([`wire`] has the format).
 //!
@@ -330,61 +331,34 @@ impl NodeInner {
 
     /// Subscribers of a namespace's request channel: the nodes serving it.
     async fn server_count(&self, channels: &Channels) -> Result<usize, ClusterError> {
-        let mut command = Vec::new();
-        resp::command(
-            &mut command,
-            &[b"PUBSUB", b"NUMSUB", channels.request.as_bytes()],
-        );
+        let request = channels.request.as_bytes();
         // `[channel, count]`
-        let reply = self
-            .commands
-            .call(&command, 1, |frame| match frame {
-                Frame::Array(Some(items)) => match items.get(1) {
-                    Some(&Frame::Integer(n)) => usize::try_from(n).ok(),
-                    _ => None,
-                },
+        self.ask_redis(&[b"PUBSUB", b"NUMSUB", request], |reply| match reply {
+            Frame::Array(Some(items)) => match items.get(1) {
+                Some(&Frame::Integer(n)) => usize::try_from(n).ok(),
                 _ => None,
-            })
-            .await;
-        match reply {
-            Ok(counts) => {
-                counts.into_iter().next().flatten().ok_or_else(|| {
-                    ClusterError::Unavailable("unexpected PUBSUB NUMSUB reply".into())
-                })
-            }
-            Err(e) => Err(ClusterError::Unavailable(e.to_string())),
-        }
+            },
+            _ => None,
+        })
+        .await
     }
-}
 
-impl NodeInner {
     /// Every node listens on its own answer channel (`key-response#nsp#uid#`, Node's nodes
     /// too), so the channels Redis has for that pattern name the live nodes.
     async fn node_ids(&self, channels: &Channels) -> Result<Vec<String>, ClusterError> {
         let pattern = format!("{}*#", glob_escape(&channels.response));
-        let mut command = Vec::new();
-        resp::command(&mut command, &[b"PUBSUB", b"CHANNELS", pattern.as_bytes()]);
-        let reply = self
-            .commands
-            .call(&command, 1, |frame| match frame {
-                Frame::Array(Some(items)) => Some(
-                    items
-                        .iter()
-                        .filter_map(|item| match item {
-                            Frame::Bulk(Some(name)) => std::str::from_utf8(name).ok(),
-                            _ => None,
-                        })
-                        .map(str::to_owned)
-                        .collect::<Vec<String>>(),
-                ),
-                _ => None,
+        let found = self
+            .ask_redis(&[b"PUBSUB", b"CHANNELS", pattern.as_bytes()], |reply| {
+                let Frame::Array(Some(items)) = reply else {
+                    return None;
+                };
+                let names = items.iter().filter_map(|item| match item {
+                    Frame::Bulk(Some(name)) => std::str::from_utf8(name).ok(),
+                    _ => None,
+                });
+                Some(names.map(str::to_owned).collect::<Vec<String>>())
             })
-            .await
-            .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
-        let found =
-            reply.into_iter().next().flatten().ok_or_else(|| {
-                ClusterError::Unavailable("unexpected PUBSUB CHANNELS reply".into())
-            })?;
+            .await?;
         let mut ids: Vec<String> = found
             .iter()
             .filter_map(|c| c.strip_prefix(channels.response.as_str()))
@@ -394,6 +368,30 @@ impl NodeInner {
             .collect();
         ids.sort();
         Ok(ids)
+    }
+
+    /// Sends Redis one command; `read` makes the answer out of its reply (`None`: not the
+    /// reply that command has).
+    async fn ask_redis<T>(
+        &self,
+        args: &[&[u8]],
+        read: impl FnMut(Frame<'_>) -> Option<T>,
+    ) -> Result<T, ClusterError> {
+        let mut command = Vec::new();
+        resp::command(&mut command, args);
+        let replies = self
+            .commands
+            .call(&command, 1, read)
+            .await
+            .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
+        replies.into_iter().next().flatten().ok_or_else(|| {
+            let words: Vec<_> = args
+                .iter()
+                .take(2)
+                .map(|a| String::from_utf8_lossy(a))
+                .collect();
+            ClusterError::Unavailable(format!("unexpected reply to {}", words.join(" ")))
+        })
     }
 }
 

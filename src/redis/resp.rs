@@ -67,7 +67,7 @@ pub enum RespError {
     /// A length or integer that is not one.
     #[error("malformed length or integer")]
     BadNumber,
-    /// A status or error line longer than [`MAX_LINE`], or a line not ended by CRLF.
+    /// A status or error line longer than 64 KiB, or a line not ended by CRLF.
     #[error("malformed or overlong line")]
     BadLine,
     /// More elements or deeper nesting than pub/sub traffic has.

@@ -34,9 +34,8 @@ pub struct SocketIoConfig {
     /// Default time to wait for an acknowledgement of a broadcast.
     pub ack_timeout: Duration,
     /// Acknowledgements one socket may owe at once: an emit that asks for one more fails with
-    /// [`EmitError::TooManyPendingAcks`](super::EmitError::TooManyPendingAcks). A client that
-    /// never answers cannot make the server hold an unbounded number of them (and of whatever
-    /// waits on them).
+    /// [`EmitError::TooManyPendingAcks`]. A client that never answers cannot make the server
+    /// hold an unbounded number of them (and of whatever waits on them).
     pub max_pending_acks: usize,
     /// Bytes of binary attachments the server holds at once, over all connections, for packets
     /// still waiting for more of theirs; a connection whose attachment would pass it is closed.
