@@ -17,7 +17,7 @@ use bytes::Bytes;
 use common::client::{Ws, ws_open, ws_recv_app, ws_recv_app_text, ws_send};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
-use socketio_server::redis::{RedisConfig, RedisNode};
+use socketio_server::redis::{AddressError, RedisConfig, RedisError, RedisNode};
 use socketio_server::socketio::{Socket, SocketIo};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
@@ -708,13 +708,40 @@ async fn nodes_join_a_redis_that_requires_a_password_or_a_user() {
     wait_until("not subscribed", || a.is_subscribed() && b.is_subscribed()).await;
     wait_for_nodes(&io, 2).await;
 
-    // A wrong password: the commands connection is refused at once.
+    // A wrong password: the commands connection is refused at once, with Redis's reason.
     let wrong = format!("redis://:nope@127.0.0.1:{}/", redis.port);
+    let err = RedisNode::connect(&wrong, RedisConfig::default())
+        .await
+        .expect_err("a wrong password");
     assert!(
-        RedisNode::connect(&wrong, RedisConfig::default())
-            .await
-            .is_err()
+        matches!(err, RedisError::Connection(_)) && err.to_string().contains("WRONGPASS"),
+        "{err}"
     );
+}
+
+#[tokio::test]
+async fn a_node_given_a_redis_it_cannot_reach_does_not_start() {
+    let nobody = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let err = RedisNode::connect(
+        &format!("redis://127.0.0.1:{nobody}/"),
+        RedisConfig::default(),
+    )
+    .await
+    .expect_err("nobody listens there");
+    assert!(matches!(err, RedisError::Connection(_)), "{err}");
+    for (url, expected) in [
+        ("rediss://127.0.0.1:6379/", AddressError::Tls),
+        ("127.0.0.1:6379", AddressError::Scheme),
+        ("redis://127.0.0.1:port/", AddressError::Port("port".into())),
+    ] {
+        match RedisNode::connect(url, RedisConfig::default()).await {
+            Err(RedisError::Address(e)) => assert_eq!(e, expected, "{url}"),
+            other => panic!("{url}: {other:?}"),
+        }
+    }
 }
 
 #[tokio::test]
