@@ -19,6 +19,9 @@ pub struct Limits {
     pub max_bulk: usize,
     /// Elements of one array.
     pub max_elements: usize,
+    /// Bytes of one whole frame: an array of many strings, each within `max_bulk`, must not
+    /// add up to more than the reader is willing to hold.
+    pub max_frame: usize,
 }
 
 impl Limits {
@@ -28,6 +31,8 @@ impl Limits {
         Limits {
             max_bulk: max_message_bytes,
             max_elements: 16,
+            // The payload, and room for the kind, the channel and the pattern.
+            max_frame: max_message_bytes.saturating_add(1 << 20),
         }
     }
 
@@ -36,6 +41,7 @@ impl Limits {
     pub const COMMANDS: Limits = Limits {
         max_bulk: 1 << 20,
         max_elements: 1 << 16,
+        max_frame: 16 << 20,
     };
 }
 
@@ -70,9 +76,12 @@ pub enum RespError {
     /// A status or error line longer than 64 KiB, or a line not ended by CRLF.
     #[error("malformed or overlong line")]
     BadLine,
-    /// More elements or deeper nesting than pub/sub traffic has.
-    #[error("array too large or nested too deep for a subscriber")]
+    /// More elements or deeper nesting than the connection takes.
+    #[error("array too large or nested too deep")]
     TooComplex,
+    /// A frame still incomplete after more bytes than [`Limits::max_frame`].
+    #[error("frame over {0} bytes")]
+    FrameTooLarge(usize),
     /// A bulk string over the caller's limit. When it is the last element of a top-level
     /// array, as a message's payload is, `frame_end` is where the whole frame ends in the
     /// stream (counted from the start of the buffer), so the reader can skip it and go on.
@@ -86,11 +95,14 @@ pub enum RespError {
 }
 
 /// Reads one frame from the start of `buf`: the frame and the bytes it took, `None` if more
-/// bytes are needed. Bulk strings and arrays over `limits` are refused before they arrive.
+/// bytes are needed. Bulk strings and arrays over `limits` are refused before they arrive, and
+/// a frame as soon as the bytes it has taken so far pass `limits.max_frame`.
 pub fn parse(buf: &[u8], limits: Limits) -> Result<Option<(Frame<'_>, usize)>, RespError> {
     let mut pos = 0;
     match frame(buf, &mut pos, &limits, 0, true)? {
         Some(f) => Ok(Some((f, pos))),
+        // Incomplete: everything in `buf` belongs to this one frame.
+        None if buf.len() > limits.max_frame => Err(RespError::FrameTooLarge(limits.max_frame)),
         None => Ok(None),
     }
 }
@@ -251,10 +263,12 @@ mod tests {
     const KIB: Limits = Limits {
         max_bulk: 1024,
         max_elements: 16,
+        max_frame: 4096,
     };
     const TINY: Limits = Limits {
         max_bulk: 10,
         max_elements: 16,
+        max_frame: 4096,
     };
 
     fn whole(bytes: &[u8]) -> Frame<'_> {
@@ -370,6 +384,28 @@ mod tests {
         );
         let long = [b"+".as_slice(), &vec![b'a'; MAX_LINE + 1]].concat();
         assert_eq!(parse(&long, TINY), Err(RespError::BadLine));
+    }
+
+    #[test]
+    fn strings_each_within_the_limit_cannot_add_up_past_the_frame_limit() {
+        // Eight strings of 1000 bytes: each within KIB's max_bulk, 8 KB over its max_frame.
+        let mut frame = b"*8\r\n".to_vec();
+        for _ in 0..8 {
+            frame.extend_from_slice(b"$1000\r\n");
+            frame.extend_from_slice(&[b'x'; 1000]);
+            frame.extend_from_slice(b"\r\n");
+        }
+        // Refused once the bytes held pass 4096, without waiting for the rest.
+        assert_eq!(parse(&frame[..4096], KIB), Ok(None));
+        assert_eq!(
+            parse(&frame[..4097], KIB),
+            Err(RespError::FrameTooLarge(4096))
+        );
+        let roomy = Limits {
+            max_frame: frame.len(),
+            ..KIB
+        };
+        assert!(matches!(parse(&frame, roomy), Ok(Some((_, n))) if n == frame.len()));
     }
 
     #[test]
