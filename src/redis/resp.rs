@@ -79,7 +79,8 @@ pub enum RespError {
     /// More elements or deeper nesting than the connection takes.
     #[error("array too large or nested too deep")]
     TooComplex,
-    /// A frame still incomplete after more bytes than [`Limits::max_frame`].
+    /// A frame still incomplete after more bytes than the connection holds for one (the
+    /// number given).
     #[error("frame over {0} bytes")]
     FrameTooLarge(usize),
     /// A bulk string over the caller's limit. When it is the last element of a top-level
