@@ -1,6 +1,6 @@
 //! One connection to Redis: the socket, logging in, commands out, frames in.
 //!
-//! A node has two. The subscriber's hands every message on as soon as it is parsed, and
+//! A node has two. The subscriber hands every message on as soon as it is parsed, and
 //! nothing more is read from the socket until the messages already read have been handled: a
 //! flood from other nodes waits in the kernel and in Redis, which bounds a subscriber's
 //! backlog itself (`client-output-buffer-limit pubsub`, and disconnects a subscriber beyond
@@ -130,6 +130,7 @@ impl Connection {
             if let Some((frame, used)) = resp::parse(&self.buf, self.limits)? {
                 let out = read(frame);
                 self.buf.advance(used);
+                self.shrink();
                 return Ok(out);
             }
             self.read_more().await?;
@@ -203,9 +204,14 @@ impl Connection {
                 Err(e) => return Err(e.into()),
             }
         }
+        self.shrink();
+        Ok(())
+    }
+
+    /// Lets a large read buffer go once it is empty.
+    fn shrink(&mut self) {
         if self.buf.is_empty() && self.buf.capacity() > KEEP_CAPACITY {
             self.buf = BytesMut::new();
         }
-        Ok(())
     }
 }
