@@ -158,7 +158,9 @@ fn frame<'a>(
                 return Err(RespError::TooComplex);
             }
             let mut at = after_line;
-            let mut items = Vec::with_capacity(n);
+            // The count is only announced: room for the elements that arrive, not for all it
+            // claims.
+            let mut items = Vec::with_capacity(n.min(64));
             for i in 0..n {
                 let last = depth == 0 && i + 1 == n;
                 match frame(buf, &mut at, limits, depth + 1, last)? {
