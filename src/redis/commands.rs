@@ -12,7 +12,7 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use super::address::Address;
-use super::connection::{Connection, ConnectionError};
+use super::connection::{Backoff, Connection, ConnectionError};
 use super::resp::{Frame, Limits};
 
 /// How long making the connection (and logging in) may take.
@@ -20,9 +20,6 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long a call may take to send its commands and read their replies.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
-
-const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 pub struct Commands {
     address: Address,
@@ -33,7 +30,7 @@ struct State {
     conn: Option<Connection>,
     /// After a failed attempt to connect: no new one before this.
     retry_at: Option<Instant>,
-    backoff: Duration,
+    backoff: Backoff,
 }
 
 impl Commands {
@@ -45,7 +42,7 @@ impl Commands {
             state: Mutex::new(State {
                 conn: Some(conn),
                 retry_at: None,
-                backoff: FIRST_BACKOFF,
+                backoff: Backoff::new(),
             }),
         })
     }
@@ -90,13 +87,12 @@ impl Commands {
         match Connection::open(&self.address, Limits::COMMANDS, CONNECT_TIMEOUT).await {
             Ok(conn) => {
                 state.retry_at = None;
-                state.backoff = FIRST_BACKOFF;
+                state.backoff.reset();
                 tracing::info!("redis command connection made again");
                 Ok(conn)
             }
             Err(e) => {
-                state.retry_at = Some(Instant::now() + state.backoff);
-                state.backoff = (state.backoff * 2).min(MAX_BACKOFF);
+                state.retry_at = Some(Instant::now() + state.backoff.next());
                 Err(e)
             }
         }

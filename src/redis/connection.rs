@@ -29,6 +29,32 @@ const KEEP_CAPACITY: usize = 4 * READ_CHUNK;
 /// How long a write of commands may wait for the socket.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The wait before the next attempt to connect, after a failed one or a lost connection:
+/// 100 ms, doubling up to 2 s, and 100 ms again once a connection is made. The same for both
+/// of a node's connections.
+pub struct Backoff(Duration);
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(100);
+    const MAX: Duration = Duration::from_secs(2);
+
+    pub fn new() -> Backoff {
+        Backoff(Backoff::FIRST)
+    }
+
+    /// The wait before this attempt; the one after it is twice as long.
+    pub fn next(&mut self) -> Duration {
+        let wait = self.0;
+        self.0 = (self.0 * 2).min(Backoff::MAX);
+        wait
+    }
+
+    /// A connection was made.
+    pub fn reset(&mut self) {
+        self.0 = Backoff::FIRST;
+    }
+}
+
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
@@ -213,5 +239,19 @@ impl Connection {
         if self.buf.is_empty() && self.buf.capacity() > KEEP_CAPACITY {
             self.buf = BytesMut::new();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wait_doubles_up_to_two_seconds_and_starts_over_once_connected() {
+        let mut backoff = Backoff::new();
+        let waits: Vec<u64> = (0..7).map(|_| backoff.next().as_millis() as u64).collect();
+        assert_eq!(waits, [100, 200, 400, 800, 1600, 2000, 2000]);
+        backoff.reset();
+        assert_eq!(backoff.next(), Duration::from_millis(100));
     }
 }

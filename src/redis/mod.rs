@@ -53,7 +53,7 @@ use address::Address;
 pub use address::AddressError;
 use commands::{CONNECT_TIMEOUT, Commands};
 pub use connection::ConnectionError;
-use connection::{Connection, Incoming};
+use connection::{Backoff, Connection, Incoming};
 pub use resp::RespError;
 use resp::{Frame, Limits, Push};
 use wire::{Channels, Message, RequestType};
@@ -465,7 +465,7 @@ const KEEP_COMMANDS_CAPACITY: usize = 1 << 20;
 /// loss connects and subscribes again (with backoff) until the node shuts down.
 async fn subscriber(node: Arc<NodeInner>) {
     let mut shutdown = node.shutdown.subscribe();
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new();
     let mut first = true;
     loop {
         if *shutdown.borrow() {
@@ -495,10 +495,9 @@ async fn subscriber(node: Arc<NodeInner>) {
             Err(e) => tracing::warn!(error = %e, "redis subscriber cannot connect; retrying"),
         }
         tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(backoff.next()) => {}
             _ = shutdown.changed() => return,
         }
-        backoff = (backoff * 2).min(Duration::from_secs(2));
     }
 }
 
@@ -509,7 +508,7 @@ impl NodeInner {
         mut conn: Connection,
         shutdown: &mut watch::Receiver<bool>,
         first: &mut bool,
-        backoff: &mut Duration,
+        backoff: &mut Backoff,
     ) -> Result<(), ConnectionError> {
         let mut done: Vec<String> = Vec::new();
         // Subscriptions sent and not yet confirmed: the node counts as subscribed at zero.
@@ -548,7 +547,7 @@ impl NodeInner {
             }
             if !announced && unconfirmed == 0 {
                 announced = true;
-                *backoff = Duration::from_millis(100);
+                backoff.reset();
                 self.subscribed.store(true, Ordering::Release);
                 if !*first {
                     self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
