@@ -134,7 +134,7 @@ impl Connection {
                 }
                 None => resp::command(&mut auth, &[b"AUTH", password.as_bytes()]),
             }
-            conn.io.write_all(&auth).await?;
+            conn.send(&auth).await?;
             let answer = conn
                 .reply(|frame| match frame {
                     Frame::Simple(_) => Ok(()),
