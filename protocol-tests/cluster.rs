@@ -22,6 +22,14 @@ use socketio_server::socketio::{Socket, SocketIo};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
+/// A loopback port nobody listens on (for now).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 /// A throwaway `redis-server` on a free port.
 struct Redis {
     port: u16,
@@ -36,10 +44,7 @@ impl Redis {
     }
 
     fn start_with(args: &[&str]) -> Redis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = free_port();
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         Redis {
             port,
@@ -721,10 +726,7 @@ async fn nodes_join_a_redis_that_requires_a_password_or_a_user() {
 
 #[tokio::test]
 async fn a_node_given_a_redis_it_cannot_reach_does_not_start() {
-    let nobody = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let nobody = free_port();
     let err = RedisNode::connect(
         &format!("redis://127.0.0.1:{nobody}/"),
         RedisConfig::default(),
