@@ -12,11 +12,8 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use super::address::Address;
-use super::connection::{Backoff, Connection, ConnectionError};
+use super::connection::{Backoff, CONNECT_TIMEOUT, Connection, ConnectionError};
 use super::resp::{Frame, Limits};
-
-/// How long making the connection (and logging in) may take.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long a call may take to send its commands and read their replies.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);

@@ -26,6 +26,9 @@ const READ_CHUNK: usize = 64 * 1024;
 /// its capacity for the life of the connection.
 const KEEP_CAPACITY: usize = 4 * READ_CHUNK;
 
+/// How long making a connection (and logging in) may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// How long a write of commands may wait for the socket.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
