@@ -72,6 +72,8 @@ impl std::str::FromStr for Address {
 
     fn from_str(url: &str) -> Result<Address, AddressError> {
         let (scheme, rest) = url.split_once("://").ok_or(AddressError::Scheme)?;
+        // A fragment means nothing to either form.
+        let rest = rest.split_once('#').map_or(rest, |(rest, _fragment)| rest);
         match scheme.to_ascii_lowercase().as_str() {
             "redis" => tcp(rest),
             "redis+unix" | "unix" => unix(rest),
@@ -82,7 +84,6 @@ impl std::str::FromStr for Address {
 }
 
 fn tcp(rest: &str) -> Result<Address, AddressError> {
-    let (rest, _fragment) = rest.split_once('#').unwrap_or((rest, ""));
     let (rest, _query) = rest.split_once('?').unwrap_or((rest, ""));
     let (authority, db) = rest.split_once('/').unwrap_or((rest, ""));
     check_database(db)?;
@@ -134,7 +135,6 @@ fn tcp(rest: &str) -> Result<Address, AddressError> {
 }
 
 fn unix(rest: &str) -> Result<Address, AddressError> {
-    let (rest, _fragment) = rest.split_once('#').unwrap_or((rest, ""));
     let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
     // `unix:///path` has an empty authority before the path; `unix://localhost/path` one
     // naming this machine.
