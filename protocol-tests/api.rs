@@ -1,6 +1,6 @@
 //! The embedding API over real sockets: typed handlers (binary included), dynamic namespaces,
-//! acknowledgements from the server to one client and to a whole room, and an upgrade of the
-//! embedding program's own beside Socket.IO.
+//! acknowledgements from the server to one client and to a whole room, an upgrade of the
+//! embedding program's own beside Socket.IO, and what a socket keeps of its opening request.
 
 mod common;
 
@@ -9,9 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::client::{Ws, ws_open, ws_recv_app, ws_recv_app_text, ws_send, ws_send_binary};
+use common::client::{
+    HttpConn, Ws, parse_open, ws_connect_with, ws_open, ws_recv_app, ws_recv_app_text, ws_send,
+    ws_send_binary,
+};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Value, json};
 use socketio_server::socketio::{AckError, Socket, SocketIo};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -297,5 +300,92 @@ async fn a_programs_own_upgrade_can_shut_its_side_down() {
     assert!(
         ended.is_ok(),
         "no end of stream after the program's shutdown: {text:?}"
+    );
+}
+
+/// A server whose sockets report, as their first event, what they kept of the opening request.
+fn echoing_the_request() -> SocketIo {
+    let io = SocketIo::builder().build();
+    io.of("/").on_connect(|socket| {
+        let headers = socket.headers();
+        let all = |name: &str| -> Vec<&str> {
+            headers
+                .get_all(name)
+                .iter()
+                .map(|v| v.to_str().unwrap_or("?"))
+                .collect()
+        };
+        let seen = json!({
+            "tags": all("x-tag"),
+            "empty": all("x-empty"),
+            "cookie": all("cookie"),
+            "query": socket.query(),
+            "url": socket.info().handshake["url"],
+        });
+        let _ = socket.emit("seen", &seen);
+    });
+    io
+}
+
+fn seen_event(packet: &str) -> Value {
+    let args: Value = serde_json::from_str(packet.strip_prefix("42").expect("an event")).unwrap();
+    assert_eq!(args[0], "seen", "{packet}");
+    args[1].clone()
+}
+
+#[tokio::test]
+async fn a_socket_keeps_the_headers_and_query_of_its_opening_request() {
+    let io = echoing_the_request();
+    let addr = serve(&io).await;
+    let headers = [
+        ("X-Tag", "one"),
+        ("Cookie", "session=abc; theme=dark"),
+        ("X-Tag", "two, three"),
+        ("X-Empty", ""),
+    ];
+
+    // Opened over WebSocket.
+    let target = "/socket.io/?EIO=4&transport=websocket&token=a%20b&room=r1";
+    let mut ws = ws_connect_with(addr, target, &headers)
+        .await
+        .expect("WebSocket");
+    assert!(ws_recv_app_text(&mut ws).await.starts_with("0{"));
+    ws_send(&mut ws, "40").await;
+    assert!(ws_recv_app_text(&mut ws).await.starts_with("40{"));
+    let expected = |url: &str, query: &str| {
+        json!({
+            "tags": ["one", "two, three"],
+            "empty": [""],
+            "cookie": ["session=abc; theme=dark"],
+            "query": query,
+            "url": url,
+        })
+    };
+    assert_eq!(
+        seen_event(&ws_recv_app_text(&mut ws).await),
+        expected(target, "EIO=4&transport=websocket&token=a%20b&room=r1")
+    );
+
+    // Opened over polling: the handshake request is the one kept, not the later ones.
+    let mut http = HttpConn::connect(addr).await;
+    let target = "/socket.io/?EIO=4&transport=polling&token=p";
+    let open = http.request("GET", target, &headers, b"").await.unwrap();
+    let sid = parse_open(&open.packets()[0])["sid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let session = format!("/socket.io/?EIO=4&transport=polling&sid={sid}");
+    let later = [("X-Tag", "later")];
+    let posted = http.request("POST", &session, &later, b"40").await.unwrap();
+    assert_eq!(posted.status, 200);
+    let mut packets = Vec::new();
+    while packets.len() < 2 {
+        let got = http.request("GET", &session, &later, b"").await.unwrap();
+        packets.extend(got.packets());
+    }
+    assert!(packets[0].starts_with("40{"), "{packets:?}");
+    assert_eq!(
+        seen_event(&packets[1]),
+        expected(target, "EIO=4&transport=polling&token=p")
     );
 }

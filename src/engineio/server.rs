@@ -1,14 +1,15 @@
 //! The Engine.IO server: checks each request, routes it to its session and transport, and runs
 //! every session's heartbeat until the session ends.
 
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, Request, Response, StatusCode, Uri};
 
 use super::config::EngineConfig;
 use super::error::{CloseReason, RequestError};
@@ -446,18 +447,35 @@ enum Routed {
 /// What a session keeps of the request that opened it, copied: hyper's header values and URI are
 /// views into its connection's 8 KiB read buffer, which they would keep alive for as long as the
 /// session lasts, long after the request (and, for a WebSocket, the HTTP connection) is gone.
+/// The copies are views into one buffer of their own: one allocation, not one per value.
 /// Header names are copies already (or hyper's static standard names).
 pub(crate) fn request_info(req: &Request<Incoming>) -> RequestInfo {
+    let uri = req.uri();
+    let values_len: usize = req.headers().values().map(|v| v.len()).sum();
+    let uri_len = uri.scheme_str().map_or(0, |s| s.len() + 3)
+        + uri.authority().map_or(0, |a| a.as_str().len())
+        + uri.path_and_query().map_or(1, |pq| pq.as_str().len());
+    let mut buf = BytesMut::with_capacity(values_len + uri_len);
+    for value in req.headers().values() {
+        buf.extend_from_slice(value.as_bytes());
+    }
+    // Writing into a `BytesMut` cannot fail; it grows if the estimate was short.
+    let _ = write!(buf, "{uri}");
+    let buf = buf.freeze();
+
     let mut headers = req.headers().clone();
+    let mut at = 0;
+    // The clone lists its values in the order they were copied.
     for value in headers.values_mut() {
-        // hyper accepts no value that `from_bytes` refuses; a view is kept if it ever did.
-        if let Ok(mut copy) = HeaderValue::from_bytes(value.as_bytes()) {
+        let end = at + value.len();
+        // hyper accepts no value that this refuses; a view is kept if it ever did.
+        if let Ok(mut copy) = HeaderValue::from_maybe_shared(buf.slice(at..end)) {
             copy.set_sensitive(value.is_sensitive());
             *value = copy;
         }
+        at = end;
     }
-    let uri = req.uri();
-    let uri = uri.to_string().parse().unwrap_or_else(|_| uri.clone());
+    let uri = Uri::from_maybe_shared(buf.slice(values_len..)).unwrap_or_else(|_| uri.clone());
     RequestInfo {
         headers,
         uri,
