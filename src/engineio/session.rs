@@ -86,6 +86,11 @@ struct State {
     /// its close packet on the wire may still come, and gets the noop a pending GET would
     /// have had (see [`Session::linger`]).
     crossing_get: bool,
+    /// How many frames at the front of the queue the next WebSocket write must end after (0:
+    /// none); see [`Session::end_batch`].
+    batch_end: usize,
+    /// A WebSocket write just ended at `batch_end` with frames left behind it.
+    batch_ended: bool,
 }
 
 /// An Engine.IO session, carrying the layer above's per-session data `D`.
@@ -137,6 +142,8 @@ impl<D> Session<D> {
                 pong_due: None,
                 close_reason: None,
                 crossing_get: false,
+                batch_end: 0,
+                batch_ended: false,
             }),
             writer: Notify::new(),
             pong: Notify::new(),
@@ -210,6 +217,17 @@ impl<D> Session<D> {
         }
         self.writer.notify_one();
         Ok(())
+    }
+
+    /// Makes what is queued so far go out over WebSocket in a write of its own, ahead of what is
+    /// queued next. A Socket.IO `CONNECT` answer goes out alone this way, as Node's server sends
+    /// it, because some clients (the protocol's own test suite among them) miss an event that
+    /// reaches them in the same read as the answer, before they listen for events.
+    pub(crate) fn end_batch(&self) {
+        let mut st = self.lock();
+        if st.batch_end == 0 {
+            st.batch_end = st.queue.len();
+        }
     }
 
     /// Queues packets unless the client is behind: then they are dropped, not queued.
@@ -332,13 +350,18 @@ impl<D> Session<D> {
         let mut st = self.lock();
         let queued = st.queued_bytes;
         let (mut count, mut bytes) = (0, 0);
+        let batch_end = std::mem::take(&mut st.batch_end);
         while let Some(frame) = st.queue.pop_front() {
             count += 1;
             bytes += frame.len();
-            if !gather(&frame, queued) {
+            if !gather(&frame, queued) || count == batch_end {
                 break;
             }
         }
+        if batch_end > count && !st.queue.is_empty() {
+            st.batch_end = batch_end - count;
+        }
+        st.batch_ended = batch_end == count && !st.queue.is_empty();
         st.queued_bytes = st.queued_bytes.saturating_sub(bytes);
         self.metrics.packets_out(count, bytes);
         if !st.queue.is_empty() {
@@ -352,6 +375,12 @@ impl<D> Session<D> {
             // A session closed during its upgrade hands its last packets to the WebSocket.
             self.drained.notify_one();
         }
+    }
+
+    /// Whether the last WebSocket write ended a batch that [`end_batch`](Self::end_batch) marked,
+    /// with frames waiting behind it; asking clears it.
+    pub(crate) fn take_batch_ended(&self) -> bool {
+        std::mem::take(&mut self.lock().batch_ended)
     }
 
     /// Whether frames wait to be written.
@@ -420,6 +449,7 @@ impl<D> Session<D> {
             self.metrics.packets_out(st.queue.len(), st.queued_bytes);
             into.extend(std::mem::take(&mut st.queue));
             st.queued_bytes = 0;
+            st.batch_end = 0;
             if st.close_reason.is_some() {
                 self.drained.notify_one();
             }
@@ -566,5 +596,64 @@ impl<D> Drop for PollGuard<'_, D> {
         } else {
             st.polling_post = false;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session() -> Session<()> {
+        let request = RequestInfo {
+            headers: HeaderMap::new(),
+            uri: Uri::from_static("/engine.io/"),
+            remote_addr: None,
+        };
+        let config = Arc::new(EngineConfig::default());
+        let metrics = Arc::new(EngineMetrics::default());
+        Session::new(config, metrics, Transport::WebSocket, request, ())
+    }
+
+    fn text(s: &'static str) -> Frame {
+        Frame::Text(s.into())
+    }
+
+    /// Drains one write's worth of frames, as the WebSocket task does.
+    fn one_write(session: &Session<()>) -> Vec<Frame> {
+        let mut batch = Vec::new();
+        session.drain_frames(|frame, _| {
+            batch.push(frame.clone());
+            true
+        });
+        batch
+    }
+
+    #[test]
+    fn a_marked_batch_is_written_apart_from_what_follows() {
+        let session = session();
+        session.send_all([text("a"), text("b")]).unwrap();
+        session.end_batch();
+        session.send(text("c")).unwrap();
+        session.end_batch();
+        session.send(text("d")).unwrap();
+
+        assert_eq!(one_write(&session), [text("a"), text("b")]);
+        assert!(session.take_batch_ended());
+        assert!(!session.take_batch_ended(), "asking clears it");
+        // Only the first mark holds until it is written: the rest goes in one write.
+        assert_eq!(one_write(&session), [text("c"), text("d")]);
+        assert!(!session.take_batch_ended());
+        assert!(!session.has_queued());
+    }
+
+    #[test]
+    fn a_mark_with_nothing_behind_it_ends_no_batch() {
+        let session = session();
+        session.send(text("a")).unwrap();
+        session.end_batch();
+        assert_eq!(one_write(&session), [text("a")]);
+        assert!(!session.take_batch_ended());
+        session.send_all([text("b"), text("c")]).unwrap();
+        assert_eq!(one_write(&session), [text("b"), text("c")]);
     }
 }

@@ -28,6 +28,10 @@ use super::packet::{self, Frame, Message, Packet};
 use super::server::{Body, EngineIo, Handler, request_info};
 use super::session::{RequestInfo, Session, Transport};
 use super::ws_io::{BATCH_LIMIT, WsIo};
+
+/// How long frames queued behind a batch that [`Session::end_batch`] marked wait for it: about
+/// the turn of an event loop, which is what separates the two writes in Node's server.
+const BATCH_PAUSE: Duration = Duration::from_millis(1);
 use crate::rate_limit::TokenBucket;
 use tracing::Instrument;
 
@@ -515,6 +519,11 @@ async fn io_loop<H: Handler>(
                 }
                 if !written {
                     return None;
+                }
+                if session.take_batch_ended() {
+                    // What follows a batch that had to go alone waits a moment, so that the
+                    // client reads the two apart, as it would from Node's server.
+                    tokio::time::sleep(BATCH_PAUSE).await;
                 }
             }
             () = timer.as_mut(), if beating => beat.on_timer(timer.as_mut()),

@@ -266,6 +266,7 @@ impl Client {
                 return;
             }
             let _ = socket.send_packet(&Packet::connect(&nsp, socket.id().as_str()));
+            session.end_batch();
             if let Some(on_connect) = ns.connect_handler() {
                 on_connect(socket);
             }
