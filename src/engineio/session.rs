@@ -89,8 +89,6 @@ struct State {
     /// How many frames at the front of the queue the next WebSocket write must end after (0:
     /// none); see [`Session::end_batch`].
     batch_end: usize,
-    /// A WebSocket write just ended at `batch_end` with frames left behind it.
-    batch_ended: bool,
 }
 
 /// An Engine.IO session, carrying the layer above's per-session data `D`.
@@ -143,7 +141,6 @@ impl<D> Session<D> {
                 close_reason: None,
                 crossing_get: false,
                 batch_end: 0,
-                batch_ended: false,
             }),
             writer: Notify::new(),
             pong: Notify::new(),
@@ -346,7 +343,10 @@ impl<D> Session<D> {
     /// writes (the recipients of a broadcast then allocate nothing); a larger one left by a
     /// burst is let go, and an idle session lets go of the small one too (see
     /// [`pong_received`](Self::pong_received)).
-    pub(crate) fn drain_frames(&self, mut gather: impl FnMut(&Frame, usize) -> bool) {
+    ///
+    /// Returns whether the drain stopped at a batch that [`end_batch`](Self::end_batch) marked,
+    /// with frames waiting behind it.
+    pub(crate) fn drain_frames(&self, mut gather: impl FnMut(&Frame, usize) -> bool) -> bool {
         let mut st = self.lock();
         let queued = st.queued_bytes;
         let (mut count, mut bytes) = (0, 0);
@@ -361,12 +361,12 @@ impl<D> Session<D> {
         if batch_end > count && !st.queue.is_empty() {
             st.batch_end = batch_end - count;
         }
-        st.batch_ended = batch_end == count && !st.queue.is_empty();
+        let batch_ended = batch_end == count && !st.queue.is_empty();
         st.queued_bytes = st.queued_bytes.saturating_sub(bytes);
         self.metrics.packets_out(count, bytes);
         if !st.queue.is_empty() {
             self.writer.notify_one();
-            return;
+            return batch_ended;
         }
         if st.queue.capacity() > KEPT_QUEUE_CAPACITY {
             st.queue = VecDeque::new();
@@ -375,12 +375,7 @@ impl<D> Session<D> {
             // A session closed during its upgrade hands its last packets to the WebSocket.
             self.drained.notify_one();
         }
-    }
-
-    /// Whether the last WebSocket write ended a batch that [`end_batch`](Self::end_batch) marked,
-    /// with frames waiting behind it; asking clears it.
-    pub(crate) fn take_batch_ended(&self) -> bool {
-        std::mem::take(&mut self.lock().batch_ended)
+        false
     }
 
     /// Whether frames wait to be written.
@@ -618,14 +613,15 @@ mod tests {
         Frame::Text(s.into())
     }
 
-    /// Drains one write's worth of frames, as the WebSocket task does.
-    fn one_write(session: &Session<()>) -> Vec<Frame> {
+    /// Drains one write's worth of frames, as the WebSocket task does, and whether it ended a
+    /// marked batch.
+    fn one_write(session: &Session<()>) -> (Vec<Frame>, bool) {
         let mut batch = Vec::new();
-        session.drain_frames(|frame, _| {
+        let ended = session.drain_frames(|frame, _| {
             batch.push(frame.clone());
             true
         });
-        batch
+        (batch, ended)
     }
 
     #[test]
@@ -637,12 +633,9 @@ mod tests {
         session.end_batch();
         session.send(text("d")).unwrap();
 
-        assert_eq!(one_write(&session), [text("a"), text("b")]);
-        assert!(session.take_batch_ended());
-        assert!(!session.take_batch_ended(), "asking clears it");
+        assert_eq!(one_write(&session), (vec![text("a"), text("b")], true));
         // Only the first mark holds until it is written: the rest goes in one write.
-        assert_eq!(one_write(&session), [text("c"), text("d")]);
-        assert!(!session.take_batch_ended());
+        assert_eq!(one_write(&session), (vec![text("c"), text("d")], false));
         assert!(!session.has_queued());
     }
 
@@ -651,9 +644,8 @@ mod tests {
         let session = session();
         session.send(text("a")).unwrap();
         session.end_batch();
-        assert_eq!(one_write(&session), [text("a")]);
-        assert!(!session.take_batch_ended());
+        assert_eq!(one_write(&session), (vec![text("a")], false));
         session.send_all([text("b"), text("c")]).unwrap();
-        assert_eq!(one_write(&session), [text("b"), text("c")]);
+        assert_eq!(one_write(&session), (vec![text("b"), text("c")], false));
     }
 }

@@ -330,9 +330,17 @@ impl<H: Handler> EngineIo<H> {
 /// once, rather than a `sendto` per frame, which is what a broadcast to many recipients would
 /// otherwise cost. What is beyond the limit waits for the next turn of the I/O loop (the
 /// session wakes the writer again for it), so that a busy connection is still read from.
-async fn write_queued<D>(ws: &mut Ws, session: &Session<D>) -> Result<(), WsError> {
+///
+/// `batch_ended` is set when the write ends a batch that [`Session::end_batch`] marked, with
+/// frames waiting behind it. It is set as soon as the frames are gathered, so it holds even if
+/// the write itself has to wait and its future is dropped.
+async fn write_queued<D>(
+    ws: &mut Ws,
+    session: &Session<D>,
+    batch_ended: &mut bool,
+) -> Result<(), WsError> {
     write_out(ws, |io| {
-        session.drain_frames(|frame, queued| {
+        *batch_ended = session.drain_frames(|frame, queued| {
             if io.gathered() == 0 {
                 io.reserve(queued.min(BATCH_LIMIT));
             }
@@ -511,7 +519,8 @@ async fn io_loop<H: Handler>(
                 // to watch the session and the heartbeat meanwhile, and is polled again at once
                 // with this task's waker. (What a write gathered stays in the connection's
                 // buffer when its future is dropped.)
-                let written = match write_queued(ws, session).now_or_never() {
+                let mut batch_ended = false;
+                let written = match write_queued(ws, session, &mut batch_ended).now_or_never() {
                     Some(written) => written.is_ok(),
                     // Boxed: only a connection that is writing needs this state.
                     None => boxed(write_until_closed(session, ws, timer.as_mut(), &mut beat, beating)).await,
@@ -522,7 +531,7 @@ async fn io_loop<H: Handler>(
                 if !written {
                     return None;
                 }
-                if session.take_batch_ended() {
+                if batch_ended {
                     // What follows a batch that had to go alone waits a moment, so that the
                     // client reads the two apart, as it would from Node's server.
                     tokio::time::sleep(BATCH_PAUSE).await;
@@ -560,7 +569,9 @@ async fn write_until_closed<D>(
     beat: &mut Beat<'_, D>,
     beating: bool,
 ) -> bool {
-    let write = write_queued(ws, session);
+    // A batch this ends was ended by the first try, which the caller has heard of.
+    let mut batch_ended = false;
+    let write = write_queued(ws, session, &mut batch_ended);
     tokio::pin!(write);
     loop {
         tokio::select! {
@@ -586,7 +597,7 @@ fn farewell<'a, D: Send + Sync>(
         }
         // The session is closed, nothing more gets queued: this ends.
         while session.has_queued() {
-            write_queued(ws, session).await?;
+            write_queued(ws, session, &mut false).await?;
         }
         // Through tungstenite: what it owes goes out too (after a protocol error, its own
         // close frame).
