@@ -337,6 +337,38 @@ async fn polling_get_waits_until_something_is_queued() {
     assert_eq!(packets, ["4wake"]);
 }
 
+/// A client that gives up a pending GET (closes its connection) is gone, as the reference
+/// server has it: its session ends at once, not at its ping timeout, and the next request
+/// finds an unknown sid.
+#[tokio::test]
+async fn a_cancelled_poll_ends_the_session() {
+    let addr = spawn_conformance_server().await;
+    let p = Polling::open(addr, E).await;
+    // Well before the session would die of its first unanswered ping (interval + timeout).
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(400);
+    let mut conn = HttpConn::connect(addr).await;
+    conn.write_request("GET", &p.target(), &[], b"")
+        .await
+        .expect("send the GET");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    drop(conn);
+
+    // POSTs, which a live session answers at once (a GET would take the pings).
+    loop {
+        let resp = p.post(b"4still there?").await;
+        if resp.status == 400 {
+            resp.assert_engine_error(400, 1);
+            break;
+        }
+        assert_eq!(resp.status, 200, "{:?}", resp.text());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the session outlived its cancelled poll"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test]
 async fn polling_binary_is_base64_both_ways() {
     let addr = spawn_conformance_server().await;

@@ -499,12 +499,13 @@ async fn a_client_that_shuts_its_side_after_its_request_still_gets_the_answer() 
 }
 
 #[tokio::test]
-async fn a_poll_whose_client_went_away_leaves_its_packets_to_the_next() {
+async fn a_poll_whose_client_went_away_ends_its_session_and_no_other() {
     let addr = spawn_engine_echo(EngineConfig::default(), HttpConfig::default()).await;
-    let p = Polling::open(addr, E).await;
-    for i in 0..6 {
+    let bystander = Polling::open(addr, E).await;
+    for i in 0..4 {
+        let p = Polling::open(addr, E).await;
         // Gone altogether, or only its side shut: either way the waiting poll ends unanswered
-        // (as Node's does) and takes nothing.
+        // and the session with it, as the reference server has it.
         let mut gone = HttpConn::connect(addr).await;
         gone.write_request("GET", &p.target(), &[], b"")
             .await
@@ -519,10 +520,26 @@ async fn a_poll_whose_client_went_away_leaves_its_packets_to_the_next() {
                 "a half-closed poll {i} ends"
             );
         }
-        tokio::time::sleep(Duration::from_millis(30)).await;
+        let deadline = tokio::time::Instant::now() + STEP;
+        loop {
+            let resp = p.post(b"4anyone?").await;
+            if resp.status == 400 {
+                resp.assert_engine_error(400, 1);
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "session {i} outlived its poll"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let message = format!("4m{i}");
-        p.post_ok(message.as_bytes()).await;
-        assert_eq!(p.get_packets().await, [message], "poll {i}");
+        bystander.post_ok(message.as_bytes()).await;
+        assert_eq!(
+            bystander.get_packets().await,
+            [message],
+            "the bystander, after {i}"
+        );
     }
 }
 

@@ -593,19 +593,22 @@ async fn thousands_of_clients_leaving_abruptly_leave_nothing_behind() {
     // Each session ended the way its client left: a reset WebSocket by a transport error, an
     // abandoned polling session and a silent WebSocket by the heartbeat. A third of the clients
     // reset during their handshake wrote the whole WebSocket handshake: the server may have
-    // opened a session for it, which the reset ends at once.
+    // opened a session for it, which the reset ends at once. A poll reset while it waited ends
+    // its session at once too (a transport error); one that had already taken its packets
+    // leaves the session to the heartbeat.
     let count = |reason: CloseReason| {
         closes
             .iter()
             .find(|(r, _)| *r == reason)
             .map_or(0, |(_, n)| *n)
     };
-    assert_eq!(
-        count(CloseReason::PingTimeout),
-        4 * per_kind,
+    let timeouts = count(CloseReason::PingTimeout);
+    assert!(
+        (3 * per_kind..=4 * per_kind).contains(&timeouts),
         "ping timeouts: {closes:?}"
     );
-    let errors = count(CloseReason::TransportError);
+    let reset_polls = 4 * per_kind - timeouts;
+    let errors = count(CloseReason::TransportError) - reset_polls;
     assert!(
         (2 * per_kind..=2 * per_kind + per_kind / 3).contains(&errors),
         "transport errors: {closes:?}"

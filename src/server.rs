@@ -328,9 +328,8 @@ impl AsyncWrite for Conn {
 /// run. So while a request is in progress, the end of the stream is kept from hyper until
 /// either the answer's first write is out, or the handler, polled once more, is still
 /// waiting: a long-poll whose client has gone, a body that will never be complete. Those end
-/// as before: hyper drops them, and a long-poll dropped takes no packets (unless a packet came
-/// for it in the very wake-up that brought the end of the stream: it goes to the closed socket,
-/// as it would have a moment earlier).
+/// as before: hyper drops them, and a long-poll dropped ends its session (see
+/// `engineio::polling`).
 #[derive(Clone, Default)]
 struct ReadEnd(Arc<ReadEndState>);
 

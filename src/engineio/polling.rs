@@ -13,7 +13,7 @@ use hyper::{Request, Response};
 use super::error::{CloseReason, RequestError};
 use super::packet;
 use super::server::{Body, EngineIo, Handler};
-use super::session::{PollConflict, Session};
+use super::session::{PollConflict, PollGuard, Session};
 
 /// A `200` with a text payload.
 pub(crate) fn text_response(body: Bytes) -> Response<Body> {
@@ -49,7 +49,11 @@ pub(crate) async fn get<D>(session: &Arc<Session<D>>) -> Result<Response<Body>, 
         // an upgraded session should be, rather than get the noop of an upgrade underway.
         let _ = tokio::time::timeout(PROBED_GET_WAIT, session.probe_settled()).await;
     }
-    let _guard = session.begin_get().map_err(|c| conflict(session, c))?;
+    let mut get = PendingGet {
+        session,
+        _guard: Some(session.begin_get().map_err(|c| conflict(session, c))?),
+        waiting: false,
+    };
     let mut frames = Vec::new();
     loop {
         let notified = session.writer_notified();
@@ -61,7 +65,29 @@ pub(crate) async fn get<D>(session: &Arc<Session<D>>) -> Result<Response<Body>, 
         {
             return Ok(text_response(packet::encode_payload(&frames)));
         }
+        get.waiting = true;
         notified.await;
+        get.waiting = false;
+    }
+}
+
+/// A GET in progress. One dropped while it waits for packets was given up by its client, which
+/// closed the connection (hyper then drops the request): the session ends, as the reference
+/// server ends it ("poll connection closed prematurely"), with no poll in flight any more, so
+/// that the next one finds an unknown sid.
+struct PendingGet<'a, D> {
+    session: &'a Session<D>,
+    _guard: Option<PollGuard<'a, D>>,
+    waiting: bool,
+}
+
+impl<D> Drop for PendingGet<'_, D> {
+    fn drop(&mut self) {
+        self._guard = None;
+        if self.waiting {
+            tracing::debug!(session = %self.session.log_id(), "poll connection closed prematurely");
+            self.session.fail(CloseReason::TransportError);
+        }
     }
 }
 
