@@ -499,26 +499,32 @@ async fn a_client_that_shuts_its_side_after_its_request_still_gets_the_answer() 
 }
 
 #[tokio::test]
-async fn a_poll_whose_client_went_away_ends_its_session_and_no_other() {
+async fn a_polling_request_whose_client_went_away_ends_its_session_and_no_other() {
     let addr = spawn_engine_echo(EngineConfig::default(), HttpConfig::default()).await;
     let bystander = Polling::open(addr, E).await;
-    for i in 0..4 {
+    for i in 0..8 {
         let p = Polling::open(addr, E).await;
-        // Gone altogether, or only its side shut: either way the waiting poll ends unanswered
-        // and the session with it, as the reference server has it.
+        // A GET waiting for packets, or a POST waiting for the rest of its body; its client
+        // gone altogether, or only its side shut. Either way the request ends unanswered (or
+        // refused) and the session with it, as the reference server has it.
+        let get = i % 4 < 2;
         let mut gone = HttpConn::connect(addr).await;
-        gone.write_request("GET", &p.target(), &[], b"")
-            .await
-            .expect("write");
+        if get {
+            gone.write_request("GET", &p.target(), &[], b"")
+                .await
+                .expect("write");
+        } else {
+            let mut req = request_head("POST", &p.target(), &[], 1_000);
+            req.extend_from_slice(b"4aaaaaaaaa");
+            gone.send_raw(&req).await.expect("write");
+        }
         tokio::time::sleep(Duration::from_millis(30)).await;
+        let what = format!("{} {i}", if get { "GET" } else { "POST" });
         if i % 2 == 0 {
             drop(gone);
         } else {
             gone.shutdown_write().await;
-            assert!(
-                gone.closed_within(STEP).await,
-                "a half-closed poll {i} ends"
-            );
+            assert!(gone.closed_within(STEP).await, "a half-closed {what} ends");
         }
         let deadline = tokio::time::Instant::now() + STEP;
         loop {
@@ -529,7 +535,7 @@ async fn a_poll_whose_client_went_away_ends_its_session_and_no_other() {
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "session {i} outlived its poll"
+                "the session outlived its {what}"
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -538,7 +544,7 @@ async fn a_poll_whose_client_went_away_ends_its_session_and_no_other() {
         assert_eq!(
             bystander.get_packets().await,
             [message],
-            "the bystander, after {i}"
+            "the bystander, after {what}"
         );
     }
 }
