@@ -296,4 +296,85 @@ mod tests {
         }
         assert_eq!(batch, expected);
     }
+
+    /// A loopback pair with small socket buffers, so that writes stop part way.
+    async fn small_buffered_pair() -> (WsIo, TcpStream) {
+        let listening = tokio::net::TcpSocket::new_v4().unwrap();
+        listening.set_send_buffer_size(4096).unwrap();
+        listening.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = listening.listen(8).unwrap();
+        let client = tokio::net::TcpSocket::new_v4().unwrap();
+        client.set_recv_buffer_size(4096).unwrap();
+        let client = client
+            .connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (WsIo::from_tcp(server), client)
+    }
+
+    /// Frames of many sizes, every length encoding among them.
+    fn mixed_frames(seed: usize) -> Vec<Frame> {
+        (0..200)
+            .map(|i| {
+                let len = match (i * 7 + seed) % 6 {
+                    0 => 0,
+                    1 => 100 + i,
+                    2 => 1023,
+                    3 => 1024,
+                    4 => 3000 + i * 13,
+                    _ => 70_000,
+                };
+                let bytes: Vec<u8> = (0..len).map(|j| b'a' + ((i + j) % 26) as u8).collect();
+                if i % 2 == 0 {
+                    Frame::Text(Utf8Bytes::try_from(bytes).unwrap())
+                } else {
+                    Frame::Binary(Bytes::from(bytes))
+                }
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_batch_goes_out_byte_for_byte_whatever_the_writes_take() {
+        use futures_util::FutureExt;
+        use tokio::io::AsyncReadExt;
+
+        let (mut io, mut client) = small_buffered_pair().await;
+        let first = mixed_frames(0);
+        let second = mixed_frames(3);
+        let mut expected = Vec::new();
+        for frame in first.iter().chain(&second) {
+            expected.extend(as_tungstenite_writes_it(frame));
+        }
+        // A batch that meets a full socket, its write given up part way (as when the task's
+        // write future is dropped), then more gathered behind what is left of it.
+        for frame in &first {
+            io.gather(frame);
+        }
+        let gathered = io.gathered();
+        assert!(
+            std::future::poll_fn(|cx| io.poll_write_out(cx))
+                .now_or_never()
+                .is_none(),
+            "the socket filled"
+        );
+        assert!(io.gathered() < gathered, "some of the batch was written");
+        for frame in &second {
+            io.gather(frame);
+        }
+        let reader = tokio::spawn(async move {
+            let mut all = Vec::new();
+            client.read_to_end(&mut all).await.unwrap();
+            all
+        });
+        std::future::poll_fn(|cx| io.poll_write_out(cx))
+            .await
+            .unwrap();
+        assert_eq!(io.gathered(), 0);
+        drop(io);
+        let all = reader.await.unwrap();
+        assert_eq!(all.len(), expected.len());
+        assert!(all == expected, "the bytes differ from tungstenite's");
+    }
 }
