@@ -622,23 +622,13 @@ mod tests {
     use super::*;
     use bytes::Bytes;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::{TcpListener, TcpSocket, TcpStream};
+    use tokio::net::TcpStream;
 
     /// A server-side WebSocket over loopback with small socket buffers, and its client's socket.
     async fn small_buffered_pair() -> (Ws, TcpStream) {
-        let listening = TcpSocket::new_v4().unwrap();
-        listening.set_send_buffer_size(4096).unwrap();
-        listening.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let listener: TcpListener = listening.listen(8).unwrap();
-        let client = TcpSocket::new_v4().unwrap();
-        client.set_recv_buffer_size(4096).unwrap();
-        let client = client
-            .connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (server, _) = listener.accept().await.unwrap();
+        let (io, client) = crate::engineio::ws_io::tests::small_buffered_pair().await;
         let ws = WebSocketStream::from_raw_socket(
-            WsIo::from_tcp(server),
+            io,
             Role::Server,
             Some(ws_config(&EngineConfig::default())),
         )

@@ -260,7 +260,7 @@ impl AsyncWrite for WsIo {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use bytes::Bytes;
     use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -297,8 +297,9 @@ mod tests {
         assert_eq!(batch, expected);
     }
 
-    /// A loopback pair with small socket buffers, so that writes stop part way.
-    async fn small_buffered_pair() -> (WsIo, TcpStream) {
+    /// A loopback pair with small socket buffers, so that writes stop part way: the server's
+    /// side, and the client's socket.
+    pub(crate) async fn small_buffered_pair() -> (WsIo, TcpStream) {
         let listening = tokio::net::TcpSocket::new_v4().unwrap();
         listening.set_send_buffer_size(4096).unwrap();
         listening.bind("127.0.0.1:0".parse().unwrap()).unwrap();
