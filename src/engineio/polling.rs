@@ -51,7 +51,7 @@ pub(crate) async fn get<D>(session: &Arc<Session<D>>) -> Result<Response<Body>, 
     }
     let mut get = PendingGet {
         session,
-        _guard: Some(session.begin_get().map_err(|c| conflict(session, c))?),
+        guard: Some(session.begin_get().map_err(|c| conflict(session, c))?),
         waiting: false,
     };
     let mut frames = Vec::new();
@@ -72,18 +72,20 @@ pub(crate) async fn get<D>(session: &Arc<Session<D>>) -> Result<Response<Body>, 
 }
 
 /// A GET in progress. One dropped while it waits for packets was given up by its client, which
-/// closed the connection (hyper then drops the request): the session ends, as the reference
-/// server ends it ("poll connection closed prematurely"), with no poll in flight any more, so
-/// that the next one finds an unknown sid.
+/// closed or reset the connection (hyper then drops the request): the session ends, as the
+/// reference server ends it ("poll connection closed prematurely"), so that the next request
+/// finds an unknown sid rather than a session that lingers until its heartbeat fails.
 struct PendingGet<'a, D> {
     session: &'a Session<D>,
-    _guard: Option<PollGuard<'a, D>>,
+    guard: Option<PollGuard<'a, D>>,
     waiting: bool,
 }
 
 impl<D> Drop for PendingGet<'_, D> {
     fn drop(&mut self) {
-        self._guard = None;
+        // The GET is over first: a session that ends with no GET in flight is gone at once,
+        // rather than keep a close packet for a poll that will never come.
+        drop(self.guard.take());
         if self.waiting {
             tracing::debug!(session = %self.session.log_id(), "poll connection closed prematurely");
             self.session.fail(CloseReason::TransportError);
