@@ -13,7 +13,7 @@ use hyper::{Request, Response};
 use super::error::{CloseReason, RequestError};
 use super::packet;
 use super::server::{Body, EngineIo, Handler};
-use super::session::{PollConflict, PollGuard, Session};
+use super::session::{PollConflict, Session};
 
 /// A `200` with a text payload.
 pub(crate) fn text_response(body: Bytes) -> Response<Body> {
@@ -49,11 +49,7 @@ pub(crate) async fn get<D>(session: &Arc<Session<D>>) -> Result<Response<Body>, 
         // an upgraded session should be, rather than get the noop of an upgrade underway.
         let _ = tokio::time::timeout(PROBED_GET_WAIT, session.probe_settled()).await;
     }
-    let mut get = PendingGet {
-        session,
-        guard: Some(session.begin_get().map_err(|c| conflict(session, c))?),
-        waiting: false,
-    };
+    let mut guard = session.begin_get().map_err(|c| conflict(session, c))?;
     let mut frames = Vec::new();
     loop {
         let notified = session.writer_notified();
@@ -65,31 +61,9 @@ pub(crate) async fn get<D>(session: &Arc<Session<D>>) -> Result<Response<Body>, 
         {
             return Ok(text_response(packet::encode_payload(&frames)));
         }
-        get.waiting = true;
+        guard.set_waiting(true);
         notified.await;
-        get.waiting = false;
-    }
-}
-
-/// A GET in progress. One dropped while it waits for packets was given up by its client, which
-/// closed or reset the connection (hyper then drops the request): the session ends, as the
-/// reference server ends it ("poll connection closed prematurely"), so that the next request
-/// finds an unknown sid rather than a session that lingers until its heartbeat fails.
-struct PendingGet<'a, D> {
-    session: &'a Session<D>,
-    guard: Option<PollGuard<'a, D>>,
-    waiting: bool,
-}
-
-impl<D> Drop for PendingGet<'_, D> {
-    fn drop(&mut self) {
-        // The GET is over first: a session that ends with no GET in flight is gone at once,
-        // rather than keep a close packet for a poll that will never come.
-        drop(self.guard.take());
-        if self.waiting {
-            tracing::debug!(session = %self.session.log_id(), "poll connection closed prematurely");
-            self.session.fail(CloseReason::TransportError);
-        }
+        guard.set_waiting(false);
     }
 }
 

@@ -406,6 +406,7 @@ impl<D> Session<D> {
         Ok(PollGuard {
             session: self,
             get: true,
+            waiting: false,
         })
     }
 
@@ -425,6 +426,7 @@ impl<D> Session<D> {
         Ok(PollGuard {
             session: self,
             get: false,
+            waiting: false,
         })
     }
 
@@ -581,15 +583,36 @@ pub(crate) enum PollConflict {
 pub(crate) struct PollGuard<'a, D> {
     session: &'a Session<D>,
     get: bool,
+    /// The request waits on the session (see [`set_waiting`](Self::set_waiting)).
+    waiting: bool,
+}
+
+impl<D> PollGuard<'_, D> {
+    /// Marks the request as waiting on the session, or not any more. One dropped while it waits
+    /// was given up by its client, which closed or reset the connection (hyper then drops the
+    /// request): the session ends, as the reference server ends it ("poll connection closed
+    /// prematurely"), so that the next request finds an unknown sid rather than a session that
+    /// lingers until its heartbeat fails.
+    pub(crate) fn set_waiting(&mut self, waiting: bool) {
+        self.waiting = waiting;
+    }
 }
 
 impl<D> Drop for PollGuard<'_, D> {
     fn drop(&mut self) {
-        let mut st = self.session.lock();
-        if self.get {
-            st.polling_get = false;
-        } else {
-            st.polling_post = false;
+        {
+            let mut st = self.session.lock();
+            if self.get {
+                st.polling_get = false;
+            } else {
+                st.polling_post = false;
+            }
+        }
+        // After the request is over: a session that ends with no GET in flight is gone at
+        // once, rather than keep a close packet for a poll that will never come.
+        if self.waiting {
+            tracing::debug!(session = %self.session.log_id(), "poll connection closed prematurely");
+            self.session.fail(CloseReason::TransportError);
         }
     }
 }
