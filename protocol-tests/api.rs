@@ -1,6 +1,7 @@
-//! The embedding API over real sockets: typed handlers (binary included), dynamic namespaces,
-//! acknowledgements from the server to one client and to a whole room, an upgrade of the
-//! embedding program's own beside Socket.IO, and what a socket keeps of its opening request.
+//! The embedding API over real sockets: typed handlers (binary included), the fallback for
+//! events without a handler of their own, dynamic namespaces, acknowledgements from the server
+//! to one client and to a whole room, an upgrade of the embedding program's own beside
+//! Socket.IO, and what a socket keeps of its opening request.
 
 mod common;
 
@@ -15,7 +16,7 @@ use common::client::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use socketio_server::socketio::{AckError, Socket, SocketIo};
+use socketio_server::socketio::{AckError, Event, Socket, SocketIo};
 use tokio_tungstenite::tungstenite::Message;
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -105,6 +106,53 @@ async fn typed_handlers_take_several_arguments_and_binary() {
     );
     ws_send(&mut ws, r#"426["add",3,4]"#).await;
     assert_eq!(ws_recv_app_text(&mut ws).await, "436[7]");
+}
+
+#[tokio::test]
+async fn events_without_a_handler_of_their_own_reach_the_fallback() {
+    let io = SocketIo::builder().build();
+    io.of("/").on_connect(|socket| {
+        socket.on(
+            "add",
+            |_s: Arc<Socket>, (a, b): (i64, i64), ack| async move {
+                let _ = ack.send(&(a + b));
+            },
+        );
+        socket.on_fallback(|socket: Arc<Socket>, event: Event| async move {
+            let sizes: Vec<usize> = event.attachments.iter().map(Bytes::len).collect();
+            let seen = json!({ "name": event.name, "args": event.args, "sizes": sizes });
+            if event.ack.requested() {
+                let _ = event.ack.send(&seen);
+            } else {
+                let _ = socket.emit("seen", &seen);
+            }
+        });
+    });
+    let addr = serve(&io).await;
+    let (mut ws, reply) = connect(addr, "/").await;
+    assert!(reply.starts_with("40{\"sid\":"), "{reply}");
+
+    // A named handler still gets its own event.
+    ws_send(&mut ws, r#"421["add",2,40]"#).await;
+    assert_eq!(ws_recv_app_text(&mut ws).await, "431[42]");
+
+    ws_send(&mut ws, r#"422["whatever",1,{"a":"b"}]"#).await;
+    assert_eq!(
+        ws_recv_app_text(&mut ws).await,
+        r#"432[{"args":[1,{"a":"b"}],"name":"whatever","sizes":[]}]"#
+    );
+    ws_send(&mut ws, r#"42["no ack"]"#).await;
+    assert_eq!(
+        ws_recv_app_text(&mut ws).await,
+        r#"42["seen",{"args":[],"name":"no ack","sizes":[]}]"#
+    );
+    // Attachments come with the event, as to a raw handler.
+    ws_send(&mut ws, r#"451-3["file",{"_placeholder":true,"num":0}]"#).await;
+    ws_send_binary(&mut ws, &[1, 2, 3, 4]).await;
+    assert_eq!(
+        ws_recv_app_text(&mut ws).await,
+        r#"433[{"args":[{"_placeholder":true,"num":0}],"name":"file","sizes":[4]}]"#
+    );
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockWriteGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -27,6 +27,27 @@ use crate::id::Id;
 pub(crate) type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 type EventHandler = Arc<dyn Fn(Arc<Socket>, Event) -> BoxFuture + Send + Sync>;
 type DisconnectHandler = Box<dyn FnOnce(Arc<Socket>, DisconnectReason) + Send>;
+
+/// A socket's event handlers: one per event name, and one for the names that have none.
+#[derive(Default)]
+struct Handlers {
+    by_name: HashMap<String, EventHandler>,
+    fallback: Option<EventHandler>,
+}
+
+impl Handlers {
+    fn get(&self, name: &str) -> Option<EventHandler> {
+        self.by_name.get(name).or(self.fallback.as_ref()).cloned()
+    }
+}
+
+fn boxed_handler<F, Fut>(handler: F) -> EventHandler
+where
+    F: Fn(Arc<Socket>, Event) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    Arc::new(move |s, e| Box::pin(handler(s, e)))
+}
 
 /// What an acknowledgement carries: its arguments and binary attachments.
 #[derive(Debug, Clone, Default)]
@@ -118,7 +139,7 @@ pub struct Socket {
     session: Arc<Session<SessionState>>,
     auth: Value,
     connected: AtomicBool,
-    handlers: RwLock<HashMap<String, EventHandler>>,
+    handlers: RwLock<Handlers>,
     on_disconnecting: Mutex<Vec<DisconnectHandler>>,
     on_disconnect: Mutex<Vec<DisconnectHandler>>,
     acks: Mutex<HashMap<u64, oneshot::Sender<AckResponse>>>,
@@ -154,7 +175,7 @@ impl Socket {
             session,
             auth,
             connected: AtomicBool::new(false),
-            handlers: RwLock::new(HashMap::new()),
+            handlers: RwLock::new(Handlers::default()),
             on_disconnecting: Mutex::new(Vec::new()),
             on_disconnect: Mutex::new(Vec::new()),
             acks: Mutex::new(HashMap::new()),
@@ -289,11 +310,25 @@ impl Socket {
         F: Fn(Arc<Socket>, Event) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let handler: EventHandler = Arc::new(move |s, e| Box::pin(handler(s, e)));
-        self.handlers
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(event.to_owned(), handler);
+        self.handlers_mut()
+            .by_name
+            .insert(event.to_owned(), boxed_handler(handler));
+    }
+
+    /// Handles every event that has no handler of its own, with its raw arguments: a program
+    /// that learns event names only at run time (a gateway, a relay, a logger of what clients
+    /// send) sees them here, in [`Event::name`]. Without it such events are dropped, and an
+    /// acknowledgement they ask for is never sent, as with Node's server.
+    pub fn on_fallback<F, Fut>(&self, handler: F)
+    where
+        F: Fn(Arc<Socket>, Event) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.handlers_mut().fallback = Some(boxed_handler(handler));
+    }
+
+    fn handlers_mut(&self) -> RwLockWriteGuard<'_, Handlers> {
+        self.handlers.write().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Runs when the socket is about to leave: it is still in its rooms.
@@ -469,8 +504,7 @@ impl Socket {
             .handlers
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&name)
-            .cloned();
+            .get(&name);
         let Some(handler) = handler else {
             tracing::trace!(socket = %self.id, "no handler for an event");
             return;
@@ -511,10 +545,7 @@ impl Socket {
         for handler in std::mem::take(&mut *lock(&self.on_disconnect)) {
             handler(self.clone(), reason);
         }
-        self.handlers
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        *self.handlers_mut() = Handlers::default();
     }
 }
 
