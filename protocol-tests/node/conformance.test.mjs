@@ -127,6 +127,14 @@ for (const mode of MODES) {
       assert.ok(Buffer.isBuffer(back[0]) || back[0] instanceof ArrayBuffer, 'binary arrives as binary');
     });
 
+    it('a client with forceBase64 sends binary as base64 text, and it round-trips', opts, async (t) => {
+      const c = clients(t, URL, { ...mode.opts, forceBase64: true });
+      const { socket } = await open(c);
+      const args = [Buffer.from([1, 2, 3]), { nested: Buffer.alloc(70, 0xcd) }];
+      assertSameData(await roundTrip(socket, ...args), args);
+      assert.ok(socket.connected, 'still connected');
+    });
+
     it('message round-trips a large (200 KB) Buffer', opts, async (t) => {
       const c = clients(t, URL, mode.opts);
       const { socket } = await open(c);
@@ -162,6 +170,25 @@ for (const mode of MODES) {
         Array.from({ length: 10 }, (_, i) => socket.timeout(WAIT_MS).emitWithAck('message-with-ack', i)),
       );
       assert.deepStrictEqual(many, Array.from({ length: 10 }, (_, i) => i));
+    });
+
+    it('a burst of 2,000 emits at once: every ack comes back, a room member gets every message', opts, async (t) => {
+      // Over polling the client sends the whole burst in one POST, and the member's queue
+      // takes the whole burst before its writer has a turn: neither is a client misbehaving.
+      const c = clients(t, URL, mode.opts);
+      const room = `burst-${alnum(8)}`;
+      const a = (await open(c)).socket;
+      const b = (await open(c)).socket;
+      assert.deepStrictEqual(await emitAck(b, 'join', room), [true]);
+      const got = record(b, 'room-message');
+      const n = 2000;
+      const numbers = Array.from({ length: n }, (_, i) => i);
+      const acks = numbers.map((i) => a.timeout(2 * WAIT_MS).emitWithAck('message-with-ack', i));
+      for (const i of numbers) a.emit('to-room', room, i);
+      assert.deepStrictEqual(await Promise.all(acks), numbers);
+      await until(() => got.length === n, `b to get all ${n} room messages`, 2 * WAIT_MS);
+      assert.deepStrictEqual(got.map(([i]) => i), numbers);
+      assert.ok(a.connected && b.connected, 'both still connected');
     });
 
     it('server -> client acks (request-ack)', opts, async (t) => {

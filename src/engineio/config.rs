@@ -39,9 +39,12 @@ pub struct EngineConfig {
     /// Also allow pages served by this very server (an origin whose host is the request's
     /// `Host`), as a server with its own web client needs.
     pub allow_same_origin: bool,
-    /// Packets a client's outbound queue may hold before the client counts as not reading.
+    /// Packets a client's outbound queue may hold. A client whose queue stays over this (or
+    /// over `max_queued_bytes`) for 2 seconds, or reaches 8 times as much, counts as not
+    /// reading and is disconnected; a burst that its writer takes back under the limits
+    /// within the 2 seconds is only a burst.
     pub max_queued_packets: usize,
-    /// Bytes a client's outbound queue may hold before the client counts as not reading.
+    /// Bytes a client's outbound queue may hold; see `max_queued_packets`.
     pub max_queued_bytes: usize,
     /// A volatile packet is dropped when the queue already holds this many packets.
     pub volatile_threshold: usize,
@@ -76,7 +79,9 @@ impl Default for EngineConfig {
             max_queued_packets: 1024,
             max_queued_bytes: 4 * 1024 * 1024,
             volatile_threshold: 16,
-            max_packets_per_post: 256,
+            // socket.io-client sends in one POST whatever was emitted while the previous POST was
+            // on its way: hundreds of packets from a busy client.
+            max_packets_per_post: 16_384,
             body_read_timeout: Duration::from_secs(15),
             max_sessions: 100_000,
             // One address cannot take the whole server, yet one load generator (which the

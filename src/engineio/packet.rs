@@ -101,6 +101,9 @@ impl Frame {
 }
 
 /// Decodes one text packet (a WebSocket text frame, or one record of a polling payload).
+///
+/// `b` and base64 is a binary message written as text: what polling always carries, and what
+/// a client with `forceBase64` sends over WebSocket too.
 pub fn decode_text(text: Utf8Bytes) -> Result<Packet, PacketError> {
     let bytes = text.as_bytes();
     let Some(&kind) = bytes.first() else {
@@ -108,6 +111,7 @@ pub fn decode_text(text: Utf8Bytes) -> Result<Packet, PacketError> {
     };
     let rest = &bytes[1..];
     match (kind, rest) {
+        (b'b', data) => decode_base64(data),
         (b'1', b"") => Ok(Packet::Close),
         (b'2', b"") => Ok(Packet::Ping { probe: false }),
         (b'2', b"probe") => Ok(Packet::Ping { probe: true }),
@@ -153,11 +157,15 @@ pub fn decode_payload(body: Bytes, max_packets: usize) -> Result<Vec<Packet>, Pa
 
 fn decode_record(record: Bytes) -> Result<Packet, PacketError> {
     if record.first() == Some(&b'b') {
-        let data = base64::decode(&record[1..]).ok_or(PacketError::InvalidBase64)?;
-        return Ok(Packet::Message(Message::Binary(Bytes::from(data))));
+        return decode_base64(&record[1..]);
     }
     let text = Utf8Bytes::try_from(record).map_err(|_| PacketError::InvalidUtf8)?;
     decode_text(text)
+}
+
+fn decode_base64(data: &[u8]) -> Result<Packet, PacketError> {
+    let data = base64::decode(data).ok_or(PacketError::InvalidBase64)?;
+    Ok(Packet::Message(Message::Binary(Bytes::from(data))))
 }
 
 /// Joins frames into one long-polling response body.
@@ -210,6 +218,13 @@ mod tests {
             decode_text(text("4")),
             Ok(Packet::Message(Message::Text(text(""))))
         );
+        // A binary message as base64 text, as `forceBase64` clients send it over WebSocket.
+        assert_eq!(
+            decode_text(text("bAQID")),
+            Ok(Packet::Message(Message::Binary(Bytes::from_static(&[
+                1, 2, 3
+            ]))))
+        );
     }
 
     #[test]
@@ -225,6 +240,7 @@ mod tests {
             Err(PacketError::UnexpectedData)
         );
         assert_eq!(decode_text(text("5 ")), Err(PacketError::UnexpectedData));
+        assert_eq!(decode_text(text("b!!!")), Err(PacketError::InvalidBase64));
     }
 
     #[test]

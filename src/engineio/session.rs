@@ -9,6 +9,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use hyper::{HeaderMap, Uri};
 use tokio::sync::Notify;
@@ -71,6 +72,14 @@ pub(crate) enum Upgrade {
 /// Frames' room a queue keeps between writes.
 const KEPT_QUEUE_CAPACITY: usize = 4;
 
+/// How long a queue may stay over its limits before its client counts as not reading. Over
+/// them is not yet behind: a burst (a room of hundreds, each sending at once) can queue more
+/// than the limits for a client that reads at full speed, before its writer gets its turn.
+const BEHIND_GRACE: Duration = Duration::from_secs(2);
+
+/// A queue this many times over its limits is too much whatever the reason.
+const HARD_LIMIT_FACTOR: usize = 8;
+
 #[derive(Debug)]
 struct State {
     queue: VecDeque<Frame>,
@@ -89,6 +98,33 @@ struct State {
     /// How many frames at the front of the queue the next WebSocket write must end after (0:
     /// none); see [`Session::end_batch`].
     batch_end: usize,
+    /// Since when the queue has been over its limits without a drain taking it back under.
+    over_since: Option<Instant>,
+}
+
+impl State {
+    fn over_limits(&self, config: &EngineConfig, factor: usize) -> bool {
+        self.queue.len() > config.max_queued_packets.saturating_mul(factor)
+            || self.queued_bytes > config.max_queued_bytes.saturating_mul(factor)
+    }
+
+    /// Whether the client is behind: its queue has been over the limits for the grace period,
+    /// or far over them. Reads the clock only when over the limits.
+    fn behind(&mut self, config: &EngineConfig) -> bool {
+        if !self.over_limits(config, 1) {
+            return false;
+        }
+        let now = Instant::now();
+        let since = *self.over_since.get_or_insert(now);
+        now - since >= BEHIND_GRACE || self.over_limits(config, HARD_LIMIT_FACTOR)
+    }
+
+    /// After frames left the queue.
+    fn drained(&mut self, config: &EngineConfig) {
+        if self.over_since.is_some() && !self.over_limits(config, 1) {
+            self.over_since = None;
+        }
+    }
 }
 
 /// An Engine.IO session, carrying the layer above's per-session data `D`.
@@ -141,6 +177,7 @@ impl<D> Session<D> {
                 close_reason: None,
                 crossing_get: false,
                 batch_end: 0,
+                over_since: None,
             }),
             writer: Notify::new(),
             pong: Notify::new(),
@@ -183,8 +220,8 @@ impl<D> Session<D> {
 
     /// Queues a packet for the client.
     ///
-    /// A client whose queue is full does not read what it is sent: it is disconnected, so that
-    /// it cannot hold memory or slow down anybody else.
+    /// A client whose queue stays over its limits does not read what it is sent: it is
+    /// disconnected, so that it cannot hold memory or slow down anybody else.
     pub fn send(&self, frame: Frame) -> Result<(), SendError> {
         self.send_all([frame])
     }
@@ -204,8 +241,7 @@ impl<D> Session<D> {
                 st.queued_bytes += frame.len();
                 st.queue.push_back(frame);
             }
-            st.queue.len() > self.config.max_queued_packets
-                || st.queued_bytes > self.config.max_queued_bytes
+            st.behind(&self.config)
         };
         if overflow {
             tracing::warn!(session = %self.log_id(), "outbound queue full, disconnecting a client that does not read");
@@ -363,6 +399,7 @@ impl<D> Session<D> {
         }
         let batch_ended = batch_end == count && !st.queue.is_empty();
         st.queued_bytes = st.queued_bytes.saturating_sub(bytes);
+        st.drained(&self.config);
         self.metrics.packets_out(count, bytes);
         if !st.queue.is_empty() {
             self.writer.notify_one();
@@ -447,6 +484,7 @@ impl<D> Session<D> {
             into.extend(std::mem::take(&mut st.queue));
             st.queued_bytes = 0;
             st.batch_end = 0;
+            st.over_since = None;
             if st.close_reason.is_some() {
                 self.drained.notify_one();
             }
@@ -670,5 +708,46 @@ mod tests {
         assert_eq!(one_write(&session), (vec![text("a")], false));
         session.send_all([text("b"), text("c")]).unwrap();
         assert_eq!(one_write(&session), (vec![text("b"), text("c")], false));
+    }
+
+    /// A session whose queue may hold 4 frames.
+    fn small_queue_session() -> Session<()> {
+        let config = EngineConfig {
+            max_queued_packets: 4,
+            ..EngineConfig::default()
+        };
+        Session {
+            config: Arc::new(config),
+            ..session()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_queue_over_its_limits_is_behind_only_after_the_grace_period() {
+        let session = small_queue_session();
+        for _ in 0..5 {
+            session.send(text("x")).unwrap();
+        }
+        tokio::time::advance(BEHIND_GRACE / 2).await;
+        session.send(text("x")).unwrap();
+        // A drain that takes it back under the limits starts the grace period afresh.
+        one_write(&session);
+        for _ in 0..5 {
+            session.send(text("x")).unwrap();
+        }
+        tokio::time::advance(BEHIND_GRACE - Duration::from_millis(1)).await;
+        session.send(text("x")).unwrap();
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(session.send(text("x")), Err(SendError::QueueFull));
+        assert_eq!(session.close_reason(), Some(CloseReason::SlowConsumer));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_queue_far_over_its_limits_is_behind_at_once() {
+        let session = small_queue_session();
+        for _ in 0..4 * HARD_LIMIT_FACTOR {
+            session.send(text("x")).unwrap();
+        }
+        assert_eq!(session.send(text("x")), Err(SendError::QueueFull));
     }
 }

@@ -233,7 +233,9 @@ impl SocketIoBuilder {
         self.config.max_attachments = n;
         self
     }
-    /// Packets and bytes a client's outbound queue may hold (default 1024 and 4 MiB).
+    /// Packets and bytes a client's outbound queue may hold (default 1024 and 4 MiB). A client
+    /// whose queue stays over either for 2 seconds, or reaches 8 times either, is disconnected
+    /// as one that does not read.
     pub fn outbound_queue(mut self, packets: usize, bytes: usize) -> Self {
         self.config.engine.max_queued_packets = packets;
         self.config.engine.max_queued_bytes = bytes;
@@ -264,7 +266,7 @@ impl SocketIoBuilder {
         self.config.engine.ws_messages_per_second = per_second;
         self
     }
-    /// Packets one polling POST may carry (default 256).
+    /// Packets one polling POST may carry (default 16,384).
     pub fn max_packets_per_post(mut self, n: usize) -> Self {
         self.config.engine.max_packets_per_post = n;
         self
