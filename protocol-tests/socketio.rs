@@ -704,13 +704,46 @@ async fn placeholder_abuse_closes_the_connection() {
         )
         .await;
     }
-    // A placeholder in a packet that declares no attachments.
+    // What only looks like a placeholder, beside a real one: nothing refers to the attachment.
     assert_closes(
         addr,
-        &[text(r#"42["message",{"_placeholder":true,"num":0}]"#)],
-        "placeholder in a plain event",
+        &[
+            text(r#"451-["message",{"_placeholder":false,"num":0}]"#),
+            binary(b"world"),
+        ],
+        "an attachment nothing refers to",
     )
     .await;
+}
+
+#[tokio::test]
+async fn what_only_looks_like_a_placeholder_is_passed_on_as_data() {
+    // As with the reference parser: a packet without attachments has no placeholders, and in
+    // one with attachments only `"_placeholder": true` marks one.
+    let addr = spawn_conformance_server().await;
+    let (mut ws, _, _) = connected(addr).await;
+    for args in [
+        r#"{"_placeholder":true,"num":0}"#,
+        r#"{"_placeholder":false,"note":"user data"}"#,
+        r#"{"meta":{"_placeholder":"yes"}}"#,
+    ] {
+        ws_send(&mut ws, &format!(r#"42["message",{args}]"#)).await;
+        assert_eq!(
+            ws_recv_app_text(&mut ws).await,
+            format!(r#"42["message-back",{args}]"#)
+        );
+    }
+    ws_send(
+        &mut ws,
+        r#"451-["message",{"_placeholder":false},{"_placeholder":true,"num":0}]"#,
+    )
+    .await;
+    ws_send_binary(&mut ws, &[7]).await;
+    assert_eq!(
+        ws_recv_app_text(&mut ws).await,
+        r#"451-["message-back",{"_placeholder":false},{"_placeholder":true,"num":0}]"#
+    );
+    assert_eq!(ws_recv_app_binary(&mut ws).await, [7]);
 }
 
 #[tokio::test]

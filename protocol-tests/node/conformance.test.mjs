@@ -135,6 +135,21 @@ for (const mode of MODES) {
       assert.ok(socket.connected, 'still connected');
     });
 
+    it('data that only looks like a binary placeholder round-trips as data', opts, async (t) => {
+      const c = clients(t, URL, mode.opts);
+      const { socket } = await open(c);
+      const cases = [
+        [{ _placeholder: false, note: 'user data' }],
+        [{ _placeholder: 'yes' }],
+        [{ meta: { _placeholder: true, num: 0 } }],
+        [Buffer.from([1]), { _placeholder: false }],
+      ];
+      for (const args of cases) {
+        assertSameData(await emitAck(socket, 'message-with-ack', ...args), args);
+      }
+      assert.ok(socket.connected, 'still connected');
+    });
+
     it('message round-trips a large (200 KB) Buffer', opts, async (t) => {
       const c = clients(t, URL, mode.opts);
       const { socket } = await open(c);

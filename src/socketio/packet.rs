@@ -452,7 +452,7 @@ pub enum ParseError {
     /// An ACK/BINARY_ACK payload that is not an array.
     #[error("invalid payload: an ack payload must be an array")]
     AckNotArray,
-    /// An object with a `_placeholder` key that is not exactly
+    /// In a binary packet, an object whose `_placeholder` is `true` that is not exactly
     /// `{"_placeholder":true,"num":<integer>}`.
     #[error("illegal attachments: malformed placeholder")]
     InvalidPlaceholder,
@@ -467,9 +467,6 @@ pub enum ParseError {
     /// A declared attachment that no placeholder refers to.
     #[error("illegal attachments: attachment {0} is never referenced")]
     UnreferencedAttachment(usize),
-    /// A placeholder in a packet that has no attachments.
-    #[error("illegal attachments: placeholder in a {0} packet")]
-    PlaceholderInNonBinary(PacketKind),
     /// A binary frame arrived while no binary packet was pending.
     #[error("got binary data when not reconstructing a packet")]
     UnexpectedBinary,
@@ -661,12 +658,12 @@ fn parse_text(text: &str, limits: &DecoderLimits) -> Result<(Packet, usize), Par
     if let Some(Value::Array(items)) = &mut data {
         name_number_as_string(kind, items);
     }
-    match &data {
-        Some(data) if kind.is_binary() => check_placeholders(data, count)?,
-        Some(data) if has_placeholder(data) => {
-            return Err(ParseError::PlaceholderInNonBinary(kind));
-        }
-        _ => {}
+    // A packet without attachments has no placeholders: what looks like one is data, as the
+    // reference parser takes it.
+    if let Some(data) = &data
+        && kind.is_binary()
+    {
+        check_placeholders(data, count)?;
     }
 
     let packet = Packet {
@@ -980,17 +977,6 @@ fn validate_payload(
     }
 }
 
-/// Whether any object in `value` has a `_placeholder` key.
-fn has_placeholder(value: &Value) -> bool {
-    match value {
-        Value::Array(items) => items.iter().any(has_placeholder),
-        Value::Object(map) => {
-            map.contains_key(PLACEHOLDER_KEY) || map.values().any(has_placeholder)
-        }
-        _ => false,
-    }
-}
-
 /// Checks that every placeholder in `data` is well formed and below `count`,
 /// and that each of the `count` attachments is referenced.
 fn check_placeholders(data: &Value, count: usize) -> Result<(), ParseError> {
@@ -1029,7 +1015,8 @@ fn collect_placeholders(
         Value::Array(items) => items
             .iter()
             .try_for_each(|item| collect_placeholders(item, count, nums)),
-        Value::Object(map) if map.contains_key(PLACEHOLDER_KEY) => {
+        // Only `"_placeholder": true` marks a placeholder; any other value of the key is data.
+        Value::Object(map) if map.get(PLACEHOLDER_KEY) == Some(&Value::Bool(true)) => {
             let num = placeholder_num(map).ok_or(ParseError::InvalidPlaceholder)?;
             match usize::try_from(num) {
                 Ok(index) if index < count => {
@@ -1533,12 +1520,10 @@ mod tests {
     fn rejects_bad_placeholders() {
         let bad = [
             r#"51-["a",{"_placeholder":true}]"#,
-            r#"51-["a",{"_placeholder":false,"num":0}]"#,
             r#"51-["a",{"_placeholder":true,"num":"0"}]"#,
             r#"51-["a",{"_placeholder":true,"num":-1}]"#,
             r#"51-["a",{"_placeholder":true,"num":0.5}]"#,
             r#"51-["a",{"_placeholder":true,"num":0,"x":1}]"#,
-            r#"51-["a",{"_placeholder":1,"num":0}]"#,
         ];
         for text in bad {
             assert!(
@@ -1562,18 +1547,36 @@ mod tests {
             rejected(r#"52-["a",{"_placeholder":true,"num":1},{"_placeholder":true,"num":1}]"#),
             ParseError::UnreferencedAttachment(0)
         ));
+        // Not a placeholder, so nothing refers to the attachment.
         assert!(matches!(
-            rejected(r#"2["a",{"_placeholder":true,"num":0}]"#),
-            ParseError::PlaceholderInNonBinary(PacketKind::Event)
+            rejected(r#"51-["a",{"_placeholder":false,"num":0}]"#),
+            ParseError::UnreferencedAttachment(0)
         ));
-        assert!(matches!(
-            rejected(r#"31[[{"x":{"_placeholder":true,"num":0}}]]"#),
-            ParseError::PlaceholderInNonBinary(PacketKind::Ack)
-        ));
-        assert!(matches!(
-            rejected(r#"0{"_placeholder":true,"num":0}"#),
-            ParseError::PlaceholderInNonBinary(PacketKind::Connect)
-        ));
+    }
+
+    #[test]
+    fn what_only_looks_like_a_placeholder_is_data() {
+        // Without attachments nothing is a placeholder, as with the reference parser.
+        for text in [
+            r#"2["a",{"_placeholder":true,"num":0}]"#,
+            r#"31[[{"x":{"_placeholder":true,"num":0}}]]"#,
+            r#"0{"_placeholder":true,"num":0}"#,
+            r#"2["a",{"_placeholder":"yes"},{"_placeholder":false,"note":"user data"}]"#,
+        ] {
+            let packet = decoded(text);
+            assert!(packet.attachments.is_empty(), "{text}");
+            assert_eq!(packet.encode(), text);
+        }
+        // In a binary packet only `"_placeholder": true` marks one.
+        let mut d = Decoder::new();
+        let header = r#"51-["a",{"_placeholder":false,"note":"x"},{"_placeholder":true,"num":0}]"#;
+        assert!(d.decode_text(header).unwrap().is_none());
+        let packet = d.decode_binary(Bytes::from_static(b"z")).unwrap().unwrap();
+        assert_eq!(
+            packet.data,
+            Some(json!(["a", {"_placeholder": false, "note": "x"}, placeholder(0)]))
+        );
+        assert_eq!(packet.attachments, vec![Bytes::from_static(b"z")]);
     }
 
     #[test]
