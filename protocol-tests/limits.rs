@@ -547,7 +547,11 @@ async fn last_attachment(ws: &mut Ws) {
 #[tokio::test]
 async fn attachments_held_for_incomplete_packets_stay_within_the_servers_budget() {
     let _shared = EXCLUSIVE.read().await;
-    let (io, addr) = start(|b| b.max_buffered_attachment_bytes(1000)).await;
+    let (io, addr) = start(|b| {
+        b.max_buffered_attachment_bytes(1000)
+            .max_buffered_attachment_bytes_per_address(1000)
+    })
+    .await;
     // One client stops after the first of its two attachments: the server holds 600 bytes.
     let mut holder = sio_ws_from(local(2), addr, None).await;
     first_of_two_attachments(&mut holder).await;
@@ -580,6 +584,39 @@ async fn attachments_held_for_incomplete_packets_stay_within_the_servers_budget(
     first_of_two_attachments(&mut fourth).await;
     last_attachment(&mut fourth).await;
     echo(&mut fourth, 4).await;
+    assert_eq!(closes(&io, CloseReason::ParseError), before + 1);
+}
+
+#[tokio::test]
+async fn one_address_holds_no_more_than_its_share_of_the_attachment_budget() {
+    let _shared = EXCLUSIVE.read().await;
+    let (io, addr) = start(|b| {
+        b.max_buffered_attachment_bytes(10_000)
+            .max_buffered_attachment_bytes_per_address(1000)
+    })
+    .await;
+    let before = closes(&io, CloseReason::ParseError);
+    // Two connections from one address each stop after 600 bytes: the second passes the
+    // address's 1000 and is closed, with the server's budget far from full.
+    let mut first = sio_ws_from(local(2), addr, None).await;
+    first_of_two_attachments(&mut first).await;
+    let mut second = sio_ws_from(local(2), addr, None).await;
+    first_of_two_attachments(&mut second).await;
+    ws_expect_end(&mut second, STEP).await;
+    wait_until("the second connection is closed", STEP, || {
+        closes(&io, CloseReason::ParseError) == before + 1
+    })
+    .await;
+    // Another address still has its own share.
+    let mut other = sio_ws_from(local(3), addr, None).await;
+    first_of_two_attachments(&mut other).await;
+    last_attachment(&mut other).await;
+    echo(&mut other, 2).await;
+    // Once the first connection's packet is complete, its address has its share back.
+    last_attachment(&mut first).await;
+    let mut again = sio_ws_from(local(2), addr, None).await;
+    first_of_two_attachments(&mut again).await;
+    last_attachment(&mut again).await;
     assert_eq!(closes(&io, CloseReason::ParseError), before + 1);
 }
 

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::net::IpAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -12,7 +13,7 @@ use serde_json::Value;
 
 use super::error::DisconnectReason;
 use super::packet::{Decoder, Packet, PacketKind, json_len};
-use super::server::ServerState;
+use super::server::{ServerState, SocketIoConfig};
 use super::socket::{Socket, encode_frames};
 use crate::engineio::{CloseReason, Handler, Message, Session};
 use crate::id::Id;
@@ -55,6 +56,47 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The attachments held for incomplete packets, over all connections and per client address.
+#[derive(Default)]
+pub(crate) struct AttachmentBudget {
+    total: AtomicUsize,
+    /// Addresses that hold some now; an address's entry goes when it holds nothing.
+    by_address: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl AttachmentBudget {
+    /// Counts `len` more bytes held for a connection from `addr`; whether they stay within the
+    /// server's limit and the address's. They are counted either way: the caller gives them
+    /// back with the connection's other bytes.
+    fn take(&self, addr: Option<IpAddr>, len: usize, config: &SocketIoConfig) -> bool {
+        let total = self.total.fetch_add(len, Ordering::Relaxed) + len;
+        let Some(addr) = addr else {
+            return total <= config.max_buffered_attachment_bytes;
+        };
+        let mut by_address = lock(&self.by_address);
+        let held = by_address.entry(addr).or_default();
+        *held += len;
+        total <= config.max_buffered_attachment_bytes
+            && *held <= config.max_buffered_attachment_bytes_per_address
+    }
+
+    fn give_back(&self, addr: Option<IpAddr>, len: usize) {
+        if len == 0 {
+            return;
+        }
+        self.total.fetch_sub(len, Ordering::Relaxed);
+        if let Some(addr) = addr {
+            let mut by_address = lock(&self.by_address);
+            if let Some(held) = by_address.get_mut(&addr) {
+                *held = held.saturating_sub(len);
+                if *held == 0 {
+                    by_address.remove(&addr);
+                }
+            }
+        }
+    }
+}
+
 /// The decoder of a connection, and the bytes of the attachments it holds for an incomplete
 /// packet that are counted against the server's budget.
 #[derive(Default)]
@@ -67,13 +109,13 @@ struct Inbound {
 
 impl Inbound {
     /// Drops any incomplete packet and gives its bytes back to the budget.
-    fn reset(&mut self, budget: &AtomicUsize) {
+    fn reset(&mut self, budget: &AttachmentBudget, addr: Option<IpAddr>) {
         self.decoder.reset();
-        self.uncount(budget);
+        self.uncount(budget, addr);
     }
 
-    fn uncount(&mut self, budget: &AtomicUsize) {
-        budget.fetch_sub(std::mem::take(&mut self.counted), Ordering::Relaxed);
+    fn uncount(&mut self, budget: &AttachmentBudget, addr: Option<IpAddr>) {
+        budget.give_back(addr, std::mem::take(&mut self.counted));
     }
 }
 
@@ -128,6 +170,7 @@ impl Handler for Client {
 
     fn on_message(&self, session: &SioSession, message: Message) {
         let budget = &self.state.buffered_attachments;
+        let addr = session.request().remote_addr.map(|a| a.ip());
         let (decoded, pending_nsp) = {
             let mut inbound = lock(&session.data().inbound);
             if inbound.closed {
@@ -141,15 +184,14 @@ impl Handler for Client {
                 }
             };
             if !inbound.decoder.is_reconstructing() {
-                inbound.uncount(budget);
+                inbound.uncount(budget, addr);
             } else if len > 0 {
                 // Held until the packet's last attachment arrives: counted against the budget.
-                let held = budget.fetch_add(len, Ordering::Relaxed) + len;
                 inbound.counted += len;
-                if held > self.state.config.max_buffered_attachment_bytes {
-                    inbound.reset(budget);
+                if !budget.take(addr, len, &self.state.config) {
+                    inbound.reset(budget, addr);
                     drop(inbound);
-                    tracing::warn!(session = %session.log_id(), "binary attachments over the server's budget, closing the connection");
+                    tracing::warn!(session = %session.log_id(), "binary attachments over the server's budget or this address's share, closing the connection");
                     session.close(CloseReason::ParseError);
                     return;
                 }
@@ -165,7 +207,7 @@ impl Handler for Client {
                 if let Some(nsp) = pending_nsp {
                     if session.data().socket(&nsp).is_none() {
                         tracing::debug!(session = %session.log_id(), %nsp, "attachments for a namespace not joined");
-                        lock(&session.data().inbound).reset(budget);
+                        lock(&session.data().inbound).reset(budget, addr);
                         session.close(CloseReason::ParseError);
                     }
                 }
@@ -180,7 +222,8 @@ impl Handler for Client {
     fn on_close(&self, session: &SioSession, reason: CloseReason) {
         {
             let mut inbound = lock(&session.data().inbound);
-            inbound.reset(&self.state.buffered_attachments);
+            let addr = session.request().remote_addr.map(|a| a.ip());
+            inbound.reset(&self.state.buffered_attachments, addr);
             inbound.closed = true;
         }
         let sockets: Vec<Arc<Socket>> = lock(&session.data().sockets)

@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -12,7 +11,7 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 
 use super::adapter::{Adapter, AdapterFactory, LocalAdapter};
-use super::client::Client;
+use super::client::{AttachmentBudget, Client};
 use super::error::EmitError;
 use super::namespace::{BroadcastOperator, Namespace};
 use super::packet::DecoderLimits;
@@ -42,6 +41,10 @@ pub struct SocketIoConfig {
     /// Each connection may hold `max_attachments` × maxPayload, and a client may stop before
     /// its packet's last attachment for as long as it answers pings: this bounds the sum.
     pub max_buffered_attachment_bytes: usize,
+    /// The same, over the connections from one client address: without it one client with a
+    /// few such connections takes the whole budget, and everybody else's attachments are
+    /// refused.
+    pub max_buffered_attachment_bytes_per_address: usize,
     /// Bytes of JSON a CONNECT's auth object may take; a larger one is refused with a
     /// `connect_error`. A socket keeps its auth for as long as it lives (its handshake, here and
     /// to the other nodes of a cluster), so this bounds what each socket holds.
@@ -61,6 +64,7 @@ impl Default for SocketIoConfig {
             ack_timeout: Duration::from_secs(10),
             max_pending_acks: 1024,
             max_buffered_attachment_bytes: 256 * 1024 * 1024,
+            max_buffered_attachment_bytes_per_address: 32 * 1024 * 1024,
             max_auth_bytes: 16 * 1024,
         }
     }
@@ -82,7 +86,7 @@ type DynamicSetup = Box<dyn Fn(&Arc<Namespace>) + Send + Sync>;
 pub(crate) struct ServerState {
     pub(crate) config: SocketIoConfig,
     /// Bytes of attachments held for incomplete packets, over all connections.
-    pub(crate) buffered_attachments: AtomicUsize,
+    pub(crate) buffered_attachments: AttachmentBudget,
     adapter: AdapterFactory,
     namespaces: RwLock<HashMap<String, Arc<Namespace>>>,
     dynamic: RwLock<Vec<(DynamicMatcher, DynamicSetup)>>,
@@ -213,6 +217,11 @@ impl SocketIoBuilder {
         self.config.max_buffered_attachment_bytes = n;
         self
     }
+    /// The same, over the connections from one client address (default 32 MiB).
+    pub fn max_buffered_attachment_bytes_per_address(mut self, n: usize) -> Self {
+        self.config.max_buffered_attachment_bytes_per_address = n;
+        self
+    }
     /// Time a connection has to join a namespace (default 45 s).
     pub fn connect_timeout(mut self, d: Duration) -> Self {
         self.config.connect_timeout = d;
@@ -302,7 +311,7 @@ impl SocketIoBuilder {
         });
         let state = Arc::new(ServerState {
             config: self.config.clone(),
-            buffered_attachments: AtomicUsize::new(0),
+            buffered_attachments: AttachmentBudget::default(),
             adapter,
             namespaces: RwLock::new(HashMap::new()),
             dynamic: RwLock::new(Vec::new()),
