@@ -528,13 +528,16 @@ async fn a_websocket_over_its_message_rate_is_closed_with_1008_and_nobody_else_i
     echo(&mut fresh, 3).await;
 }
 
-/// Sends a binary `echo` declaring two attachments, and the first of them (600 bytes).
-async fn first_of_two_attachments(ws: &mut Ws) {
+/// A client from `src` that sends a binary `echo` declaring two attachments, and the first of
+/// them (600 bytes), which the server holds until the second comes.
+async fn holding_first_of_two_attachments(src: IpAddr, addr: SocketAddr) -> Ws {
+    let mut ws = sio_ws_from(src, addr, None).await;
     let header = r#"452-["echo",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#;
-    ws_send(ws, header).await;
+    ws_send(&mut ws, header).await;
     ws.send(Message::binary(vec![1u8; 600]))
         .await
         .expect("send");
+    ws
 }
 
 /// Sends the second attachment, which completes the packet: the server echoes it.
@@ -553,12 +556,10 @@ async fn attachments_held_for_incomplete_packets_stay_within_the_servers_budget(
     })
     .await;
     // One client stops after the first of its two attachments: the server holds 600 bytes.
-    let mut holder = sio_ws_from(local(2), addr, None).await;
-    first_of_two_attachments(&mut holder).await;
+    let mut holder = holding_first_of_two_attachments(local(2), addr).await;
     // A second one doing the same would take it to 1200 bytes: that one is closed.
     let before = closes(&io, CloseReason::ParseError);
-    let mut second = sio_ws_from(local(3), addr, None).await;
-    first_of_two_attachments(&mut second).await;
+    let mut second = holding_first_of_two_attachments(local(3), addr).await;
     ws_expect_end(&mut second, STEP).await;
     wait_until("the second client is closed", STEP, || {
         closes(&io, CloseReason::ParseError) == before + 1
@@ -567,21 +568,18 @@ async fn attachments_held_for_incomplete_packets_stay_within_the_servers_budget(
     // The first goes on; once its packet is complete its bytes are free again.
     last_attachment(&mut holder).await;
     echo(&mut holder, 2).await;
-    let mut third = sio_ws_from(local(4), addr, None).await;
-    first_of_two_attachments(&mut third).await;
+    let mut third = holding_first_of_two_attachments(local(4), addr).await;
     last_attachment(&mut third).await;
     echo(&mut third, 3).await;
     // A client gone in the middle of its packet gives its bytes back too.
-    let mut gone = sio_ws_from(local(5), addr, None).await;
-    first_of_two_attachments(&mut gone).await;
+    let gone = holding_first_of_two_attachments(local(5), addr).await;
     let sessions = io.engine().session_count();
     drop(gone);
     wait_until("the departed client's session ends", STEP, || {
         io.engine().session_count() < sessions
     })
     .await;
-    let mut fourth = sio_ws_from(local(6), addr, None).await;
-    first_of_two_attachments(&mut fourth).await;
+    let mut fourth = holding_first_of_two_attachments(local(6), addr).await;
     last_attachment(&mut fourth).await;
     echo(&mut fourth, 4).await;
     assert_eq!(closes(&io, CloseReason::ParseError), before + 1);
@@ -598,24 +596,20 @@ async fn one_address_holds_no_more_than_its_share_of_the_attachment_budget() {
     let before = closes(&io, CloseReason::ParseError);
     // Two connections from one address each stop after 600 bytes: the second passes the
     // address's 1000 and is closed, with the server's budget far from full.
-    let mut first = sio_ws_from(local(2), addr, None).await;
-    first_of_two_attachments(&mut first).await;
-    let mut second = sio_ws_from(local(2), addr, None).await;
-    first_of_two_attachments(&mut second).await;
+    let mut first = holding_first_of_two_attachments(local(2), addr).await;
+    let mut second = holding_first_of_two_attachments(local(2), addr).await;
     ws_expect_end(&mut second, STEP).await;
     wait_until("the second connection is closed", STEP, || {
         closes(&io, CloseReason::ParseError) == before + 1
     })
     .await;
     // Another address still has its own share.
-    let mut other = sio_ws_from(local(3), addr, None).await;
-    first_of_two_attachments(&mut other).await;
+    let mut other = holding_first_of_two_attachments(local(3), addr).await;
     last_attachment(&mut other).await;
     echo(&mut other, 2).await;
     // Once the first connection's packet is complete, its address has its share back.
     last_attachment(&mut first).await;
-    let mut again = sio_ws_from(local(2), addr, None).await;
-    first_of_two_attachments(&mut again).await;
+    let mut again = holding_first_of_two_attachments(local(2), addr).await;
     last_attachment(&mut again).await;
     assert_eq!(closes(&io, CloseReason::ParseError), before + 1);
 }

@@ -143,6 +143,11 @@ pub struct Client {
 
 type SioSession = Arc<Session<SessionState>>;
 
+/// The address the connection came from, which the attachment budget shares out by.
+fn client_ip(session: &SioSession) -> Option<IpAddr> {
+    session.request().remote_addr.map(|a| a.ip())
+}
+
 impl Handler for Client {
     type Data = SessionState;
 
@@ -170,7 +175,7 @@ impl Handler for Client {
 
     fn on_message(&self, session: &SioSession, message: Message) {
         let budget = &self.state.buffered_attachments;
-        let addr = session.request().remote_addr.map(|a| a.ip());
+        let addr = client_ip(session);
         let (decoded, pending_nsp) = {
             let mut inbound = lock(&session.data().inbound);
             if inbound.closed {
@@ -222,7 +227,7 @@ impl Handler for Client {
     fn on_close(&self, session: &SioSession, reason: CloseReason) {
         {
             let mut inbound = lock(&session.data().inbound);
-            let addr = session.request().remote_addr.map(|a| a.ip());
+            let addr = client_ip(session);
             inbound.reset(&self.state.buffered_attachments, addr);
             inbound.closed = true;
         }
