@@ -365,6 +365,8 @@ fn echoing_the_request() -> SocketIo {
             "empty": all("x-empty"),
             "cookie": all("cookie"),
             "query": socket.query(),
+            "token": socket.query_param("token"),
+            "handshake_query": socket.info().handshake["query"],
             "url": socket.info().handshake["url"],
         });
         let _ = socket.emit("seen", &seen);
@@ -390,30 +392,37 @@ async fn a_socket_keeps_the_headers_and_query_of_its_opening_request() {
     ];
 
     // Opened over WebSocket.
-    let target = "/socket.io/?EIO=4&transport=websocket&token=a%20b&room=r1";
+    let target = "/socket.io/?EIO=4&transport=websocket&token=a%20b+c%2B&room=r1";
     let mut ws = ws_connect_with(addr, target, &headers)
         .await
         .expect("WebSocket");
     assert!(ws_recv_app_text(&mut ws).await.starts_with("0{"));
     ws_send(&mut ws, "40").await;
     assert!(ws_recv_app_text(&mut ws).await.starts_with("40{"));
-    let expected = |url: &str, query: &str| {
+    // The query as it came, and its parameters decoded (the first of a repeated one).
+    let expected = |url: &str, query: &str, decoded: Value| {
         json!({
             "tags": ["one", "two, three"],
             "empty": [""],
             "cookie": ["session=abc; theme=dark"],
             "query": query,
+            "token": decoded["token"],
+            "handshake_query": decoded,
             "url": url,
         })
     };
     assert_eq!(
         seen_event(&ws_recv_app_text(&mut ws).await),
-        expected(target, "EIO=4&transport=websocket&token=a%20b&room=r1")
+        expected(
+            target,
+            "EIO=4&transport=websocket&token=a%20b+c%2B&room=r1",
+            json!({"EIO": "4", "transport": "websocket", "token": "a b c+", "room": "r1"}),
+        )
     );
 
     // Opened over polling: the handshake request is the one kept, not the later ones.
     let mut http = HttpConn::connect(addr).await;
-    let target = "/socket.io/?EIO=4&transport=polling&token=p";
+    let target = "/socket.io/?EIO=4&transport=polling&token=p&token=%E2%9C%93&name=%E2%9C%93";
     let open = http.request("GET", target, &headers, b"").await.unwrap();
     let sid = parse_open(&open.packets()[0])["sid"]
         .as_str()
@@ -431,6 +440,10 @@ async fn a_socket_keeps_the_headers_and_query_of_its_opening_request() {
     assert!(packets[0].starts_with("40{"), "{packets:?}");
     assert_eq!(
         seen_event(&packets[1]),
-        expected(target, "EIO=4&transport=polling&token=p")
+        expected(
+            target,
+            "EIO=4&transport=polling&token=p&token=%E2%9C%93&name=%E2%9C%93",
+            json!({"EIO": "4", "transport": "polling", "token": "p", "name": "✓"}),
+        )
     );
 }

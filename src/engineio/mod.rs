@@ -10,6 +10,7 @@ mod limits;
 pub mod metrics;
 pub mod packet;
 pub mod polling;
+pub mod query;
 pub mod server;
 pub mod session;
 pub mod websocket;

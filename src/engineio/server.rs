@@ -1,6 +1,7 @@
 //! The Engine.IO server: checks each request, routes it to its session and transport, and runs
 //! every session's heartbeat until the session ends.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -17,7 +18,7 @@ use super::limits::Admission;
 use super::metrics::EngineMetrics;
 use super::packet::{Frame, Message, Packet};
 use super::session::{RequestInfo, Session, Transport};
-use super::{polling, websocket};
+use super::{polling, query, websocket};
 use crate::id::{Id, IdMap};
 use tracing::Instrument;
 
@@ -59,20 +60,20 @@ pub struct EngineIo<H: Handler> {
     admission: Admission,
 }
 
-/// The query parameters Engine.IO reads. The first occurrence of a parameter wins.
+/// The query parameters Engine.IO reads, decoded; the first occurrence of a parameter wins.
 #[derive(Debug, Default)]
 struct Query<'a> {
-    eio: Option<&'a str>,
-    transport: Option<&'a str>,
-    sid: Option<&'a str>,
+    eio: Option<Cow<'a, str>>,
+    transport: Option<Cow<'a, str>>,
+    /// Absent when empty too: the reference server opens a new session for `sid=`.
+    sid: Option<Cow<'a, str>>,
 }
 
 impl<'a> Query<'a> {
     fn parse(query: &'a str) -> Query<'a> {
         let mut q = Query::default();
-        for pair in query.split('&') {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let slot = match key {
+        for (key, value) in query::pairs(query) {
+            let slot = match &*key {
                 "EIO" => &mut q.eio,
                 "transport" => &mut q.transport,
                 "sid" => &mut q.sid,
@@ -80,6 +81,7 @@ impl<'a> Query<'a> {
             };
             slot.get_or_insert(value);
         }
+        q.sid = q.sid.filter(|sid| !sid.is_empty());
         q
     }
 }
@@ -198,7 +200,7 @@ impl<H: Handler> EngineIo<H> {
         let query = req.uri().query().unwrap_or("").to_owned();
         let q = Query::parse(&query);
         // Exact matches only: a transport name is never looked up in anything with other keys.
-        let transport = match q.transport {
+        let transport = match q.transport.as_deref() {
             Some("polling") => Transport::Polling,
             Some("websocket") => Transport::WebSocket,
             _ => return Err(RequestError::UnknownTransport),
@@ -209,7 +211,7 @@ impl<H: Handler> EngineIo<H> {
                 .origin_allowed(origin.as_bytes(), host(req.headers())),
             None => true,
         };
-        match q.sid {
+        match q.sid.as_deref() {
             Some(sid) => {
                 let session = self.find(sid).ok_or(RequestError::UnknownSid)?;
                 session.expire_if_overdue();
@@ -244,7 +246,7 @@ impl<H: Handler> EngineIo<H> {
                 if transport == Transport::WebSocket && !websocket::is_upgrade_request(&req) {
                     return Err(RequestError::BadRequest);
                 }
-                if q.eio != Some("4") {
+                if q.eio.as_deref() != Some("4") {
                     return Err(RequestError::UnsupportedProtocolVersion);
                 }
                 if !origin_allowed {
@@ -556,15 +558,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn query_takes_the_first_occurrence() {
-        let q = Query::parse("EIO=4&transport=polling&sid=a&sid=b&t=x");
-        assert_eq!(q.eio, Some("4"));
-        assert_eq!(q.transport, Some("polling"));
-        assert_eq!(q.sid, Some("a"));
+    fn query_parameters_are_decoded_and_the_first_occurrence_wins() {
+        let q = Query::parse("EIO=%34&transport=polling&sid=a&sid=b&t=x");
+        assert_eq!(q.eio.as_deref(), Some("4"));
+        assert_eq!(q.transport.as_deref(), Some("polling"));
+        assert_eq!(q.sid.as_deref(), Some("a"));
         let q = Query::parse("transport&EIO=");
-        assert_eq!(q.transport, Some(""));
-        assert_eq!(q.eio, Some(""));
+        assert_eq!(q.transport.as_deref(), Some(""));
+        assert_eq!(q.eio.as_deref(), Some(""));
         assert!(Query::parse("").sid.is_none());
+        assert!(Query::parse("EIO=4&sid=").sid.is_none());
     }
 
     #[test]

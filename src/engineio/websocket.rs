@@ -55,7 +55,8 @@ fn header_has_token(req: &Request<Incoming>, name: header::HeaderName, token: &s
 }
 
 /// Whether the request is a well-formed WebSocket handshake (RFC 6455 §4.2.1: HTTP/1.1 or
-/// later, GET, the upgrade headers, version 13, a 16-byte key).
+/// later, GET, the upgrade headers, version 13 (or 8, the last draft, whose frames are the same
+/// and which the reference server takes too), a 16-byte key).
 pub(crate) fn is_upgrade_request(req: &Request<Incoming>) -> bool {
     req.version() >= Version::HTTP_11
         && req.method() == Method::GET
@@ -64,7 +65,7 @@ pub(crate) fn is_upgrade_request(req: &Request<Incoming>) -> bool {
         && req
             .headers()
             .get(header::SEC_WEBSOCKET_VERSION)
-            .is_some_and(|v| v.as_bytes() == b"13")
+            .is_some_and(|v| matches!(v.as_bytes(), b"13" | b"8"))
         && req
             .headers()
             .get(header::SEC_WEBSOCKET_KEY)
@@ -162,7 +163,7 @@ pub(crate) fn open_new<H: Handler>(
     Ok(resp)
 }
 
-/// A WebSocket joining an existing polling session: it must probe, then upgrade.
+/// A WebSocket joining an existing polling session, which it takes over with `5`.
 pub(crate) fn upgrade_existing<H: Handler>(
     engine: &Arc<EngineIo<H>>,
     session: Arc<Session<H::Data>>,
@@ -249,29 +250,37 @@ fn accept_and_close<H: Handler>(
 /// (another packet, a timeout) an empty close frame, as the reference server sends.
 type Abandoned = Option<CloseCode>;
 
-/// Waits for `2probe` (answering `3probe`) and then `5`.
+/// Answers every `2probe` with `3probe` until the client sends `5`, as the reference server
+/// does (a client may probe again, or move without probing); anything else ends the attempt.
 async fn probe<D>(ws: &mut Ws, session: &Session<D>) -> Result<(), Abandoned> {
-    match packet::decode_text(next_text(ws).await?) {
-        Ok(Packet::Ping { probe: true }) => {}
-        _ => return Err(None),
-    }
-    let pong = Frame::Text(Utf8Bytes::from_static("3probe"));
-    if send(ws, pong).await.is_err() {
-        return Err(None);
-    }
-    // A client that sent `5` right behind its probe, without waiting for `3probe`, has moved
-    // already: its upgrade completes before a poll of its can be answered as if it had not.
-    let upgraded = match upgrade_packet(ws).now_or_never() {
-        Some(upgraded) => upgraded,
-        None => {
-            session.upgrade_probed();
-            upgrade_packet(ws).await
+    let mut answered = false;
+    loop {
+        // A client that sent `5` right behind its probe, without waiting for `3probe`, has moved
+        // already: its upgrade completes before a poll of its can be answered as if it had not.
+        let text = match next_text(ws).now_or_never() {
+            Some(text) => text?,
+            None => {
+                if answered && !session.is_probed() {
+                    session.upgrade_probed();
+                }
+                next_text(ws).await?
+            }
+        };
+        match packet::decode_text(text) {
+            Ok(Packet::Ping { probe: true }) => {
+                let pong = Frame::Text(Utf8Bytes::from_static("3probe"));
+                if send(ws, pong).await.is_err() {
+                    return Err(None);
+                }
+                answered = true;
+            }
+            Ok(Packet::Upgrade) => {
+                session.complete_upgrade();
+                return Ok(());
+            }
+            _ => return Err(None),
         }
-    };
-    if upgraded.is_ok() {
-        session.complete_upgrade();
     }
-    upgraded
 }
 
 /// Whether the next packet is the client's `5`, by which it moves to this socket.

@@ -1,5 +1,6 @@
 //! A socket: one client's membership of one namespace, with its event handlers and pending acks.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -21,7 +22,7 @@ use super::client::{SessionState, run_inline};
 use super::error::{AckError, DisconnectReason, EmitError};
 use super::namespace::{BroadcastOperator, Namespace};
 use super::packet::Packet;
-use crate::engineio::{CloseReason, Frame, Session, Transport};
+use crate::engineio::{CloseReason, Frame, Session, Transport, query};
 use crate::id::Id;
 
 pub(crate) type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
@@ -207,9 +208,15 @@ impl Socket {
         &self.session.request().headers
     }
 
-    /// Query string of the request that opened the connection.
+    /// Query string of the request that opened the connection, as it came (escaped).
     pub fn query(&self) -> &str {
         self.session.request().query()
+    }
+
+    /// One parameter of that query string, decoded, as `socket.handshake.query[key]` is in
+    /// Node (of a repeated key, the first: see [`query`](crate::engineio::query)).
+    pub fn query_param(&self, key: &str) -> Option<String> {
+        query::get(self.query(), key).map(Cow::into_owned)
     }
 
     /// The client's address, when known.
@@ -237,15 +244,12 @@ impl Socket {
             .iter()
             .filter_map(|(k, v)| Some((k.as_str().to_owned(), Value::from(v.to_str().ok()?))))
             .collect();
-        let query: serde_json::Map<String, Value> = request
-            .query()
-            .split('&')
-            .filter(|pair| !pair.is_empty())
-            .map(|pair| {
-                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                (percent_decode(k), Value::from(percent_decode(v)))
-            })
-            .collect();
+        let mut query = serde_json::Map::new();
+        for (k, v) in query::pairs(request.query()) {
+            query
+                .entry(k.into_owned())
+                .or_insert_with(|| Value::from(v.into_owned()));
+        }
         let handshake = serde_json::json!({
             "headers": headers,
             "address": request.remote_addr.map(|a| a.ip().to_string()),
@@ -547,30 +551,6 @@ impl Socket {
         }
         *self.handlers_mut() = Handlers::default();
     }
-}
-
-/// `%XX` escapes and `+` of a query component; invalid escapes stay as they are.
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push((h * 16 + l) as u8);
-                    i += 3;
-                    continue;
-                }
-                _ => out.push(b'%'),
-            },
-            b'+' => out.push(b' '),
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A UTC instant as JavaScript's `Date.prototype.toString` writes it on a server in UTC
