@@ -16,7 +16,7 @@ use common::client::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use socketio_server::socketio::{AckError, Event, Socket, SocketIo};
+use socketio_server::socketio::{AckError, Event, RecoveryConfig, Socket, SocketIo};
 use tokio_tungstenite::tungstenite::Message;
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -446,4 +446,143 @@ async fn a_socket_keeps_the_headers_and_query_of_its_opening_request() {
             json!({"EIO": "4", "transport": "polling", "token": "p", "name": "✓"}),
         )
     );
+}
+
+// ---- connection state recovery ------------------------------------------------------------
+
+/// A server with connection state recovery: a new socket joins `news` and gets data; every
+/// socket is greeted with whether it was recovered, and its data.
+fn recovering_server() -> SocketIo {
+    let io = SocketIo::builder()
+        .connection_state_recovery(RecoveryConfig::default())
+        .build();
+    io.of("/").on_connect(|socket| {
+        if !socket.recovered() {
+            socket.join("news");
+            socket.set_data(json!({"name": "ann"}));
+        }
+        let _ = socket.emit("hello", &(socket.recovered(), socket.data()));
+    });
+    io
+}
+
+/// An event's arguments, its name first.
+fn event_args(packet: &str) -> Vec<Value> {
+    let args = packet
+        .strip_prefix("42")
+        .unwrap_or_else(|| panic!("not an event: {packet}"));
+    serde_json::from_str(args).unwrap()
+}
+
+/// Connects to `/` with `auth`; returns the socket, its sid and its pid.
+async fn connect_with_auth(addr: SocketAddr, auth: &Value) -> (Ws, String, String) {
+    let (mut ws, _) = ws_open(addr, "/socket.io/").await;
+    ws_send(&mut ws, &format!("40{auth}")).await;
+    let reply = ws_recv_app_text(&mut ws).await;
+    let data: Value = serde_json::from_str(reply.strip_prefix("40").expect("CONNECT")).unwrap();
+    let field = |k: &str| data[k].as_str().expect(k).to_owned();
+    (ws, field("sid"), field("pid"))
+}
+
+async fn until_no_socket(io: &SocketIo) {
+    for _ in 0..200 {
+        if io.of("/").socket_count() == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the server never saw the connection end");
+}
+
+#[tokio::test]
+async fn a_client_that_comes_back_gets_its_socket_and_the_events_it_missed() {
+    let io = recovering_server();
+    let addr = serve(&io).await;
+    let (mut ws, sid, pid) = connect_with_auth(addr, &json!({})).await;
+    assert_ne!(sid, pid);
+    let hello = event_args(&ws_recv_app_text(&mut ws).await);
+    assert_eq!(
+        hello[..3],
+        [json!("hello"), json!(false), json!({"name": "ann"})]
+    );
+    // The offset is the last argument.
+    let offset = hello[3].as_str().expect("an offset").to_owned();
+
+    drop(ws);
+    until_no_socket(&io).await;
+    io.to("news").emit("news", "missed 1").unwrap();
+    io.emit("all", "missed 2").unwrap();
+    io.to("elsewhere").emit("other", "not its room").unwrap();
+    io.of("/")
+        .except("news")
+        .emit("other", "its room left out")
+        .unwrap();
+    io.to("news").volatile().emit("other", "volatile").unwrap();
+
+    let (mut ws, back_sid, back_pid) =
+        connect_with_auth(addr, &json!({"pid": pid, "offset": offset, "token": "t"})).await;
+    assert_eq!((&back_sid, &back_pid), (&sid, &pid), "the same socket");
+    let mut names_and_args = Vec::new();
+    for _ in 0..3 {
+        let args = event_args(&ws_recv_app_text(&mut ws).await);
+        assert!(args.last().unwrap().is_string(), "{args:?}");
+        names_and_args.push(args[..args.len() - 1].to_vec());
+    }
+    assert_eq!(
+        names_and_args,
+        [
+            vec![json!("news"), json!("missed 1")],
+            vec![json!("all"), json!("missed 2")],
+            vec![json!("hello"), json!(true), json!({"name": "ann"})],
+        ]
+    );
+    // Still in its room, with its data, offsets going on.
+    io.to("news").emit("news", "live").unwrap();
+    let live = event_args(&ws_recv_app_text(&mut ws).await);
+    assert_eq!(live[..2], [json!("news"), json!("live")]);
+    assert!(live[2].is_string());
+    let socket = io.of("/").sockets().pop().expect("the socket");
+    assert!(socket.recovered());
+    assert_eq!(socket.id().as_str(), sid);
+    assert_eq!(socket.auth()["token"], "t");
+
+    // Once only: the same pid again while the socket is connected gets a new socket.
+    let (_other, other_sid, other_pid) =
+        connect_with_auth(addr, &json!({"pid": pid, "offset": offset})).await;
+    assert_ne!(other_sid, sid);
+    assert_ne!(other_pid, pid);
+}
+
+#[tokio::test]
+async fn a_socket_left_on_purpose_or_an_unknown_offset_is_not_recovered() {
+    let io = recovering_server();
+    let addr = serve(&io).await;
+
+    // The client left the namespace itself.
+    let (mut ws, sid, pid) = connect_with_auth(addr, &json!({})).await;
+    let hello = event_args(&ws_recv_app_text(&mut ws).await);
+    let offset = hello[3].as_str().unwrap().to_owned();
+    ws_send(&mut ws, "41").await;
+    until_no_socket(&io).await;
+    let (mut ws, new_sid, new_pid) =
+        connect_with_auth(addr, &json!({"pid": pid, "offset": offset})).await;
+    assert_ne!(new_sid, sid);
+    assert_eq!(event_args(&ws_recv_app_text(&mut ws).await)[1], false);
+
+    // A known pid with an offset the server never gave; a pid it never gave; a pid that is
+    // not a string.
+    drop(ws);
+    until_no_socket(&io).await;
+    for auth in [
+        json!({"pid": new_pid, "offset": "999999"}),
+        json!({"pid": "AAAAAAAAAAAAAAAAAAAA", "offset": offset}),
+        json!({"pid": 1, "offset": offset}),
+    ] {
+        let (mut ws, _, _) = connect_with_auth(addr, &auth).await;
+        assert_eq!(
+            event_args(&ws_recv_app_text(&mut ws).await)[1],
+            false,
+            "{auth}"
+        );
+    }
 }

@@ -3,7 +3,8 @@
 //!
 //! Engine.IO on `/engine.io/` echoes every message (the text `close-me` makes the server close
 //! the session instead). Socket.IO on `/socket.io/` serves `/` and `/custom`; the events are
-//! described in `fixtures/README.md` and `protocol-tests/node/README.md`.
+//! described in `fixtures/README.md` and `protocol-tests/node/README.md`. Socket.IO on
+//! `/recovery/` has connection state recovery on (the official suite's server has it off).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use crate::engineio::{
     self, AllowedOrigins, CloseReason, EngineConfig, EngineIo, Frame, Message, Session,
 };
 use crate::socketio::packet::Packet;
-use crate::socketio::{ConnectError, Event, Socket, SocketIo, SocketIoConfig};
+use crate::socketio::{ConnectError, Event, RecoveryConfig, Socket, SocketIo, SocketIoConfig};
 
 const PING_INTERVAL: Duration = Duration::from_millis(300);
 const PING_TIMEOUT: Duration = Duration::from_millis(200);
@@ -90,6 +91,33 @@ pub fn socket_io(origins: &AllowedOrigins) -> SocketIo {
     });
     io.of("/custom")
         .on_connect(|socket| common_handlers(&socket));
+    io
+}
+
+/// A Socket.IO application on `/recovery/` with connection state recovery: a new socket joins
+/// the room `news`; `shout` (text, with an ack) sends `news` with the text to the room's other
+/// members, then acknowledges.
+pub fn recovering_socket_io(origins: &AllowedOrigins) -> SocketIo {
+    let io = SocketIo::builder()
+        .config(SocketIoConfig {
+            engine: engine_config("/recovery/", origins),
+            connect_timeout: Duration::from_millis(1000),
+            ..SocketIoConfig::default()
+        })
+        .connection_state_recovery(RecoveryConfig::default())
+        .build();
+    io.of("/").on_connect(|socket| {
+        if !socket.recovered() {
+            socket.join("news");
+        }
+        socket.on(
+            "shout",
+            |socket: Arc<Socket>, text: String, ack: crate::socketio::Ack| async move {
+                let _ = socket.to("news").emit("news", &text);
+                let _ = ack.send(&());
+            },
+        );
+    });
     io
 }
 
@@ -198,12 +226,16 @@ pub async fn serve(
 ) {
     let engine = engine_echo(&origins);
     let io = socket_io(&origins);
+    let recovering = recovering_socket_io(&origins);
     io.clone()
         .serve_with(listener, shutdown, move |req| {
             let engine = engine.clone();
+            let recovering = recovering.clone();
             async move {
                 if engine.matches(&req) {
                     engine.handle(req).await
+                } else if recovering.matches(&req) {
+                    recovering.handle(req).await
                 } else {
                     crate::socketio::server::not_found()
                 }

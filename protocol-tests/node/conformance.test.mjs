@@ -368,3 +368,46 @@ for (const mode of MODES) {
     });
   });
 }
+
+// Connection state recovery, on the conformance server's `/recovery/` path: the stock client
+// keeps the private id and the last offset the server gave it, and hands them back when it
+// reconnects by itself.
+describe('connection state recovery', () => {
+  for (const mode of MODES) {
+    it(`over ${mode.name}: a client whose connection dropped gets its socket back and what it missed`, opts, async (t) => {
+      const c = clients(t, URL, mode.opts);
+      const recovering = { path: '/recovery/', reconnectionDelay: 300, reconnectionDelayMax: 300 };
+      const a = c.connect('', recovering);
+      await connected(a);
+      assert.equal(a.recovered, false);
+      const id = a.id;
+      const b = c.connect('', { path: '/recovery/' });
+      await connected(b);
+
+      // A first event gives A an offset to come back with (its last argument).
+      const first = once(a, 'news');
+      await emitAck(b, 'shout', 'first');
+      const [text, offset] = await first;
+      assert.equal(text, 'first');
+      assert.equal(typeof offset, 'string');
+
+      const news = record(a, 'news');
+      const gone = once(a, 'disconnect');
+      a.io.engine.close();
+      await gone;
+      await emitAck(b, 'shout', 'while away');
+      await connected(a, 5000);
+      assert.equal(a.recovered, true, 'recovered');
+      assert.equal(a.id, id, 'the same socket id');
+      await until(() => news.length >= 1, 'the missed event');
+      assert.equal(news[0][0], 'while away');
+
+      // Still in its room.
+      await emitAck(b, 'shout', 'back');
+      await until(() => news.length >= 2, 'the next event');
+      assert.equal(news[1][0], 'back');
+      await sleep(QUIET_MS);
+      assert.deepStrictEqual(news.map((args) => args[0]), ['while away', 'back']);
+    });
+  }
+});

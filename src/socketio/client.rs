@@ -12,6 +12,7 @@ use std::task::{Context, Poll};
 use serde_json::Value;
 
 use super::error::DisconnectReason;
+use super::namespace::Namespace;
 use super::packet::{Decoder, Packet, PacketKind, json_len};
 use super::server::{ServerState, SocketIoConfig};
 use super::socket::{Socket, encode_frames};
@@ -285,7 +286,16 @@ impl Client {
             let _ = session.send_all(encode_frames(&refusal));
             return;
         }
-        let socket = Arc::new(Socket::new(ns.clone(), session.clone(), auth));
+        if ns.recovers() && self.connect_recovered(session, &ns, &auth) {
+            return;
+        }
+        let socket = Arc::new(Socket::new(
+            ns.clone(),
+            session.clone(),
+            auth,
+            Id::random(),
+            false,
+        ));
         let session = session.clone();
         run_inline(async move {
             if let Err(refusal) = ns.run_middleware(&socket).await {
@@ -296,28 +306,95 @@ impl Client {
             if session.is_closed() {
                 return;
             }
-            {
-                let mut sockets = lock(&session.data().sockets);
-                if sockets.contains_key(&nsp) {
-                    return;
-                }
-                sockets.insert(nsp.clone(), socket.clone());
-            }
-            if let Some(deadline) = lock(&session.data().connect_deadline).take() {
-                deadline.abort();
+            if !take_namespace(&session, &nsp, &socket) {
+                return;
             }
             ns.add(&socket);
+            let pid = ns.register_pid(socket.id());
             socket.mark_connected();
             if let Some(reason) = session.close_reason() {
                 // The connection ended while the middleware ran.
                 socket.close(DisconnectReason::from(reason));
                 return;
             }
-            let _ = socket.send_packet(&Packet::connect(&nsp, socket.id().as_str()));
+            let _ = session.send_all(encode_frames(&connect_packet(&nsp, socket.id(), pid)));
             session.end_batch();
             if let Some(on_connect) = ns.connect_handler() {
                 on_connect(socket);
             }
         });
+    }
+
+    /// A CONNECT whose auth names a socket the namespace can recover: the socket is back at
+    /// once, with its rooms and data, followed by the events it missed. It does not go through
+    /// the middleware again (Node's default): it passed them when it first connected.
+    fn connect_recovered(&self, session: &SioSession, ns: &Arc<Namespace>, auth: &Value) -> bool {
+        if session.is_closed() {
+            return false;
+        }
+        let nsp = ns.name();
+        let socket = ns.restore(auth, |restored| {
+            let socket = Arc::new(Socket::new(
+                ns.clone(),
+                session.clone(),
+                auth.clone(),
+                restored.sid,
+                true,
+            ));
+            socket.set_data(restored.data);
+            if !take_namespace(session, nsp, &socket) {
+                return None;
+            }
+            ns.add(&socket);
+            for room in &restored.rooms {
+                socket.join(room);
+            }
+            socket.mark_connected();
+            let connect = connect_packet(nsp, restored.sid, Some(restored.pid));
+            let _ = session.send_all(encode_frames(&connect));
+            let _ = session.send_all(restored.missed);
+            Some(socket)
+        });
+        let Some(socket) = socket else {
+            return false;
+        };
+        tracing::debug!(session = %session.log_id(), socket = %socket.id(), "socket recovered");
+        session.end_batch();
+        if let Some(reason) = session.close_reason() {
+            socket.close(DisconnectReason::from(reason));
+        } else if let Some(on_connect) = ns.connect_handler() {
+            on_connect(socket);
+        }
+        true
+    }
+}
+
+/// Makes `socket` the connection's socket of namespace `nsp`, unless it has one already, and
+/// ends the wait for a first CONNECT.
+fn take_namespace(session: &SioSession, nsp: &str, socket: &Arc<Socket>) -> bool {
+    {
+        let mut sockets = lock(&session.data().sockets);
+        if sockets.contains_key(nsp) {
+            return false;
+        }
+        sockets.insert(nsp.to_owned(), socket.clone());
+    }
+    if let Some(deadline) = lock(&session.data().connect_deadline).take() {
+        deadline.abort();
+    }
+    true
+}
+
+/// The answer to a CONNECT: the socket's id, and its private id when connection state
+/// recovery is on.
+fn connect_packet(nsp: &str, sid: Id, pid: Option<Id>) -> Packet {
+    match pid {
+        None => Packet::connect(nsp, sid.as_str()),
+        Some(pid) => {
+            let mut data = serde_json::Map::new();
+            data.insert("sid".to_owned(), Value::from(sid.as_str()));
+            data.insert("pid".to_owned(), Value::from(pid.as_str()));
+            Packet::connect_with_data(nsp, Some(Value::Object(data)))
+        }
     }
 }

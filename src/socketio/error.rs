@@ -44,6 +44,22 @@ impl DisconnectReason {
     }
 }
 
+impl DisconnectReason {
+    /// Whether the client may come back for its socket (connection state recovery): the
+    /// connection was lost or closed under it, rather than the socket being left on purpose
+    /// or the client breaking the protocol. Node's list.
+    pub fn is_recoverable(self) -> bool {
+        matches!(
+            self,
+            DisconnectReason::TransportClose
+                | DisconnectReason::TransportError
+                | DisconnectReason::PingTimeout
+                | DisconnectReason::ForcedServerClose
+                | DisconnectReason::ServerShuttingDown
+        )
+    }
+}
+
 impl From<CloseReason> for DisconnectReason {
     fn from(reason: CloseReason) -> Self {
         match reason {

@@ -2,7 +2,8 @@
 //!
 //! [`packet`] is the pure codec and [`binary`] the serde bridge for binary arguments;
 //! [`client`] runs one connection, [`namespace`] and [`socket`] are what handlers work with,
-//! [`adapter`] keeps rooms, and [`server`] is the handle users build and serve.
+//! [`adapter`] keeps rooms, and [`server`] is the handle users build and serve. Connection
+//! state recovery ([`RecoveryConfig`]) keeps what a briefly disconnected client gets back.
 
 pub mod adapter;
 pub mod binary;
@@ -11,6 +12,7 @@ pub mod error;
 pub mod metrics;
 pub mod namespace;
 pub mod packet;
+mod recovery;
 pub mod server;
 pub mod socket;
 
@@ -20,5 +22,6 @@ pub use adapter::{
 };
 pub use error::{AckError, ConnectError, DisconnectReason, EmitError};
 pub use namespace::{BroadcastOperator, Namespace, ServerAck};
+pub use recovery::RecoveryConfig;
 pub use server::{SocketIo, SocketIoBuilder, SocketIoConfig};
 pub use socket::{Ack, AckResponse, Event, Socket};

@@ -16,7 +16,8 @@ use super::adapter::{
 };
 use super::binary;
 use super::error::{AckError, ConnectError, EmitError};
-use super::packet::Packet;
+use super::packet::{Packet, PacketKind};
+use super::recovery::{Recovery, RecoveryConfig, Restored};
 use super::socket::{AckResponse, Socket, encode_frames, typed_frames};
 use crate::engineio::Frame;
 use crate::id::{Id, IdMap};
@@ -75,6 +76,7 @@ pub struct Namespace {
     server_events: RwLock<HashMap<String, ServerEventHandler>>,
     ack_timeout: Duration,
     pub(crate) max_pending_acks: usize,
+    recovery: Option<Recovery>,
 }
 
 impl std::fmt::Debug for Namespace {
@@ -95,6 +97,7 @@ impl Namespace {
         adapter: Box<dyn Adapter>,
         ack_timeout: Duration,
         max_pending_acks: usize,
+        recovery: Option<RecoveryConfig>,
     ) -> Arc<Namespace> {
         let ns = Arc::new(Namespace {
             name,
@@ -105,6 +108,7 @@ impl Namespace {
             server_events: RwLock::new(HashMap::new()),
             ack_timeout,
             max_pending_acks,
+            recovery: recovery.map(Recovery::new),
         });
         ns.adapter.bind(Arc::downgrade(&ns));
         ns
@@ -281,6 +285,91 @@ impl Namespace {
             .remove(&socket.id());
     }
 
+    /// Whether connection state recovery is on.
+    pub(crate) fn recovers(&self) -> bool {
+        self.recovery.is_some()
+    }
+
+    /// Delivers an event to `target`'s sockets with `deliver`; with recovery on, stamped with
+    /// its offset and kept, under the store's lock (see [`Recovery`]).
+    fn deliver_event<R>(
+        &self,
+        frames: Vec<Frame>,
+        target: &BroadcastTarget,
+        deliver: impl FnOnce(&[Frame]) -> R,
+    ) -> R {
+        match &self.recovery {
+            Some(recovery) => {
+                let mut state = recovery.lock();
+                let frames = state.stamp(&recovery.config, frames, target);
+                deliver(&frames)
+            }
+            None => deliver(&frames),
+        }
+    }
+
+    /// Sends an event to one socket of this namespace, as an event to its own room (so that
+    /// it can be replayed when the socket is recovered).
+    pub(crate) fn deliver_to_socket<R>(
+        &self,
+        socket: Id,
+        frames: Vec<Frame>,
+        deliver: impl FnOnce(Vec<Frame>) -> R,
+    ) -> R {
+        match &self.recovery {
+            Some(recovery) => {
+                let target = BroadcastTarget {
+                    rooms: vec![socket.as_str().to_owned()],
+                    except: Vec::new(),
+                };
+                let mut state = recovery.lock();
+                let frames = state.stamp(&recovery.config, frames, &target);
+                deliver(frames)
+            }
+            None => deliver(frames),
+        }
+    }
+
+    /// A new socket's private id (`None` without recovery).
+    pub(crate) fn register_pid(&self, socket: Id) -> Option<Id> {
+        let recovery = self.recovery.as_ref()?;
+        let pid = Id::random();
+        recovery.lock().register(socket, pid);
+        Some(pid)
+    }
+
+    /// Finds the socket a reconnecting client had, from the `pid` and `offset` of its auth, and
+    /// runs `connect` with it under the store's lock: what `connect` queues comes before any
+    /// event sent after the missed ones. The socket `connect` returns is the one recovered.
+    pub(crate) fn restore(
+        &self,
+        auth: &Value,
+        connect: impl FnOnce(Restored) -> Option<Arc<Socket>>,
+    ) -> Option<Arc<Socket>> {
+        let recovery = self.recovery.as_ref()?;
+        let pid = auth.get("pid").and_then(Value::as_str)?;
+        let offset = auth.get("offset").and_then(Value::as_str)?;
+        let mut state = recovery.lock();
+        let restored = state.restore(&recovery.config, pid, offset)?;
+        let pid = restored.pid;
+        let socket = connect(restored)?;
+        state.register(socket.id(), pid);
+        Some(socket)
+    }
+
+    /// A socket left the namespace: unless it left on purpose, what it had is kept for its
+    /// return.
+    pub(crate) fn forget_socket(&self, socket: &Socket, recoverable: bool) {
+        let Some(recovery) = &self.recovery else {
+            return;
+        };
+        let keep = recoverable.then(|| {
+            let rooms = self.adapter.rooms_of(socket.id());
+            (rooms, socket.data())
+        });
+        recovery.lock().leave(&recovery.config, socket.id(), keep);
+    }
+
     /// The local sockets a broadcast reaches.
     fn targets(&self, target: &BroadcastTarget) -> Vec<Arc<Socket>> {
         let mut out = Vec::new();
@@ -448,7 +537,7 @@ impl BroadcastOperator {
             let packet = binary::event_packet(self.ns.name(), event, args)?;
             self.ns.adapter.publish(&packet, &self.opts);
         }
-        Ok(self.deliver(&frames))
+        Ok(self.deliver_event(frames))
     }
 
     /// Sends a prepared packet to every recipient.
@@ -456,7 +545,23 @@ impl BroadcastOperator {
         if !self.flags().local {
             self.ns.adapter.publish(packet, &self.opts);
         }
-        self.deliver(&encode_frames(packet))
+        let frames = encode_frames(packet);
+        let event = matches!(packet.kind, PacketKind::Event | PacketKind::BinaryEvent);
+        if event && packet.id.is_none() {
+            self.deliver_event(frames)
+        } else {
+            self.deliver(&frames)
+        }
+    }
+
+    /// Queues an event for this node's recipients; one that is not volatile can be replayed to
+    /// a recovered socket.
+    fn deliver_event(&self, frames: Vec<Frame>) -> usize {
+        if self.flags().volatile {
+            return self.deliver(&frames);
+        }
+        self.ns
+            .deliver_event(frames, self.target(), |frames| self.deliver(frames))
     }
 
     /// Queues an encoded packet for this node's recipients.

@@ -15,6 +15,7 @@ use super::client::{AttachmentBudget, Client};
 use super::error::EmitError;
 use super::namespace::{BroadcastOperator, Namespace};
 use super::packet::DecoderLimits;
+use super::recovery::RecoveryConfig;
 use crate::engineio::{AllowedOrigins, Body, CloseReason, EngineConfig, EngineIo};
 use crate::server::HttpConfig;
 
@@ -49,6 +50,8 @@ pub struct SocketIoConfig {
     /// `connect_error`. A socket keeps its auth for as long as it lives (its handshake, here and
     /// to the other nodes of a cluster), so this bounds what each socket holds.
     pub max_auth_bytes: usize,
+    /// Connection state recovery (off by default, as in Node): see [`RecoveryConfig`].
+    pub connection_state_recovery: Option<RecoveryConfig>,
 }
 
 impl Default for SocketIoConfig {
@@ -66,6 +69,7 @@ impl Default for SocketIoConfig {
             max_buffered_attachment_bytes: 256 * 1024 * 1024,
             max_buffered_attachment_bytes_per_address: 32 * 1024 * 1024,
             max_auth_bytes: 16 * 1024,
+            connection_state_recovery: None,
         }
     }
 }
@@ -99,6 +103,7 @@ impl ServerState {
             (self.adapter)(name),
             self.config.ack_timeout,
             self.config.max_pending_acks,
+            self.config.connection_state_recovery.clone(),
         )
     }
 
@@ -283,6 +288,14 @@ impl SocketIoBuilder {
     /// JSON nesting one packet may have, its own array included (default 100).
     pub fn max_json_depth(mut self, depth: usize) -> Self {
         self.config.max_json_depth = depth;
+        self
+    }
+    /// Turns on connection state recovery: a client that lost its connection for at most
+    /// `config.max_disconnection` gets its socket back, rooms and data included, and the events
+    /// it missed (Node's `connectionStateRecovery`; stock clients from socket.io-client 4.6 on
+    /// take part without any setting).
+    pub fn connection_state_recovery(mut self, config: RecoveryConfig) -> Self {
+        self.config.connection_state_recovery = Some(config);
         self
     }
     /// Default timeout of broadcast acknowledgements (default 10 s).

@@ -140,6 +140,8 @@ pub struct Socket {
     session: Arc<Session<SessionState>>,
     auth: Value,
     connected: AtomicBool,
+    /// Whether this socket is one the client had before its connection dropped.
+    recovered: bool,
     handlers: RwLock<Handlers>,
     on_disconnecting: Mutex<Vec<DisconnectHandler>>,
     on_disconnect: Mutex<Vec<DisconnectHandler>>,
@@ -169,13 +171,16 @@ impl Socket {
         ns: Arc<Namespace>,
         session: Arc<Session<SessionState>>,
         auth: Value,
+        id: Id,
+        recovered: bool,
     ) -> Socket {
         Socket {
-            id: Id::random(),
+            id,
             ns,
             session,
             auth,
             connected: AtomicBool::new(false),
+            recovered,
             handlers: RwLock::new(Handlers::default()),
             on_disconnecting: Mutex::new(Vec::new()),
             on_disconnect: Mutex::new(Vec::new()),
@@ -217,6 +222,13 @@ impl Socket {
     /// Node (of a repeated key, the first: see [`query`](crate::engineio::query)).
     pub fn query_param(&self, key: &str) -> Option<String> {
         query::get(self.query(), key).map(Cow::into_owned)
+    }
+
+    /// Whether the client got this socket back after its connection dropped (connection state
+    /// recovery): same id, rooms and data, and the events it missed were sent after the
+    /// CONNECT answer. The connect handler runs for it all the same; the middleware does not.
+    pub fn recovered(&self) -> bool {
+        self.recovered
     }
 
     /// The client's address, when known.
@@ -357,7 +369,7 @@ impl Socket {
     /// `null` argument is `&(Value::Null,)` (or `&None::<T>`).
     pub fn emit<T: Serialize + ?Sized>(&self, event: &str, args: &T) -> Result<(), EmitError> {
         let frames = typed_frames(self.ns.name(), None, Some(event), args)?;
-        self.send_frames(frames)
+        self.send_event(frames)
     }
 
     /// Sends an event with raw arguments and attachments.
@@ -368,7 +380,17 @@ impl Socket {
         attachments: Vec<Bytes>,
     ) -> Result<(), EmitError> {
         let packet = Packet::event(self.ns.name(), event, args).with_attachments(attachments);
-        self.send_packet(&packet)
+        self.send_event(encode_frames(&packet))
+    }
+
+    /// Sends an event that asks for no acknowledgement: with connection state recovery, it is
+    /// kept for this socket's return.
+    fn send_event(&self, frames: Vec<Frame>) -> Result<(), EmitError> {
+        if !self.connected() {
+            return Err(EmitError::Disconnected);
+        }
+        self.ns
+            .deliver_to_socket(self.id, frames, |frames| self.send_frames(frames))
     }
 
     /// Sends an event and waits for the client's acknowledgement.
@@ -543,6 +565,7 @@ impl Socket {
         for handler in std::mem::take(&mut *lock(&self.on_disconnecting)) {
             handler(self.clone(), reason);
         }
+        self.ns.forget_socket(self, reason.is_recoverable());
         self.ns.remove(self);
         self.session.data().remove_socket(self.ns.name(), self.id);
         lock(&self.acks).clear();
