@@ -219,7 +219,7 @@ impl Socket {
     }
 
     /// One parameter of that query string, decoded, as `socket.handshake.query[key]` is in
-    /// Node (of a repeated key, the first: see [`query`](crate::engineio::query)).
+    /// Node (of a repeated key, the first: see [`crate::engineio::query`]).
     pub fn query_param(&self, key: &str) -> Option<String> {
         query::get(self.query(), key).map(Cow::into_owned)
     }
