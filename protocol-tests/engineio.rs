@@ -865,6 +865,21 @@ async fn upgrade_with_a_bad_probe_keeps_the_session_on_polling() {
     assert_eq!(p.get_answering_pings().await, ["4x"]);
 }
 
+#[tokio::test]
+async fn probes_are_answered_again_but_not_without_end() {
+    let addr = spawn_conformance_server().await;
+    let p = Polling::open(addr, E).await;
+    let mut ws = p.websocket().await;
+    for _ in 0..16 {
+        ws_send(&mut ws, "2probe").await;
+        assert_eq!(ws_recv_text(&mut ws).await, "3probe");
+    }
+    ws_send(&mut ws, "2probe").await;
+    ws_expect_end(&mut ws, Duration::from_secs(1)).await;
+    p.post_ok(b"4x").await;
+    assert_eq!(p.get_answering_pings().await, ["4x"]);
+}
+
 // ---- overlapping requests -------------------------------------------------------------------
 
 #[tokio::test]

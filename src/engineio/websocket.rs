@@ -250,29 +250,33 @@ fn accept_and_close<H: Handler>(
 /// (another packet, a timeout) an empty close frame, as the reference server sends.
 type Abandoned = Option<CloseCode>;
 
+/// Probes one upgrading WebSocket may send (each answered with a frame) before it is let go.
+const MAX_PROBES: u32 = 16;
+
 /// Answers every `2probe` with `3probe` until the client sends `5`, as the reference server
 /// does (a client may probe again, or move without probing); anything else ends the attempt.
 async fn probe<D>(ws: &mut Ws, session: &Session<D>) -> Result<(), Abandoned> {
-    let mut answered = false;
+    let mut answered = 0;
     loop {
         // A client that sent `5` right behind its probe, without waiting for `3probe`, has moved
         // already: its upgrade completes before a poll of its can be answered as if it had not.
         let text = match next_text(ws).now_or_never() {
             Some(text) => text?,
             None => {
-                if answered && !session.is_probed() {
+                if answered > 0 && !session.is_probed() {
                     session.upgrade_probed();
                 }
                 next_text(ws).await?
             }
         };
         match packet::decode_text(text) {
-            Ok(Packet::Ping { probe: true }) => {
+            // A stock client probes once; a socket that only ever probes is not moving.
+            Ok(Packet::Ping { probe: true }) if answered < MAX_PROBES => {
                 let pong = Frame::Text(Utf8Bytes::from_static("3probe"));
                 if send(ws, pong).await.is_err() {
                     return Err(None);
                 }
-                answered = true;
+                answered += 1;
             }
             Ok(Packet::Upgrade) => {
                 session.complete_upgrade();
