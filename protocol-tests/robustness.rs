@@ -1148,6 +1148,25 @@ async fn c_many_empty_continuation_frames() {
 }
 
 #[tokio::test]
+async fn c_a_message_in_more_fragments_than_ws_allows_is_closed_with_1008() {
+    // Node's ws closes past 128 Ki fragments of one message; so do we, rather than let a
+    // stream of empty continuation frames run on unseen by the message rate limit.
+    let addr = spawn_quiet_engine_echo().await;
+    with_engine_bystander(addr, || async {
+        let (mut ws, _) = RawWs::open_engine(addr, E).await;
+        let mut bytes = masked(op::TEXT, b"4");
+        let empty = masked(op::CONT, b"");
+        for _ in 0..128 * 1024 {
+            bytes.extend_from_slice(&empty);
+        }
+        let _ = ws.send_raw(&bytes).await;
+        let end = ws.expect_failure(Duration::from_secs(10)).await;
+        assert!(matches!(end, RawEnd::Close(1008)), "{end:?}");
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn c_frames_delivered_one_byte_per_write_are_reassembled() {
     // A long ping interval keeps the heartbeat out of the way of the slow writes.
     let addr = spawn_quiet_engine_echo().await;

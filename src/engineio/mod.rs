@@ -14,6 +14,7 @@ pub mod query;
 pub mod server;
 pub mod session;
 pub mod websocket;
+mod ws_frames;
 mod ws_io;
 
 pub use config::{AllowedOrigins, EngineConfig};

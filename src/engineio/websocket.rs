@@ -27,6 +27,7 @@ use super::error::{CloseReason, RequestError};
 use super::packet::{self, Frame, Message, Packet};
 use super::server::{Body, EngineIo, Handler, request_info};
 use super::session::{RequestInfo, Session, Transport};
+use super::ws_frames::TooManyFragments;
 use super::ws_io::{BATCH_LIMIT, WsIo};
 use crate::rate_limit::TokenBucket;
 use tracing::Instrument;
@@ -324,6 +325,9 @@ async fn hang_up(ws: &mut Ws, code: Abandoned) -> Result<(), WsError> {
 fn close_code_for(e: &WsError) -> CloseCode {
     match e {
         WsError::Capacity(CapacityError::MessageTooLong { .. }) => CloseCode::Size,
+        WsError::Io(e) if e.get_ref().is_some_and(|e| e.is::<TooManyFragments>()) => {
+            CloseCode::Policy
+        }
         WsError::Protocol(_) => CloseCode::Protocol,
         WsError::Utf8(_) => CloseCode::Invalid,
         _ => CloseCode::Error,

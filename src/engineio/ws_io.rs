@@ -26,6 +26,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
 use super::packet::Frame;
+use super::ws_frames::FragmentCounter;
 use crate::server::Conn;
 
 /// Gathered bytes beyond which they are written before more are gathered: a few hundred small
@@ -57,6 +58,8 @@ pub(crate) struct WsIo {
     /// tungstenite's last write or flush did not complete: it holds bytes (a pong, a close
     /// frame) that only its own flush writes.
     control_pending: bool,
+    /// The fragments of the message the client is sending, counted as its bytes come in.
+    fragments: FragmentCounter,
 }
 
 impl WsIo {
@@ -88,6 +91,7 @@ impl WsIo {
             out,
             out_pos: 0,
             control_pending: false,
+            fragments: FragmentCounter::default(),
         }
     }
 
@@ -101,6 +105,7 @@ impl WsIo {
             out: Vec::new(),
             out_pos: 0,
             control_pending: false,
+            fragments: FragmentCounter::default(),
         }
     }
 
@@ -201,6 +206,7 @@ impl AsyncRead for WsIo {
         // The peer may be waiting for what is gathered (the `101` ahead of a probe, say)
         // before it sends anything.
         ready!(this.poll_write_out(cx))?;
+        let before = buf.filled().len();
         if this.prefix_pos < this.prefix.len() {
             let rest = &this.prefix[this.prefix_pos..];
             let n = rest.len().min(buf.remaining());
@@ -210,11 +216,15 @@ impl AsyncRead for WsIo {
                 this.prefix = Box::default();
                 this.prefix_pos = 0;
             }
-            return Poll::Ready(Ok(()));
+        } else {
+            ready!(match &mut this.inner {
+                Inner::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+                Inner::Other(s) => Pin::new(s).poll_read(cx, buf),
+            })?;
         }
-        match &mut this.inner {
-            Inner::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            Inner::Other(s) => Pin::new(s).poll_read(cx, buf),
+        match this.fragments.scan(&buf.filled()[before..]) {
+            Ok(()) => Poll::Ready(Ok(())),
+            Err(e) => Poll::Ready(Err(io::Error::other(e))),
         }
     }
 }
