@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::client::{
-    HttpConn, Ws, parse_open, ws_connect_with, ws_open, ws_recv_app, ws_recv_app_text, ws_send,
-    ws_send_binary,
+    HttpConn, Ws, parse_open, ws_connect_with, ws_expect_end_answering_pings, ws_open, ws_recv_app,
+    ws_recv_app_text, ws_send, ws_send_binary,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -462,6 +462,13 @@ fn recovering_server() -> SocketIo {
             socket.set_data(json!({"name": "ann"}));
         }
         let _ = socket.emit("hello", &(socket.recovered(), socket.data()));
+        // The server ends the connection under the client, or disconnects it for good.
+        socket.on_raw("cut", |socket: Arc<Socket>, _e: Event| async move {
+            socket.close_connection();
+        });
+        socket.on_raw("kick", |socket: Arc<Socket>, _e: Event| async move {
+            socket.disconnect_and_close();
+        });
     });
     io
 }
@@ -585,4 +592,55 @@ async fn a_socket_left_on_purpose_or_an_unknown_offset_is_not_recovered() {
             "{auth}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_connection_the_server_cut_is_recovered_but_a_kicked_client_is_not() {
+    let io = recovering_server();
+    let addr = serve(&io).await;
+
+    // Cut: the client sees its transport close, comes back, and has its socket.
+    let (mut ws, sid, pid) = connect_with_auth(addr, &json!({})).await;
+    let offset = event_args(&ws_recv_app_text(&mut ws).await)[3].clone();
+    ws_send(&mut ws, r#"42["cut"]"#).await;
+    ws_expect_end_answering_pings(&mut ws, Duration::from_secs(2)).await;
+    until_no_socket(&io).await;
+    let (mut ws, back_sid, _) =
+        connect_with_auth(addr, &json!({"pid": pid, "offset": offset})).await;
+    assert_eq!(back_sid, sid);
+    let hello = event_args(&ws_recv_app_text(&mut ws).await);
+    assert_eq!(hello[1], true);
+
+    // Kick: a DISCONNECT first (the client does not reconnect by itself), and no recovery.
+    let offset = hello[3].clone();
+    ws_send(&mut ws, r#"42["kick"]"#).await;
+    let end = ws_expect_end_answering_pings(&mut ws, Duration::from_secs(2)).await;
+    assert_eq!(
+        end.messages,
+        [Message::text("41")],
+        "a DISCONNECT, then the end"
+    );
+    until_no_socket(&io).await;
+    let (mut ws, new_sid, _) =
+        connect_with_auth(addr, &json!({"pid": pid, "offset": offset})).await;
+    assert_ne!(new_sid, sid);
+    assert_eq!(event_args(&ws_recv_app_text(&mut ws).await)[1], false);
+}
+
+#[tokio::test]
+async fn more_missed_events_than_the_outbound_queue_takes_make_a_fresh_socket() {
+    let io = recovering_server();
+    let addr = serve(&io).await;
+    let (mut ws, sid, pid) = connect_with_auth(addr, &json!({})).await;
+    let offset = event_args(&ws_recv_app_text(&mut ws).await)[3].clone();
+    drop(ws);
+    until_no_socket(&io).await;
+    // The outbound queue holds 1024 packets.
+    for i in 0..1024 {
+        io.to("news").emit("news", &i).unwrap();
+    }
+    let (mut ws, new_sid, _) =
+        connect_with_auth(addr, &json!({"pid": pid, "offset": offset})).await;
+    assert_ne!(new_sid, sid, "connected afresh");
+    assert_eq!(event_args(&ws_recv_app_text(&mut ws).await)[1], false);
 }

@@ -80,11 +80,11 @@ impl FragmentCounter {
             0x0 => {}
             _ => self.fragments = 1,
         }
-        if fin {
-            self.fragments = 0;
-        }
         if self.fragments > MAX_FRAGMENTS {
             return Err(TooManyFragments);
+        }
+        if fin {
+            self.fragments = 0;
         }
         Ok(())
     }
@@ -142,6 +142,13 @@ mod tests {
         }
         assert!(c.scan(&empty).is_err());
         assert!(c.scan(&frame(0x81, b"4")).is_err(), "and every read after");
+        // A last fragment past the bound is refused too.
+        let mut c = FragmentCounter::default();
+        c.scan(&frame(0x01, b"4")).unwrap();
+        for _ in 1..MAX_FRAGMENTS {
+            c.scan(&empty).unwrap();
+        }
+        assert!(c.scan(&frame(0x80, b"")).is_err());
     }
 
     #[test]

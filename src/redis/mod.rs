@@ -730,7 +730,7 @@ impl NodeInner {
                     opts().disconnect_with(close);
                 } else if let Some(socket) = by_sid() {
                     if close {
-                        socket.close_connection()
+                        socket.disconnect_and_close()
                     } else {
                         socket.disconnect()
                     }

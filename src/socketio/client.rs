@@ -125,6 +125,11 @@ impl SessionState {
         lock(&self.sockets).get(nsp).cloned()
     }
 
+    /// The connection's sockets, one per namespace it joined.
+    pub(crate) fn sockets(&self) -> Vec<Arc<Socket>> {
+        lock(&self.sockets).values().cloned().collect()
+    }
+
     pub(crate) fn remove_socket(&self, nsp: &str, id: Id) {
         let mut sockets = lock(&self.sockets);
         if sockets.get(nsp).is_some_and(|s| s.id() == id) {
@@ -309,8 +314,9 @@ impl Client {
             if !take_namespace(&session, &nsp, &socket) {
                 return;
             }
-            ns.add(&socket);
+            // Registered before it can be reached: every offset it gets counts as its own.
             let pid = ns.register_pid(socket.id());
+            ns.add(&socket);
             socket.mark_connected();
             if let Some(reason) = session.close_reason() {
                 // The connection ended while the middleware ran.
@@ -326,14 +332,23 @@ impl Client {
     }
 
     /// A CONNECT whose auth names a socket the namespace can recover: the socket is back at
-    /// once, with its rooms and data, followed by the events it missed. It does not go through
-    /// the middleware again (Node's default): it passed them when it first connected.
+    /// once, with its rooms and data, and the CONNECT answer is followed by the events it
+    /// missed. It does not go through the middleware again (Node's default): it passed them
+    /// when it first connected. Missed events that would not fit in the client's outbound queue
+    /// make it connect afresh instead, rather than be dropped as a client that does not read.
     fn connect_recovered(&self, session: &SioSession, ns: &Arc<Namespace>, auth: &Value) -> bool {
         if session.is_closed() {
             return false;
         }
         let nsp = ns.name();
+        let engine = &self.state.config.engine;
         let socket = ns.restore(auth, |restored| {
+            if restored.missed.len() >= engine.max_queued_packets
+                || restored.missed_bytes >= engine.max_queued_bytes
+            {
+                tracing::debug!(session = %session.log_id(), missed = restored.missed.len(), "too much missed to recover");
+                return None;
+            }
             let socket = Arc::new(Socket::new(
                 ns.clone(),
                 session.clone(),
@@ -341,29 +356,31 @@ impl Client {
                 restored.sid,
                 true,
             ));
-            socket.set_data(restored.data);
+            socket.set_data(restored.data.clone());
             if !take_namespace(session, nsp, &socket) {
                 return None;
             }
+            // Queued before the socket can be reached, so that nothing sent to it (volatile or
+            // with an ack, which the store does not order) comes ahead of these.
+            let connect = connect_packet(nsp, restored.sid, Some(restored.pid));
+            let _ = session.send_all(encode_frames(&connect));
+            session.end_batch();
+            let _ = session.send_all(restored.missed.iter().cloned());
             ns.add(&socket);
             for room in &restored.rooms {
                 socket.join(room);
             }
             socket.mark_connected();
-            let connect = connect_packet(nsp, restored.sid, Some(restored.pid));
-            let _ = session.send_all(encode_frames(&connect));
-            let _ = session.send_all(restored.missed);
             Some(socket)
         });
         let Some(socket) = socket else {
             return false;
         };
         tracing::debug!(session = %session.log_id(), socket = %socket.id(), "socket recovered");
-        session.end_batch();
         if let Some(reason) = session.close_reason() {
             socket.close(DisconnectReason::from(reason));
         } else if let Some(on_connect) = ns.connect_handler() {
-            on_connect(socket);
+            run_inline(async move { on_connect(socket) });
         }
         true
     }

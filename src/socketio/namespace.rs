@@ -344,30 +344,37 @@ impl Namespace {
     pub(crate) fn restore(
         &self,
         auth: &Value,
-        connect: impl FnOnce(Restored) -> Option<Arc<Socket>>,
+        connect: impl FnOnce(&Restored) -> Option<Arc<Socket>>,
     ) -> Option<Arc<Socket>> {
         let recovery = self.recovery.as_ref()?;
         let pid = auth.get("pid").and_then(Value::as_str)?;
         let offset = auth.get("offset").and_then(Value::as_str)?;
         let mut state = recovery.lock();
         let restored = state.restore(&recovery.config, pid, offset)?;
-        let pid = restored.pid;
-        let socket = connect(restored)?;
-        state.register(socket.id(), pid);
+        let socket = connect(&restored)?;
+        restored.register(&mut state);
         Some(socket)
     }
 
-    /// A socket left the namespace: unless it left on purpose, what it had is kept for its
-    /// return.
-    pub(crate) fn forget_socket(&self, socket: &Socket, recoverable: bool) {
-        let Some(recovery) = &self.recovery else {
-            return;
-        };
-        let keep = recoverable.then(|| {
-            let rooms = self.adapter.rooms_of(socket.id());
-            (rooms, socket.data())
-        });
-        recovery.lock().leave(&recovery.config, socket.id(), keep);
+    /// What a leaving socket had, when recovery is on and it may come back: its rooms (read
+    /// before it leaves them) and data.
+    pub(crate) fn keep_for_recovery(
+        &self,
+        socket: &Socket,
+        recoverable: bool,
+    ) -> Option<(Vec<String>, Value)> {
+        if self.recovery.is_none() || !recoverable {
+            return None;
+        }
+        Some((self.adapter.rooms_of(socket.id()), socket.data()))
+    }
+
+    /// A socket has left the namespace: what it had, if anything, is kept for its return. Called
+    /// once it is gone from the namespace, so that it cannot be recovered while still there.
+    pub(crate) fn forget_socket(&self, socket: Id, kept: Option<(Vec<String>, Value)>) {
+        if let Some(recovery) = &self.recovery {
+            recovery.lock().leave(&recovery.config, socket, kept);
+        }
     }
 
     /// The local sockets a broadcast reaches.
@@ -660,7 +667,7 @@ impl BroadcastOperator {
     pub fn disconnect_with(&self, close: bool) {
         for socket in self.sockets() {
             if close {
-                socket.close_connection();
+                socket.disconnect_and_close();
             } else {
                 socket.disconnect();
             }

@@ -53,9 +53,12 @@ impl Default for RecoveryConfig {
 pub(crate) struct Restored {
     pub(crate) sid: Id,
     pub(crate) pid: Id,
+    since: u64,
     pub(crate) rooms: Vec<String>,
     pub(crate) data: Value,
     pub(crate) missed: Vec<Frame>,
+    /// Their size, as a session's outbound queue counts it.
+    pub(crate) missed_bytes: usize,
 }
 
 /// One namespace's store. Callers hold its lock across stamping and delivering an event, and
@@ -69,8 +72,8 @@ pub(crate) struct Recovery {
 
 #[derive(Debug, Default)]
 pub(crate) struct State {
-    /// The pid of every connected socket, by socket id.
-    live: IdMap<Id>,
+    /// The pid of every connected socket, by socket id, and the first offset it could get.
+    live: IdMap<(Id, u64)>,
     /// Disconnected sockets by pid, and the order they expire in.
     sessions: HashMap<Id, Persisted>,
     expiry: VecDeque<(Instant, Id)>,
@@ -82,6 +85,8 @@ pub(crate) struct State {
 #[derive(Debug)]
 struct Persisted {
     sid: Id,
+    /// The first offset the socket could get: the client cannot ask for what came before.
+    since: u64,
     rooms: Vec<String>,
     data: Value,
     at: Instant,
@@ -108,10 +113,24 @@ impl Recovery {
     }
 }
 
+impl Restored {
+    /// Registers the recovered socket again under its pid.
+    pub(crate) fn register(&self, state: &mut State) {
+        state.register_again(self.sid, self.pid, self.since);
+    }
+}
+
 impl State {
-    /// A new socket's pid.
+    /// A new socket's pid: from now on its events are counted as the socket's. (A socket must
+    /// be registered before it is reachable, so that every offset it gets is at least this.)
     pub(crate) fn register(&mut self, sid: Id, pid: Id) {
-        self.live.insert(sid, pid);
+        let since = self.next_offset;
+        self.live.insert(sid, (pid, since));
+    }
+
+    /// A recovered socket's pid, with the first offset it could get the first time.
+    fn register_again(&mut self, sid: Id, pid: Id, since: u64) {
+        self.live.insert(sid, (pid, since));
     }
 
     /// A socket left; when it may come back, what it had is kept.
@@ -121,7 +140,7 @@ impl State {
         sid: Id,
         keep: Option<(Vec<String>, Value)>,
     ) {
-        let Some(pid) = self.live.remove(&sid) else {
+        let Some((pid, since)) = self.live.remove(&sid) else {
             return;
         };
         let Some((rooms, data)) = keep else {
@@ -130,16 +149,21 @@ impl State {
         let now = Instant::now();
         self.expire_sessions(config, now);
         while self.sessions.len() >= config.max_sessions.max(1) {
-            let Some((_, oldest)) = self.expiry.pop_front() else {
+            let Some((at, oldest)) = self.expiry.pop_front() else {
                 break;
             };
-            self.sessions.remove(&oldest);
+            // An entry for a pid recovered and lost again since is stale: only its own time
+            // removes the session.
+            if self.sessions.get(&oldest).is_some_and(|s| s.at == at) {
+                self.sessions.remove(&oldest);
+            }
         }
         let at = now;
         self.sessions.insert(
             pid,
             Persisted {
                 sid,
+                since,
                 rooms,
                 data,
                 at,
@@ -159,9 +183,10 @@ impl State {
         let now = Instant::now();
         self.expire_events(config, now);
         let offset = self.next_offset;
-        let Some(frames) = with_offset(frames, &offset.to_string()) else {
-            // Not an event's text: nothing to stamp (never the case for what callers pass).
-            return Vec::new();
+        let frames = match with_offset(frames, &offset.to_string()) {
+            Ok(frames) => frames,
+            // Not an event's argument array: it goes out as it is, and cannot be replayed.
+            Err(frames) => return frames,
         };
         self.next_offset += 1;
         let bytes = frames_len(&frames);
@@ -200,6 +225,10 @@ impl State {
         let pid = Id::parse(pid)?;
         let session = self.sessions.remove(&pid)?;
         let offset: u64 = offset.parse().ok()?;
+        if offset < session.since {
+            // Not an offset this socket was given: what came before it was not its own.
+            return None;
+        }
         // The offset must still be kept: the events after it are then all here.
         let index = self
             .events
@@ -220,13 +249,16 @@ impl State {
             .skip(index + 1)
             .filter(|e| reaches(&e.target))
             .flat_map(|e| e.frames.iter().cloned())
-            .collect();
+            .collect::<Vec<_>>();
+        let missed_bytes = frames_len(&missed);
         Some(Restored {
             sid: session.sid,
             pid,
+            since: session.since,
             rooms: session.rooms,
             data: session.data,
             missed,
+            missed_bytes,
         })
     }
 
@@ -270,20 +302,24 @@ fn frames_len(frames: &[Frame]) -> usize {
 }
 
 /// The frames of an event with `offset` appended to its arguments: `42["a",1]` becomes
-/// `42["a",1,"7"]`. `None` when the text does not end an argument array.
-fn with_offset(mut frames: Vec<Frame>, offset: &str) -> Option<Vec<Frame>> {
+/// `42["a",1,"7"]`. The frames come back as they were when the text does not end an array.
+fn with_offset(mut frames: Vec<Frame>, offset: &str) -> Result<Vec<Frame>, Vec<Frame>> {
     let Some(Frame::Text(text)) = frames.first() else {
-        return None;
+        return Err(frames);
     };
-    let body = text.as_str().strip_suffix(']')?;
+    let Some(body) = text.as_str().strip_suffix(']') else {
+        return Err(frames);
+    };
     let mut stamped = String::with_capacity(text.len() + offset.len() + 3);
     stamped.push_str(body);
-    // An event's array is never empty: its name comes first.
-    stamped.push_str(",\"");
+    if !body.ends_with('[') {
+        stamped.push(',');
+    }
+    stamped.push('"');
     stamped.push_str(offset);
     stamped.push_str("\"]");
     frames[0] = Frame::Text(stamped.into());
-    Some(frames)
+    Ok(frames)
 }
 
 #[cfg(test)]
@@ -325,7 +361,9 @@ mod tests {
             r#"451-["a",{"_placeholder":true,"num":0},"12"]"#
         );
         assert_eq!(stamped.len(), 2);
-        assert!(with_offset(event("40"), "1").is_none());
+        assert!(with_offset(event("40"), "1").is_err());
+        let empty = with_offset(event("42[]"), "3").unwrap();
+        assert_eq!(text(&empty), r#"42["3"]"#);
     }
 
     fn persisted(state: &mut State, config: &RecoveryConfig, rooms: &[&str]) -> (Id, Id) {
@@ -340,9 +378,11 @@ mod tests {
     fn a_socket_gets_what_reached_its_rooms_after_its_offset() {
         let config = RecoveryConfig::default();
         let mut state = State::default();
+        let (sid, pid) = (Id::random(), Id::random());
+        state.register(sid, pid);
         let first = state.stamp(&config, event(r#"42["before"]"#), &to(&[], &[]));
         assert_eq!(text(&first), r#"42["before","0"]"#);
-        let (sid, pid) = persisted(&mut state, &config, &["r1"]);
+        state.leave(&config, sid, Some((vec!["r1".into()], Value::from("data"))));
         state.stamp(&config, event(r#"42["all"]"#), &to(&[], &[]));
         state.stamp(&config, event(r#"42["r1"]"#), &to(&["r1"], &[]));
         state.stamp(&config, event(r#"42["r2"]"#), &to(&["r2"], &[]));
@@ -363,6 +403,20 @@ mod tests {
         );
         // Once only: the socket is connected again.
         assert!(state.restore(&config, pid.as_str(), "0").is_none());
+        restored.register(&mut state);
+        assert_eq!(state.live.get(&sid), Some(&(pid, 0)));
+    }
+
+    #[test]
+    fn an_offset_from_before_the_socket_is_refused() {
+        let config = RecoveryConfig::default();
+        let mut state = State::default();
+        for _ in 0..3 {
+            state.stamp(&config, event(r#"42["before it"]"#), &to(&[], &[]));
+        }
+        let (_, pid) = persisted(&mut state, &config, &[]);
+        state.stamp(&config, event(r#"42["its own"]"#), &to(&[], &[]));
+        assert!(state.restore(&config, pid.as_str(), "0").is_none());
     }
 
     #[test]
@@ -382,15 +436,12 @@ mod tests {
         assert!(state.restore(&config, pid.as_str(), "0").is_none());
         let (_, pid) = persisted(&mut state, &config, &[]);
         assert!(state.restore(&config, pid.as_str(), "x").is_none());
-        let (_, pid) = persisted(&mut state, &config, &[]);
-        assert_eq!(
-            state
-                .restore(&config, pid.as_str(), "2")
-                .unwrap()
-                .missed
-                .len(),
-            0
-        );
+        let (sid, pid) = (Id::random(), Id::random());
+        state.register(sid, pid);
+        state.stamp(&config, event(r#"42["e"]"#), &to(&[], &[]));
+        state.leave(&config, sid, Some((Vec::new(), Value::Null)));
+        let restored = state.restore(&config, pid.as_str(), "3").unwrap();
+        assert!(restored.missed.is_empty());
     }
 
     #[test]

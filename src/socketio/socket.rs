@@ -491,8 +491,20 @@ impl Socket {
         self.close(DisconnectReason::ServerNamespaceDisconnect);
     }
 
-    /// Closes the client's whole connection, every namespace included.
+    /// Closes the client's whole connection under it, every namespace included (Node's
+    /// `socket.conn.close()`): the client sees its transport close and reconnects by itself;
+    /// with connection state recovery it gets its sockets back.
     pub fn close_connection(&self) {
+        self.session.close(CloseReason::ForcedClose);
+    }
+
+    /// Disconnects every namespace of the client's connection, each with a DISCONNECT packet,
+    /// then closes the connection (Node's `socket.disconnect(true)`): the client is told it was
+    /// disconnected and does not reconnect by itself, nor recover these sockets.
+    pub fn disconnect_and_close(&self) {
+        for socket in self.session.data().sockets() {
+            socket.disconnect();
+        }
         self.session.close(CloseReason::ForcedClose);
     }
 
@@ -565,8 +577,9 @@ impl Socket {
         for handler in std::mem::take(&mut *lock(&self.on_disconnecting)) {
             handler(self.clone(), reason);
         }
-        self.ns.forget_socket(self, reason.is_recoverable());
+        let kept = self.ns.keep_for_recovery(self, reason.is_recoverable());
         self.ns.remove(self);
+        self.ns.forget_socket(self.id, kept);
         self.session.data().remove_socket(self.ns.name(), self.id);
         lock(&self.acks).clear();
         for handler in std::mem::take(&mut *lock(&self.on_disconnect)) {
