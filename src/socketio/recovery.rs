@@ -143,11 +143,14 @@ impl State {
         let Some((pid, since)) = self.live.remove(&sid) else {
             return;
         };
+        // What expired goes on every departure too, not only when events are sent: a
+        // namespace that has gone quiet does not hold its last events for long.
+        let now = Instant::now();
+        self.expire_events(config, now);
+        self.expire_sessions(config, now);
         let Some((rooms, data)) = keep else {
             return;
         };
-        let now = Instant::now();
-        self.expire_sessions(config, now);
         while self.sessions.len() >= config.max_sessions.max(1) {
             let Some((at, oldest)) = self.expiry.pop_front() else {
                 break;
