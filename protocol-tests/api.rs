@@ -153,6 +153,38 @@ async fn events_without_a_handler_of_their_own_reach_the_fallback() {
 }
 
 #[tokio::test]
+async fn on_any_sees_every_event_before_its_handler() {
+    let io = SocketIo::builder().build();
+    io.of("/").on_connect(|socket| {
+        socket.on_any(|socket, name, args| {
+            let _ = socket.emit("seen", &(name, args));
+        });
+        // A listener that panics costs the client nothing.
+        socket.on_any(|_socket, name, _args| assert_ne!(name, "boom"));
+        socket.on("known", |_s: Arc<Socket>, n: u32, ack| async move {
+            let _ = ack.send(&("named", n));
+        });
+    });
+    let addr = serve(&io).await;
+    let (mut ws, _) = connect(addr, "/").await;
+
+    ws_send(&mut ws, r#"421["known",7]"#).await;
+    assert_eq!(ws_recv_app_text(&mut ws).await, r#"42["seen","known",[7]]"#);
+    assert_eq!(ws_recv_app_text(&mut ws).await, r#"431["named",7]"#);
+    // Events without a handler too.
+    ws_send(&mut ws, r#"42["nobody",{"a":1}]"#).await;
+    assert_eq!(
+        ws_recv_app_text(&mut ws).await,
+        r#"42["seen","nobody",[{"a":1}]]"#
+    );
+    ws_send(&mut ws, r#"42["boom"]"#).await;
+    assert_eq!(ws_recv_app_text(&mut ws).await, r#"42["seen","boom",[]]"#);
+    ws_send(&mut ws, r#"422["known",8]"#).await;
+    assert_eq!(ws_recv_app_text(&mut ws).await, r#"42["seen","known",[8]]"#);
+    assert_eq!(ws_recv_app_text(&mut ws).await, r#"432["named",8]"#);
+}
+
+#[tokio::test]
 async fn dynamic_namespaces_are_created_on_first_connect() {
     let io = SocketIo::builder().build();
     io.dynamic_namespace(

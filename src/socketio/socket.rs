@@ -29,16 +29,39 @@ pub(crate) type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 type EventHandler = Arc<dyn Fn(Arc<Socket>, Event) -> BoxFuture + Send + Sync>;
 type DisconnectHandler = Box<dyn FnOnce(Arc<Socket>, DisconnectReason) + Send>;
 
-/// A socket's event handlers: one per event name, and one for the names that have none.
+type AnyListener = Arc<dyn Fn(&Arc<Socket>, &str, &[Value]) + Send + Sync>;
+
+/// A socket's event handlers: one per event name, and the rarely set ones.
 #[derive(Default)]
 struct Handlers {
     by_name: HashMap<String, EventHandler>,
+    /// Boxed: most sockets have none, and every socket pays for this field.
+    rare: Option<Box<RareHandlers>>,
+}
+
+#[derive(Default)]
+struct RareHandlers {
+    /// For the names that have no handler of their own.
     fallback: Option<EventHandler>,
+    /// For every event, before its handler.
+    any: Vec<AnyListener>,
 }
 
 impl Handlers {
     fn get(&self, name: &str) -> Option<EventHandler> {
-        self.by_name.get(name).or(self.fallback.as_ref()).cloned()
+        let fallback = self.rare.as_ref().and_then(|r| r.fallback.as_ref());
+        self.by_name.get(name).or(fallback).cloned()
+    }
+
+    fn any(&self) -> Option<Vec<AnyListener>> {
+        self.rare
+            .as_ref()
+            .filter(|r| !r.any.is_empty())
+            .map(|r| r.any.clone())
+    }
+
+    fn rare(&mut self) -> &mut RareHandlers {
+        self.rare.get_or_insert_with(Box::default)
     }
 }
 
@@ -340,7 +363,17 @@ impl Socket {
         F: Fn(Arc<Socket>, Event) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        self.handlers_mut().fallback = Some(boxed_handler(handler));
+        self.handlers_mut().rare().fallback = Some(boxed_handler(handler));
+    }
+
+    /// Sees every event the client sends, its name and raw arguments, before the event's
+    /// handler runs (Node's `socket.onAny`): for logging, metrics or tracing. Several may be
+    /// added; they run in order, on the task that read the event, so they must not block.
+    pub fn on_any<F>(&self, listener: F)
+    where
+        F: Fn(&Arc<Socket>, &str, &[Value]) + Send + Sync + 'static,
+    {
+        self.handlers_mut().rare().any.push(Arc::new(listener));
     }
 
     fn handlers_mut(&self) -> RwLockWriteGuard<'_, Handlers> {
@@ -538,11 +571,18 @@ impl Socket {
         attachments: Vec<Bytes>,
         id: Option<u64>,
     ) {
-        let handler = self
-            .handlers
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&name);
+        let (handler, any) = {
+            let handlers = self.handlers.read().unwrap_or_else(|e| e.into_inner());
+            (handlers.get(&name), handlers.any())
+        };
+        for listener in any.iter().flatten() {
+            let seen = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                listener(self, &name, &args)
+            }));
+            if seen.is_err() {
+                tracing::error!(socket = %self.id, event = %name, "an on_any listener panicked");
+            }
+        }
         let Some(handler) = handler else {
             tracing::trace!(socket = %self.id, "no handler for an event");
             return;
