@@ -15,7 +15,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::client::{Polling, STEP, Ws, ws_expect_end, ws_recv_app_text, ws_send};
+use common::client::{
+    Polling, RawEnd, RawWs, STEP, Ws, masked, op, ws_expect_end, ws_recv_app_text, ws_send,
+};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use socketio_server::engineio::CloseReason;
@@ -474,6 +476,38 @@ async fn a_full_server_answers_503_to_any_address() {
 // =============================================================================================
 // Per-connection limits
 // =============================================================================================
+
+#[tokio::test]
+async fn fragments_pay_the_message_rate_as_they_come() {
+    let _shared = EXCLUSIVE.read().await;
+    let (io, addr) = start(|b| b.ws_message_rate(50, 1.0)).await;
+    let (mut ws, _) = RawWs::open_engine(addr, "/socket.io/").await;
+    ws.send_text("40").await.expect("CONNECT");
+    // A message in three fragments is three of the fifty.
+    let mut bytes = masked(op::TEXT, br#"42["echo","#);
+    bytes.extend(masked(op::CONT, b"1"));
+    bytes.extend(masked(op::FIN | op::CONT, b"]"));
+    ws.send_raw(&bytes).await.expect("write");
+    let mut texts = Vec::new();
+    while texts.len() < 2 {
+        let f = ws.read_app_frame().await.expect("a frame");
+        texts.push(f.text());
+    }
+    assert!(texts[0].starts_with("40{"), "{texts:?}");
+    assert_eq!(texts[1], r#"42["echo-back",1]"#);
+    // Empty continuations never make a message, and still run out of tokens.
+    let mut bytes = masked(op::TEXT, b"4");
+    for _ in 0..100 {
+        bytes.extend(masked(op::CONT, b""));
+    }
+    let _ = ws.send_raw(&bytes).await;
+    let end = ws.expect_failure(STEP).await;
+    assert!(matches!(end, RawEnd::Close(1008)), "{end:?}");
+    wait_until("the session is gone", STEP, || {
+        io.engine().session_count() == 0
+    })
+    .await;
+}
 
 #[tokio::test]
 async fn a_websocket_over_its_message_rate_is_closed_with_1008_and_nobody_else_is() {

@@ -30,15 +30,26 @@ impl TokenBucket {
 
     /// Takes a token if there is one.
     pub fn try_take(&mut self) -> bool {
-        self.try_take_at(Instant::now())
+        self.try_take_n_at(1, Instant::now())
     }
 
+    /// Takes `n` tokens if there are as many (none otherwise): events that came together.
+    pub fn try_take_n(&mut self, n: u32) -> bool {
+        self.try_take_n_at(n, Instant::now())
+    }
+
+    #[cfg(test)]
     fn try_take_at(&mut self, now: Instant) -> bool {
+        self.try_take_n_at(1, now)
+    }
+
+    fn try_take_n_at(&mut self, n: u32, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.last);
         self.last = now;
         self.tokens = (self.tokens + elapsed.as_secs_f64() * self.per_second).min(self.burst);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        let n = f64::from(n);
+        if self.tokens >= n {
+            self.tokens -= n;
             true
         } else {
             false
@@ -63,5 +74,19 @@ mod tests {
         let later = t0 + Duration::from_secs(60);
         assert!((0..3).all(|_| bucket.try_take_at(later)));
         assert!(!bucket.try_take_at(later));
+    }
+
+    #[test]
+    fn several_at_once_or_none() {
+        let mut bucket = TokenBucket::new(5, 10.0);
+        let t0 = bucket.last;
+        assert!(bucket.try_take_n_at(3, t0));
+        assert!(!bucket.try_take_n_at(3, t0), "two left");
+        assert!(bucket.try_take_n_at(2, t0));
+        assert!(bucket.try_take_n_at(0, t0));
+        assert!(
+            !bucket.try_take_n_at(6, t0 + Duration::from_secs(60)),
+            "never past the burst"
+        );
     }
 }

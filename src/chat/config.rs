@@ -22,8 +22,8 @@ pub struct ChatConfig {
     pub rate_per_second: f64,
     /// How long shutdown waits for clients to be told.
     pub shutdown_grace: Duration,
-    /// WebSocket messages a client may send at once, and per second, sustained; beyond, the
-    /// connection is closed (1008).
+    /// WebSocket messages (one per fragment of a fragmented one) a client may send at once, and
+    /// per second, sustained; beyond, the connection is closed (1008).
     pub ws_message_burst: u32,
     /// See `ws_message_burst`.
     pub ws_messages_per_second: f64,

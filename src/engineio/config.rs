@@ -60,7 +60,8 @@ pub struct EngineConfig {
     pub handshake_burst_per_ip: u32,
     /// … and per second, sustained; beyond that `429`.
     pub handshakes_per_second_per_ip: f64,
-    /// WebSocket messages a client may send at once …
+    /// WebSocket messages a client may send at once (control frames count one each, and a
+    /// message sent in fragments one per fragment) …
     pub ws_message_burst: u32,
     /// … and per second, sustained; beyond that the connection is closed (1008).
     pub ws_messages_per_second: f64,

@@ -27,7 +27,7 @@ use super::error::{CloseReason, RequestError};
 use super::packet::{self, Frame, Message, Packet};
 use super::server::{Body, EngineIo, Handler, request_info};
 use super::session::{RequestInfo, Session, Transport};
-use super::ws_frames::TooManyFragments;
+use super::ws_frames::FrameLimit;
 use super::ws_io::{BATCH_LIMIT, WsIo};
 use crate::rate_limit::TokenBucket;
 use tracing::Instrument;
@@ -108,7 +108,10 @@ async fn accept(config: &EngineConfig, req: Request<Incoming>) -> Option<Ws> {
     match hyper::upgrade::on(req).await {
         Ok(upgraded) => Some(
             WebSocketStream::from_raw_socket(
-                WsIo::new(upgraded),
+                WsIo::new(
+                    upgraded,
+                    TokenBucket::new(config.ws_message_burst, config.ws_messages_per_second),
+                ),
                 Role::Server,
                 Some(ws_config(config)),
             )
@@ -325,9 +328,7 @@ async fn hang_up(ws: &mut Ws, code: Abandoned) -> Result<(), WsError> {
 fn close_code_for(e: &WsError) -> CloseCode {
     match e {
         WsError::Capacity(CapacityError::MessageTooLong { .. }) => CloseCode::Size,
-        WsError::Io(e) if e.get_ref().is_some_and(|e| e.is::<TooManyFragments>()) => {
-            CloseCode::Policy
-        }
+        WsError::Io(e) if e.get_ref().is_some_and(|e| e.is::<FrameLimit>()) => CloseCode::Policy,
         WsError::Protocol(_) => CloseCode::Protocol,
         WsError::Utf8(_) => CloseCode::Invalid,
         _ => CloseCode::Error,
@@ -478,7 +479,6 @@ async fn io_loop<H: Handler>(
     // may follow.
     let mut peer_closed = false;
     let config = engine.config();
-    let mut rate = TokenBucket::new(config.ws_message_burst, config.ws_messages_per_second);
     let beating = heartbeat == Heartbeat::Here;
     let mut beat = Beat {
         session,
@@ -496,8 +496,8 @@ async fn io_loop<H: Handler>(
         tokio::select! {
             msg = next_message(ws, &mut read_parked) => match msg {
                 // Every message costs a token, control frames included: a flood of tiny frames
-                // costs CPU even when each is harmless.
-                Some(Ok(_)) if !rate.try_take() => {
+                // costs CPU even when each is harmless. (Fragments pay as they are read.)
+                Some(Ok(_)) if !ws.get_mut().take_token() => {
                     tracing::debug!(session = %session.log_id(), "WebSocket message rate exceeded");
                     close_code = CloseCode::Policy;
                     session.fail(CloseReason::TransportError);

@@ -26,7 +26,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
 use super::packet::Frame;
-use super::ws_frames::FragmentCounter;
+use super::ws_frames::{FrameCounter, FrameLimit};
+use crate::rate_limit::TokenBucket;
 use crate::server::Conn;
 
 /// Gathered bytes beyond which they are written before more are gathered: a few hundred small
@@ -58,13 +59,16 @@ pub(crate) struct WsIo {
     /// tungstenite's last write or flush did not complete: it holds bytes (a pong, a close
     /// frame) that only its own flush writes.
     control_pending: bool,
-    /// The fragments of the message the client is sending, counted as its bytes come in.
-    fragments: FragmentCounter,
+    /// The client's fragments, counted as their bytes come in, and the rate its messages and
+    /// fragments may come at.
+    frames: FrameCounter,
+    rate: TokenBucket,
 }
 
 impl WsIo {
     /// Takes the connection out of hyper's hands.
-    pub(crate) fn new(upgraded: Upgraded) -> WsIo {
+    /// The upgraded connection, its client held to `rate` frames.
+    pub(crate) fn new(upgraded: Upgraded, rate: TokenBucket) -> WsIo {
         // Copies of `read_buf`: it is a view into hyper's whole read buffer.
         let (inner, prefix, out) = match upgraded.downcast::<TokioIo<Conn>>() {
             Ok(parts) => {
@@ -91,7 +95,8 @@ impl WsIo {
             out,
             out_pos: 0,
             control_pending: false,
-            fragments: FragmentCounter::default(),
+            frames: FrameCounter::default(),
+            rate,
         }
     }
 
@@ -105,8 +110,15 @@ impl WsIo {
             out: Vec::new(),
             out_pos: 0,
             control_pending: false,
-            fragments: FragmentCounter::default(),
+            frames: FrameCounter::default(),
+            rate: TokenBucket::new(u32::MAX, f64::MAX),
         }
+    }
+
+    /// Charges one message (or control frame) to the client's rate; `false` once it is over.
+    /// Fragments were charged as they were read.
+    pub(crate) fn take_token(&mut self) -> bool {
+        self.rate.try_take()
     }
 
     /// Whether tungstenite may hold bytes of its own that it could not write yet (its writes
@@ -222,10 +234,12 @@ impl AsyncRead for WsIo {
                 Inner::Other(s) => Pin::new(s).poll_read(cx, buf),
             })?;
         }
-        match this.fragments.scan(&buf.filled()[before..]) {
-            Ok(()) => Poll::Ready(Ok(())),
-            Err(e) => Poll::Ready(Err(io::Error::other(e))),
+        let mut counted = this.frames.scan(&buf.filled()[before..]);
+        let fragments = this.frames.take_fragments();
+        if counted.is_ok() && fragments > 0 && !this.rate.try_take_n(fragments) {
+            counted = Err(this.frames.fail(FrameLimit::RateExceeded));
         }
+        Poll::Ready(counted.map_err(io::Error::other))
     }
 }
 

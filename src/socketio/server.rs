@@ -273,8 +273,9 @@ impl SocketIoBuilder {
         self.config.engine.handshakes_per_second_per_ip = per_second;
         self
     }
-    /// WebSocket messages a client may send at once and per second (default 100,000 and 50,000);
-    /// beyond, the connection is closed with 1008.
+    /// WebSocket messages a client may send at once and per second (default 100,000 and 50,000;
+    /// a message in fragments counts one per fragment); beyond, the connection is closed with
+    /// 1008.
     pub fn ws_message_rate(mut self, burst: u32, per_second: f64) -> Self {
         self.config.engine.ws_message_burst = burst;
         self.config.engine.ws_messages_per_second = per_second;
