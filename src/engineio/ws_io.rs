@@ -66,8 +66,8 @@ pub(crate) struct WsIo {
 }
 
 impl WsIo {
-    /// Takes the connection out of hyper's hands.
-    /// The upgraded connection, its client held to `rate` frames.
+    /// Takes the connection out of hyper's hands; its client is held to `rate` (its messages,
+    /// and its fragments as they are read).
     pub(crate) fn new(upgraded: Upgraded, rate: TokenBucket) -> WsIo {
         // Copies of `read_buf`: it is a view into hyper's whole read buffer.
         let (inner, prefix, out) = match upgraded.downcast::<TokioIo<Conn>>() {
