@@ -102,10 +102,15 @@ struct State {
     over_since: Option<Instant>,
 }
 
+/// Whether a queue of `packets` frames and `bytes` is over `factor` times its limits.
+fn exceeds(config: &EngineConfig, factor: usize, packets: usize, bytes: usize) -> bool {
+    packets > config.max_queued_packets.saturating_mul(factor)
+        || bytes > config.max_queued_bytes.saturating_mul(factor)
+}
+
 impl State {
     fn over_limits(&self, config: &EngineConfig, factor: usize) -> bool {
-        self.queue.len() > config.max_queued_packets.saturating_mul(factor)
-            || self.queued_bytes > config.max_queued_bytes.saturating_mul(factor)
+        exceeds(config, factor, self.queue.len(), self.queued_bytes)
     }
 
     /// Whether the client is behind: its queue has been over the limits for the grace period,
@@ -216,6 +221,17 @@ impl<D> Session<D> {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding this lock would be a bug in this module; the state stays usable.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether `packets` more frames of `bytes` in all would leave the queue within its limits.
+    pub(crate) fn has_room_for(&self, packets: usize, bytes: usize) -> bool {
+        let st = self.lock();
+        !exceeds(
+            &self.config,
+            1,
+            st.queue.len().saturating_add(packets),
+            st.queued_bytes.saturating_add(bytes),
+        )
     }
 
     /// Queues a packet for the client.

@@ -16,7 +16,7 @@ use super::namespace::Namespace;
 use super::packet::{Decoder, Packet, PacketKind, json_len};
 use super::server::{ServerState, SocketIoConfig};
 use super::socket::{Socket, encode_frames};
-use crate::engineio::{CloseReason, Handler, Message, Session};
+use crate::engineio::{CloseReason, Frame, Handler, Message, Session};
 use crate::id::Id;
 
 /// Runs a future on the caller's task until it first waits; only then is it moved to a task of
@@ -341,11 +341,13 @@ impl Client {
             return false;
         }
         let nsp = ns.name();
-        let engine = &self.state.config.engine;
         let socket = ns.restore(auth, |restored| {
-            if restored.missed.len() >= engine.max_queued_packets
-                || restored.missed_bytes >= engine.max_queued_bytes
-            {
+            let connect = encode_frames(&connect_packet(nsp, restored.sid, Some(restored.pid)));
+            let connect_bytes: usize = connect.iter().map(Frame::len).sum();
+            if !session.has_room_for(
+                connect.len() + restored.missed.len(),
+                connect_bytes + restored.missed_bytes,
+            ) {
                 tracing::debug!(session = %session.log_id(), missed = restored.missed.len(), "too much missed to recover");
                 return None;
             }
@@ -362,8 +364,7 @@ impl Client {
             }
             // Queued before the socket can be reached, so that nothing sent to it (volatile or
             // with an ack, which the store does not order) comes ahead of these.
-            let connect = connect_packet(nsp, restored.sid, Some(restored.pid));
-            let _ = session.send_all(encode_frames(&connect));
+            let _ = session.send_all(connect);
             session.end_batch();
             let _ = session.send_all(restored.missed.iter().cloned());
             ns.add(&socket);

@@ -296,15 +296,15 @@ impl Namespace {
         &self,
         frames: Vec<Frame>,
         target: &BroadcastTarget,
-        deliver: impl FnOnce(&[Frame]) -> R,
+        deliver: impl FnOnce(Vec<Frame>) -> R,
     ) -> R {
         match &self.recovery {
             Some(recovery) => {
                 let mut state = recovery.lock();
                 let frames = state.stamp(&recovery.config, frames, target);
-                deliver(&frames)
+                deliver(frames)
             }
-            None => deliver(&frames),
+            None => deliver(frames),
         }
     }
 
@@ -316,18 +316,15 @@ impl Namespace {
         frames: Vec<Frame>,
         deliver: impl FnOnce(Vec<Frame>) -> R,
     ) -> R {
-        match &self.recovery {
-            Some(recovery) => {
-                let target = BroadcastTarget {
-                    rooms: vec![socket.as_str().to_owned()],
-                    except: Vec::new(),
-                };
-                let mut state = recovery.lock();
-                let frames = state.stamp(&recovery.config, frames, &target);
-                deliver(frames)
-            }
-            None => deliver(frames),
+        if self.recovery.is_none() {
+            // No room to name: the target is only for the store.
+            return deliver(frames);
         }
+        let target = BroadcastTarget {
+            rooms: vec![socket.as_str().to_owned()],
+            except: Vec::new(),
+        };
+        self.deliver_event(frames, &target, deliver)
     }
 
     /// A new socket's private id (`None` without recovery).
@@ -568,7 +565,7 @@ impl BroadcastOperator {
             return self.deliver(&frames);
         }
         self.ns
-            .deliver_event(frames, self.target(), |frames| self.deliver(frames))
+            .deliver_event(frames, self.target(), |frames| self.deliver(&frames))
     }
 
     /// Queues an encoded packet for this node's recipients.

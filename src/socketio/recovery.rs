@@ -116,7 +116,7 @@ impl Recovery {
 impl Restored {
     /// Registers the recovered socket again under its pid.
     pub(crate) fn register(&self, state: &mut State) {
-        state.register_again(self.sid, self.pid, self.since);
+        state.register_since(self.sid, self.pid, self.since);
     }
 }
 
@@ -124,12 +124,12 @@ impl State {
     /// A new socket's pid: from now on its events are counted as the socket's. (A socket must
     /// be registered before it is reachable, so that every offset it gets is at least this.)
     pub(crate) fn register(&mut self, sid: Id, pid: Id) {
-        let since = self.next_offset;
-        self.live.insert(sid, (pid, since));
+        self.register_since(sid, pid, self.next_offset);
     }
 
-    /// A recovered socket's pid, with the first offset it could get the first time.
-    fn register_again(&mut self, sid: Id, pid: Id, since: u64) {
+    /// A socket's pid, and the first offset it could get (for a recovered socket, the first
+    /// time it connected).
+    fn register_since(&mut self, sid: Id, pid: Id, since: u64) {
         self.live.insert(sid, (pid, since));
     }
 

@@ -422,8 +422,9 @@ impl Socket {
         if !self.connected() {
             return Err(EmitError::Disconnected);
         }
-        self.ns
-            .deliver_to_socket(self.id, frames, |frames| self.send_frames(frames))
+        self.ns.deliver_to_socket(self.id, frames, |frames| {
+            self.session.send_all(frames).map_err(EmitError::from)
+        })
     }
 
     /// Sends an event and waits for the client's acknowledgement.
@@ -543,12 +544,7 @@ impl Socket {
 
     /// Encodes a packet and queues it with its attachments.
     pub(crate) fn send_packet(&self, packet: &Packet) -> Result<(), EmitError> {
-        if !self.connected() && packet.kind != super::packet::PacketKind::Connect {
-            return Err(EmitError::Disconnected);
-        }
-        self.session
-            .send_all(encode_frames(packet))
-            .map_err(EmitError::from)
+        self.send_frames(encode_frames(packet))
     }
 
     /// Sends an encoded event or acknowledgement.
