@@ -62,6 +62,15 @@ fn engine_config(path: &str, origins: &AllowedOrigins) -> EngineConfig {
     }
 }
 
+/// The Socket.IO settings of the conformance applications on `path`.
+fn socket_io_config(path: &str, origins: &AllowedOrigins) -> SocketIoConfig {
+    SocketIoConfig {
+        engine: engine_config(path, origins),
+        connect_timeout: Duration::from_millis(1000),
+        ..SocketIoConfig::default()
+    }
+}
+
 /// The Engine.IO echo server on `/engine.io/`.
 pub fn engine_echo(origins: &AllowedOrigins) -> Arc<EngineIo<Echo>> {
     EngineIo::new(engine_config("/engine.io/", origins), Echo)
@@ -70,11 +79,7 @@ pub fn engine_echo(origins: &AllowedOrigins) -> Arc<EngineIo<Echo>> {
 /// The Socket.IO conformance application on `/socket.io/`.
 pub fn socket_io(origins: &AllowedOrigins) -> SocketIo {
     let io = SocketIo::builder()
-        .config(SocketIoConfig {
-            engine: engine_config("/socket.io/", origins),
-            connect_timeout: Duration::from_millis(1000),
-            ..SocketIoConfig::default()
-        })
+        .config(socket_io_config("/socket.io/", origins))
         .build();
     let main = io.of("/");
     main.use_middleware(|socket: Arc<Socket>| async move {
@@ -99,11 +104,7 @@ pub fn socket_io(origins: &AllowedOrigins) -> SocketIo {
 /// members, then acknowledges.
 pub fn recovering_socket_io(origins: &AllowedOrigins) -> SocketIo {
     let io = SocketIo::builder()
-        .config(SocketIoConfig {
-            engine: engine_config("/recovery/", origins),
-            connect_timeout: Duration::from_millis(1000),
-            ..SocketIoConfig::default()
-        })
+        .config(socket_io_config("/recovery/", origins))
         .connection_state_recovery(RecoveryConfig::default())
         .build();
     io.of("/").on_connect(|socket| {

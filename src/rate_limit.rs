@@ -38,11 +38,6 @@ impl TokenBucket {
         self.try_take_n_at(n, Instant::now())
     }
 
-    #[cfg(test)]
-    fn try_take_at(&mut self, now: Instant) -> bool {
-        self.try_take_n_at(1, now)
-    }
-
     fn try_take_n_at(&mut self, n: u32, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.last);
         self.last = now;
@@ -66,14 +61,14 @@ mod tests {
     fn burst_then_refill() {
         let mut bucket = TokenBucket::new(3, 10.0);
         let t0 = bucket.last;
-        assert!((0..3).all(|_| bucket.try_take_at(t0)));
-        assert!(!bucket.try_take_at(t0));
-        assert!(bucket.try_take_at(t0 + Duration::from_millis(100)));
-        assert!(!bucket.try_take_at(t0 + Duration::from_millis(100)));
+        assert!((0..3).all(|_| bucket.try_take_n_at(1, t0)));
+        assert!(!bucket.try_take_n_at(1, t0));
+        assert!(bucket.try_take_n_at(1, t0 + Duration::from_millis(100)));
+        assert!(!bucket.try_take_n_at(1, t0 + Duration::from_millis(100)));
         // Never more than the burst, however long the pause.
         let later = t0 + Duration::from_secs(60);
-        assert!((0..3).all(|_| bucket.try_take_at(later)));
-        assert!(!bucket.try_take_at(later));
+        assert!((0..3).all(|_| bucket.try_take_n_at(1, later)));
+        assert!(!bucket.try_take_n_at(1, later));
     }
 
     #[test]
