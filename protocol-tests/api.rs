@@ -16,7 +16,7 @@ use common::client::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use socketio_server::socketio::{AckError, Event, RecoveryConfig, Socket, SocketIo};
+use socketio_server::socketio::{AckError, Event, EventRefused, RecoveryConfig, Socket, SocketIo};
 use tokio_tungstenite::tungstenite::Message;
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -182,6 +182,53 @@ async fn on_any_sees_every_event_before_its_handler() {
     ws_send(&mut ws, r#"422["known",8]"#).await;
     assert_eq!(ws_recv_app_text(&mut ws).await, r#"42["seen","known",[8]]"#);
     assert_eq!(ws_recv_app_text(&mut ws).await, r#"432["named",8]"#);
+}
+
+#[tokio::test]
+async fn event_middleware_can_change_an_event_or_stop_it() {
+    let io = SocketIo::builder().build();
+    io.of("/").on_connect(|socket| {
+        socket.on_any(|socket, name, _args| {
+            let _ = socket.emit("seen", &name);
+        });
+        // Renames `legacy` to `modern`, and refuses `secret` unless its first argument is the
+        // password, telling the client first.
+        socket.use_event_middleware(|socket, mut event: Event| async move {
+            if event.name == "legacy" {
+                event.name = "modern".to_owned();
+            }
+            if event.name == "secret" && event.args.first() != Some(&json!("open sesame")) {
+                let _ = socket.emit("refused", &event.name);
+                return Err(EventRefused::new("wrong password"));
+            }
+            Ok(event)
+        });
+        // A second one that waits before it lets an event through: the handler still runs.
+        socket.use_event_middleware(|_socket, event: Event| async move {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            Ok(event)
+        });
+        socket.on("modern", |_s: Arc<Socket>, n: u32, ack| async move {
+            let _ = ack.send(&("modern", n));
+        });
+        socket.on("secret", |_s: Arc<Socket>, _p: String, ack| async move {
+            let _ = ack.send(&"the secret");
+        });
+    });
+    let addr = serve(&io).await;
+    let (mut ws, _) = connect(addr, "/").await;
+
+    ws_send(&mut ws, r#"421["legacy",7]"#).await;
+    assert_eq!(ws_recv_app_text(&mut ws).await, r#"42["seen","legacy"]"#);
+    assert_eq!(ws_recv_app_text(&mut ws).await, r#"431["modern",7]"#);
+
+    // Refused: no ack comes back, only what the middleware sent.
+    ws_send(&mut ws, r#"422["secret","guess"]"#).await;
+    assert_eq!(ws_recv_app_text(&mut ws).await, r#"42["seen","secret"]"#);
+    assert_eq!(ws_recv_app_text(&mut ws).await, r#"42["refused","secret"]"#);
+    ws_send(&mut ws, r#"423["secret","open sesame"]"#).await;
+    assert_eq!(ws_recv_app_text(&mut ws).await, r#"42["seen","secret"]"#);
+    assert_eq!(ws_recv_app_text(&mut ws).await, r#"433["the secret"]"#);
 }
 
 #[tokio::test]

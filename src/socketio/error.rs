@@ -125,6 +125,24 @@ pub enum AckError {
     Decode(BinaryError),
 }
 
+/// A refusal from event middleware ([`Socket::use_event_middleware`](super::Socket::use_event_middleware)):
+/// the event reaches no handler. The client is not told; the reason goes to the log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct EventRefused {
+    /// Why, for the log.
+    pub reason: String,
+}
+
+impl EventRefused {
+    /// A refusal with its reason.
+    pub fn new(reason: impl Into<String>) -> EventRefused {
+        EventRefused {
+            reason: reason.into(),
+        }
+    }
+}
+
 /// A refusal from connect middleware, sent to the client as CONNECT_ERROR.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConnectError {

@@ -20,7 +20,7 @@ pub use adapter::{
     Adapter, BroadcastFlags, BroadcastOptions, BroadcastTarget, ClusterError, FetchedSockets,
     LocalAdapter, RemoteAck, SocketInfo,
 };
-pub use error::{AckError, ConnectError, DisconnectReason, EmitError};
+pub use error::{AckError, ConnectError, DisconnectReason, EmitError, EventRefused};
 pub use namespace::{BroadcastOperator, Namespace, ServerAck};
 pub use recovery::RecoveryConfig;
 pub use server::{SocketIo, SocketIoBuilder, SocketIoConfig};

@@ -19,7 +19,7 @@ use tokio::sync::oneshot;
 use super::adapter::SocketInfo;
 use super::binary::{self, BinaryError};
 use super::client::{SessionState, run_inline};
-use super::error::{AckError, DisconnectReason, EmitError};
+use super::error::{AckError, DisconnectReason, EmitError, EventRefused};
 use super::namespace::{BroadcastOperator, Namespace};
 use super::packet::Packet;
 use crate::engineio::{CloseReason, Frame, Session, Transport, query};
@@ -30,6 +30,11 @@ type EventHandler = Arc<dyn Fn(Arc<Socket>, Event) -> BoxFuture + Send + Sync>;
 type DisconnectHandler = Box<dyn FnOnce(Arc<Socket>, DisconnectReason) + Send>;
 
 type AnyListener = Arc<dyn Fn(&Arc<Socket>, &str, &[Value]) + Send + Sync>;
+type EventMiddleware = Arc<
+    dyn Fn(Arc<Socket>, Event) -> Pin<Box<dyn Future<Output = Result<Event, EventRefused>> + Send>>
+        + Send
+        + Sync,
+>;
 
 /// A socket's event handlers: one per event name, and the rarely set ones.
 #[derive(Default)]
@@ -45,6 +50,8 @@ struct RareHandlers {
     fallback: Option<EventHandler>,
     /// For every event, before its handler.
     any: Vec<AnyListener>,
+    /// For every event, after the `any` listeners: each may change the event or stop it.
+    middleware: Vec<EventMiddleware>,
 }
 
 impl Handlers {
@@ -58,6 +65,13 @@ impl Handlers {
             .as_ref()
             .filter(|r| !r.any.is_empty())
             .map(|r| r.any.clone())
+    }
+
+    fn middleware(&self) -> Option<Vec<EventMiddleware>> {
+        self.rare
+            .as_ref()
+            .filter(|r| !r.middleware.is_empty())
+            .map(|r| r.middleware.clone())
     }
 
     fn rare(&mut self) -> &mut RareHandlers {
@@ -376,6 +390,24 @@ impl Socket {
         self.handlers_mut().rare().any.push(Arc::new(listener));
     }
 
+    /// Adds event middleware (Node's `socket.use`): every event the client sends passes through
+    /// each in the order they were added, after the [`on_any`](Self::on_any) listeners and before
+    /// its handler, which is looked up by the name the event has once all have passed it. A
+    /// middleware may change the event or refuse it: a refused event reaches no handler, and an
+    /// acknowledgement it asked for is never sent, as with Node's server. To tell the client, or
+    /// to disconnect it, a middleware uses the socket it is given before refusing.
+    ///
+    /// Middleware that completes without waiting keeps events in the order they arrived; one
+    /// that waits lets the client's later events go ahead of the one it holds.
+    pub fn use_event_middleware<F, Fut>(&self, middleware: F)
+    where
+        F: Fn(Arc<Socket>, Event) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Event, EventRefused>> + Send + 'static,
+    {
+        let middleware: EventMiddleware = Arc::new(move |s, e| Box::pin(middleware(s, e)));
+        self.handlers_mut().rare().middleware.push(middleware);
+    }
+
     fn handlers_mut(&self) -> RwLockWriteGuard<'_, Handlers> {
         self.handlers.write().unwrap_or_else(|e| e.into_inner())
     }
@@ -567,9 +599,9 @@ impl Socket {
         attachments: Vec<Bytes>,
         id: Option<u64>,
     ) {
-        let (handler, any) = {
+        let (any, middleware) = {
             let handlers = self.handlers.read().unwrap_or_else(|e| e.into_inner());
-            (handlers.get(&name), handlers.any())
+            (handlers.any(), handlers.middleware())
         };
         for listener in any.iter().flatten() {
             let seen = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -579,23 +611,55 @@ impl Socket {
                 tracing::error!(socket = %self.id, event = %name, "an on_any listener panicked");
             }
         }
-        let Some(handler) = handler else {
-            tracing::trace!(socket = %self.id, "no handler for an event");
+        let event = Event {
+            name,
+            args,
+            attachments,
+            ack: Ack {
+                socket: id.map(|_| self.clone()),
+                id,
+            },
+        };
+        let Some(middleware) = middleware else {
+            if let Some(handling) = self.handle(event) {
+                run_inline(handling);
+            }
             return;
         };
-        let ack = Ack {
-            socket: id.map(|_| self.clone()),
-            id,
+        let socket = self.clone();
+        run_inline(async move {
+            let mut event = event;
+            for pass in middleware {
+                event = match pass(socket.clone(), event).await {
+                    Ok(event) => event,
+                    Err(refused) => {
+                        tracing::debug!(socket = %socket.id, reason = %refused, "event middleware refused an event");
+                        return;
+                    }
+                };
+            }
+            // The socket may have left while the middleware waited: Node drops the event then.
+            if !socket.connected() {
+                return;
+            }
+            if let Some(handling) = socket.handle(event) {
+                handling.await;
+            }
+        });
+    }
+
+    /// The handler's future for an event, or `None` when its name has no handler.
+    fn handle(self: &Arc<Self>, event: Event) -> Option<BoxFuture> {
+        let handler = self
+            .handlers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&event.name);
+        let Some(handler) = handler else {
+            tracing::trace!(socket = %self.id, "no handler for an event");
+            return None;
         };
-        run_inline(handler(
-            self.clone(),
-            Event {
-                name,
-                args,
-                attachments,
-                ack,
-            },
-        ));
+        Some(handler(self.clone(), event))
     }
 
     /// An acknowledgement from the client arrived.
