@@ -16,7 +16,9 @@ use common::client::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use socketio_server::socketio::{AckError, Event, EventRefused, RecoveryConfig, Socket, SocketIo};
+use socketio_server::socketio::{
+    AckError, ConnectError, Event, EventRefused, RecoveryConfig, Socket, SocketIo,
+};
 use tokio_tungstenite::tungstenite::Message;
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -253,6 +255,121 @@ async fn dynamic_namespaces_are_created_on_first_connect() {
     let (_ws, refused) = connect(addr, "/other").await;
     assert_eq!(refused, r#"44/other,{"message":"Invalid namespace"}"#);
     assert!(io.namespaces().iter().any(|ns| ns.name() == "/team-blue"));
+}
+
+/// Whether `io` has a namespace named `name`, waiting up to a second for it to be `expected`.
+async fn namespace_becomes(io: &SocketIo, name: &str, expected: bool) -> bool {
+    for _ in 0..100 {
+        if io.namespaces().iter().any(|ns| ns.name() == name) == expected {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn a_dynamic_namespace_goes_when_nothing_holds_it() {
+    let io = SocketIo::builder().build();
+    let setups = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = setups.clone();
+    io.dynamic_namespace(
+        |name| name.starts_with("/room-"),
+        move |ns| {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            ns.use_middleware(|socket| async move {
+                match socket.auth().get("token") {
+                    Some(_) => Ok(()),
+                    None => Err(ConnectError::new("no token")),
+                }
+            });
+        },
+    );
+    let addr = serve(&io).await;
+
+    // A refused CONNECT leaves nothing behind: a client cannot fill the server with names.
+    for n in 0..20 {
+        let (_ws, refused) = connect(addr, &format!("/room-{n}")).await;
+        assert_eq!(refused, format!(r#"44/room-{n},{{"message":"no token"}}"#));
+    }
+    assert!(namespace_becomes(&io, "/room-0", false).await);
+    assert!(
+        io.namespaces()
+            .iter()
+            .all(|ns| !ns.name().starts_with("/room-"))
+    );
+
+    // Two sockets hold it; it goes with the last of them.
+    let join = |addr| async move {
+        let (mut ws, _) = ws_open(addr, "/socket.io/").await;
+        ws_send(&mut ws, r#"40/room-a,{"token":1}"#).await;
+        let reply = ws_recv_app_text(&mut ws).await;
+        assert!(reply.starts_with("40/room-a,{\"sid\":"), "{reply}");
+        ws
+    };
+    let first = join(addr).await;
+    let mut second = join(addr).await;
+    assert!(namespace_becomes(&io, "/room-a", true).await);
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(io.namespaces().iter().any(|ns| ns.name() == "/room-a"));
+    ws_send(&mut second, "41/room-a,").await;
+    assert!(namespace_becomes(&io, "/room-a", false).await);
+    let before = setups.load(std::sync::atomic::Ordering::SeqCst);
+
+    // The next CONNECT makes it anew, set up again.
+    let _third = join(addr).await;
+    assert!(namespace_becomes(&io, "/room-a", true).await);
+    assert_eq!(setups.load(std::sync::atomic::Ordering::SeqCst), before + 1);
+}
+
+#[tokio::test]
+async fn a_dynamic_namespace_stays_while_it_keeps_sockets_for_recovery() {
+    let io = SocketIo::builder()
+        .connection_state_recovery(RecoveryConfig {
+            max_disconnection: Duration::from_millis(400),
+            ..RecoveryConfig::default()
+        })
+        .build();
+    io.dynamic_namespace(
+        |name| name.starts_with("/user-"),
+        |ns| {
+            ns.on_connect(|socket| {
+                let _ = socket.emit("hello", &());
+            });
+        },
+    );
+    let addr = serve(&io).await;
+    let (mut ws, _) = ws_open(addr, "/socket.io/").await;
+    ws_send(&mut ws, "40/user-1,").await;
+    let reply = ws_recv_app_text(&mut ws).await;
+    let data: Value = serde_json::from_str(reply.strip_prefix("40/user-1,").expect("CONNECT"))
+        .expect("CONNECT data");
+    let pid = data["pid"].as_str().expect("pid").to_owned();
+    let sid = data["sid"].as_str().expect("sid").to_owned();
+    let hello = ws_recv_app_text(&mut ws).await;
+    let args: Vec<Value> =
+        serde_json::from_str(hello.strip_prefix("42/user-1,").expect("hello")).expect("args");
+    let offset = args[1].as_str().expect("offset").to_owned();
+    drop(ws); // the connection is lost: the socket is kept for its return
+
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(io.namespaces().iter().any(|ns| ns.name() == "/user-1"));
+    let (mut ws, _) = ws_open(addr, "/socket.io/").await;
+    ws_send(
+        &mut ws,
+        &format!(r#"40/user-1,{{"pid":"{pid}","offset":"{offset}"}}"#),
+    )
+    .await;
+    let reply = ws_recv_app_text(&mut ws).await;
+    assert!(
+        reply.contains(&format!(r#""sid":"{sid}""#)),
+        "recovered: {reply}"
+    );
+    drop(ws);
+
+    // Kept for 400 ms after the second loss, then gone.
+    assert!(namespace_becomes(&io, "/user-1", false).await);
 }
 
 #[tokio::test]

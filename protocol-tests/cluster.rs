@@ -1050,3 +1050,89 @@ async fn a_logout_missed_while_redis_was_away_is_not_announced_when_its_node_die
     io_a.close();
     link_a.shutdown();
 }
+
+/// How many connections Redis counts on `channel` (`PUBSUB NUMSUB`).
+async fn subscribers(redis: &Redis, channel: &str) -> u64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", redis.port))
+        .await
+        .expect("connect to redis");
+    let command = format!(
+        "*3\r\n$6\r\nPUBSUB\r\n$6\r\nNUMSUB\r\n${}\r\n{channel}\r\n",
+        channel.len()
+    );
+    conn.write_all(command.as_bytes()).await.expect("send");
+    let mut reply = Vec::new();
+    // `*2 $len channel :count`: the count is the last line.
+    while !reply.ends_with(b"\r\n") || reply.iter().filter(|&&b| b == b'\n').count() < 4 {
+        let mut chunk = [0u8; 256];
+        let n = conn.read(&mut chunk).await.expect("a reply");
+        assert!(n > 0, "redis hung up");
+        reply.extend_from_slice(&chunk[..n]);
+    }
+    let text = String::from_utf8_lossy(&reply);
+    let count = text.trim_end().rsplit('\n').next().expect("a count line");
+    count
+        .trim()
+        .strip_prefix(':')
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("NUMSUB answered {text:?}"))
+}
+
+#[tokio::test]
+async fn a_dynamic_namespace_that_goes_stops_listening_and_a_new_one_listens_again() {
+    let redis = Redis::start();
+    let nodes = cluster(&redis, 2).await;
+    for node in &nodes {
+        node.io
+            .dynamic_namespace(|name| name.starts_with("/dyn-"), |_ns| {});
+    }
+    let join = |node: &Node| {
+        let addr = node.addr;
+        async move {
+            let (mut ws, _) = ws_open(addr, "/socket.io/").await;
+            ws_send(&mut ws, "40/dyn-1,").await;
+            let reply = ws_recv_app_text(&mut ws).await;
+            assert!(reply.starts_with("40/dyn-1,"), "{reply}");
+            ws
+        }
+    };
+    // Node 0's client keeps the namespace there; node 1's comes and goes.
+    let _stays = join(&nodes[0]).await;
+    let channel = "socket.io-request#/dyn-1#";
+    for round in 0..2 {
+        let mut ws = join(&nodes[1]).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            nodes[0].io.of("/dyn-1").emit("m", &round).unwrap();
+            match tokio::time::timeout(Duration::from_millis(300), ws_recv_app_text(&mut ws)).await
+            {
+                Ok(packet) => {
+                    assert_eq!(packet, format!(r#"42/dyn-1,["m",{round}]"#));
+                    break;
+                }
+                Err(_) => assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "round {round}: broadcasts do not reach node 1"
+                ),
+            }
+        }
+        assert_eq!(subscribers(&redis, channel).await, 2);
+        ws_send(&mut ws, "41/dyn-1,").await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while subscribers(&redis, channel).await != 1 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "round {round}: node 1 still listens for a namespace it no longer has"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            !nodes[1]
+                .io
+                .namespaces()
+                .iter()
+                .any(|ns| ns.name() == "/dyn-1")
+        );
+    }
+}

@@ -143,7 +143,8 @@ struct NodeInner {
     outbox: mpsc::Sender<(String, Vec<u8>)>,
     outbox_bytes: AtomicUsize,
     namespaces: Mutex<HashMap<String, Arc<NsLink>>>,
-    new_namespace: Notify,
+    /// Wakes the subscriber when a namespace was added or removed.
+    namespaces_changed: Notify,
     subscribed: AtomicBool,
     stats: RedisStats,
     shutdown: watch::Sender<bool>,
@@ -186,7 +187,7 @@ impl RedisNode {
             outbox,
             outbox_bytes: AtomicUsize::new(0),
             namespaces: Mutex::new(HashMap::new()),
-            new_namespace: Notify::new(),
+            namespaces_changed: Notify::new(),
             subscribed: AtomicBool::new(false),
             stats: RedisStats::default(),
             shutdown,
@@ -501,6 +502,28 @@ async fn subscriber(node: Arc<NodeInner>) {
     }
 }
 
+/// The commands that subscribe to a namespace's channels (four confirmations follow), or
+/// unsubscribe from them.
+fn subscriptions(c: &Channels, subscribe: bool) -> Vec<u8> {
+    let (pattern, channels): (&[u8], &[u8]) = if subscribe {
+        (b"PSUBSCRIBE", b"SUBSCRIBE")
+    } else {
+        (b"PUNSUBSCRIBE", b"UNSUBSCRIBE")
+    };
+    let mut commands = Vec::new();
+    resp::command(&mut commands, &[pattern, c.broadcast_pattern().as_bytes()]);
+    resp::command(
+        &mut commands,
+        &[
+            channels,
+            c.request.as_bytes(),
+            c.response.as_bytes(),
+            c.own_response.as_bytes(),
+        ],
+    );
+    commands
+}
+
 impl NodeInner {
     /// Serves one subscriber connection until it fails (an error) or the node shuts down.
     async fn listen(
@@ -510,7 +533,8 @@ impl NodeInner {
         first: &mut bool,
         backoff: &mut Backoff,
     ) -> Result<(), ConnectionError> {
-        let mut done: Vec<String> = Vec::new();
+        // The namespaces subscribed on this connection.
+        let mut done: Vec<(String, Arc<NsLink>)> = Vec::new();
         // Subscriptions sent and not yet confirmed: the node counts as subscribed at zero.
         let mut unconfirmed = 0usize;
         let mut announced = false;
@@ -519,31 +543,28 @@ impl NodeInner {
         health.reset();
         let (mut heard, mut pinged) = (false, false);
         loop {
+            // Stop listening for the namespaces that left the node.
+            let gone: Vec<(String, Arc<NsLink>)> = {
+                let namespaces = lock(&self.namespaces);
+                let (kept, gone) = std::mem::take(&mut done)
+                    .into_iter()
+                    .partition(|(name, _)| namespaces.contains_key(name));
+                done = kept;
+                gone
+            };
+            for (_, link) in gone {
+                conn.send(&subscriptions(&link.channels, false)).await?;
+            }
             // Subscribe the namespaces not subscribed yet on this connection.
             let todo: Vec<(String, Arc<NsLink>)> = lock(&self.namespaces)
                 .iter()
-                .filter(|(name, _)| !done.contains(name))
+                .filter(|(name, _)| !done.iter().any(|(done, _)| done == *name))
                 .map(|(name, link)| (name.clone(), link.clone()))
                 .collect();
             for (name, link) in todo {
-                let c = &link.channels;
-                let mut commands = Vec::new();
-                resp::command(
-                    &mut commands,
-                    &[b"PSUBSCRIBE", c.broadcast_pattern().as_bytes()],
-                );
-                resp::command(
-                    &mut commands,
-                    &[
-                        b"SUBSCRIBE",
-                        c.request.as_bytes(),
-                        c.response.as_bytes(),
-                        c.own_response.as_bytes(),
-                    ],
-                );
-                conn.send(&commands).await?;
+                conn.send(&subscriptions(&link.channels, true)).await?;
                 unconfirmed += 4;
-                done.push(name);
+                done.push((name, link));
             }
             if !announced && unconfirmed == 0 {
                 announced = true;
@@ -590,7 +611,7 @@ impl NodeInner {
                         Ok(())
                     })?;
                 }
-                _ = self.new_namespace.notified() => {}
+                _ = self.namespaces_changed.notified() => {}
                 _ = health.tick() => {
                     if pinged {
                         return Err(ConnectionError::Unresponsive);
@@ -1032,8 +1053,13 @@ impl Adapter for RedisAdapter {
         let _ = self.link.namespace.set(namespace);
         if let Some(name) = name {
             lock(&self.node.namespaces).insert(name, self.link.clone());
-            self.node.new_namespace.notify_one();
+            self.node.namespaces_changed.notify_one();
         }
+    }
+
+    fn close(&self) {
+        lock(&self.node.namespaces).retain(|_, link| !Arc::ptr_eq(link, &self.link));
+        self.node.namespaces_changed.notify_one();
     }
 
     fn publish(&self, packet: &Packet, opts: &BroadcastOptions) {

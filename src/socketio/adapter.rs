@@ -128,6 +128,11 @@ pub trait Adapter: Send + Sync + 'static {
     /// Called once the namespace exists, so that the adapter can deliver what other nodes send.
     fn bind(&self, _namespace: Weak<Namespace>) {}
 
+    /// Called when the namespace leaves the server (a dynamic one whose last socket left), so
+    /// that the adapter stops listening for it. A namespace of the same name made later gets
+    /// an adapter of its own.
+    fn close(&self) {}
+
     /// Sends a broadcast to the other nodes; this node's recipients are served by the caller.
     fn publish(&self, _packet: &Packet, _opts: &BroadcastOptions) {}
 

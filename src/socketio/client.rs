@@ -276,7 +276,7 @@ impl Client {
 
     fn connect(&self, session: &SioSession, packet: Packet) {
         let nsp = packet.nsp;
-        let Some(ns) = self.state.namespace(&nsp) else {
+        let Some(hold) = self.state.namespace(&nsp) else {
             let refusal = Packet::connect_error(&nsp, "Invalid namespace", None);
             let _ = session.send_all(encode_frames(&refusal));
             return;
@@ -291,7 +291,9 @@ impl Client {
             let _ = session.send_all(encode_frames(&refusal));
             return;
         }
+        let ns = hold.namespace().clone();
         if ns.recovers() && self.connect_recovered(session, &ns, &auth) {
+            hold.keep();
             return;
         }
         let socket = Arc::new(Socket::new(
@@ -318,6 +320,7 @@ impl Client {
             let pid = ns.register_pid(socket.id());
             ns.add(&socket);
             socket.mark_connected();
+            hold.keep();
             if let Some(reason) = session.close_reason() {
                 // The connection ended while the middleware ran.
                 socket.close(DisconnectReason::from(reason));

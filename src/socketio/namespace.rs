@@ -3,8 +3,9 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -26,6 +27,7 @@ type MiddlewareFuture = Pin<Box<dyn Future<Output = Result<(), ConnectError>> + 
 type Middleware = Arc<dyn Fn(Arc<Socket>) -> MiddlewareFuture + Send + Sync>;
 type ConnectHandler = Arc<dyn Fn(Arc<Socket>) + Send + Sync>;
 type ServerEventHandler = Arc<dyn Fn(Vec<Value>, ServerAck) + Send + Sync>;
+type Retire = Box<dyn Fn(&Arc<Namespace>) + Send + Sync>;
 
 /// The answer to a server-side event from another node; it can be sent once.
 pub struct ServerAck {
@@ -66,6 +68,65 @@ impl ServerAck {
     }
 }
 
+/// What keeps a namespace made on demand for a client's CONNECT (see
+/// [`SocketIo::dynamic_namespace`](super::SocketIo::dynamic_namespace)) in its server: its
+/// sockets and the CONNECTs under way for it. When the last of them goes, `retire` takes the
+/// namespace out, so that namespaces clients name do not pile up in the server.
+pub(crate) struct Lease {
+    holders: AtomicUsize,
+    retire: Retire,
+    /// Whether a retirement waits for the sockets kept for recovery to expire.
+    deferred: AtomicBool,
+}
+
+impl Lease {
+    pub(crate) fn new(retire: impl Fn(&Arc<Namespace>) + Send + Sync + 'static) -> Lease {
+        Lease {
+            holders: AtomicUsize::new(0),
+            retire: Box::new(retire),
+            deferred: AtomicBool::new(false),
+        }
+    }
+}
+
+/// A hold on a namespace for a CONNECT under way, let go when dropped, unless
+/// [kept](Hold::keep) for the socket the CONNECT made: that socket's leaving lets it go.
+pub(crate) struct Hold {
+    ns: Arc<Namespace>,
+    kept: bool,
+}
+
+impl Hold {
+    /// Takes a hold; the server's map of namespaces must be locked, so that a retirement sees
+    /// every hold.
+    pub(crate) fn new(ns: &Arc<Namespace>) -> Hold {
+        if let Some(lease) = &ns.lease {
+            lease.holders.fetch_add(1, Ordering::AcqRel);
+        }
+        Hold {
+            ns: ns.clone(),
+            kept: false,
+        }
+    }
+
+    pub(crate) fn namespace(&self) -> &Arc<Namespace> {
+        &self.ns
+    }
+
+    /// Passes the hold on to the socket the CONNECT made.
+    pub(crate) fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        if !self.kept {
+            self.ns.let_go();
+        }
+    }
+}
+
 /// A namespace: a channel of its own multiplexed over each client connection.
 pub struct Namespace {
     name: String,
@@ -77,6 +138,8 @@ pub struct Namespace {
     ack_timeout: Duration,
     pub(crate) max_pending_acks: usize,
     recovery: Option<Recovery>,
+    /// Set for a namespace made on demand: it leaves the server once nothing holds it.
+    lease: Option<Lease>,
 }
 
 impl std::fmt::Debug for Namespace {
@@ -98,6 +161,7 @@ impl Namespace {
         ack_timeout: Duration,
         max_pending_acks: usize,
         recovery: Option<RecoveryConfig>,
+        lease: Option<Lease>,
     ) -> Arc<Namespace> {
         let ns = Arc::new(Namespace {
             name,
@@ -109,6 +173,7 @@ impl Namespace {
             ack_timeout,
             max_pending_acks,
             recovery: recovery.map(Recovery::new),
+            lease,
         });
         ns.adapter.bind(Arc::downgrade(&ns));
         ns
@@ -283,6 +348,44 @@ impl Namespace {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&socket.id());
+    }
+
+    /// Lets go of a [`Hold`] (a socket's, when it leaves); the last one retires the namespace.
+    pub(crate) fn let_go(self: &Arc<Self>) {
+        if let Some(lease) = &self.lease
+            && lease.holders.fetch_sub(1, Ordering::AcqRel) == 1
+        {
+            (lease.retire)(self);
+        }
+    }
+
+    /// Whether a socket or a CONNECT under way holds this namespace (always, for one that was
+    /// not made on demand).
+    pub(crate) fn is_held(&self) -> bool {
+        self.lease
+            .as_ref()
+            .is_none_or(|lease| lease.holders.load(Ordering::Acquire) > 0)
+    }
+
+    /// How long until the last socket kept for recovery expires, when any is kept.
+    pub(crate) fn recovery_pending(&self) -> Option<Duration> {
+        let recovery = self.recovery.as_ref()?;
+        recovery.lock().kept_until(&recovery.config, Instant::now())
+    }
+
+    /// Marks a retirement as waiting for [`recovery_pending`](Self::recovery_pending) to end;
+    /// false when one already waits.
+    pub(crate) fn defer_retirement(&self) -> bool {
+        self.lease
+            .as_ref()
+            .is_some_and(|lease| !lease.deferred.swap(true, Ordering::AcqRel))
+    }
+
+    /// The wait of [`defer_retirement`](Self::defer_retirement) is over.
+    pub(crate) fn end_deferral(&self) {
+        if let Some(lease) = &self.lease {
+            lease.deferred.store(false, Ordering::Release);
+        }
     }
 
     /// Whether connection state recovery is on.

@@ -265,6 +265,20 @@ impl State {
         })
     }
 
+    /// How long until the last disconnected socket kept expires; `None` when none is kept.
+    pub(crate) fn kept_until(&mut self, config: &RecoveryConfig, now: Instant) -> Option<Duration> {
+        self.expire_sessions(config, now);
+        if self.sessions.is_empty() {
+            return None;
+        }
+        let (newest, _) = self.expiry.back()?;
+        Some(
+            config
+                .max_disconnection
+                .saturating_sub(now.saturating_duration_since(*newest)),
+        )
+    }
+
     fn expire_sessions(&mut self, config: &RecoveryConfig, now: Instant) {
         while let Some(&(at, pid)) = self.expiry.front() {
             if now.saturating_duration_since(at) <= config.max_disconnection {

@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use super::adapter::{Adapter, AdapterFactory, LocalAdapter};
 use super::client::{AttachmentBudget, Client};
 use super::error::EmitError;
-use super::namespace::{BroadcastOperator, Namespace};
+use super::namespace::{BroadcastOperator, Hold, Lease, Namespace};
 use super::packet::DecoderLimits;
 use super::recovery::RecoveryConfig;
 use crate::engineio::{AllowedOrigins, Body, CloseReason, EngineConfig, EngineIo};
@@ -97,38 +97,81 @@ pub(crate) struct ServerState {
 }
 
 impl ServerState {
-    fn new_namespace(&self, name: &str) -> Arc<Namespace> {
+    fn new_namespace(&self, name: &str, lease: Option<Lease>) -> Arc<Namespace> {
         Namespace::new(
             name.to_owned(),
             (self.adapter)(name),
             self.config.ack_timeout,
             self.config.max_pending_acks,
             self.config.connection_state_recovery.clone(),
+            lease,
         )
     }
 
-    /// The namespace a CONNECT names: a static one, or a dynamic one created on first use.
-    pub(crate) fn namespace(&self, name: &str) -> Option<Arc<Namespace>> {
+    /// The namespace a CONNECT names, held for it: a static one, or a dynamic one created on
+    /// first use.
+    pub(crate) fn namespace(self: &Arc<Self>, name: &str) -> Option<Hold> {
         if let Some(ns) = self
             .namespaces
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(name)
         {
-            return Some(ns.clone());
+            return Some(Hold::new(ns));
         }
         let dynamic = self.dynamic.read().unwrap_or_else(|e| e.into_inner());
         let (_, setup) = dynamic.iter().find(|(matches, _)| matches(name))?;
         let mut namespaces = self.namespaces.write().unwrap_or_else(|e| e.into_inner());
-        let ns = namespaces
-            .entry(name.to_owned())
-            .or_insert_with(|| {
-                let ns = self.new_namespace(name);
-                setup(&ns);
-                ns
-            })
-            .clone();
-        Some(ns)
+        let ns = namespaces.entry(name.to_owned()).or_insert_with(|| {
+            let state = Arc::downgrade(self);
+            let lease = Lease::new(move |ns| {
+                if let Some(state) = state.upgrade() {
+                    state.retire(ns);
+                }
+            });
+            let ns = self.new_namespace(name, Some(lease));
+            setup(&ns);
+            ns
+        });
+        Some(Hold::new(ns))
+    }
+
+    /// Takes a dynamic namespace that nothing holds out of the server, and closes its adapter.
+    /// One that keeps disconnected sockets for recovery stays until they have expired.
+    fn retire(self: &Arc<Self>, ns: &Arc<Namespace>) {
+        if let Some(wait) = ns.recovery_pending() {
+            if !ns.defer_retirement() {
+                return; // a wait is under way already
+            }
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let state = Arc::downgrade(self);
+                let ns = ns.clone();
+                runtime.spawn(async move {
+                    tokio::time::sleep(wait + Duration::from_millis(1)).await;
+                    ns.end_deferral();
+                    if let Some(state) = state.upgrade()
+                        && !ns.is_held()
+                    {
+                        state.retire(&ns);
+                    }
+                });
+                return;
+            }
+            ns.end_deferral();
+        }
+        {
+            let mut namespaces = self.namespaces.write().unwrap_or_else(|e| e.into_inner());
+            let current = namespaces
+                .get(ns.name())
+                .is_some_and(|n| Arc::ptr_eq(n, ns));
+            // A CONNECT may have taken a hold since the last one was let go.
+            if !current || ns.is_held() {
+                return;
+            }
+            namespaces.remove(ns.name());
+        }
+        tracing::debug!(nsp = %ns.name(), "dynamic namespace removed: no socket left");
+        ns.adapter().close();
     }
 }
 
@@ -366,12 +409,18 @@ impl SocketIo {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .entry(name.clone())
-            .or_insert_with(|| state.new_namespace(&name))
+            .or_insert_with(|| state.new_namespace(&name, None))
             .clone()
     }
 
     /// Namespaces created on first CONNECT when `matches` accepts the name; `setup` configures
     /// each one (middleware, connection handler) as it is created.
+    ///
+    /// Such a namespace leaves the server once no socket and no CONNECT under way holds it
+    /// (Node's `cleanupEmptyChildNamespaces`, always on), so that the names clients send cannot
+    /// fill the server; with connection state recovery it stays until the sockets it keeps for
+    /// their clients' return have expired. A later CONNECT makes it anew and runs `setup` again:
+    /// what a program keeps for a namespace belongs in `setup`, not in a handle held elsewhere.
     pub fn dynamic_namespace<M, S>(&self, matches: M, setup: S)
     where
         M: Fn(&str) -> bool + Send + Sync + 'static,

@@ -682,6 +682,8 @@ impl Socket {
         self.ns.forget_socket(self.id, kept);
         self.session.data().remove_socket(self.ns.name(), self.id);
         lock(&self.acks).clear();
+        // The hold its CONNECT passed on: a namespace made on demand may go with it.
+        self.ns.let_go();
         for handler in std::mem::take(&mut *lock(&self.on_disconnect)) {
             handler(self.clone(), reason);
         }
