@@ -324,6 +324,34 @@ async fn a_dynamic_namespace_goes_when_nothing_holds_it() {
 }
 
 #[tokio::test]
+async fn one_connection_is_in_at_most_so_many_namespaces() {
+    let io = SocketIo::builder().max_namespaces_per_connection(3).build();
+    io.dynamic_namespace(|name| name.starts_with("/n-"), |_ns| {});
+    let addr = serve(&io).await;
+    let (mut ws, _) = ws_open(addr, "/socket.io/").await;
+    let join = async |ws: &mut Ws, nsp: &str| {
+        ws_send(ws, &format!("40{nsp},")).await;
+        ws_recv_app_text(ws).await
+    };
+    for n in 0..3 {
+        let reply = join(&mut ws, &format!("/n-{n}")).await;
+        assert!(
+            reply.starts_with(&format!("40/n-{n},{{\"sid\":")),
+            "{reply}"
+        );
+    }
+    assert_eq!(
+        join(&mut ws, "/n-3").await,
+        r#"44/n-3,{"message":"Too many namespaces"}"#
+    );
+    // Leaving one makes room; another connection has an allowance of its own.
+    ws_send(&mut ws, "41/n-0,").await;
+    assert!(join(&mut ws, "/n-3").await.starts_with("40/n-3,"));
+    let (_other, reply) = connect(addr, "/n-9").await;
+    assert!(reply.starts_with("40/n-9,"), "{reply}");
+}
+
+#[tokio::test]
 async fn a_dynamic_namespace_stays_while_it_keeps_sockets_for_recovery() {
     let io = SocketIo::builder()
         .connection_state_recovery(RecoveryConfig {

@@ -45,6 +45,8 @@ pub struct SessionState {
     /// The task that closes the connection if it joins no namespace in time; ended as soon as
     /// one is joined, rather than left waiting out the timeout for every connection.
     connect_deadline: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// CONNECTs whose middleware has not finished.
+    connecting: AtomicUsize,
 }
 
 impl std::fmt::Debug for SessionState {
@@ -139,6 +141,27 @@ impl SessionState {
 
     fn has_sockets(&self) -> bool {
         !lock(&self.sockets).is_empty()
+    }
+
+    /// Namespaces joined, and CONNECTs still in their middleware.
+    fn namespaces_in_use(&self) -> usize {
+        lock(&self.sockets).len() + self.connecting.load(Ordering::Acquire)
+    }
+}
+
+/// Counts a CONNECT as under way for as long as it lives.
+struct Connecting(SioSession);
+
+impl Connecting {
+    fn new(session: &SioSession) -> Connecting {
+        session.data().connecting.fetch_add(1, Ordering::AcqRel);
+        Connecting(session.clone())
+    }
+}
+
+impl Drop for Connecting {
+    fn drop(&mut self) {
+        self.0.data().connecting.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -276,6 +299,12 @@ impl Client {
 
     fn connect(&self, session: &SioSession, packet: Packet) {
         let nsp = packet.nsp;
+        if session.data().namespaces_in_use() >= self.state.config.max_namespaces_per_connection {
+            tracing::debug!(session = %session.log_id(), %nsp, "too many namespaces on one connection");
+            let refusal = Packet::connect_error(&nsp, "Too many namespaces", None);
+            let _ = session.send_all(encode_frames(&refusal));
+            return;
+        }
         let Some(hold) = self.state.namespace(&nsp) else {
             let refusal = Packet::connect_error(&nsp, "Invalid namespace", None);
             let _ = session.send_all(encode_frames(&refusal));
@@ -303,8 +332,10 @@ impl Client {
             Id::random(),
             false,
         ));
+        let connecting = Connecting::new(session);
         let session = session.clone();
         run_inline(async move {
+            let _connecting = connecting;
             if let Err(refusal) = ns.run_middleware(&socket).await {
                 let packet = Packet::connect_error(&nsp, &refusal.message, refusal.data);
                 let _ = session.send_all(encode_frames(&packet));

@@ -50,6 +50,11 @@ pub struct SocketIoConfig {
     /// `connect_error`. A socket keeps its auth for as long as it lives (its handshake, here and
     /// to the other nodes of a cluster), so this bounds what each socket holds.
     pub max_auth_bytes: usize,
+    /// Namespaces one connection may be in at once, CONNECTs still in their middleware
+    /// included; one more is refused with a `connect_error`. Only namespaces made on demand
+    /// ([`SocketIo::dynamic_namespace`]) let a client name as many as it likes: this bounds
+    /// what one connection holds then.
+    pub max_namespaces_per_connection: usize,
     /// Connection state recovery (off by default, as in Node): see [`RecoveryConfig`].
     pub connection_state_recovery: Option<RecoveryConfig>,
 }
@@ -69,6 +74,7 @@ impl Default for SocketIoConfig {
             max_buffered_attachment_bytes: 256 * 1024 * 1024,
             max_buffered_attachment_bytes_per_address: 32 * 1024 * 1024,
             max_auth_bytes: 16 * 1024,
+            max_namespaces_per_connection: 100,
             connection_state_recovery: None,
         }
     }
@@ -251,6 +257,12 @@ impl SocketIoBuilder {
     /// `connect_error`.
     pub fn max_auth_bytes(mut self, n: usize) -> Self {
         self.config.max_auth_bytes = n;
+        self
+    }
+    /// Namespaces one connection may be in at once (default 100); one more gets a
+    /// `connect_error`.
+    pub fn max_namespaces_per_connection(mut self, n: usize) -> Self {
+        self.config.max_namespaces_per_connection = n;
         self
     }
     /// Acknowledgements one socket may owe at once (default 1024, as many as packets its queue
