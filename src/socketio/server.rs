@@ -426,7 +426,10 @@ impl SocketIo {
     }
 
     /// Namespaces created on first CONNECT when `matches` accepts the name; `setup` configures
-    /// each one (middleware, connection handler) as it is created.
+    /// each one (middleware, connection handler) as it is created. `setup` runs while the
+    /// server's table of namespaces is locked, so that no CONNECT finds the namespace before it
+    /// is set up: it must not call [`of`](Self::of) or [`namespaces`](Self::namespaces) itself
+    /// (the handlers it registers may).
     ///
     /// Such a namespace leaves the server once no socket and no CONNECT under way holds it
     /// (Node's `cleanupEmptyChildNamespaces`, always on), so that the names clients send cannot
