@@ -17,7 +17,7 @@ use super::error::{CloseReason, RequestError};
 use super::limits::Admission;
 use super::metrics::EngineMetrics;
 use super::packet::{Frame, Message, Packet};
-use super::session::{RequestInfo, Session, Transport};
+use super::session::{RequestInfo, Session, Transport, log_tag};
 use super::{polling, query, websocket};
 use crate::id::{Id, IdMap};
 use tracing::Instrument;
@@ -189,7 +189,14 @@ impl<H: Handler> EngineIo<H> {
             }
             Ok(Routed::Upgrade(resp)) => resp,
             Err(e) => {
-                tracing::debug!(error = %e, %uri, "refused an Engine.IO request");
+                // The session id is a secret: the log shows its tag, as for a session's events.
+                tracing::debug!(
+                    error = %e,
+                    path = uri.path(),
+                    session = %query::get(uri.query().unwrap_or(""), "sid")
+                        .map_or_else(|| "-".to_owned(), |sid| log_tag(&sid)),
+                    "refused an Engine.IO request"
+                );
                 self.metrics.request_error(e);
                 error_response(e, cors)
             }

@@ -150,6 +150,14 @@ pub struct Session<D> {
     data: D,
 }
 
+/// The tag [`Session::log_id`] shows for a session id, also for ids that name no session.
+pub(crate) fn log_tag(sid: &str) -> String {
+    use std::hash::Hasher;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    h.write(sid.as_bytes());
+    format!("{:08x}", h.finish() as u32)
+}
+
 impl<D> std::fmt::Debug for Session<D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Session")
@@ -368,10 +376,7 @@ impl<D> Session<D> {
 
     /// A short, non-reversible tag for logs: the session id itself is a secret.
     pub fn log_id(&self) -> String {
-        use std::hash::Hasher;
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        h.write(self.id.as_str().as_bytes());
-        format!("{:08x}", h.finish() as u32)
+        log_tag(self.id.as_str())
     }
 
     /// A span for everything this session does, named by [`log_id`](Self::log_id).
