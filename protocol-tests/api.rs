@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::client::{
-    HttpConn, Ws, parse_open, ws_connect_with, ws_expect_end_answering_pings, ws_open, ws_recv_app,
-    ws_recv_app_text, ws_send, ws_send_binary,
+    HttpConn, Polling, Ws, parse_open, ws_connect_with, ws_expect_end_answering_pings, ws_open,
+    ws_recv_app, ws_recv_app_text, ws_send, ws_send_binary,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -48,6 +48,70 @@ async fn connect(addr: SocketAddr, nsp: &str) -> (Ws, String) {
     ws_send(&mut ws, &format!("40{prefix}")).await;
     let reply = ws_recv_app_text(&mut ws).await;
     (ws, reply)
+}
+
+/// Serves `io` from a plain hyper accept loop, as a program with its own server would: Socket.IO
+/// on its path, the program's `mine` on every other one.
+async fn serve_from_own_hyper(io: &SocketIo) -> SocketAddr {
+    use hyper::server::conn::http1;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let io = io.clone();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.expect("accept");
+            let io = io.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let io = io.clone();
+                    async move {
+                        if io.matches(&req) {
+                            return Ok::<_, std::convert::Infallible>(io.handle(req).await);
+                        }
+                        Ok(hyper::Response::new(http_body_util::Full::new(
+                            Bytes::from_static(b"mine"),
+                        )))
+                    }
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_programs_own_hyper_server_serves_every_transport() {
+    let io = SocketIo::builder().build();
+    io.of("/").on_connect(|socket| {
+        socket.on("echo", |socket, n: u32, _ack| async move {
+            let _ = socket.emit("echoed", &n);
+        });
+    });
+    let addr = serve_from_own_hyper(&io).await;
+    assert_eq!(common::client::get(addr, "/other").await.text(), "mine");
+
+    // Straight to a WebSocket.
+    let (mut ws, _) = connect(addr, "/").await;
+    ws_send(&mut ws, r#"42["echo",1]"#).await;
+    assert_eq!(ws_recv_app_text(&mut ws).await, r#"42["echoed",1]"#);
+
+    // Polling, then the upgrade.
+    let polling = Polling::open(addr, "/socket.io/").await;
+    polling.post_ok(b"40").await;
+    let connected = polling.get_packets().await;
+    assert!(connected[0].starts_with("40{\"sid\":"), "{connected:?}");
+    polling.post_ok(br#"42["echo",2]"#).await;
+    assert_eq!(polling.get_packets().await, [r#"42["echoed",2]"#]);
+    let mut ws = polling.probed_websocket().await;
+    ws_send(&mut ws, "5").await;
+    ws_send(&mut ws, r#"42["echo",3]"#).await;
+    assert_eq!(ws_recv_app_text(&mut ws).await, r#"42["echoed",3]"#);
 }
 
 #[tokio::test]
