@@ -115,6 +115,53 @@ async fn a_programs_own_hyper_server_serves_every_transport() {
 }
 
 #[tokio::test]
+async fn allow_request_refuses_handshakes_before_any_session_exists() {
+    let io = SocketIo::builder()
+        .allow_request(|req| req.headers().get("x-pass").is_some_and(|v| v == "yes"))
+        .build();
+    let addr = serve(&io).await;
+    let handshake = "/socket.io/?EIO=4&transport=polling";
+    let mut http = HttpConn::connect(addr).await;
+    let refused = http
+        .request("GET", handshake, &[], b"")
+        .await
+        .expect("an answer");
+    refused.assert_engine_error(403, 4);
+    let refused = http
+        .request("GET", handshake, &[("x-pass", "no")], b"")
+        .await
+        .expect("an answer");
+    refused.assert_engine_error(403, 4);
+    let ws = ws_connect_with(addr, "/socket.io/?EIO=4&transport=websocket", &[]).await;
+    assert!(ws.is_err(), "a refused WebSocket handshake is not upgraded");
+    assert_eq!(io.engine().session_count(), 0);
+
+    // Let in: the session's later requests are not asked about again.
+    let open = http
+        .request("GET", handshake, &[("x-pass", "yes")], b"")
+        .await
+        .expect("an answer");
+    assert_eq!(open.status, 200, "{}", open.text());
+    let sid = parse_open(&open.text())["sid"]
+        .as_str()
+        .expect("sid")
+        .to_owned();
+    let post = http
+        .request("POST", &format!("{handshake}&sid={sid}"), &[], b"40")
+        .await
+        .expect("an answer");
+    assert_eq!(post.text(), "ok");
+    let mut ws = ws_connect_with(
+        addr,
+        "/socket.io/?EIO=4&transport=websocket",
+        &[("x-pass", "yes")],
+    )
+    .await
+    .expect("a WebSocket");
+    assert!(ws_recv_app_text(&mut ws).await.starts_with("0{"));
+}
+
+#[tokio::test]
 async fn typed_handlers_take_several_arguments_and_binary() {
     let io = SocketIo::builder().build();
     io.of("/").on_connect(|socket| {

@@ -1,6 +1,10 @@
 //! Settings of the Engine.IO layer.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use hyper::Request;
+use hyper::body::Incoming;
 
 /// Which browser origins may talk to the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,6 +22,39 @@ impl AllowedOrigins {
             AllowedOrigins::Any => true,
             AllowedOrigins::List(list) => list.iter().any(|o| o.as_bytes() == origin),
         }
+    }
+}
+
+/// Decides whether a handshake may open a session (Node's `allowRequest`), from its request:
+/// headers, URI, and the client's address among its extensions
+/// ([`RemoteAddr`](super::RemoteAddr), under this crate's accept loop). A refused handshake gets
+/// 403 with code 4 "Forbidden" before any session exists, which makes it the place for checks
+/// that need no I/O (a cookie, a header a gateway sets, an address range); checks that do are
+/// for connect middleware. Requests of sessions already open are not asked about.
+#[derive(Clone)]
+pub struct AllowRequest(Arc<AllowFn>);
+
+type AllowFn = dyn Fn(&Request<Incoming>) -> bool + Send + Sync;
+
+impl AllowRequest {
+    /// Wraps the decision.
+    pub fn new(allow: impl Fn(&Request<Incoming>) -> bool + Send + Sync + 'static) -> Self {
+        AllowRequest(Arc::new(allow))
+    }
+
+    /// Whether `req` may open a session; a decision that panics refuses it.
+    pub(crate) fn allows(&self, req: &Request<Incoming>) -> bool {
+        let decided = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (self.0)(req)));
+        decided.unwrap_or_else(|_| {
+            tracing::error!("allow_request panicked; the handshake is refused");
+            false
+        })
+    }
+}
+
+impl std::fmt::Debug for AllowRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AllowRequest")
     }
 }
 
@@ -39,6 +76,8 @@ pub struct EngineConfig {
     /// Also allow pages served by this very server (an origin whose host is the request's
     /// `Host`), as a server with its own web client needs.
     pub allow_same_origin: bool,
+    /// Asked about every handshake that passed the origin check (none: all may open one).
+    pub allow_request: Option<AllowRequest>,
     /// Packets a client's outbound queue may hold. A client whose queue stays over this (or
     /// over `max_queued_bytes`) for 2 seconds, or reaches 8 times as much, counts as not
     /// reading and is disconnected; a burst that its writer takes back under the limits
@@ -77,6 +116,7 @@ impl Default for EngineConfig {
             max_payload: 1_000_000,
             allowed_origins: AllowedOrigins::Any,
             allow_same_origin: false,
+            allow_request: None,
             max_queued_packets: 1024,
             max_queued_bytes: 4 * 1024 * 1024,
             volatile_threshold: 16,

@@ -259,6 +259,11 @@ impl<H: Handler> EngineIo<H> {
                 if !origin_allowed {
                     return Err(RequestError::Forbidden);
                 }
+                if let Some(allow) = &self.config.allow_request
+                    && !allow.allows(&req)
+                {
+                    return Err(RequestError::Forbidden);
+                }
                 let ip = req.extensions().get::<RemoteAddr>().map(|a| a.0.ip());
                 self.admission
                     .admit(&self.config, ip, self.session_count())?;

@@ -16,7 +16,7 @@ use super::error::EmitError;
 use super::namespace::{BroadcastOperator, Hold, Lease, Namespace};
 use super::packet::DecoderLimits;
 use super::recovery::RecoveryConfig;
-use crate::engineio::{AllowedOrigins, Body, CloseReason, EngineConfig, EngineIo};
+use crate::engineio::{AllowRequest, AllowedOrigins, Body, CloseReason, EngineConfig, EngineIo};
 use crate::server::HttpConfig;
 
 /// Socket.IO settings on top of the Engine.IO ones.
@@ -257,6 +257,15 @@ impl SocketIoBuilder {
     /// `connect_error`.
     pub fn max_auth_bytes(mut self, n: usize) -> Self {
         self.config.max_auth_bytes = n;
+        self
+    }
+    /// Decides which handshakes may open a connection (Node's `allowRequest`); a refused one
+    /// gets 403 with code 4. See [`AllowRequest`].
+    pub fn allow_request<F>(mut self, allow: F) -> Self
+    where
+        F: Fn(&Request<Incoming>) -> bool + Send + Sync + 'static,
+    {
+        self.config.engine.allow_request = Some(AllowRequest::new(allow));
         self
     }
     /// Namespaces one connection may be in at once (default 100); one more gets a
