@@ -432,6 +432,12 @@ async fn a_dynamic_namespace_goes_when_nothing_holds_it() {
     let _third = join(addr).await;
     assert!(namespace_becomes(&io, "/room-a", true).await);
     assert_eq!(setups.load(std::sync::atomic::Ordering::SeqCst), before + 1);
+
+    // The program reaching a name first makes the same kind of namespace, set up alike.
+    let _room = io.of("/room-b");
+    assert_eq!(setups.load(std::sync::atomic::Ordering::SeqCst), before + 2);
+    let (_ws, refused) = connect(addr, "/room-b").await;
+    assert_eq!(refused, r#"44/room-b,{"message":"no token"}"#);
 }
 
 #[tokio::test]

@@ -117,13 +117,24 @@ impl ServerState {
     /// The namespace a CONNECT names, held for it: a static one, or a dynamic one created on
     /// first use.
     pub(crate) fn namespace(self: &Arc<Self>, name: &str) -> Option<Hold> {
+        self.find_or_make(name, Hold::new)
+    }
+
+    /// The namespace named `name`, made now (and set up) when it is new and a dynamic matcher
+    /// accepts the name; `keep` runs while the table is locked, so that a [`Hold`] it takes
+    /// is seen by any retirement.
+    fn find_or_make<T>(
+        self: &Arc<Self>,
+        name: &str,
+        keep: impl FnOnce(&Arc<Namespace>) -> T,
+    ) -> Option<T> {
         if let Some(ns) = self
             .namespaces
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(name)
         {
-            return Some(Hold::new(ns));
+            return Some(keep(ns));
         }
         let dynamic = self.dynamic.read().unwrap_or_else(|e| e.into_inner());
         let (_, setup) = dynamic.iter().find(|(matches, _)| matches(name))?;
@@ -139,7 +150,7 @@ impl ServerState {
             setup(&ns);
             ns
         });
-        Some(Hold::new(ns))
+        Some(keep(ns))
     }
 
     /// Takes a dynamic namespace that nothing holds out of the server, and closes its adapter.
@@ -421,10 +432,15 @@ impl SocketIo {
         &self.state().config
     }
 
-    /// The namespace of this name, created if it does not exist yet.
+    /// The namespace of this name, created if it does not exist yet. A name that a
+    /// [`dynamic_namespace`](Self::dynamic_namespace) matcher accepts gets that kind of
+    /// namespace, set up by its `setup`, as with Node's `io.of` under a parent namespace.
     pub fn of(&self, name: &str) -> Arc<Namespace> {
         let name = super::packet::normalize_nsp(name);
-        let state = self.state();
+        let state = &self.engine.handler().state;
+        if let Some(ns) = state.find_or_make(&name, Arc::clone) {
+            return ns;
+        }
         state
             .namespaces
             .write()
