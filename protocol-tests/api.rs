@@ -345,6 +345,31 @@ async fn event_middleware_can_change_an_event_or_stop_it() {
 }
 
 #[tokio::test]
+async fn an_event_whose_socket_left_while_its_middleware_waited_is_dropped() {
+    let io = SocketIo::builder().build();
+    let (tx, mut handled) = tokio::sync::mpsc::unbounded_channel::<String>();
+    io.of("/").on_connect(move |socket| {
+        socket.use_event_middleware(|_socket, event: Event| async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            Ok(event)
+        });
+        let tx = tx.clone();
+        socket.on_raw("note", move |_s: Arc<Socket>, event: Event| {
+            let _ = tx.send(event.name);
+            async {}
+        });
+    });
+    let addr = serve(&io).await;
+    let (mut ws, _) = connect(addr, "/").await;
+    ws_send(&mut ws, r#"42["note"]"#).await;
+    assert_eq!(handled.recv().await.as_deref(), Some("note"));
+    ws_send(&mut ws, r#"42["note"]"#).await;
+    ws_send(&mut ws, "41").await;
+    let late = tokio::time::timeout(Duration::from_millis(500), handled.recv()).await;
+    assert!(late.is_err(), "the handler ran for a socket that had left");
+}
+
+#[tokio::test]
 async fn dynamic_namespaces_are_created_on_first_connect() {
     let io = SocketIo::builder().build();
     io.dynamic_namespace(
@@ -368,9 +393,9 @@ async fn dynamic_namespaces_are_created_on_first_connect() {
     assert!(io.namespaces().iter().any(|ns| ns.name() == "/team-blue"));
 }
 
-/// Whether `io` has a namespace named `name`, waiting up to a second for it to be `expected`.
+/// Whether `io` has a namespace named `name`, waiting up to 3 s for it to be `expected`.
 async fn namespace_becomes(io: &SocketIo, name: &str, expected: bool) -> bool {
-    for _ in 0..100 {
+    for _ in 0..300 {
         if io.namespaces().iter().any(|ns| ns.name() == name) == expected {
             return true;
         }
@@ -441,29 +466,58 @@ async fn a_dynamic_namespace_goes_when_nothing_holds_it() {
 }
 
 #[tokio::test]
+async fn a_catch_all_matcher_leaves_the_main_namespace_and_its_handlers_alone() {
+    let io = SocketIo::builder().build();
+    io.dynamic_namespace(|_name| true, |_ns| {});
+    io.of("/").on_connect(|socket| {
+        let _ = socket.emit("main", &());
+    });
+    let addr = serve(&io).await;
+    for _ in 0..2 {
+        let (mut ws, reply) = connect(addr, "/").await;
+        assert!(reply.starts_with("40{"), "{reply}");
+        assert_eq!(ws_recv_app_text(&mut ws).await, r#"42["main"]"#);
+        ws_send(&mut ws, "41").await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
 async fn one_connection_is_in_at_most_so_many_namespaces() {
     let io = SocketIo::builder().max_namespaces_per_connection(3).build();
     io.dynamic_namespace(|name| name.starts_with("/n-"), |_ns| {});
+    io.dynamic_namespace(
+        |name| name.starts_with("/slow-"),
+        |ns| {
+            ns.use_middleware(|_socket| async {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                Ok(())
+            });
+        },
+    );
     let addr = serve(&io).await;
     let (mut ws, _) = ws_open(addr, "/socket.io/").await;
     let join = async |ws: &mut Ws, nsp: &str| {
         ws_send(ws, &format!("40{nsp},")).await;
         ws_recv_app_text(ws).await
     };
-    for n in 0..3 {
+    for n in 0..2 {
         let reply = join(&mut ws, &format!("/n-{n}")).await;
         assert!(
             reply.starts_with(&format!("40/n-{n},{{\"sid\":")),
             "{reply}"
         );
     }
-    assert_eq!(
-        join(&mut ws, "/n-3").await,
-        r#"44/n-3,{"message":"Too many namespaces"}"#
-    );
+    // A CONNECT still in its middleware counts.
+    ws_send(&mut ws, "40/slow-1,").await;
+    let too_many = r#"44/n-2,{"message":"Too many namespaces"}"#;
+    assert_eq!(join(&mut ws, "/n-2").await, too_many);
+    let slow = ws_recv_app_text(&mut ws).await;
+    assert!(slow.starts_with("40/slow-1,{\"sid\":"), "{slow}");
+    assert_eq!(join(&mut ws, "/n-2").await, too_many);
     // Leaving one makes room; another connection has an allowance of its own.
     ws_send(&mut ws, "41/n-0,").await;
-    assert!(join(&mut ws, "/n-3").await.starts_with("40/n-3,"));
+    assert!(join(&mut ws, "/n-2").await.starts_with("40/n-2,"));
     let (_other, reply) = connect(addr, "/n-9").await;
     assert!(reply.starts_with("40/n-9,"), "{reply}");
 }
@@ -514,6 +568,8 @@ async fn a_dynamic_namespace_stays_while_it_keeps_sockets_for_recovery() {
     drop(ws);
 
     // Kept for 400 ms after the second loss, then gone.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(io.namespaces().iter().any(|ns| ns.name() == "/user-1"));
     assert!(namespace_becomes(&io, "/user-1", false).await);
 }
 

@@ -1051,32 +1051,67 @@ async fn a_logout_missed_while_redis_was_away_is_not_announced_when_its_node_die
     link_a.shutdown();
 }
 
-/// How many connections Redis counts on `channel` (`PUBSUB NUMSUB`).
-async fn subscribers(redis: &Redis, channel: &str) -> u64 {
+/// The reply to one command on a connection of the test's own, read whole: a bulk string's
+/// text, or an integer's digits, or the last line of anything else.
+async fn redis_reply(redis: &Redis, args: &[&str]) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", redis.port))
         .await
         .expect("connect to redis");
-    let command = format!(
-        "*3\r\n$6\r\nPUBSUB\r\n$6\r\nNUMSUB\r\n${}\r\n{channel}\r\n",
-        channel.len()
-    );
+    let mut command = format!("*{}\r\n", args.len());
+    for arg in args {
+        command.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+    }
     conn.write_all(command.as_bytes()).await.expect("send");
     let mut reply = Vec::new();
-    // `*2 $len channel :count`: the count is the last line.
-    while !reply.ends_with(b"\r\n") || reply.iter().filter(|&&b| b == b'\n').count() < 4 {
-        let mut chunk = [0u8; 256];
+    loop {
+        let mut chunk = [0u8; 4096];
         let n = conn.read(&mut chunk).await.expect("a reply");
         assert!(n > 0, "redis hung up");
         reply.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&reply).into_owned();
+        let whole = match text.strip_prefix('$') {
+            // A bulk string: its length, then that many bytes and CRLF.
+            Some(rest) => rest.split_once("\r\n").is_some_and(|(len, body)| {
+                len.parse::<usize>().is_ok_and(|len| body.len() >= len + 2)
+            }),
+            None => {
+                let lines = if text.starts_with('*') { 4 } else { 1 };
+                text.ends_with("\r\n") && text.matches('\n').count() >= lines
+            }
+        };
+        if whole {
+            return text;
+        }
     }
-    let text = String::from_utf8_lossy(&reply);
-    let count = text.trim_end().rsplit('\n').next().expect("a count line");
-    count
-        .trim()
-        .strip_prefix(':')
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("NUMSUB answered {text:?}"))
+}
+
+/// Node 1's share of the Redis subscriptions for `/dyn-1` (node 0 keeps its own): the request
+/// and response channels' subscribers, and the pattern subscriptions of every connection.
+async fn dyn_subscriptions(redis: &Redis) -> [u64; 3] {
+    let count = |reply: String| -> u64 {
+        let last = reply
+            .trim_end()
+            .rsplit('\n')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_owned();
+        last.trim_start_matches(':')
+            .parse()
+            .unwrap_or_else(|_| panic!("a count: {reply:?}"))
+    };
+    let clients = redis_reply(redis, &["CLIENT", "LIST"]).await;
+    let patterns = clients
+        .split_whitespace()
+        .filter_map(|field| field.strip_prefix("psub="))
+        .map(|n| n.parse::<u64>().expect("a psub count"))
+        .sum();
+    [
+        count(redis_reply(redis, &["PUBSUB", "NUMSUB", "socket.io-request#/dyn-1#"]).await),
+        count(redis_reply(redis, &["PUBSUB", "NUMSUB", "socket.io-response#/dyn-1#"]).await),
+        patterns,
+    ]
 }
 
 #[tokio::test]
@@ -1099,7 +1134,6 @@ async fn a_dynamic_namespace_that_goes_stops_listening_and_a_new_one_listens_aga
     };
     // Node 0's client keeps the namespace there; node 1's comes and goes.
     let _stays = join(&nodes[0]).await;
-    let channel = "socket.io-request#/dyn-1#";
     for round in 0..2 {
         let mut ws = join(&nodes[1]).await;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -1117,10 +1151,11 @@ async fn a_dynamic_namespace_that_goes_stops_listening_and_a_new_one_listens_aga
                 ),
             }
         }
-        assert_eq!(subscribers(&redis, channel).await, 2);
+        // Both nodes listen for `/dyn-1`, and both for `/`: four patterns.
+        assert_eq!(dyn_subscriptions(&redis).await, [2, 2, 4]);
         ws_send(&mut ws, "41/dyn-1,").await;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while subscribers(&redis, channel).await != 1 {
+        while dyn_subscriptions(&redis).await != [1, 1, 3] {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "round {round}: node 1 still listens for a namespace it no longer has"

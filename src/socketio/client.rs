@@ -335,7 +335,6 @@ impl Client {
         let connecting = Connecting::new(session);
         let session = session.clone();
         run_inline(async move {
-            let _connecting = connecting;
             if let Err(refusal) = ns.run_middleware(&socket).await {
                 let packet = Packet::connect_error(&nsp, &refusal.message, refusal.data);
                 let _ = session.send_all(encode_frames(&packet));
@@ -344,7 +343,10 @@ impl Client {
             if session.is_closed() {
                 return;
             }
-            if !take_namespace(&session, &nsp, &socket) {
+            let taken = take_namespace(&session, &nsp, &socket);
+            // Counted among the connection's sockets from here, or not at all.
+            drop(connecting);
+            if !taken {
                 return;
             }
             // Registered before it can be reached: every offset it gets counts as its own.

@@ -77,14 +77,21 @@ pub(crate) struct Lease {
     retire: Retire,
     /// Whether a retirement waits for the sockets kept for recovery to expire.
     deferred: AtomicBool,
+    /// Where that wait runs: the runtime the namespace was made on, for a retirement that
+    /// starts on a thread of the program's own.
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl Lease {
-    pub(crate) fn new(retire: impl Fn(&Arc<Namespace>) + Send + Sync + 'static) -> Lease {
+    pub(crate) fn new(
+        retire: impl Fn(&Arc<Namespace>) + Send + Sync + 'static,
+        runtime: Option<tokio::runtime::Handle>,
+    ) -> Lease {
         Lease {
             holders: AtomicUsize::new(0),
             retire: Box::new(retire),
             deferred: AtomicBool::new(false),
+            runtime,
         }
     }
 }
@@ -379,6 +386,15 @@ impl Namespace {
         self.lease
             .as_ref()
             .is_some_and(|lease| !lease.deferred.swap(true, Ordering::AcqRel))
+    }
+
+    /// Where a deferred retirement waits: the runtime this namespace was made on, or else the
+    /// caller's.
+    pub(crate) fn runtime(&self) -> Option<tokio::runtime::Handle> {
+        self.lease
+            .as_ref()
+            .and_then(|lease| lease.runtime.clone())
+            .or_else(|| tokio::runtime::Handle::try_current().ok())
     }
 
     /// The wait of [`defer_retirement`](Self::defer_retirement) is over.

@@ -141,11 +141,14 @@ impl ServerState {
         let mut namespaces = self.namespaces.write().unwrap_or_else(|e| e.into_inner());
         let ns = namespaces.entry(name.to_owned()).or_insert_with(|| {
             let state = Arc::downgrade(self);
-            let lease = Lease::new(move |ns| {
-                if let Some(state) = state.upgrade() {
-                    state.retire(ns);
-                }
-            });
+            let lease = Lease::new(
+                move |ns| {
+                    if let Some(state) = state.upgrade() {
+                        state.retire(ns);
+                    }
+                },
+                tokio::runtime::Handle::try_current().ok(),
+            );
             let ns = self.new_namespace(name, Some(lease));
             setup(&ns);
             ns
@@ -160,7 +163,7 @@ impl ServerState {
             if !ns.defer_retirement() {
                 return; // a wait is under way already
             }
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            if let Some(runtime) = ns.runtime() {
                 let state = Arc::downgrade(self);
                 let ns = ns.clone();
                 runtime.spawn(async move {
@@ -174,15 +177,18 @@ impl ServerState {
                 });
                 return;
             }
+            // Nothing to wait on: the namespace stays, for the next socket's leaving.
             ns.end_deferral();
+            return;
         }
         {
             let mut namespaces = self.namespaces.write().unwrap_or_else(|e| e.into_inner());
             let current = namespaces
                 .get(ns.name())
                 .is_some_and(|n| Arc::ptr_eq(n, ns));
-            // A CONNECT may have taken a hold since the last one was let go.
-            if !current || ns.is_held() {
+            // A CONNECT may have taken a hold since the last one was let go, and its socket
+            // may have been kept for recovery since (its leaving waits for that, then).
+            if !current || ns.is_held() || ns.recovery_pending().is_some() {
                 return;
             }
             namespaces.remove(ns.name());
@@ -405,6 +411,13 @@ impl SocketIoBuilder {
             namespaces: RwLock::new(HashMap::new()),
             dynamic: RwLock::new(Vec::new()),
         });
+        // The main namespace always exists (as in Node), so that no dynamic matcher makes it.
+        let main = state.new_namespace("/", None);
+        state
+            .namespaces
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert("/".to_owned(), main);
         SocketIo {
             engine: EngineIo::new(self.config.engine, Client { state }),
         }
@@ -434,7 +447,9 @@ impl SocketIo {
 
     /// The namespace of this name, created if it does not exist yet. A name that a
     /// [`dynamic_namespace`](Self::dynamic_namespace) matcher accepts gets that kind of
-    /// namespace, set up by its `setup`, as with Node's `io.of` under a parent namespace.
+    /// namespace, set up by its `setup`, as with Node's `io.of` under a parent namespace: it
+    /// stays until a socket has joined and left it, and once it has left the server, the same
+    /// name gives a new namespace.
     pub fn of(&self, name: &str) -> Arc<Namespace> {
         let name = super::packet::normalize_nsp(name);
         let state = &self.engine.handler().state;
@@ -453,8 +468,9 @@ impl SocketIo {
     /// Namespaces created on first CONNECT when `matches` accepts the name; `setup` configures
     /// each one (middleware, connection handler) as it is created. `setup` runs while the
     /// server's table of namespaces is locked, so that no CONNECT finds the namespace before it
-    /// is set up: it must not call [`of`](Self::of) or [`namespaces`](Self::namespaces) itself
-    /// (the handlers it registers may).
+    /// is set up: it must not call what looks namespaces up ([`of`](Self::of),
+    /// [`to`](Self::to), [`emit`](Self::emit), [`namespaces`](Self::namespaces),
+    /// [`dynamic_namespace`](Self::dynamic_namespace)) itself; the handlers it registers may.
     ///
     /// Such a namespace leaves the server once no socket and no CONNECT under way holds it
     /// (Node's `cleanupEmptyChildNamespaces`, always on), so that the names clients send cannot

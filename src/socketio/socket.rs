@@ -170,6 +170,15 @@ impl Drop for ForgetAck {
     }
 }
 
+/// Lets go of a leaving socket's hold on its namespace when dropped.
+struct LetGo<'a>(&'a Arc<Namespace>);
+
+impl Drop for LetGo<'_> {
+    fn drop(&mut self) {
+        self.0.let_go();
+    }
+}
+
 /// One client connected to one namespace.
 pub struct Socket {
     id: Id,
@@ -682,8 +691,9 @@ impl Socket {
         self.ns.forget_socket(self.id, kept);
         self.session.data().remove_socket(self.ns.name(), self.id);
         lock(&self.acks).clear();
-        // The hold its CONNECT passed on: a namespace made on demand may go with it.
-        self.ns.let_go();
+        // The hold its CONNECT passed on, let go last (a handler may still reach the namespace
+        // by name), also when a handler panics: a namespace made on demand may go with it.
+        let _hold = LetGo(&self.ns);
         for handler in std::mem::take(&mut *lock(&self.on_disconnect)) {
             handler(self.clone(), reason);
         }
