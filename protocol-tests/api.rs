@@ -132,6 +132,12 @@ async fn allow_request_refuses_handshakes_before_any_session_exists() {
         .await
         .expect("an answer");
     refused.assert_engine_error(403, 4);
+    // Asked before the protocol version is looked at, as in Node.
+    let refused = http
+        .request("GET", "/socket.io/?EIO=3&transport=polling", &[], b"")
+        .await
+        .expect("an answer");
+    refused.assert_engine_error(403, 4);
     let ws = ws_connect_with(addr, "/socket.io/?EIO=4&transport=websocket", &[]).await;
     assert!(ws.is_err(), "a refused WebSocket handshake is not upgraded");
     assert_eq!(io.engine().session_count(), 0);

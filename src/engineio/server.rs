@@ -253,15 +253,16 @@ impl<H: Handler> EngineIo<H> {
                 if transport == Transport::WebSocket && !websocket::is_upgrade_request(&req) {
                     return Err(RequestError::BadRequest);
                 }
-                if q.eio.as_deref() != Some("4") {
+                // Node's server asks allowRequest before it looks at the protocol version.
+                let allowed = self
+                    .config
+                    .allow_request
+                    .as_ref()
+                    .is_none_or(|a| a.allows(&req));
+                if q.eio.as_deref() != Some("4") && allowed {
                     return Err(RequestError::UnsupportedProtocolVersion);
                 }
-                if !origin_allowed {
-                    return Err(RequestError::Forbidden);
-                }
-                if let Some(allow) = &self.config.allow_request
-                    && !allow.allows(&req)
-                {
+                if !origin_allowed || !allowed {
                     return Err(RequestError::Forbidden);
                 }
                 let ip = req.extensions().get::<RemoteAddr>().map(|a| a.0.ip());
