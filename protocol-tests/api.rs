@@ -11,11 +11,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::client::{
-    HttpConn, Polling, Ws, parse_open, ws_connect_with, ws_expect_end_answering_pings, ws_open,
-    ws_recv_app, ws_recv_app_text, ws_send, ws_send_binary,
+    HttpConn, Polling, RawWs, Ws, parse_open, ws_connect_with, ws_expect_end_answering_pings,
+    ws_open, ws_recv_app, ws_recv_app_text, ws_send, ws_send_binary,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use socketio_server::engineio::Transport;
 use socketio_server::socketio::{
     AckError, ConnectError, Event, EventRefused, RecoveryConfig, Socket, SocketIo,
 };
@@ -165,6 +166,64 @@ async fn allow_request_refuses_handshakes_before_any_session_exists() {
     .await
     .expect("a WebSocket");
     assert!(ws_recv_app_text(&mut ws).await.starts_with("0{"));
+}
+
+#[tokio::test]
+async fn a_websocket_only_server_refuses_polling_and_offers_no_upgrade() {
+    let io = SocketIo::builder()
+        .transports(&[Transport::WebSocket])
+        .build();
+    let addr = serve(&io).await;
+    common::client::get(addr, "/socket.io/?EIO=4&transport=polling")
+        .await
+        .assert_engine_error(400, 0);
+    assert_eq!(io.engine().session_count(), 0);
+
+    let (mut ws, open) = ws_open(addr, "/socket.io/").await;
+    assert_eq!(open["upgrades"], json!([]));
+    ws_send(&mut ws, "40").await;
+    let connected = ws_recv_app_text(&mut ws).await;
+    assert!(connected.starts_with("40{\"sid\":"), "{connected}");
+    assert_eq!(io.engine().session_count(), 1);
+}
+
+#[tokio::test]
+async fn a_polling_only_server_refuses_websockets() {
+    let io = SocketIo::builder()
+        .transports(&[Transport::Polling])
+        .build();
+    let addr = serve(&io).await;
+    let (_, direct) =
+        RawWs::connect_response(addr, "/socket.io/?EIO=4&transport=websocket", &[]).await;
+    direct.assert_engine_error(400, 0);
+
+    let polling = Polling::open(addr, "/socket.io/").await;
+    assert_eq!(polling.handshake["upgrades"], json!([]));
+    let (_, upgrade) = RawWs::connect_response(addr, &polling.websocket_target(), &[]).await;
+    upgrade.assert_engine_error(400, 0);
+    // The session goes on over polling.
+    polling.post_ok(b"40").await;
+    let connected = polling.get_packets().await;
+    assert!(connected[0].starts_with("40{\"sid\":"), "{connected:?}");
+}
+
+#[tokio::test]
+async fn without_upgrades_polling_sessions_stay_on_polling() {
+    let io = SocketIo::builder().allow_upgrades(false).build();
+    let addr = serve(&io).await;
+    let polling = Polling::open(addr, "/socket.io/").await;
+    assert_eq!(polling.handshake["upgrades"], json!([]));
+    let (_, upgrade) = RawWs::connect_response(addr, &polling.websocket_target(), &[]).await;
+    upgrade.assert_engine_error(400, 3);
+    polling.post_ok(b"40").await;
+    let connected = polling.get_packets().await;
+    assert!(connected[0].starts_with("40{\"sid\":"), "{connected:?}");
+
+    // A client may still open a WebSocket session directly.
+    let (mut ws, open) = ws_open(addr, "/socket.io/").await;
+    assert_eq!(open["upgrades"], json!([]));
+    ws_send(&mut ws, "40").await;
+    assert!(ws_recv_app_text(&mut ws).await.starts_with("40{\"sid\":"));
 }
 
 #[tokio::test]

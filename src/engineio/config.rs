@@ -6,6 +6,8 @@ use std::time::Duration;
 use hyper::Request;
 use hyper::body::Incoming;
 
+use super::session::Transport;
+
 /// Which browser origins may talk to the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AllowedOrigins {
@@ -69,6 +71,15 @@ pub struct EngineConfig {
     pub ping_timeout: Duration,
     /// Time a client has to finish an upgrade to WebSocket once it opened one.
     pub upgrade_timeout: Duration,
+    /// The transports clients may use (Node's `transports`). A request for another one gets
+    /// 400 with code 0 "Transport unknown", as an unknown transport does: a WebSocket-only
+    /// server needs no sticky sessions behind a load balancer, a polling-only one passes
+    /// proxies that break WebSockets.
+    pub transports: Vec<Transport>,
+    /// Whether polling sessions are offered the move to WebSocket (Node's `allowUpgrades`).
+    /// Without it a session stays on the transport it opened with, and an upgrade request gets
+    /// 400 with code 3; clients may still open WebSocket sessions directly.
+    pub allow_upgrades: bool,
     /// Largest polling body and WebSocket message accepted, in bytes.
     pub max_payload: usize,
     /// Browser origins allowed; a handshake from another origin is refused.
@@ -113,6 +124,8 @@ impl Default for EngineConfig {
             ping_interval: Duration::from_millis(25_000),
             ping_timeout: Duration::from_millis(20_000),
             upgrade_timeout: Duration::from_millis(10_000),
+            transports: vec![Transport::Polling, Transport::WebSocket],
+            allow_upgrades: true,
             max_payload: 1_000_000,
             allowed_origins: AllowedOrigins::Any,
             allow_same_origin: false,
@@ -149,11 +162,25 @@ impl EngineConfig {
         self.allow_same_origin && (same_host(b"http://") || same_host(b"https://"))
     }
 
+    /// Whether a client may use `transport` at all.
+    pub fn allows_transport(&self, transport: Transport) -> bool {
+        self.transports.contains(&transport)
+    }
+
+    /// Whether a polling session may move to WebSocket.
+    pub fn offers_upgrade(&self) -> bool {
+        self.allow_upgrades && self.allows_transport(Transport::WebSocket)
+    }
+
     /// The handshake JSON (without the `0` type), with this session's id.
     pub(crate) fn handshake_json(&self, sid: &str, websocket: bool) -> String {
         format!(
             r#"{{"sid":"{sid}","upgrades":{},"pingInterval":{},"pingTimeout":{},"maxPayload":{}}}"#,
-            if websocket { "[]" } else { r#"["websocket"]"# },
+            if websocket || !self.offers_upgrade() {
+                "[]"
+            } else {
+                r#"["websocket"]"#
+            },
             self.ping_interval.as_millis(),
             self.ping_timeout.as_millis(),
             self.max_payload,

@@ -212,6 +212,9 @@ impl<H: Handler> EngineIo<H> {
             Some("websocket") => Transport::WebSocket,
             _ => return Err(RequestError::UnknownTransport),
         };
+        if !self.config.allows_transport(transport) {
+            return Err(RequestError::UnknownTransport);
+        }
         let origin_allowed = match req.headers().get(header::ORIGIN) {
             Some(origin) => self
                 .config
@@ -240,6 +243,9 @@ impl<H: Handler> EngineIo<H> {
                         } else {
                             Err(RequestError::BadRequest)
                         }
+                    }
+                    Transport::WebSocket if !self.config.offers_upgrade() => {
+                        Err(RequestError::BadRequest)
                     }
                     Transport::WebSocket => {
                         websocket::upgrade_existing(self, session, req).map(Routed::Upgrade)

@@ -16,7 +16,9 @@ use super::error::EmitError;
 use super::namespace::{BroadcastOperator, Hold, Lease, Namespace};
 use super::packet::DecoderLimits;
 use super::recovery::RecoveryConfig;
-use crate::engineio::{AllowRequest, AllowedOrigins, Body, CloseReason, EngineConfig, EngineIo};
+use crate::engineio::{
+    AllowRequest, AllowedOrigins, Body, CloseReason, EngineConfig, EngineIo, Transport,
+};
 use crate::server::HttpConfig;
 
 /// Socket.IO settings on top of the Engine.IO ones.
@@ -263,6 +265,19 @@ impl SocketIoBuilder {
     /// Time a client has to complete an upgrade (default 10 s).
     pub fn upgrade_timeout(mut self, d: Duration) -> Self {
         self.config.engine.upgrade_timeout = d;
+        self
+    }
+    /// The transports clients may use (default both). A WebSocket-only server needs no sticky
+    /// sessions behind a load balancer; its clients must be told to skip polling
+    /// (`transports: ["websocket"]` in socket.io-client), as the polling handshake they start
+    /// with by default gets 400 with code 0 "Transport unknown".
+    pub fn transports(mut self, transports: &[Transport]) -> Self {
+        self.config.engine.transports = transports.to_vec();
+        self
+    }
+    /// Whether polling clients are offered the upgrade to WebSocket (default yes).
+    pub fn allow_upgrades(mut self, allow: bool) -> Self {
+        self.config.engine.allow_upgrades = allow;
         self
     }
     /// Largest message or polling body, in bytes (default 1,000,000).
