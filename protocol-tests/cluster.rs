@@ -35,6 +35,8 @@ struct Redis {
     port: u16,
     /// Extra `redis-server` arguments (`--requirepass`, ...).
     args: Vec<String>,
+    /// Whether `port` speaks TLS (and only TLS).
+    tls: bool,
     child: Child,
 }
 
@@ -50,6 +52,34 @@ impl Redis {
             port,
             child: Redis::spawn(port, &args),
             args,
+            tls: false,
+        }
+    }
+
+    /// A Redis that speaks only TLS, with the certificate and key of `certs`.
+    fn start_tls(certs: &TestCerts) -> Redis {
+        let port = free_port();
+        let path = |p: &std::path::Path| p.to_str().expect("a UTF-8 path").to_owned();
+        let args = vec![
+            // The later `--port` wins: no plain port, TLS on this one.
+            "--port".to_owned(),
+            "0".to_owned(),
+            "--tls-port".to_owned(),
+            port.to_string(),
+            "--tls-cert-file".to_owned(),
+            path(&certs.server_cert),
+            "--tls-key-file".to_owned(),
+            path(&certs.server_key),
+            "--tls-ca-cert-file".to_owned(),
+            path(&certs.ca),
+            "--tls-auth-clients".to_owned(),
+            "no".to_owned(),
+        ];
+        Redis {
+            port,
+            child: Redis::spawn(port, &args),
+            args,
+            tls: true,
         }
     }
 
@@ -74,7 +104,8 @@ impl Redis {
     }
 
     fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}/", self.port)
     }
 
     fn stop(&mut self) {
@@ -596,6 +627,10 @@ async fn a_reply_too_large_for_the_command_connection_fails_the_question_at_once
         while let Ok((mut conn, _)) = fake.accept().await {
             tokio::spawn(async move {
                 let mut buf = [0u8; 4096];
+                // The PING a connection starts with is answered as Redis would.
+                if matches!(conn.read(&mut buf).await, Ok(n) if n > 0) {
+                    let _ = conn.write_all(b"+PONG\r\n").await;
+                }
                 while matches!(conn.read(&mut buf).await, Ok(n) if n > 0) {
                     let _ = conn.write_all(b"*2\r\n$999999999\r\nabc").await;
                 }
@@ -722,6 +757,12 @@ async fn nodes_join_a_redis_that_requires_a_password_or_a_user() {
         matches!(err, RedisError::Connection(_)) && err.to_string().contains("WRONGPASS"),
         "{err}"
     );
+    // None at all: found at once too, by the PING a connection starts with.
+    let none = format!("redis://127.0.0.1:{}/", redis.port);
+    let err = RedisNode::connect(&none, RedisConfig::default())
+        .await
+        .expect_err("no password");
+    assert!(err.to_string().contains("NOAUTH"), "{err}");
 }
 
 #[tokio::test]
@@ -735,7 +776,6 @@ async fn a_node_given_a_redis_it_cannot_reach_does_not_start() {
     .expect_err("nobody listens there");
     assert!(matches!(err, RedisError::Connection(_)), "{err}");
     for (url, expected) in [
-        ("rediss://127.0.0.1:6379/", AddressError::Tls),
         ("127.0.0.1:6379", AddressError::Scheme),
         ("redis://127.0.0.1:port/", AddressError::Port("port".into())),
     ] {
@@ -744,6 +784,149 @@ async fn a_node_given_a_redis_it_cannot_reach_does_not_start() {
             other => panic!("{url}: {other:?}"),
         }
     }
+}
+
+/// A certificate authority and a certificate it signed for `127.0.0.1`, made with `openssl`
+/// in a directory of their own; a second authority that signed nothing.
+struct TestCerts {
+    dir: std::path::PathBuf,
+    ca: std::path::PathBuf,
+    other_ca: std::path::PathBuf,
+    server_cert: std::path::PathBuf,
+    server_key: std::path::PathBuf,
+}
+
+impl TestCerts {
+    fn make(name: &str) -> TestCerts {
+        let dir = std::env::temp_dir().join(format!("redis-tls-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a directory for the certificates");
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .output()
+                .expect("openssl must be installed (the test command installs it)");
+            assert!(out.status.success(), "openssl {args:?}: {out:?}");
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        for ca in ["ca", "other-ca"] {
+            let (key, pem, subject) = (
+                format!("{ca}.key"),
+                format!("{ca}.pem"),
+                format!("/CN={ca}"),
+            );
+            let mut args = vec!["req", "-x509", "-days", "2", "-subj", &subject];
+            args.extend(ec);
+            args.extend(["-keyout", &key, "-out", &pem]);
+            args.extend(["-addext", "basicConstraints=critical,CA:TRUE"]);
+            args.extend(["-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
+            openssl(&args);
+        }
+        let mut args = vec!["req", "-subj", "/CN=127.0.0.1"];
+        args.extend(ec);
+        args.extend(["-keyout", "server.key", "-out", "server.csr"]);
+        openssl(&args);
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        )
+        .expect("write the extensions");
+        openssl(&[
+            "x509",
+            "-req",
+            "-days",
+            "2",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "server.pem",
+        ]);
+        TestCerts {
+            ca: dir.join("ca.pem"),
+            other_ca: dir.join("other-ca.pem"),
+            server_cert: dir.join("server.pem"),
+            server_key: dir.join("server.key"),
+            dir,
+        }
+    }
+}
+
+impl Drop for TestCerts {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test]
+async fn nodes_join_a_redis_over_tls_whose_certificate_they_check() {
+    let certs = TestCerts::make("cluster");
+    let redis = Redis::start_tls(&certs);
+    let trusting = RedisConfig {
+        tls_ca_file: Some(certs.ca.clone()),
+        ..RedisConfig::default()
+    };
+    let a = Node::start_with(&redis, "a", trusting.clone()).await;
+    let b = Node::start_with(&redis, "b", trusting).await;
+    wait_for_cluster(&a, 2).await;
+    let mut client = Client::connect(&b, Some("r")).await;
+    a.io.to("r")
+        .emit("over tls", &Bytes::from_static(b"\x00\xff"))
+        .unwrap();
+    let (packet, attachments) = client.next().await;
+    assert_eq!(packet, r#"51-["over tls",{"_placeholder":true,"num":0}]"#);
+    assert_eq!(attachments, vec![vec![0, 255]]);
+
+    // A certificate that does not chain to the authority trusted is refused, as is TLS spoken
+    // to a plain port and plain RESP spoken to the TLS one.
+    let distrusting = RedisConfig {
+        tls_ca_file: Some(certs.other_ca.clone()),
+        ..RedisConfig::default()
+    };
+    let err = RedisNode::connect(&redis.url(), distrusting)
+        .await
+        .expect_err("an untrusted certificate");
+    assert!(
+        matches!(err, RedisError::Connection(_)) && err.to_string().contains("certificate"),
+        "{err}"
+    );
+    let plain = Redis::start();
+    let ca = RedisConfig {
+        tls_ca_file: Some(certs.ca.clone()),
+        ..RedisConfig::default()
+    };
+    let to_plain = format!("rediss://127.0.0.1:{}/", plain.port);
+    assert!(RedisNode::connect(&to_plain, ca).await.is_err());
+    let to_tls = format!("redis://127.0.0.1:{}/", redis.port);
+    assert!(
+        RedisNode::connect(&to_tls, RedisConfig::default())
+            .await
+            .is_err()
+    );
+
+    // A CA file that holds no certificate is a setup error, found before any connection.
+    let empty = certs.dir.join("empty.pem");
+    std::fs::write(&empty, "").expect("write");
+    let config = RedisConfig {
+        tls_ca_file: Some(empty),
+        ..RedisConfig::default()
+    };
+    let err = RedisNode::connect(&redis.url(), config)
+        .await
+        .expect_err("no authority");
+    assert!(err.to_string().contains("no certificate"), "{err}");
 }
 
 #[tokio::test]

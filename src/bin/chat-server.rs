@@ -65,9 +65,14 @@ async fn run(config: ChatConfig) -> Result<(), Box<dyn std::error::Error + Send 
     let mut builder = config.server_builder();
     let cluster = match &config.redis_url {
         Some(url) => {
-            let node = RedisNode::connect(url, RedisConfig::default())
+            let redis = RedisConfig {
+                tls_ca_file: config.redis_tls_ca_file.clone(),
+                ..RedisConfig::default()
+            };
+            // The URL may hold a password: it stays out of the message.
+            let node = RedisNode::connect(url, redis)
                 .await
-                .map_err(|e| format!("cannot join the cluster at {url}: {e}"))?;
+                .map_err(|e| format!("cannot join the cluster through Redis: {e}"))?;
             tracing::info!(node = node.uid(), "clustered through redis");
             builder = builder.adapter(node.adapter_factory());
             Some(node)

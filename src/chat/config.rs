@@ -33,6 +33,9 @@ pub struct ChatConfig {
     pub max_sessions_per_ip: usize,
     /// Redis to cluster through; `None` is a single node with everything in memory.
     pub redis_url: Option<String>,
+    /// For a `rediss://` URL: the certificate authorities (PEM) Redis's certificate must chain
+    /// to, instead of the system's.
+    pub redis_tls_ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for ChatConfig {
@@ -46,6 +49,7 @@ impl Default for ChatConfig {
             rate_per_second: 10.0,
             shutdown_grace: Duration::from_secs(3),
             redis_url: None,
+            redis_tls_ca_file: None,
             ws_message_burst: 100_000,
             ws_messages_per_second: 50_000.0,
             max_sessions: EngineConfig::default().max_sessions,
@@ -93,7 +97,10 @@ Options (each also read from the environment variable in brackets; a flag wins):
   --max-sessions-per-ip <N>     clients one address may hold [MAX_SESSIONS_PER_IP]
                                 (default 20000); beyond, handshakes get 429
   --redis-url <URL>             join the cluster of nodes on this Redis [REDIS_URL]
-                                (e.g. redis://127.0.0.1:6379/; default: one node, in memory)
+                                (e.g. redis://127.0.0.1:6379/, rediss:// for TLS;
+                                default: one node, in memory)
+  --redis-tls-ca-file <PATH>    for rediss://: the certificate authorities (PEM) to trust
+                                instead of the system's [REDIS_TLS_CA_FILE]
   -h, --help                    this text
 
 Logging: RUST_LOG (e.g. RUST_LOG=debug).
@@ -147,6 +154,9 @@ fn set(config: &mut ChatConfig, key: &str, value: &str) -> Result<(), String> {
             config.max_sessions_per_ip = positive(value).ok_or_else(|| bad("count"))?
         }
         "redis-url" => config.redis_url = Some(value.to_owned()).filter(|v| !v.is_empty()),
+        "redis-tls-ca-file" => {
+            config.redis_tls_ca_file = Some(value.into()).filter(|_| !value.is_empty())
+        }
         _ => return Err(format!("unknown option --{key}")),
     }
     Ok(())
@@ -171,6 +181,7 @@ where
         ("MAX_SESSIONS", "max-sessions"),
         ("MAX_SESSIONS_PER_IP", "max-sessions-per-ip"),
         ("REDIS_URL", "redis-url"),
+        ("REDIS_TLS_CA_FILE", "redis-tls-ca-file"),
     ] {
         if let Some(value) = env(var).filter(|v| !v.is_empty()) {
             set(&mut config, key, &value).map_err(|e| format!("{var}: {e}"))?;
@@ -235,6 +246,10 @@ mod tests {
             panic!("flags parse")
         };
         assert_eq!(c.redis_url.as_deref(), Some("redis://r:1/"));
+        let Ok(Command::Run(c)) = run(&[], &[("REDIS_TLS_CA_FILE", "/etc/redis/ca.pem")]) else {
+            panic!("the CA file parses")
+        };
+        assert_eq!(c.redis_tls_ca_file, Some("/etc/redis/ca.pem".into()));
         let Ok(Command::Run(c)) = run(&["--max-sessions-per-ip=50"], &[("MAX_SESSIONS", "900")])
         else {
             panic!("session caps parse")

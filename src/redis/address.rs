@@ -1,7 +1,7 @@
 //! Where Redis is and who to log in as, read from a URL. Pure: a string in, an address out.
 //!
-//! The forms are those Redis clients share: `redis://[user[:password]@]host[:port][/db]`, and
-//! for a Unix socket `redis+unix:///path` or `unix:///path`, whose credentials go in the query
+//! The forms are those Redis clients share: `redis://[user[:password]@]host[:port][/db]`
+//! (`rediss://` for the same over TLS), and for a Unix socket `redis+unix:///path` or `unix:///path`, whose credentials go in the query
 //! (`?user=...&pass=...`). User, password and path are percent-decoded. The database number
 //! is checked and otherwise not used: pub/sub, all the node does, ignores it.
 
@@ -25,6 +25,8 @@ pub enum Endpoint {
 #[derive(Clone, PartialEq, Eq)]
 pub struct Address {
     pub endpoint: Endpoint,
+    /// Whether the connection speaks TLS (`rediss://`).
+    pub tls: bool,
     /// Sent with `AUTH` (an ACL user) only when there is a password too.
     pub username: Option<String>,
     pub password: Option<String>,
@@ -35,6 +37,7 @@ impl std::fmt::Debug for Address {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Address")
             .field("endpoint", &self.endpoint)
+            .field("tls", &self.tls)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "..."))
             .finish()
@@ -44,12 +47,9 @@ impl std::fmt::Debug for Address {
 /// Why a URL does not name a Redis server this node can reach.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum AddressError {
-    /// Neither `redis://` nor `redis+unix://` / `unix://`.
-    #[error("not a redis URL (redis://, redis+unix:// or unix://)")]
+    /// Neither `redis://`, `rediss://` nor `redis+unix://` / `unix://`.
+    #[error("not a redis URL (redis://, rediss://, redis+unix:// or unix://)")]
     Scheme,
-    /// `rediss://`.
-    #[error("rediss:// needs TLS, which this server does not speak to Redis")]
-    Tls,
     /// `redis://` without a host.
     #[error("the URL names no host")]
     NoHost,
@@ -75,15 +75,15 @@ impl std::str::FromStr for Address {
         // A fragment means nothing to either form.
         let rest = rest.split_once('#').map_or(rest, |(rest, _fragment)| rest);
         match scheme.to_ascii_lowercase().as_str() {
-            "redis" => tcp(rest),
+            "redis" => tcp(rest, false),
+            "rediss" => tcp(rest, true),
             "redis+unix" | "unix" => unix(rest),
-            "rediss" => Err(AddressError::Tls),
             _ => Err(AddressError::Scheme),
         }
     }
 }
 
-fn tcp(rest: &str) -> Result<Address, AddressError> {
+fn tcp(rest: &str, tls: bool) -> Result<Address, AddressError> {
     let (rest, _query) = rest.split_once('?').unwrap_or((rest, ""));
     let (authority, db) = rest.split_once('/').unwrap_or((rest, ""));
     check_database(db)?;
@@ -129,6 +129,7 @@ fn tcp(rest: &str) -> Result<Address, AddressError> {
             host: host.to_owned(),
             port,
         },
+        tls,
         username,
         password,
     })
@@ -144,6 +145,7 @@ fn unix(rest: &str) -> Result<Address, AddressError> {
     }
     let mut address = Address {
         endpoint: Endpoint::Unix(PathBuf::from(decode(path)?)),
+        tls: false,
         username: None,
         password: None,
     };
@@ -225,6 +227,19 @@ mod tests {
             tcp("::1", 7000)
         );
         assert_eq!(parse("redis://[::1]").unwrap().endpoint, tcp("::1", 6379));
+        assert!(!parse("redis://cache").unwrap().tls);
+    }
+
+    #[test]
+    fn rediss_is_the_same_over_tls() {
+        let a = parse("rediss://u:pw@cache.example:6380/0").unwrap();
+        assert_eq!(a.endpoint, tcp("cache.example", 6380));
+        assert!(a.tls);
+        assert_eq!(a.username.as_deref(), Some("u"));
+        assert_eq!(a.password.as_deref(), Some("pw"));
+        let a = parse("REDISS://cache").unwrap();
+        assert_eq!((a.endpoint, a.tls), (tcp("cache", 6379), true));
+        assert!(!parse("unix:///r.sock").unwrap().tls);
     }
 
     #[test]
@@ -260,7 +275,6 @@ mod tests {
     fn what_cannot_be_reached_is_refused() {
         assert_eq!(parse("127.0.0.1:6379"), Err(AddressError::Scheme));
         assert_eq!(parse("http://host"), Err(AddressError::Scheme));
-        assert_eq!(parse("rediss://host"), Err(AddressError::Tls));
         assert_eq!(parse("redis://"), Err(AddressError::NoHost));
         assert_eq!(parse("redis://:pw@:6379"), Err(AddressError::NoHost));
         assert_eq!(parse("redis://[::1"), Err(AddressError::NoHost));

@@ -11,15 +11,14 @@ use std::time::Duration;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use super::address::Address;
-use super::connection::{Backoff, CONNECT_TIMEOUT, Connection, ConnectionError};
+use super::connection::{Backoff, CONNECT_TIMEOUT, Connection, ConnectionError, Dialer};
 use super::resp::{Frame, Limits};
 
 /// How long a call may take to send its commands and read their replies.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub struct Commands {
-    address: Address,
+    dialer: Dialer,
     state: Mutex<State>,
 }
 
@@ -32,10 +31,10 @@ struct State {
 
 impl Commands {
     /// Connects, so that a node given a Redis it cannot reach finds out at once.
-    pub async fn open(address: Address) -> Result<Commands, ConnectionError> {
-        let conn = Connection::open(&address, Limits::COMMANDS, CONNECT_TIMEOUT).await?;
+    pub async fn open(dialer: Dialer) -> Result<Commands, ConnectionError> {
+        let conn = Connection::open(&dialer, Limits::COMMANDS, CONNECT_TIMEOUT).await?;
         Ok(Commands {
-            address,
+            dialer,
             state: Mutex::new(State {
                 conn: Some(conn),
                 retry_at: None,
@@ -81,7 +80,7 @@ impl Commands {
         if state.retry_at.is_some_and(|at| Instant::now() < at) {
             return Err(ConnectionError::Down);
         }
-        match Connection::open(&self.address, Limits::COMMANDS, CONNECT_TIMEOUT).await {
+        match Connection::open(&self.dialer, Limits::COMMANDS, CONNECT_TIMEOUT).await {
             Ok(conn) => {
                 state.retry_at = None;
                 state.backoff.reset();

@@ -8,6 +8,7 @@
 //! the connection's [`Limits`] plus one read; a message over them is skipped as it streams
 //! past. The command connection reads exactly the replies it waits for.
 
+use std::path::Path;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -61,6 +62,54 @@ impl Backoff {
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
+/// How a node reaches Redis: the address, and for `rediss://` the TLS setup, made once and
+/// shared by every connection (reconnections included).
+#[derive(Clone)]
+pub struct Dialer {
+    address: Address,
+    #[cfg(feature = "redis-tls")]
+    tls: Option<super::tls::Tls>,
+}
+
+impl Dialer {
+    /// For a `rediss://` address, trusts the authorities in `ca_file` (or the system's).
+    pub fn new(address: Address, ca_file: Option<&Path>) -> Result<Dialer, ConnectionError> {
+        #[cfg(feature = "redis-tls")]
+        let tls = match address.tls {
+            true => Some(super::tls::Tls::new(ca_file).map_err(ConnectionError::Tls)?),
+            false => None,
+        };
+        #[cfg(not(feature = "redis-tls"))]
+        if address.tls {
+            let _ = ca_file;
+            return Err(ConnectionError::Tls(
+                "rediss:// needs this crate's `redis-tls` feature".to_owned(),
+            ));
+        }
+        Ok(Dialer {
+            address,
+            #[cfg(feature = "redis-tls")]
+            tls,
+        })
+    }
+
+    /// A socket to Redis, before logging in.
+    async fn dial(&self) -> Result<Box<dyn Io>, ConnectionError> {
+        match &self.address.endpoint {
+            Endpoint::Tcp { host, port } => {
+                let stream = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
+                stream.set_nodelay(true)?;
+                #[cfg(feature = "redis-tls")]
+                if let Some(tls) = &self.tls {
+                    return Ok(Box::new(tls.connect(host, stream).await?));
+                }
+                Ok(Box::new(stream))
+            }
+            Endpoint::Unix(path) => Ok(Box::new(tokio::net::UnixStream::connect(path).await?)),
+        }
+    }
+}
+
 /// Why a connection could not be made or was given up.
 #[derive(Debug, Error)]
 pub enum ConnectionError {
@@ -79,6 +128,9 @@ pub enum ConnectionError {
     /// Connecting, or an exchange, took too long.
     #[error("redis did not answer in time")]
     Timeout,
+    /// TLS could not be set up (no certificate authority to trust, or no TLS in this build).
+    #[error("redis TLS: {0}")]
+    Tls(String),
     /// A subscriber's ping went unanswered.
     #[error("redis did not answer a ping")]
     Unresponsive,
@@ -103,49 +155,64 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Connects and logs in as `address` says (RESP2), within `timeout`.
+    /// Connects and logs in as the address says (RESP2), within `timeout`.
     pub async fn open(
-        address: &Address,
+        dialer: &Dialer,
         limits: Limits,
         timeout: Duration,
     ) -> Result<Connection, ConnectionError> {
-        tokio::time::timeout(timeout, Connection::open_now(address, limits))
+        tokio::time::timeout(timeout, Connection::open_now(dialer, limits))
             .await
             .map_err(|_| ConnectionError::Timeout)?
     }
 
-    async fn open_now(address: &Address, limits: Limits) -> Result<Connection, ConnectionError> {
-        let io: Box<dyn Io> = match &address.endpoint {
-            Endpoint::Tcp { host, port } => {
-                let stream = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
-                stream.set_nodelay(true)?;
-                Box::new(stream)
-            }
-            Endpoint::Unix(path) => Box::new(tokio::net::UnixStream::connect(path).await?),
-        };
+    async fn open_now(dialer: &Dialer, limits: Limits) -> Result<Connection, ConnectionError> {
+        let address = &dialer.address;
+        let io = dialer.dial().await?;
         let mut conn = Connection {
             io,
             buf: BytesMut::new(),
             limits,
             skip: 0,
         };
+        // Logging in when the URL says so, then a PING: a node finds out at once whether what
+        // listens there is a Redis it may use (not one that wants a password, nor a TLS port
+        // spoken to in plain text, which would otherwise fail only the first publish).
+        let mut hello = Vec::new();
+        let logs_in = address.password.is_some();
         if let Some(password) = &address.password {
-            let mut auth = Vec::new();
             match &address.username {
                 Some(user) => {
-                    resp::command(&mut auth, &[b"AUTH", user.as_bytes(), password.as_bytes()])
+                    resp::command(&mut hello, &[b"AUTH", user.as_bytes(), password.as_bytes()])
                 }
-                None => resp::command(&mut auth, &[b"AUTH", password.as_bytes()]),
+                None => resp::command(&mut hello, &[b"AUTH", password.as_bytes()]),
             }
-            conn.send(&auth).await?;
+        }
+        resp::command(&mut hello, &[b"PING"]);
+        conn.send(&hello).await?;
+        let refused = |frame: Frame<'_>| match frame {
+            Frame::Error(e) => Some(String::from_utf8_lossy(e).into_owned()),
+            other => Some(format!("unexpected reply {other:?}")),
+        };
+        if logs_in {
             let answer = conn
                 .reply(|frame| match frame {
-                    Frame::Simple(_) => Ok(()),
-                    Frame::Error(e) => Err(String::from_utf8_lossy(e).into_owned()),
-                    other => Err(format!("unexpected reply {other:?}")),
+                    Frame::Simple(_) => None,
+                    other => refused(other),
                 })
                 .await?;
-            answer.map_err(ConnectionError::Refused)?;
+            if let Some(reason) = answer {
+                return Err(ConnectionError::Refused(reason));
+            }
+        }
+        let answer = conn
+            .reply(|frame| match frame {
+                Frame::Simple(b"PONG") => None,
+                other => refused(other),
+            })
+            .await?;
+        if let Some(reason) = answer {
+            return Err(ConnectionError::Refused(reason));
         }
         Ok(conn)
     }

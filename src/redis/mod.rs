@@ -29,9 +29,12 @@ mod address;
 mod commands;
 mod connection;
 mod resp;
+#[cfg(feature = "redis-tls")]
+mod tls;
 pub mod wire;
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
@@ -53,7 +56,7 @@ use address::Address;
 pub use address::AddressError;
 use commands::Commands;
 pub use connection::ConnectionError;
-use connection::{Backoff, CONNECT_TIMEOUT, Connection, Incoming};
+use connection::{Backoff, CONNECT_TIMEOUT, Connection, Dialer, Incoming};
 pub use resp::RespError;
 use resp::{Frame, Limits, Push};
 use wire::{Channels, Message, RequestType};
@@ -79,6 +82,10 @@ pub struct RedisConfig {
     /// answered within as long again ends the connection, which is then made again (default
     /// 15 s). A Redis that stopped answering is found this way, not only one that hung up.
     pub ping_interval: Duration,
+    /// For `rediss://`: a PEM file of the certificate authorities that Redis's certificate must
+    /// chain to, instead of the system's (default none: the system's, which `SSL_CERT_FILE` and
+    /// `SSL_CERT_DIR` replace).
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 impl Default for RedisConfig {
@@ -91,6 +98,7 @@ impl Default for RedisConfig {
             publish_queue_bytes: 64 << 20,
             max_message_bytes: 64 << 20,
             ping_interval: Duration::from_secs(15),
+            tls_ca_file: None,
         }
     }
 }
@@ -138,7 +146,7 @@ impl std::fmt::Debug for RedisNode {
 struct NodeInner {
     uid: String,
     config: RedisConfig,
-    address: Address,
+    dialer: Dialer,
     commands: Commands,
     outbox: mpsc::Sender<(String, Vec<u8>)>,
     outbox_bytes: AtomicUsize,
@@ -173,16 +181,18 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl RedisNode {
     /// Connects to Redis at `url` and starts the node's tasks. The URL is
     /// `redis://[user[:password]@]host[:port][/db]`, or `redis+unix:///path?user=..&pass=..`
-    /// for a Unix socket; TLS (`rediss://`) is not spoken.
+    /// for a Unix socket; `rediss://` for TLS (with the `redis-tls` feature, which the chat
+    /// server's build has).
     pub async fn connect(url: &str, config: RedisConfig) -> Result<RedisNode, RedisError> {
         let address: Address = url.parse()?;
-        let commands = Commands::open(address.clone()).await?;
+        let dialer = Dialer::new(address, config.tls_ca_file.as_deref())?;
+        let commands = Commands::open(dialer.clone()).await?;
         let (outbox, outbox_rx) = mpsc::channel(config.publish_queue.max(1));
         let (shutdown, _) = watch::channel(false);
         let inner = Arc::new(NodeInner {
             uid: Id::random().to_string(),
             config,
-            address,
+            dialer,
             commands,
             outbox,
             outbox_bytes: AtomicUsize::new(0),
@@ -474,7 +484,7 @@ async fn subscriber(node: Arc<NodeInner>) {
         }
         let opened = tokio::select! {
             c = Connection::open(
-                &node.address,
+                &node.dialer,
                 Limits::subscriber(node.config.max_message_bytes),
                 CONNECT_TIMEOUT,
             ) => c,
