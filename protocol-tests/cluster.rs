@@ -56,8 +56,9 @@ impl Redis {
         }
     }
 
-    /// A Redis that speaks only TLS, with the certificate and key of `certs`.
-    fn start_tls(certs: &TestCerts) -> Redis {
+    /// A Redis that speaks only TLS, with the certificate and key of `certs`; with
+    /// `client_certs`, it asks clients for a certificate signed by `certs.ca`.
+    fn start_tls(certs: &TestCerts, client_certs: bool) -> Redis {
         let port = free_port();
         let path = |p: &std::path::Path| p.to_str().expect("a UTF-8 path").to_owned();
         let args = vec![
@@ -73,7 +74,7 @@ impl Redis {
             "--tls-ca-cert-file".to_owned(),
             path(&certs.ca),
             "--tls-auth-clients".to_owned(),
-            "no".to_owned(),
+            if client_certs { "yes" } else { "no" }.to_owned(),
         ];
         Redis {
             port,
@@ -786,14 +787,17 @@ async fn a_node_given_a_redis_it_cannot_reach_does_not_start() {
     }
 }
 
-/// A certificate authority and a certificate it signed for `127.0.0.1`, made with `openssl`
-/// in a directory of their own; a second authority that signed nothing.
+/// A certificate authority, a server certificate it signed for `127.0.0.1` and a client
+/// certificate it signed, made with `openssl` in a directory of their own; a second authority
+/// that signed nothing.
 struct TestCerts {
     dir: std::path::PathBuf,
     ca: std::path::PathBuf,
     other_ca: std::path::PathBuf,
     server_cert: std::path::PathBuf,
     server_key: std::path::PathBuf,
+    client_cert: std::path::PathBuf,
+    client_key: std::path::PathBuf,
 }
 
 impl TestCerts {
@@ -828,37 +832,41 @@ impl TestCerts {
             args.extend(["-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
             openssl(&args);
         }
-        let mut args = vec!["req", "-subj", "/CN=127.0.0.1"];
-        args.extend(ec);
-        args.extend(["-keyout", "server.key", "-out", "server.csr"]);
-        openssl(&args);
-        std::fs::write(
-            dir.join("server.ext"),
-            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-        )
-        .expect("write the extensions");
-        openssl(&[
-            "x509",
-            "-req",
-            "-days",
-            "2",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-extfile",
-            "server.ext",
-            "-out",
-            "server.pem",
-        ]);
+        for (who, subject, ext) in [
+            (
+                "server",
+                "/CN=127.0.0.1",
+                "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth",
+            ),
+            ("client", "/CN=node", "extendedKeyUsage=clientAuth"),
+        ] {
+            let (key, csr, ext_file, pem) = (
+                format!("{who}.key"),
+                format!("{who}.csr"),
+                format!("{who}.ext"),
+                format!("{who}.pem"),
+            );
+            let mut args = vec!["req", "-subj", subject];
+            args.extend(ec);
+            args.extend(["-keyout", &key, "-out", &csr]);
+            openssl(&args);
+            std::fs::write(
+                dir.join(&ext_file),
+                format!("basicConstraints=CA:FALSE\n{ext}\n"),
+            )
+            .expect("write the extensions");
+            let mut args = vec!["x509", "-req", "-days", "2", "-in", &csr];
+            args.extend(["-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial"]);
+            args.extend(["-extfile", &ext_file, "-out", &pem]);
+            openssl(&args);
+        }
         TestCerts {
             ca: dir.join("ca.pem"),
             other_ca: dir.join("other-ca.pem"),
             server_cert: dir.join("server.pem"),
             server_key: dir.join("server.key"),
+            client_cert: dir.join("client.pem"),
+            client_key: dir.join("client.key"),
             dir,
         }
     }
@@ -873,7 +881,7 @@ impl Drop for TestCerts {
 #[tokio::test]
 async fn nodes_join_a_redis_over_tls_whose_certificate_they_check() {
     let certs = TestCerts::make("cluster");
-    let redis = Redis::start_tls(&certs);
+    let redis = Redis::start_tls(&certs, false);
     let trusting = RedisConfig {
         tls_ca_file: Some(certs.ca.clone()),
         ..RedisConfig::default()
@@ -927,6 +935,32 @@ async fn nodes_join_a_redis_over_tls_whose_certificate_they_check() {
         .await
         .expect_err("no authority");
     assert!(err.to_string().contains("no certificate"), "{err}");
+}
+
+#[tokio::test]
+async fn a_redis_that_asks_for_client_certificates_is_shown_the_nodes() {
+    let certs = TestCerts::make("mutual");
+    let redis = Redis::start_tls(&certs, true);
+    let without = RedisConfig {
+        tls_ca_file: Some(certs.ca.clone()),
+        ..RedisConfig::default()
+    };
+    assert!(
+        RedisNode::connect(&redis.url(), without.clone())
+            .await
+            .is_err(),
+        "a node without a certificate got in"
+    );
+    let with = RedisConfig {
+        tls_client_cert: Some((certs.client_cert.clone(), certs.client_key.clone())),
+        ..without
+    };
+    let a = Node::start_with(&redis, "a", with.clone()).await;
+    let b = Node::start_with(&redis, "b", with).await;
+    wait_for_cluster(&a, 2).await;
+    let mut client = Client::connect(&a, Some("r")).await;
+    b.io.to("r").emit("mutual", &1).unwrap();
+    assert_eq!(client.next().await.0, r#"2["mutual",1]"#);
 }
 
 #[tokio::test]

@@ -67,6 +67,7 @@ async fn run(config: ChatConfig) -> Result<(), Box<dyn std::error::Error + Send 
         Some(url) => {
             let redis = RedisConfig {
                 tls_ca_file: config.redis_tls_ca_file.clone(),
+                tls_client_cert: config.redis_tls_client_cert.clone(),
                 ..RedisConfig::default()
             };
             // The URL may hold a password: it stays out of the message.

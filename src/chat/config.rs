@@ -36,6 +36,9 @@ pub struct ChatConfig {
     /// For a `rediss://` URL: the certificate authorities (PEM) Redis's certificate must chain
     /// to, instead of the system's.
     pub redis_tls_ca_file: Option<std::path::PathBuf>,
+    /// For a `rediss://` URL: this node's certificate and key (PEM files), for a Redis that
+    /// asks clients for one; both or neither.
+    pub redis_tls_client_cert: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 impl Default for ChatConfig {
@@ -50,6 +53,7 @@ impl Default for ChatConfig {
             shutdown_grace: Duration::from_secs(3),
             redis_url: None,
             redis_tls_ca_file: None,
+            redis_tls_client_cert: None,
             ws_message_burst: 100_000,
             ws_messages_per_second: 50_000.0,
             max_sessions: EngineConfig::default().max_sessions,
@@ -101,6 +105,9 @@ Options (each also read from the environment variable in brackets; a flag wins):
                                 default: one node, in memory)
   --redis-tls-ca-file <PATH>    for rediss://: the certificate authorities (PEM) to trust
                                 instead of the system's [REDIS_TLS_CA_FILE]
+  --redis-tls-cert-file <PATH>  for rediss:// to a Redis that asks clients for a certificate:
+  --redis-tls-key-file <PATH>   this node's certificate and key, PEM [REDIS_TLS_CERT_FILE,
+                                REDIS_TLS_KEY_FILE]
   -h, --help                    this text
 
 Logging: RUST_LOG (e.g. RUST_LOG=debug).
@@ -157,6 +164,13 @@ fn set(config: &mut ChatConfig, key: &str, value: &str) -> Result<(), String> {
         "redis-tls-ca-file" => {
             config.redis_tls_ca_file = Some(value.into()).filter(|_| !value.is_empty())
         }
+        "redis-tls-cert-file" | "redis-tls-key-file" => {
+            let (cert_file, key_file) = config.redis_tls_client_cert.get_or_insert_default();
+            match key {
+                "redis-tls-cert-file" => *cert_file = value.into(),
+                _ => *key_file = value.into(),
+            }
+        }
         _ => return Err(format!("unknown option --{key}")),
     }
     Ok(())
@@ -182,6 +196,8 @@ where
         ("MAX_SESSIONS_PER_IP", "max-sessions-per-ip"),
         ("REDIS_URL", "redis-url"),
         ("REDIS_TLS_CA_FILE", "redis-tls-ca-file"),
+        ("REDIS_TLS_CERT_FILE", "redis-tls-cert-file"),
+        ("REDIS_TLS_KEY_FILE", "redis-tls-key-file"),
     ] {
         if let Some(value) = env(var).filter(|v| !v.is_empty()) {
             set(&mut config, key, &value).map_err(|e| format!("{var}: {e}"))?;
@@ -204,6 +220,11 @@ where
             ),
         };
         set(&mut config, &key, &value)?;
+    }
+    if let Some((cert, key)) = &config.redis_tls_client_cert
+        && (cert.as_os_str().is_empty() || key.as_os_str().is_empty())
+    {
+        return Err("--redis-tls-cert-file and --redis-tls-key-file go together".to_owned());
     }
     Ok(Command::Run(config))
 }
@@ -250,6 +271,17 @@ mod tests {
             panic!("the CA file parses")
         };
         assert_eq!(c.redis_tls_ca_file, Some("/etc/redis/ca.pem".into()));
+        let Ok(Command::Run(c)) = run(
+            &["--redis-tls-key-file", "k.pem"],
+            &[("REDIS_TLS_CERT_FILE", "c.pem")],
+        ) else {
+            panic!("the client certificate parses")
+        };
+        assert_eq!(
+            c.redis_tls_client_cert,
+            Some(("c.pem".into(), "k.pem".into()))
+        );
+        assert!(run(&["--redis-tls-cert-file", "c.pem"], &[]).is_err());
         let Ok(Command::Run(c)) = run(&["--max-sessions-per-ip=50"], &[("MAX_SESSIONS", "900")])
         else {
             panic!("session caps parse")

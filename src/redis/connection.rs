@@ -72,16 +72,21 @@ pub struct Dialer {
 }
 
 impl Dialer {
-    /// For a `rediss://` address, trusts the authorities in `ca_file` (or the system's).
-    pub fn new(address: Address, ca_file: Option<&Path>) -> Result<Dialer, ConnectionError> {
+    /// For a `rediss://` address, trusts the authorities in `ca_file` (or the system's) and
+    /// shows the certificate and key of `client` to a Redis that asks for one.
+    pub fn new(
+        address: Address,
+        ca_file: Option<&Path>,
+        client: Option<(&Path, &Path)>,
+    ) -> Result<Dialer, ConnectionError> {
         #[cfg(feature = "redis-tls")]
         let tls = match address.tls {
-            true => Some(super::tls::Tls::new(ca_file).map_err(ConnectionError::Tls)?),
+            true => Some(super::tls::Tls::new(ca_file, client).map_err(ConnectionError::Tls)?),
             false => None,
         };
         #[cfg(not(feature = "redis-tls"))]
         if address.tls {
-            let _ = ca_file;
+            let _ = (ca_file, client);
             return Err(ConnectionError::Tls(
                 "rediss:// needs this crate's `redis-tls` feature".to_owned(),
             ));

@@ -86,6 +86,10 @@ pub struct RedisConfig {
     /// chain to, instead of the system's (default none: the system's, which `SSL_CERT_FILE` and
     /// `SSL_CERT_DIR` replace).
     pub tls_ca_file: Option<PathBuf>,
+    /// For `rediss://`: the PEM files of this node's certificate (chain) and private key,
+    /// shown to a Redis that asks clients for one (Redis's default, `tls-auth-clients yes`);
+    /// default none.
+    pub tls_client_cert: Option<(PathBuf, PathBuf)>,
 }
 
 impl Default for RedisConfig {
@@ -99,6 +103,7 @@ impl Default for RedisConfig {
             max_message_bytes: 64 << 20,
             ping_interval: Duration::from_secs(15),
             tls_ca_file: None,
+            tls_client_cert: None,
         }
     }
 }
@@ -185,7 +190,11 @@ impl RedisNode {
     /// server's build has).
     pub async fn connect(url: &str, config: RedisConfig) -> Result<RedisNode, RedisError> {
         let address: Address = url.parse()?;
-        let dialer = Dialer::new(address, config.tls_ca_file.as_deref())?;
+        let client = config
+            .tls_client_cert
+            .as_ref()
+            .map(|(cert, key)| (cert.as_path(), key.as_path()));
+        let dialer = Dialer::new(address, config.tls_ca_file.as_deref(), client)?;
         let commands = Commands::open(dialer.clone()).await?;
         let (outbox, outbox_rx) = mpsc::channel(config.publish_queue.max(1));
         let (shutdown, _) = watch::channel(false);

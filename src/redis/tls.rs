@@ -4,7 +4,9 @@
 //! PEM file the program names ([`RedisConfig::tls_ca_file`](super::RedisConfig::tls_ca_file)).
 //! The setup is made once per node and every connection, reconnections included, shares it.
 //! There is no way to skip the check: a Redis with a certificate of its own making is trusted
-//! by naming its authority.
+//! by naming its authority. A Redis that asks clients for a certificate (its default,
+//! `tls-auth-clients yes`) is shown the one of
+//! [`RedisConfig::tls_client_cert`](super::RedisConfig::tls_client_cert).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -13,7 +15,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio_rustls::rustls::{ClientConfig, RootCertStore, crypto};
 
 /// A client TLS setup; cheap to clone.
@@ -21,8 +23,9 @@ use tokio_rustls::rustls::{ClientConfig, RootCertStore, crypto};
 pub struct Tls(TlsConnector);
 
 impl Tls {
-    /// Trusts the authorities in `ca_file` (PEM), or the system's when there is none.
-    pub fn new(ca_file: Option<&Path>) -> Result<Tls, String> {
+    /// Trusts the authorities in `ca_file` (PEM), or the system's when there is none; shows
+    /// the certificate chain and key of `client` (PEM files) to a Redis that asks for one.
+    pub fn new(ca_file: Option<&Path>, client: Option<(&Path, &Path)>) -> Result<Tls, String> {
         let mut roots = RootCertStore::empty();
         match ca_file {
             Some(path) => {
@@ -55,8 +58,26 @@ impl Tls {
             ClientConfig::builder_with_provider(Arc::new(crypto::aws_lc_rs::default_provider()))
                 .with_safe_default_protocol_versions()
                 .map_err(|e| e.to_string())?
-                .with_root_certificates(roots)
-                .with_no_client_auth();
+                .with_root_certificates(roots);
+        let config = match client {
+            None => config.with_no_client_auth(),
+            Some((cert_file, key_file)) => {
+                let chain = CertificateDer::pem_file_iter(cert_file)
+                    .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                    .map_err(|e| format!("{}: {e}", cert_file.display()))?;
+                if chain.is_empty() {
+                    return Err(format!(
+                        "{}: no certificate in the file",
+                        cert_file.display()
+                    ));
+                }
+                let key = PrivateKeyDer::from_pem_file(key_file)
+                    .map_err(|e| format!("{}: {e}", key_file.display()))?;
+                config
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| format!("{}: {e}", key_file.display()))?
+            }
+        };
         Ok(Tls(TlsConnector::from(Arc::new(config))))
     }
 
