@@ -115,6 +115,8 @@ Logging: RUST_LOG (e.g. RUST_LOG=debug).
 
 /// What the command line asks for.
 #[derive(Debug, PartialEq)]
+// Made once per process and matched at once: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Run with this configuration.
     Run(ChatConfig),
