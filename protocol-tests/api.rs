@@ -227,6 +227,68 @@ async fn without_upgrades_polling_sessions_stay_on_polling() {
 }
 
 #[tokio::test]
+async fn response_headers_go_into_answers_and_handshakes_are_told_apart() {
+    let io = SocketIo::builder()
+        .response_headers(|req, handshake, headers| {
+            headers.insert("x-node", "a".parse().unwrap());
+            if handshake {
+                headers.insert("set-cookie", "sticky=a; Path=/".parse().unwrap());
+            }
+            if req.headers().contains_key("x-break") {
+                // Framing headers are left out whatever the function says.
+                headers.insert("content-length", "1".parse().unwrap());
+                headers.insert("connection", "close".parse().unwrap());
+            }
+            if req.headers().contains_key("x-panic") {
+                panic!("a mistake in the program's function");
+            }
+        })
+        .build();
+    let addr = serve(&io).await;
+    let handshake = "/socket.io/?EIO=4&transport=polling";
+    let mut http = HttpConn::connect(addr).await;
+    let open = http
+        .request("GET", handshake, &[("x-break", "1")], b"")
+        .await
+        .expect("an answer");
+    assert_eq!(open.status, 200);
+    assert_eq!(open.header("x-node"), Some("a"));
+    assert_eq!(open.header("set-cookie"), Some("sticky=a; Path=/"));
+    assert_ne!(open.header("connection"), Some("close"));
+    let sid = parse_open(&open.text())["sid"]
+        .as_str()
+        .expect("sid")
+        .to_owned();
+    // The connection is still usable: the body was framed by the server, not by the function.
+    let post = http
+        .request("POST", &format!("{handshake}&sid={sid}"), &[], b"40")
+        .await
+        .expect("an answer");
+    assert_eq!(post.text(), "ok");
+    assert_eq!(post.header("x-node"), Some("a"));
+    assert_eq!(post.header("set-cookie"), None, "not a handshake");
+
+    // A WebSocket handshake's 101 gets them too; a refusal does not.
+    let (_ws, upgraded) =
+        RawWs::connect_response(addr, "/socket.io/?EIO=4&transport=websocket", &[]).await;
+    assert_eq!(upgraded.status, 101);
+    assert_eq!(upgraded.header("x-node"), Some("a"));
+    assert_eq!(upgraded.header("set-cookie"), Some("sticky=a; Path=/"));
+    let refused = common::client::get(addr, "/socket.io/?EIO=4&transport=nope").await;
+    refused.assert_engine_error(400, 0);
+    assert_eq!(refused.header("x-node"), None);
+
+    // A function that panics adds nothing, and the answer still goes out.
+    let mut http = HttpConn::connect(addr).await;
+    let open = http
+        .request("GET", handshake, &[("x-panic", "1")], b"")
+        .await
+        .expect("an answer");
+    assert_eq!(open.status, 200);
+    assert_eq!(open.header("x-node"), None);
+}
+
+#[tokio::test]
 async fn typed_handlers_take_several_arguments_and_binary() {
     let io = SocketIo::builder().build();
     io.of("/").on_connect(|socket| {

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use hyper::Request;
 use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap};
 
 use super::session::Transport;
 
@@ -60,6 +61,55 @@ impl std::fmt::Debug for AllowRequest {
     }
 }
 
+/// Adds headers to the server's answers to Engine.IO requests (Node's `initial_headers` and
+/// `headers` events): a cookie for a load balancer's stickiness, a header naming the node. It
+/// is told the request and whether it opens a session (a handshake, over polling or WebSocket),
+/// and fills in a header map that goes into the answer: a polling response or the `101` of a
+/// WebSocket. Refusals (4xx, 5xx) do not get them. Headers that frame the message or the
+/// upgrade (`Content-Length`, `Transfer-Encoding`, `Connection`, `Upgrade`,
+/// `Sec-WebSocket-Accept`) are left out, so a mistake here cannot break the protocol.
+#[derive(Clone)]
+pub struct ResponseHeaders(Arc<HeadersFn>);
+
+type HeadersFn = dyn Fn(&Request<Incoming>, bool, &mut HeaderMap) + Send + Sync;
+
+impl ResponseHeaders {
+    /// Wraps the function: `(request, handshake, headers)`.
+    pub fn new(
+        add: impl Fn(&Request<Incoming>, bool, &mut HeaderMap) + Send + Sync + 'static,
+    ) -> Self {
+        ResponseHeaders(Arc::new(add))
+    }
+
+    /// The headers for the answer to `req`; a function that panics adds none.
+    pub(crate) fn for_request(&self, req: &Request<Incoming>, handshake: bool) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        let added = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            (self.0)(req, handshake, &mut headers)
+        }));
+        if added.is_err() {
+            tracing::error!("response_headers panicked; the answer goes without its headers");
+            return HeaderMap::new();
+        }
+        for framing in [
+            header::CONTENT_LENGTH,
+            header::TRANSFER_ENCODING,
+            header::CONNECTION,
+            header::UPGRADE,
+            header::SEC_WEBSOCKET_ACCEPT,
+        ] {
+            headers.remove(framing);
+        }
+        headers
+    }
+}
+
+impl std::fmt::Debug for ResponseHeaders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ResponseHeaders")
+    }
+}
+
 /// Engine.IO settings; every field has the reference implementation's default.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -89,6 +139,8 @@ pub struct EngineConfig {
     pub allow_same_origin: bool,
     /// Asked about every handshake that passed the origin check (none: all may open one).
     pub allow_request: Option<AllowRequest>,
+    /// Headers added to the answers (none: no more than the protocol's own).
+    pub response_headers: Option<ResponseHeaders>,
     /// Packets a client's outbound queue may hold. A client whose queue stays over this (or
     /// over `max_queued_bytes`) for 2 seconds, or reaches 8 times as much, counts as not
     /// reading and is disconnected; a burst that its writer takes back under the limits
@@ -130,6 +182,7 @@ impl Default for EngineConfig {
             allowed_origins: AllowedOrigins::Any,
             allow_same_origin: false,
             allow_request: None,
+            response_headers: None,
             max_queued_packets: 1024,
             max_queued_bytes: 4 * 1024 * 1024,
             volatile_threshold: 16,

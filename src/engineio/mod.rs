@@ -17,7 +17,7 @@ pub mod websocket;
 mod ws_frames;
 mod ws_io;
 
-pub use config::{AllowRequest, AllowedOrigins, EngineConfig};
+pub use config::{AllowRequest, AllowedOrigins, EngineConfig, ResponseHeaders};
 pub use error::{CloseReason, PacketError, RequestError, SendError};
 pub use metrics::EngineMetrics;
 pub use packet::{Frame, Message};

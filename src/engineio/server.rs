@@ -182,12 +182,20 @@ impl<H: Handler> EngineIo<H> {
             return preflight_response(req.headers(), cors);
         }
         let uri = req.uri().clone();
+        let extra = self.config.response_headers.as_ref().map(|h| {
+            let handshake = query::get(uri.query().unwrap_or(""), "sid").is_none();
+            h.for_request(&req, handshake)
+        });
         match self.route(req).await {
             Ok(Routed::Response(mut resp)) => {
                 resp.headers_mut().extend(cors);
+                resp.headers_mut().extend(extra.unwrap_or_default());
                 resp
             }
-            Ok(Routed::Upgrade(resp)) => resp,
+            Ok(Routed::Upgrade(mut resp)) => {
+                resp.headers_mut().extend(extra.unwrap_or_default());
+                resp
+            }
             Err(e) => {
                 // The session id is a secret: the log shows its tag, as for a session's events.
                 tracing::debug!(

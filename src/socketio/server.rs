@@ -6,7 +6,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use hyper::body::Incoming;
-use hyper::{Request, Response, StatusCode};
+use hyper::{HeaderMap, Request, Response, StatusCode};
 use serde::Serialize;
 use tokio::net::TcpListener;
 
@@ -17,7 +17,8 @@ use super::namespace::{BroadcastOperator, Hold, Lease, Namespace};
 use super::packet::DecoderLimits;
 use super::recovery::RecoveryConfig;
 use crate::engineio::{
-    AllowRequest, AllowedOrigins, Body, CloseReason, EngineConfig, EngineIo, Transport,
+    AllowRequest, AllowedOrigins, Body, CloseReason, EngineConfig, EngineIo, ResponseHeaders,
+    Transport,
 };
 use crate::server::HttpConfig;
 
@@ -298,6 +299,16 @@ impl SocketIoBuilder {
         F: Fn(&Request<Incoming>) -> bool + Send + Sync + 'static,
     {
         self.config.engine.allow_request = Some(AllowRequest::new(allow));
+        self
+    }
+    /// Adds headers to the answers (Node's `initial_headers` and `headers` events): called
+    /// with the request, whether it is a handshake, and the headers to add. See
+    /// [`ResponseHeaders`].
+    pub fn response_headers<F>(mut self, add: F) -> Self
+    where
+        F: Fn(&Request<Incoming>, bool, &mut HeaderMap) + Send + Sync + 'static,
+    {
+        self.config.engine.response_headers = Some(ResponseHeaders::new(add));
         self
     }
     /// Namespaces one connection may be in at once (default 100); one more gets a
