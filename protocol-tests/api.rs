@@ -17,8 +17,9 @@ use common::client::{
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use socketio_server::engineio::Transport;
+use socketio_server::id::Id;
 use socketio_server::socketio::{
-    AckError, ConnectError, Event, EventRefused, RecoveryConfig, Socket, SocketIo,
+    AckError, ConnectError, Event, EventRefused, RecoveryConfig, RoomEvent, Socket, SocketIo,
 };
 use tokio_tungstenite::tungstenite::Message;
 
@@ -286,6 +287,71 @@ async fn response_headers_go_into_answers_and_handshakes_are_told_apart() {
         .expect("an answer");
     assert_eq!(open.status, 200);
     assert_eq!(open.header("x-node"), None);
+}
+
+#[tokio::test]
+async fn room_events_tell_of_joins_leaves_and_disconnects() {
+    let io = SocketIo::builder().build();
+    let ns = io.of("/");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    assert!(ns.on_room_event(move |e| {
+        let _ = tx.send(e.clone());
+    }));
+    ns.on_connect(|socket| {
+        socket.on("join", |socket, room: String, ack| async move {
+            socket.join(&room);
+            let _ = ack.send(&());
+        });
+        socket.on("leave", |socket, room: String, ack| async move {
+            socket.leave(&room);
+            let _ = ack.send(&());
+        });
+    });
+    let addr = serve(&io).await;
+    let (mut a, reply) = connect(addr, "/").await;
+    let a_id = serde_json::from_str::<Value>(&reply[2..]).unwrap()["sid"]
+        .as_str()
+        .and_then(Id::parse)
+        .expect("a socket id");
+    let (mut b, reply) = connect(addr, "/").await;
+    let b_id = serde_json::from_str::<Value>(&reply[2..]).unwrap()["sid"]
+        .as_str()
+        .and_then(Id::parse)
+        .expect("a socket id");
+    ws_send(&mut a, r#"421["join","lobby"]"#).await;
+    assert!(ws_recv_app_text(&mut a).await.starts_with("431"));
+    ws_send(&mut b, r#"421["join","lobby"]"#).await;
+    assert!(ws_recv_app_text(&mut b).await.starts_with("431"));
+    ws_send(&mut a, r#"422["leave","lobby"]"#).await;
+    assert!(ws_recv_app_text(&mut a).await.starts_with("432"));
+    drop(b); // its connection ends: it leaves its rooms
+    let mut events = Vec::new();
+    while events.len() < 6 {
+        let next = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await;
+        events.push(
+            next.expect("a room event in time")
+                .expect("the listener is alive"),
+        );
+    }
+    let joined = |socket| RoomEvent::Joined {
+        room: "lobby".into(),
+        socket,
+    };
+    let left = |socket| RoomEvent::Left {
+        room: "lobby".into(),
+        socket,
+    };
+    assert_eq!(
+        events,
+        [
+            RoomEvent::Created("lobby".into()),
+            joined(a_id),
+            joined(b_id),
+            left(a_id),
+            left(b_id),
+            RoomEvent::Deleted("lobby".into()),
+        ]
+    );
 }
 
 #[tokio::test]

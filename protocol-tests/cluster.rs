@@ -291,7 +291,16 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
 async fn broadcasts_reach_every_node_with_rooms_exceptions_and_binary() {
     let redis = Redis::start();
     let nodes = cluster(&redis, 3).await;
+    let (tx, mut room_events) = mpsc::unbounded_channel();
+    assert!(nodes[0].io.of("/").on_room_event(move |e| {
+        let _ = tx.send(e.clone());
+    }));
     let mut a = Client::connect(&nodes[0], Some("r")).await;
+    assert_eq!(
+        room_events.recv().await,
+        Some(socketio_server::socketio::RoomEvent::Created("r".into())),
+        "the Redis adapter reports its node's room events"
+    );
     let mut b = Client::connect(&nodes[1], Some("r")).await;
     let mut c = Client::connect(&nodes[2], Some("r")).await;
     let mut outsider = Client::connect(&nodes[1], None).await;
@@ -346,7 +355,16 @@ async fn broadcasts_reach_every_node_with_rooms_exceptions_and_binary() {
 async fn broadcast_acknowledgements_come_from_every_node() {
     let redis = Redis::start();
     let nodes = cluster(&redis, 3).await;
+    let (tx, mut room_events) = mpsc::unbounded_channel();
+    assert!(nodes[0].io.of("/").on_room_event(move |e| {
+        let _ = tx.send(e.clone());
+    }));
     let mut a = Client::connect(&nodes[0], Some("r")).await;
+    assert_eq!(
+        room_events.recv().await,
+        Some(socketio_server::socketio::RoomEvent::Created("r".into())),
+        "the Redis adapter reports its node's room events"
+    );
     let mut b = Client::connect(&nodes[1], Some("r")).await;
     let mut c = Client::connect(&nodes[2], Some("r")).await;
     let _silent = Client::connect(&nodes[2], Some("r")).await;
@@ -373,7 +391,16 @@ async fn broadcast_acknowledgements_come_from_every_node() {
 async fn sockets_are_fetched_joined_left_and_disconnected_across_nodes() {
     let redis = Redis::start();
     let nodes = cluster(&redis, 3).await;
+    let (tx, mut room_events) = mpsc::unbounded_channel();
+    assert!(nodes[0].io.of("/").on_room_event(move |e| {
+        let _ = tx.send(e.clone());
+    }));
     let mut a = Client::connect(&nodes[0], Some("r")).await;
+    assert_eq!(
+        room_events.recv().await,
+        Some(socketio_server::socketio::RoomEvent::Created("r".into())),
+        "the Redis adapter reports its node's room events"
+    );
     let mut b = Client::connect(&nodes[1], Some("r")).await;
     let mut c = Client::connect(&nodes[2], Some("r")).await;
     let other = Client::connect(&nodes[2], Some("other")).await;

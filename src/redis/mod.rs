@@ -47,7 +47,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use crate::id::Id;
 use crate::socketio::adapter::{
     Adapter, AdapterFuture, BroadcastOptions, ClusterError, FetchedSockets, LocalAdapter,
-    RemoteAck, SocketInfo,
+    RemoteAck, RoomListener, SocketInfo,
 };
 use crate::socketio::namespace::ServerAck;
 use crate::socketio::packet::{Packet, json_len};
@@ -1065,6 +1065,9 @@ impl Adapter for RedisAdapter {
     }
     fn room_count(&self) -> usize {
         self.link.rooms.room_count()
+    }
+    fn on_room_event(&self, listener: RoomListener) -> bool {
+        self.link.rooms.on_room_event(listener)
     }
 
     fn bind(&self, namespace: Weak<Namespace>) {

@@ -15,7 +15,8 @@
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Mutex, MutexGuard, Weak};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -107,6 +108,35 @@ pub enum ClusterError {
     },
 }
 
+/// A change in a namespace's rooms on this node (Node's adapter events `create-room`,
+/// `join-room`, `leave-room` and `delete-room`), for presence features and metrics. A socket's
+/// own-id room is implicit and never reported (Node reports it like any other room).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomEvent {
+    /// The room got its first member (reported before that member's `Joined`).
+    Created(String),
+    /// A socket joined the room (not reported when it was a member already).
+    Joined {
+        /// The room.
+        room: String,
+        /// The socket that joined it.
+        socket: Id,
+    },
+    /// A socket left the room, by leaving it or by disconnecting.
+    Left {
+        /// The room.
+        room: String,
+        /// The socket that left it.
+        socket: Id,
+    },
+    /// The room lost its last member (reported after that member's `Left`).
+    Deleted(String),
+}
+
+/// Told about every [`RoomEvent`], right after the change and outside the adapter's locks, so
+/// that it may look at rooms or broadcast; it should not block.
+pub type RoomListener = Arc<dyn Fn(&RoomEvent) + Send + Sync>;
+
 /// A future an adapter hands back; `'static` so that it never borrows the adapter.
 pub type AdapterFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
@@ -124,6 +154,12 @@ pub trait Adapter: Send + Sync + 'static {
     fn members(&self, room: &str) -> Vec<Id>;
     /// Rooms that have at least one member.
     fn room_count(&self) -> usize;
+
+    /// Adds a listener to the room events; returns whether this adapter reports them (the
+    /// default does not; [`LocalAdapter`] and the Redis adapter do).
+    fn on_room_event(&self, _listener: RoomListener) -> bool {
+        false
+    }
 
     /// Called once the namespace exists, so that the adapter can deliver what other nodes send.
     fn bind(&self, _namespace: Weak<Namespace>) {}
@@ -210,9 +246,20 @@ pub trait Adapter: Send + Sync + 'static {
 pub type AdapterFactory = std::sync::Arc<dyn Fn(&str) -> Box<dyn Adapter> + Send + Sync>;
 
 /// In-memory rooms of one process.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct LocalAdapter {
     inner: Mutex<Rooms>,
+    /// Whether `listeners` holds any: without, a join or leave records no events.
+    listened: AtomicBool,
+    listeners: RwLock<Vec<RoomListener>>,
+}
+
+impl std::fmt::Debug for LocalAdapter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalAdapter")
+            .field("rooms", &self.lock().members.len())
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -230,44 +277,119 @@ impl LocalAdapter {
     fn lock(&self) -> MutexGuard<'_, Rooms> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Where a change records its events: nowhere while nobody listens.
+    fn recorder(&self) -> Option<Vec<RoomEvent>> {
+        self.listened.load(Ordering::Acquire).then(Vec::new)
+    }
+
+    /// Tells the listeners, once the rooms' lock is released.
+    fn tell(&self, events: Option<Vec<RoomEvent>>) {
+        let Some(events) = events.filter(|e| !e.is_empty()) else {
+            return;
+        };
+        let listeners = self
+            .listeners
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for event in &events {
+            for listener in &listeners {
+                listener(event);
+            }
+        }
+    }
+}
+
+impl Rooms {
+    /// Takes `socket` out of `room`; records `Left` (and `Deleted` for an emptied room).
+    fn remove(&mut self, socket: Id, room: &str, events: &mut Option<Vec<RoomEvent>>) -> bool {
+        let Some(set) = self.members.get_mut(room) else {
+            return false;
+        };
+        if !set.remove(&socket) {
+            return false;
+        }
+        let emptied = set.is_empty();
+        if emptied {
+            self.members.remove(room);
+        }
+        if let Some(events) = events {
+            events.push(RoomEvent::Left {
+                room: room.to_owned(),
+                socket,
+            });
+            if emptied {
+                events.push(RoomEvent::Deleted(room.to_owned()));
+            }
+        }
+        true
+    }
 }
 
 impl Adapter for LocalAdapter {
     fn join(&self, socket: Id, room: &str) {
-        let mut r = self.lock();
-        r.members.entry(room.to_owned()).or_default().insert(socket);
-        r.joined.entry(socket).or_default().insert(room.to_owned());
+        let mut events = self.recorder();
+        {
+            let mut r = self.lock();
+            let set = match r.members.get_mut(room) {
+                Some(set) => set,
+                None => {
+                    if let Some(events) = &mut events {
+                        events.push(RoomEvent::Created(room.to_owned()));
+                    }
+                    r.members.entry(room.to_owned()).or_default()
+                }
+            };
+            if set.insert(socket) {
+                if let Some(events) = &mut events {
+                    events.push(RoomEvent::Joined {
+                        room: room.to_owned(),
+                        socket,
+                    });
+                }
+            }
+            r.joined.entry(socket).or_default().insert(room.to_owned());
+        }
+        self.tell(events);
     }
 
     fn leave(&self, socket: Id, room: &str) {
-        let mut r = self.lock();
-        if let Some(set) = r.members.get_mut(room) {
-            set.remove(&socket);
-            if set.is_empty() {
-                r.members.remove(room);
-            }
-        }
-        if let Some(set) = r.joined.get_mut(&socket) {
-            set.remove(room);
-            if set.is_empty() {
-                r.joined.remove(&socket);
-            }
-        }
-    }
-
-    fn leave_all(&self, socket: Id) {
-        let mut r = self.lock();
-        let Some(rooms) = r.joined.remove(&socket) else {
-            return;
-        };
-        for room in rooms {
-            if let Some(set) = r.members.get_mut(&room) {
-                set.remove(&socket);
+        let mut events = self.recorder();
+        {
+            let mut r = self.lock();
+            r.remove(socket, room, &mut events);
+            if let Some(set) = r.joined.get_mut(&socket) {
+                set.remove(room);
                 if set.is_empty() {
-                    r.members.remove(&room);
+                    r.joined.remove(&socket);
                 }
             }
         }
+        self.tell(events);
+    }
+
+    fn leave_all(&self, socket: Id) {
+        let mut events = self.recorder();
+        {
+            let mut r = self.lock();
+            let Some(rooms) = r.joined.remove(&socket) else {
+                return;
+            };
+            for room in rooms {
+                r.remove(socket, &room, &mut events);
+            }
+        }
+        self.tell(events);
+    }
+
+    fn on_room_event(&self, listener: RoomListener) -> bool {
+        self.listeners
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(listener);
+        self.listened.store(true, Ordering::Release);
+        true
     }
 
     fn rooms_of(&self, socket: Id) -> Vec<String> {
@@ -315,5 +437,59 @@ mod tests {
         assert!(a.rooms_of(x).is_empty());
         a.leave_all(y);
         assert_eq!(a.room_count(), 0);
+    }
+
+    #[test]
+    fn room_events_follow_membership() {
+        let a = Arc::new(LocalAdapter::default());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (x, y) = (Id::random(), Id::random());
+        // A listener may look at the rooms: it runs outside the adapter's lock.
+        let (log, rooms) = (seen.clone(), a.clone());
+        assert!(a.on_room_event(Arc::new(move |e: &RoomEvent| {
+            let members = match e {
+                RoomEvent::Joined { room, .. } | RoomEvent::Left { room, .. } => {
+                    rooms.members(room).len()
+                }
+                _ => 0,
+            };
+            log.lock().unwrap().push((e.clone(), members));
+        })));
+        let joined = |room: &str, socket| RoomEvent::Joined {
+            room: room.to_owned(),
+            socket,
+        };
+        let left = |room: &str, socket| RoomEvent::Left {
+            room: room.to_owned(),
+            socket,
+        };
+        a.join(x, "r");
+        a.join(x, "r"); // already a member: nothing
+        a.join(y, "r");
+        a.join(x, "s");
+        a.leave(y, "nowhere"); // not a member: nothing
+        a.leave(x, "r");
+        a.leave_all(y);
+        let mut rest = std::mem::take(&mut *seen.lock().unwrap());
+        assert_eq!(
+            rest.drain(..6).collect::<Vec<_>>(),
+            [
+                (RoomEvent::Created("r".into()), 0),
+                (joined("r", x), 1),
+                (joined("r", y), 2),
+                (RoomEvent::Created("s".into()), 0),
+                (joined("s", x), 1),
+                (left("r", x), 1),
+            ]
+        );
+        assert_eq!(
+            rest,
+            [(left("r", y), 0), (RoomEvent::Deleted("r".into()), 0)]
+        );
+        a.leave_all(x);
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [(left("s", x), 0), (RoomEvent::Deleted("s".into()), 0)]
+        );
     }
 }

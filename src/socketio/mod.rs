@@ -18,7 +18,7 @@ pub mod socket;
 
 pub use adapter::{
     Adapter, BroadcastFlags, BroadcastOptions, BroadcastTarget, ClusterError, FetchedSockets,
-    LocalAdapter, RemoteAck, SocketInfo,
+    LocalAdapter, RemoteAck, RoomEvent, RoomListener, SocketInfo,
 };
 pub use error::{AckError, ConnectError, DisconnectReason, EmitError, EventRefused};
 pub use namespace::{BroadcastOperator, Namespace, ServerAck};

@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::adapter::{
     Adapter, BroadcastFlags, BroadcastOptions, BroadcastTarget, ClusterError, FetchedSockets,
-    RemoteAck, SocketInfo,
+    RemoteAck, RoomEvent, SocketInfo,
 };
 use super::binary;
 use super::error::{AckError, ConnectError, EmitError};
@@ -217,6 +217,16 @@ impl Namespace {
         F: Fn(Arc<Socket>) + Send + Sync + 'static,
     {
         *self.on_connect.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(handler));
+    }
+
+    /// Listens to this namespace's room events on this node (Node's
+    /// `io.of(name).adapter.on("join-room", ...)` and the like); returns whether the adapter
+    /// reports them. See [`RoomEvent`].
+    pub fn on_room_event<F>(&self, listener: F) -> bool
+    where
+        F: Fn(&RoomEvent) + Send + Sync + 'static,
+    {
+        self.adapter.on_room_event(Arc::new(listener))
     }
 
     /// A connected socket by id.
