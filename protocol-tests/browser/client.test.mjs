@@ -119,6 +119,16 @@ describe('socket.io-client in a browser, from another origin', { skip: !SIO_URL 
           const delivered = await within(inRoom, 'room message');
           out.room = [delivered[0], delivered[1] instanceof ArrayBuffer && hex(delivered[1])];
 
+          // The upgrade finishes on its own time: wait for it where it is to happen.
+          if (transports.includes('websocket')) {
+            await within(
+              new Promise((resolve) => {
+                const check = () => (socket.io.engine.transport.name === 'websocket' ? resolve() : setTimeout(check, 20));
+                check();
+              }),
+              'the upgrade',
+            );
+          }
           out.transport = socket.io.engine.transport.name;
           const gone = once(socket, 'disconnect');
           socket.emit('disconnect-me');

@@ -127,8 +127,9 @@ pub struct EngineConfig {
     /// proxies that break WebSockets.
     pub transports: Vec<Transport>,
     /// Whether polling sessions are offered the move to WebSocket (Node's `allowUpgrades`).
-    /// Without it a session stays on the transport it opened with, and an upgrade request gets
-    /// 400 with code 3; clients may still open WebSocket sessions directly.
+    /// Without it a session stays on the transport it opened with: an upgrade request gets 400
+    /// with code 3, where Node, which only stops offering it, would still carry it out. Clients
+    /// may still open WebSocket sessions directly.
     pub allow_upgrades: bool,
     /// Largest polling body and WebSocket message accepted, in bytes.
     pub max_payload: usize,

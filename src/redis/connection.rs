@@ -84,6 +84,9 @@ impl Dialer {
             true => Some(super::tls::Tls::new(ca_file, client).map_err(ConnectionError::Tls)?),
             false => None,
         };
+        if !address.tls && (ca_file.is_some() || client.is_some()) {
+            tracing::warn!("TLS settings for Redis are ignored: the URL is not rediss://");
+        }
         #[cfg(not(feature = "redis-tls"))]
         if address.tls {
             let _ = (ca_file, client);
@@ -142,6 +145,13 @@ pub enum ConnectionError {
     /// The last attempt to connect failed a moment ago; the next waits a little.
     #[error("redis is unreachable; the next attempt waits a little")]
     Down,
+}
+
+/// Whether an error reply says this client may not use Redis as it logged in (or did not).
+fn refuses_login(error: &[u8]) -> bool {
+    ["NOAUTH", "WRONGPASS", "NOPERM"]
+        .iter()
+        .any(|code| error.starts_with(code.as_bytes()))
 }
 
 /// What a subscriber is told, for each frame read.
@@ -213,6 +223,12 @@ impl Connection {
         let answer = conn
             .reply(|frame| match frame {
                 Frame::Simple(b"PONG") => None,
+                // A Redis that is there but not ready for every command (loading its data,
+                // a replica without its primary) still publishes and subscribes.
+                Frame::Error(e) if !refuses_login(e) => {
+                    tracing::debug!(reply = %String::from_utf8_lossy(e), "redis answered PING with an error; going on");
+                    None
+                }
                 other => refused(other),
             })
             .await?;

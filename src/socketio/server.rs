@@ -276,7 +276,8 @@ impl SocketIoBuilder {
         self.config.engine.transports = transports.to_vec();
         self
     }
-    /// Whether polling clients are offered the upgrade to WebSocket (default yes).
+    /// Whether polling clients are offered the upgrade to WebSocket (default yes); without, an
+    /// upgrade request is refused (400, code 3), which Node would still carry out.
     pub fn allow_upgrades(mut self, allow: bool) -> Self {
         self.config.engine.allow_upgrades = allow;
         self
