@@ -134,7 +134,8 @@ pub enum RoomEvent {
 }
 
 /// Told about every [`RoomEvent`], right after the change and outside the adapter's locks, so
-/// that it may look at rooms or broadcast; it should not block.
+/// that it may look at rooms or broadcast; it should not block. One that panics is logged and
+/// the change goes on.
 pub type RoomListener = Arc<dyn Fn(&RoomEvent) + Send + Sync>;
 
 /// A future an adapter hands back; `'static` so that it never borrows the adapter.
@@ -295,7 +296,13 @@ impl LocalAdapter {
             .clone();
         for event in &events {
             for listener in &listeners {
-                listener(event);
+                // A listener runs inside joins and leaves, a socket's cleanup among them: its
+                // panic must not cut that short.
+                let told =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| listener(event)));
+                if told.is_err() {
+                    tracing::error!(?event, "a room event listener panicked");
+                }
             }
         }
     }
@@ -491,5 +498,13 @@ mod tests {
             *seen.lock().unwrap(),
             [(left("s", x), 0), (RoomEvent::Deleted("s".into()), 0)]
         );
+
+        // A listener that panics stops neither the change nor the other listeners.
+        a.on_room_event(Arc::new(|_: &RoomEvent| panic!("a listener's mistake")));
+        seen.lock().unwrap().clear();
+        a.join(y, "t");
+        a.leave_all(y);
+        assert_eq!(a.room_count(), 0);
+        assert_eq!(seen.lock().unwrap().len(), 4);
     }
 }
