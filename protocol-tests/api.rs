@@ -52,6 +52,31 @@ async fn connect(addr: SocketAddr, nsp: &str) -> (Ws, String) {
     (ws, reply)
 }
 
+/// The socket id of a CONNECT reply (`40{"sid":...}`).
+fn socket_id(reply: &str) -> Id {
+    let body: Value = serde_json::from_str(&reply[2..]).expect("a CONNECT reply");
+    body["sid"]
+        .as_str()
+        .and_then(Id::parse)
+        .expect("a socket id")
+}
+
+/// Sends a CONNECT to the main namespace over the polling session that `open` (the handshake's
+/// answer on `http`) opened; returns the POST's answer.
+async fn connect_over_polling(
+    http: &mut HttpConn,
+    handshake: &str,
+    open: &common::client::HttpResponse,
+) -> common::client::HttpResponse {
+    let sid = parse_open(&open.text())["sid"]
+        .as_str()
+        .expect("sid")
+        .to_owned();
+    http.request("POST", &format!("{handshake}&sid={sid}"), &[], b"40")
+        .await
+        .expect("an answer")
+}
+
 /// Serves `io` from a plain hyper accept loop, as a program with its own server would: Socket.IO
 /// on its path, the program's `mine` on every other one.
 async fn serve_from_own_hyper(io: &SocketIo) -> SocketAddr {
@@ -150,14 +175,7 @@ async fn allow_request_refuses_handshakes_before_any_session_exists() {
         .await
         .expect("an answer");
     assert_eq!(open.status, 200, "{}", open.text());
-    let sid = parse_open(&open.text())["sid"]
-        .as_str()
-        .expect("sid")
-        .to_owned();
-    let post = http
-        .request("POST", &format!("{handshake}&sid={sid}"), &[], b"40")
-        .await
-        .expect("an answer");
+    let post = connect_over_polling(&mut http, handshake, &open).await;
     assert_eq!(post.text(), "ok");
     let mut ws = ws_connect_with(
         addr,
@@ -256,15 +274,8 @@ async fn response_headers_go_into_answers_and_handshakes_are_told_apart() {
     assert_eq!(open.header("x-node"), Some("a"));
     assert_eq!(open.header("set-cookie"), Some("sticky=a; Path=/"));
     assert_ne!(open.header("connection"), Some("close"));
-    let sid = parse_open(&open.text())["sid"]
-        .as_str()
-        .expect("sid")
-        .to_owned();
     // The connection is still usable: the body was framed by the server, not by the function.
-    let post = http
-        .request("POST", &format!("{handshake}&sid={sid}"), &[], b"40")
-        .await
-        .expect("an answer");
+    let post = connect_over_polling(&mut http, handshake, &open).await;
     assert_eq!(post.text(), "ok");
     assert_eq!(post.header("x-node"), Some("a"));
     assert_eq!(post.header("set-cookie"), None, "not a handshake");
@@ -309,15 +320,9 @@ async fn room_events_tell_of_joins_leaves_and_disconnects() {
     });
     let addr = serve(&io).await;
     let (mut a, reply) = connect(addr, "/").await;
-    let a_id = serde_json::from_str::<Value>(&reply[2..]).unwrap()["sid"]
-        .as_str()
-        .and_then(Id::parse)
-        .expect("a socket id");
+    let a_id = socket_id(&reply);
     let (mut b, reply) = connect(addr, "/").await;
-    let b_id = serde_json::from_str::<Value>(&reply[2..]).unwrap()["sid"]
-        .as_str()
-        .and_then(Id::parse)
-        .expect("a socket id");
+    let b_id = socket_id(&reply);
     ws_send(&mut a, r#"421["join","lobby"]"#).await;
     assert!(ws_recv_app_text(&mut a).await.starts_with("431"));
     ws_send(&mut b, r#"421["join","lobby"]"#).await;

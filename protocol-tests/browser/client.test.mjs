@@ -16,7 +16,17 @@ const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--no-firs
 
 // The package's exports do not name its browser bundle: it is read from the installed package.
 const BUNDLE = readFileSync(new URL('./node_modules/socket.io-client/dist/socket.io.min.js', import.meta.url));
-const PAGE = '<!doctype html><meta charset="utf-8"><title>client</title><script src="/socket.io.min.js"></script>';
+// The page brings the bundle and `within`, which every check below uses: a promise that fails
+// after 10 s, naming what did not happen.
+const PAGE = `<!doctype html><meta charset="utf-8"><title>client</title>
+<script src="/socket.io.min.js"></script>
+<script>
+  window.within = (promise, what) =>
+    Promise.race([
+      promise,
+      new Promise((_, reject) => setTimeout(() => reject(new Error('timed out: ' + what)), 10000)),
+    ]);
+</script>`;
 
 const TRANSPORTS = {
   default: ['polling', 'websocket'],
@@ -57,11 +67,6 @@ describe('socket.io-client in a browser, from another origin', { skip: !SIO_URL 
     it(`${name}: auth, values and binary both ways, acks both ways, rooms`, async () => {
       const result = await page.evaluate(
         async ({ url, transports }) => {
-          const within = (promise, what) =>
-            Promise.race([
-              promise,
-              new Promise((_, reject) => setTimeout(() => reject(new Error(`timed out: ${what}`)), 10000)),
-            ]);
           const once = (socket, event) => new Promise((resolve) => socket.once(event, (...args) => resolve(args)));
           const hex = (buf) => Array.from(new Uint8Array(buf), (b) => b.toString(16).padStart(2, '0')).join('');
 
@@ -152,11 +157,6 @@ describe('socket.io-client in a browser, from another origin', { skip: !SIO_URL 
 
   it('a namespace, and a refusal by middleware with its data', async () => {
     const result = await page.evaluate(async (url) => {
-      const within = (promise, what) =>
-        Promise.race([
-          promise,
-          new Promise((_, reject) => setTimeout(() => reject(new Error(`timed out: ${what}`)), 10000)),
-        ]);
       const custom = io(`${url}/custom`, { forceNew: true, auth: { where: 'custom' } });
       const auth = await within(new Promise((resolve) => custom.once('auth', resolve)), 'custom auth');
       custom.disconnect();
@@ -173,11 +173,6 @@ describe('socket.io-client in a browser, from another origin', { skip: !SIO_URL 
 
   it('connection state recovery after the transport is lost', async () => {
     const result = await page.evaluate(async (url) => {
-      const within = (promise, what) =>
-        Promise.race([
-          promise,
-          new Promise((_, reject) => setTimeout(() => reject(new Error(`timed out: ${what}`)), 10000)),
-        ]);
       const opts = { path: '/recovery/', forceNew: true, reconnectionDelay: 100, reconnectionDelayMax: 200 };
       const a = io(url, opts);
       const b = io(url, opts);
