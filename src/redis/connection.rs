@@ -147,6 +147,14 @@ pub enum ConnectionError {
     Down,
 }
 
+/// Why a reply refuses this connection: Redis's own words for an error.
+fn refusal(frame: Frame<'_>) -> String {
+    match frame {
+        Frame::Error(e) => String::from_utf8_lossy(e).into_owned(),
+        other => format!("unexpected reply {other:?}"),
+    }
+}
+
 /// Whether an error reply says this client may not use Redis as it logged in (or did not).
 fn refuses_login(error: &[u8]) -> bool {
     ["NOAUTH", "WRONGPASS", "NOPERM"]
@@ -205,36 +213,27 @@ impl Connection {
         }
         resp::command(&mut hello, &[b"PING"]);
         conn.send(&hello).await?;
-        let refused = |frame: Frame<'_>| match frame {
-            Frame::Error(e) => Some(String::from_utf8_lossy(e).into_owned()),
-            other => Some(format!("unexpected reply {other:?}")),
-        };
         if logs_in {
-            let answer = conn
-                .reply(|frame| match frame {
-                    Frame::Simple(_) => None,
-                    other => refused(other),
-                })
-                .await?;
-            if let Some(reason) = answer {
-                return Err(ConnectionError::Refused(reason));
-            }
-        }
-        let answer = conn
-            .reply(|frame| match frame {
-                Frame::Simple(b"PONG") => None,
-                // A Redis that is there but not ready for every command (loading its data,
-                // a replica without its primary) still publishes and subscribes.
-                Frame::Error(e) if !refuses_login(e) => {
-                    tracing::debug!(reply = %String::from_utf8_lossy(e), "redis answered PING with an error; going on");
-                    None
-                }
-                other => refused(other),
+            conn.reply(|frame| match frame {
+                Frame::Simple(_) => Ok(()),
+                other => Err(refusal(other)),
             })
-            .await?;
-        if let Some(reason) = answer {
-            return Err(ConnectionError::Refused(reason));
+            .await?
+            .map_err(ConnectionError::Refused)?;
         }
+        conn.reply(|frame| match frame {
+            Frame::Simple(b"PONG") => Ok(()),
+            // A Redis that is there but not ready for every command (loading its data, a
+            // replica without its primary) still publishes and subscribes.
+            Frame::Error(e) if !refuses_login(e) => {
+                let reply = String::from_utf8_lossy(e);
+                tracing::debug!(%reply, "redis answered PING with an error; going on");
+                Ok(())
+            }
+            other => Err(refusal(other)),
+        })
+        .await?
+        .map_err(ConnectionError::Refused)?;
         Ok(conn)
     }
 
