@@ -310,12 +310,12 @@ impl LocalAdapter {
 
 impl Rooms {
     /// Takes `socket` out of `room`; records `Left` (and `Deleted` for an emptied room).
-    fn remove(&mut self, socket: Id, room: &str, events: &mut Option<Vec<RoomEvent>>) -> bool {
+    fn remove(&mut self, socket: Id, room: &str, events: &mut Option<Vec<RoomEvent>>) {
         let Some(set) = self.members.get_mut(room) else {
-            return false;
+            return;
         };
         if !set.remove(&socket) {
-            return false;
+            return;
         }
         let emptied = set.is_empty();
         if emptied {
@@ -330,7 +330,6 @@ impl Rooms {
                 events.push(RoomEvent::Deleted(room.to_owned()));
             }
         }
-        true
     }
 }
 
