@@ -591,6 +591,60 @@ async fn dynamic_namespaces_are_created_on_first_connect() {
     assert!(io.namespaces().iter().any(|ns| ns.name() == "/team-blue"));
 }
 
+#[tokio::test]
+async fn a_dynamic_namespace_setup_may_use_the_server() {
+    let io = SocketIo::builder().build();
+    let server = io.clone();
+    io.dynamic_namespace(
+        |name| name.starts_with("/team-"),
+        move |ns| {
+            // Its own name gives the namespace being set up; another dynamic name is made
+            // (and set up) on the spot; a plain one too; the main namespace is emitted to.
+            assert!(Arc::ptr_eq(&server.of(ns.name()), ns));
+            if ns.name() == "/team-blue" {
+                server.of("/team-red");
+            }
+            server.of("/lobby");
+            let _ = server.emit("made", ns.name());
+            let count = server.namespaces().len();
+            let name = ns.name().to_owned();
+            ns.on_connect(move |socket| {
+                let _ = socket.emit("welcome", &(&name, count));
+            });
+            server.dynamic_namespace(|name| name == "/late", |_| {});
+        },
+    );
+    let addr = serve(&io).await;
+    let (mut main, _) = connect(addr, "/").await;
+    let (mut ws, reply) = tokio::time::timeout(Duration::from_secs(5), connect(addr, "/team-blue"))
+        .await
+        .expect("the CONNECT is answered: the setup did not wait on itself");
+    assert!(reply.starts_with("40/team-blue,{\"sid\":"), "{reply}");
+    // When blue's setup counted, the table held "/", "/lobby" and "/team-red" (made inside
+    // it); blue itself joins the table once its setup is over.
+    assert_eq!(
+        ws_recv_app_text(&mut ws).await,
+        r#"42/team-blue,["welcome","/team-blue",3]"#
+    );
+    assert_eq!(
+        ws_recv_app_text(&mut main).await,
+        r#"42["made","/team-red"]"#
+    );
+    assert_eq!(
+        ws_recv_app_text(&mut main).await,
+        r#"42["made","/team-blue"]"#
+    );
+    let mut names: Vec<String> = io
+        .namespaces()
+        .iter()
+        .map(|ns| ns.name().to_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["/", "/lobby", "/team-blue", "/team-red"]);
+    let (_late, reply) = connect(addr, "/late").await;
+    assert!(reply.starts_with("40/late,"), "{reply}");
+}
+
 /// Whether `io` has a namespace named `name`, waiting up to 3 s for it to be `expected`.
 async fn namespace_becomes(io: &SocketIo, name: &str, expected: bool) -> bool {
     for _ in 0..300 {

@@ -1,8 +1,9 @@
 //! The Socket.IO server handle: settings, namespaces, and the HTTP entry points.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use hyper::body::Incoming;
@@ -93,7 +94,30 @@ impl SocketIoConfig {
 }
 
 type DynamicMatcher = Box<dyn Fn(&str) -> bool + Send + Sync>;
-type DynamicSetup = Box<dyn Fn(&Arc<Namespace>) + Send + Sync>;
+type DynamicSetup = Arc<dyn Fn(&Arc<Namespace>) + Send + Sync>;
+
+thread_local! {
+    /// The dynamic namespaces whose `setup` this thread is running, innermost last: a setup
+    /// that looks its own namespace up finds it, and one that makes another namespace does not
+    /// wait for the lock it holds itself.
+    static MAKING: RefCell<Vec<Arc<Namespace>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Takes a namespace off [`MAKING`] when its setup is over, however it ends; a setup that
+/// panicked leaves a namespace that never joins the table, whose adapter is closed.
+struct Made {
+    ns: Arc<Namespace>,
+    done: bool,
+}
+
+impl Drop for Made {
+    fn drop(&mut self) {
+        MAKING.with_borrow_mut(|making| making.pop());
+        if !self.done {
+            self.ns.adapter().close();
+        }
+    }
+}
 
 /// What every connection shares: the settings and the namespaces.
 pub(crate) struct ServerState {
@@ -103,6 +127,9 @@ pub(crate) struct ServerState {
     adapter: AdapterFactory,
     namespaces: RwLock<HashMap<String, Arc<Namespace>>>,
     dynamic: RwLock<Vec<(DynamicMatcher, DynamicSetup)>>,
+    /// Held while a namespace is made, so that one name never gets two: a dynamic namespace's
+    /// setup runs under it, outside the table's lock, and may look namespaces up.
+    making: Mutex<()>,
 }
 
 impl ServerState {
@@ -123,6 +150,24 @@ impl ServerState {
         self.find_or_make(name, Hold::new)
     }
 
+    /// Serializes the making of namespaces; `None` inside a dynamic namespace's setup on this
+    /// thread, which holds it already.
+    fn making(&self) -> Option<MutexGuard<'_, ()>> {
+        let nested = MAKING.with_borrow(|making| !making.is_empty());
+        (!nested).then(|| self.making.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Runs `keep` on the namespace named `name` if the table has it, under the table's lock.
+    fn keep_found<T>(
+        &self,
+        name: &str,
+        keep: &mut Option<impl FnOnce(&Arc<Namespace>) -> T>,
+    ) -> Option<T> {
+        let namespaces = self.namespaces.read().unwrap_or_else(|e| e.into_inner());
+        let ns = namespaces.get(name)?;
+        keep.take().map(|keep| keep(ns))
+    }
+
     /// The namespace named `name`, made now (and set up) when it is new and a dynamic matcher
     /// accepts the name; `keep` runs while the table is locked, so that a [`Hold`] it takes
     /// is seen by any retirement.
@@ -131,32 +176,45 @@ impl ServerState {
         name: &str,
         keep: impl FnOnce(&Arc<Namespace>) -> T,
     ) -> Option<T> {
-        if let Some(ns) = self
-            .namespaces
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(name)
-        {
-            return Some(keep(ns));
+        let mut keep = Some(keep);
+        if let Some(kept) = self.keep_found(name, &mut keep) {
+            return Some(kept);
         }
-        let dynamic = self.dynamic.read().unwrap_or_else(|e| e.into_inner());
-        let (_, setup) = dynamic.iter().find(|(matches, _)| matches(name))?;
+        // A setup looking up its own namespace, not in the table until the setup is over.
+        if let Some(ns) = MAKING.with_borrow(|m| m.iter().find(|ns| ns.name() == name).cloned()) {
+            return keep.take().map(|keep| keep(&ns));
+        }
+        let setup = {
+            let dynamic = self.dynamic.read().unwrap_or_else(|e| e.into_inner());
+            let (_, setup) = dynamic.iter().find(|(matches, _)| matches(name))?;
+            setup.clone()
+        };
+        let _making = self.making();
+        // Another CONNECT may have made it while this one waited.
+        if let Some(kept) = self.keep_found(name, &mut keep) {
+            return Some(kept);
+        }
+        let state = Arc::downgrade(self);
+        let lease = Lease::new(
+            move |ns| {
+                if let Some(state) = state.upgrade() {
+                    state.retire(ns);
+                }
+            },
+            tokio::runtime::Handle::try_current().ok(),
+        );
+        let ns = self.new_namespace(name, Some(lease));
+        MAKING.with_borrow_mut(|making| making.push(ns.clone()));
+        let mut made = Made {
+            ns: ns.clone(),
+            done: false,
+        };
+        setup(&ns);
+        made.done = true;
+        drop(made);
         let mut namespaces = self.namespaces.write().unwrap_or_else(|e| e.into_inner());
-        let ns = namespaces.entry(name.to_owned()).or_insert_with(|| {
-            let state = Arc::downgrade(self);
-            let lease = Lease::new(
-                move |ns| {
-                    if let Some(state) = state.upgrade() {
-                        state.retire(ns);
-                    }
-                },
-                tokio::runtime::Handle::try_current().ok(),
-            );
-            let ns = self.new_namespace(name, Some(lease));
-            setup(&ns);
-            ns
-        });
-        Some(keep(ns))
+        let ns = namespaces.entry(name.to_owned()).or_insert(ns);
+        keep.take().map(|keep| keep(ns))
     }
 
     /// Takes a dynamic namespace that nothing holds out of the server, and closes its adapter.
@@ -437,6 +495,7 @@ impl SocketIoBuilder {
             adapter,
             namespaces: RwLock::new(HashMap::new()),
             dynamic: RwLock::new(Vec::new()),
+            making: Mutex::new(()),
         });
         // The main namespace always exists (as in Node), so that no dynamic matcher makes it.
         let main = state.new_namespace("/", None);
@@ -483,6 +542,7 @@ impl SocketIo {
         if let Some(ns) = state.find_or_make(&name, Arc::clone) {
             return ns;
         }
+        let _making = state.making();
         state
             .namespaces
             .write()
@@ -493,11 +553,10 @@ impl SocketIo {
     }
 
     /// Namespaces created on first CONNECT when `matches` accepts the name; `setup` configures
-    /// each one (middleware, connection handler) as it is created. `setup` runs while the
-    /// server's table of namespaces is locked, so that no CONNECT finds the namespace before it
-    /// is set up: it must not call what looks namespaces up ([`of`](Self::of),
-    /// [`to`](Self::to), [`emit`](Self::emit), [`namespaces`](Self::namespaces),
-    /// [`dynamic_namespace`](Self::dynamic_namespace)) itself; the handlers it registers may.
+    /// each one (middleware, connection handler) as it is created. No CONNECT finds the
+    /// namespace before its setup is over (one racing for the same name waits for it), and
+    /// the setup may use the server: look namespaces up ([`of`](Self::of) gives the namespace
+    /// being set up for its own name), emit, add matchers.
     ///
     /// Such a namespace leaves the server once no socket and no CONNECT under way holds it
     /// (Node's `cleanupEmptyChildNamespaces`, always on), so that the names clients send cannot
@@ -513,7 +572,7 @@ impl SocketIo {
             .dynamic
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .push((Box::new(matches), Box::new(setup)));
+            .push((Box::new(matches), Arc::new(setup)));
     }
 
     /// Every namespace that exists now.
