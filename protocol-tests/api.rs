@@ -591,7 +591,9 @@ async fn dynamic_namespaces_are_created_on_first_connect() {
     assert!(io.namespaces().iter().any(|ns| ns.name() == "/team-blue"));
 }
 
-#[tokio::test]
+// Several worker threads: a setup that waited on itself would block one, and the timeout
+// below would fail the test instead of hanging it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dynamic_namespace_setup_may_use_the_server() {
     let io = SocketIo::builder().build();
     let server = io.clone();
@@ -643,6 +645,83 @@ async fn a_dynamic_namespace_setup_may_use_the_server() {
     assert_eq!(names, ["/", "/lobby", "/team-blue", "/team-red"]);
     let (_late, reply) = connect(addr, "/late").await;
     assert!(reply.starts_with("40/late,"), "{reply}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_connects_get_one_dynamic_namespace_set_up_once() {
+    let io = SocketIo::builder().build();
+    let setups = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = setups.clone();
+    io.dynamic_namespace(
+        |name| name.starts_with("/team-"),
+        move |ns| {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            // Long enough for the other CONNECT to arrive while this one is being set up.
+            std::thread::sleep(Duration::from_millis(200));
+            ns.on_connect(|socket| {
+                let _ = socket.emit("ready", &());
+            });
+        },
+    );
+    let addr = serve(&io).await;
+    let (a, b) = tokio::join!(connect(addr, "/team-x"), connect(addr, "/team-x"));
+    let mut clients = [a, b];
+    for (ws, reply) in &mut clients {
+        assert!(reply.starts_with("40/team-x,{\"sid\":"), "{reply}");
+        assert_eq!(ws_recv_app_text(ws).await, r#"42/team-x,["ready"]"#);
+    }
+    assert_eq!(setups.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(io.of("/team-x").socket_count(), 2);
+}
+
+#[tokio::test]
+async fn a_setup_that_panics_refuses_its_connect_and_nothing_else() {
+    let io = SocketIo::builder().build();
+    let first = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    io.dynamic_namespace(
+        |name| name.starts_with("/team-"),
+        move |ns| {
+            if first.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                panic!("a mistake in the program's setup");
+            }
+            ns.on_connect(|socket| {
+                let _ = socket.emit("ready", &());
+            });
+        },
+    );
+    let addr = serve(&io).await;
+    let (mut ws, refused) = connect(addr, "/team-x").await;
+    assert_eq!(refused, r#"44/team-x,{"message":"Invalid namespace"}"#);
+    assert!(io.namespaces().iter().all(|ns| ns.name() != "/team-x"));
+    // The same connection goes on: the next CONNECT makes the namespace anew.
+    ws_send(&mut ws, "40/team-x,").await;
+    let reply = ws_recv_app_text(&mut ws).await;
+    assert!(reply.starts_with("40/team-x,{\"sid\":"), "{reply}");
+    assert_eq!(ws_recv_app_text(&mut ws).await, r#"42/team-x,["ready"]"#);
+}
+
+#[tokio::test]
+async fn a_setup_looking_up_its_name_on_another_server_gets_that_servers_namespace() {
+    let other = SocketIo::builder().build();
+    let io = SocketIo::builder().build();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let elsewhere = other.clone();
+    io.dynamic_namespace(
+        |name| name.starts_with("/team-"),
+        move |ns| {
+            let theirs = elsewhere.of(ns.name());
+            let _ = tx.send(Arc::ptr_eq(&theirs, ns));
+        },
+    );
+    let addr = serve(&io).await;
+    let (_ws, reply) = connect(addr, "/team-x").await;
+    assert!(reply.starts_with("40/team-x,"), "{reply}");
+    assert_eq!(
+        rx.recv().await,
+        Some(false),
+        "one server's namespace handed out by another"
+    );
+    assert!(other.namespaces().iter().any(|ns| ns.name() == "/team-x"));
 }
 
 /// Whether `io` has a namespace named `name`, waiting up to 3 s for it to be `expected`.

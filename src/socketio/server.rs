@@ -97,10 +97,11 @@ type DynamicMatcher = Box<dyn Fn(&str) -> bool + Send + Sync>;
 type DynamicSetup = Arc<dyn Fn(&Arc<Namespace>) + Send + Sync>;
 
 thread_local! {
-    /// The dynamic namespaces whose `setup` this thread is running, innermost last: a setup
-    /// that looks its own namespace up finds it, and one that makes another namespace does not
-    /// wait for the lock it holds itself.
-    static MAKING: RefCell<Vec<Arc<Namespace>>> = const { RefCell::new(Vec::new()) };
+    /// The dynamic namespaces whose `setup` this thread is running, innermost last, each with
+    /// the server (its state's address) making it: a setup that looks its own namespace up
+    /// finds it, and one that makes another namespace of its server does not wait for the lock
+    /// it holds itself.
+    static MAKING: RefCell<Vec<(usize, Arc<Namespace>)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Takes a namespace off [`MAKING`] when its setup is over, however it ends; a setup that
@@ -145,16 +146,40 @@ impl ServerState {
     }
 
     /// The namespace a CONNECT names, held for it: a static one, or a dynamic one created on
-    /// first use.
+    /// first use. A setup that panics refuses the CONNECT, not the whole connection.
     pub(crate) fn namespace(self: &Arc<Self>, name: &str) -> Option<Hold> {
-        self.find_or_make(name, Hold::new)
+        let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.find_or_make(name, Hold::new)
+        }));
+        made.unwrap_or_else(|_| {
+            tracing::error!(
+                nsp = name,
+                "a dynamic namespace's setup panicked; CONNECT refused"
+            );
+            None
+        })
     }
 
-    /// Serializes the making of namespaces; `None` inside a dynamic namespace's setup on this
+    /// This server's mark in [`MAKING`].
+    fn id(&self) -> usize {
+        self as *const ServerState as usize
+    }
+
+    /// Serializes the making of namespaces; `None` inside a setup of this server's on this
     /// thread, which holds it already.
     fn making(&self) -> Option<MutexGuard<'_, ()>> {
-        let nested = MAKING.with_borrow(|making| !making.is_empty());
+        let nested = MAKING.with_borrow(|making| making.iter().any(|(id, _)| *id == self.id()));
         (!nested).then(|| self.making.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// The namespace named `name` whose setup this thread is running for this server.
+    fn being_made(&self, name: &str) -> Option<Arc<Namespace>> {
+        MAKING.with_borrow(|making| {
+            making
+                .iter()
+                .find(|(id, ns)| *id == self.id() && ns.name() == name)
+                .map(|(_, ns)| ns.clone())
+        })
     }
 
     /// Runs `keep` on the namespace named `name` if the table has it, under the table's lock.
@@ -180,10 +205,6 @@ impl ServerState {
         if let Some(kept) = self.keep_found(name, &mut keep) {
             return Some(kept);
         }
-        // A setup looking up its own namespace, not in the table until the setup is over.
-        if let Some(ns) = MAKING.with_borrow(|m| m.iter().find(|ns| ns.name() == name).cloned()) {
-            return keep.take().map(|keep| keep(&ns));
-        }
         let setup = {
             let dynamic = self.dynamic.read().unwrap_or_else(|e| e.into_inner());
             let (_, setup) = dynamic.iter().find(|(matches, _)| matches(name))?;
@@ -204,7 +225,7 @@ impl ServerState {
             tokio::runtime::Handle::try_current().ok(),
         );
         let ns = self.new_namespace(name, Some(lease));
-        MAKING.with_borrow_mut(|making| making.push(ns.clone()));
+        MAKING.with_borrow_mut(|making| making.push((self.id(), ns.clone())));
         let mut made = Made {
             ns: ns.clone(),
             done: false,
@@ -213,8 +234,14 @@ impl ServerState {
         made.done = true;
         drop(made);
         let mut namespaces = self.namespaces.write().unwrap_or_else(|e| e.into_inner());
-        let ns = namespaces.entry(name.to_owned()).or_insert(ns);
-        keep.take().map(|keep| keep(ns))
+        let kept = namespaces
+            .entry(name.to_owned())
+            .or_insert_with(|| ns.clone());
+        if !Arc::ptr_eq(kept, &ns) {
+            // Made meanwhile by what does not take `making` (nothing should): ours is let go.
+            ns.adapter().close();
+        }
+        keep.take().map(|keep| keep(kept))
     }
 
     /// Takes a dynamic namespace that nothing holds out of the server, and closes its adapter.
@@ -539,6 +566,10 @@ impl SocketIo {
     pub fn of(&self, name: &str) -> Arc<Namespace> {
         let name = super::packet::normalize_nsp(name);
         let state = &self.engine.handler().state;
+        // A setup looking up its own namespace, which joins the table once the setup is over.
+        if let Some(ns) = state.being_made(&name) {
+            return ns;
+        }
         if let Some(ns) = state.find_or_make(&name, Arc::clone) {
             return ns;
         }
@@ -556,7 +587,9 @@ impl SocketIo {
     /// each one (middleware, connection handler) as it is created. No CONNECT finds the
     /// namespace before its setup is over (one racing for the same name waits for it), and
     /// the setup may use the server: look namespaces up ([`of`](Self::of) gives the namespace
-    /// being set up for its own name), emit, add matchers.
+    /// being set up for its own name, and makes others), emit, add matchers. It must not wait
+    /// for another thread or task that makes a namespace of this server: namespaces are made
+    /// one at a time, and the setup's own counts as under way until it returns.
     ///
     /// Such a namespace leaves the server once no socket and no CONNECT under way holds it
     /// (Node's `cleanupEmptyChildNamespaces`, always on), so that the names clients send cannot
