@@ -937,6 +937,15 @@ impl TestCerts {
     }
 }
 
+/// Settings that trust the authorities in `ca` for `rediss://`.
+#[cfg(feature = "redis-tls")]
+fn trusting(ca: std::path::PathBuf) -> RedisConfig {
+    RedisConfig {
+        tls_ca_file: Some(ca),
+        ..RedisConfig::default()
+    }
+}
+
 #[cfg(feature = "redis-tls")]
 impl Drop for TestCerts {
     fn drop(&mut self) {
@@ -949,12 +958,9 @@ impl Drop for TestCerts {
 async fn nodes_join_a_redis_over_tls_whose_certificate_they_check() {
     let certs = TestCerts::make("cluster");
     let redis = Redis::start_tls(&certs, false);
-    let trusting = RedisConfig {
-        tls_ca_file: Some(certs.ca.clone()),
-        ..RedisConfig::default()
-    };
-    let a = Node::start_with(&redis, "a", trusting.clone()).await;
-    let b = Node::start_with(&redis, "b", trusting).await;
+    let trusted = trusting(certs.ca.clone());
+    let a = Node::start_with(&redis, "a", trusted.clone()).await;
+    let b = Node::start_with(&redis, "b", trusted).await;
     wait_for_cluster(&a, 2).await;
     let mut client = Client::connect(&b, Some("r")).await;
     a.io.to("r")
@@ -966,10 +972,7 @@ async fn nodes_join_a_redis_over_tls_whose_certificate_they_check() {
 
     // A certificate that does not chain to the authority trusted is refused, as is TLS spoken
     // to a plain port and plain RESP spoken to the TLS one.
-    let distrusting = RedisConfig {
-        tls_ca_file: Some(certs.other_ca.clone()),
-        ..RedisConfig::default()
-    };
+    let distrusting = trusting(certs.other_ca.clone());
     let err = RedisNode::connect(&redis.url(), distrusting)
         .await
         .expect_err("an untrusted certificate");
@@ -978,10 +981,7 @@ async fn nodes_join_a_redis_over_tls_whose_certificate_they_check() {
         "{err}"
     );
     let plain = Redis::start();
-    let ca = RedisConfig {
-        tls_ca_file: Some(certs.ca.clone()),
-        ..RedisConfig::default()
-    };
+    let ca = trusting(certs.ca.clone());
     let to_plain = format!("rediss://127.0.0.1:{}/", plain.port);
     let err = RedisNode::connect(&to_plain, ca)
         .await
@@ -998,10 +998,7 @@ async fn nodes_join_a_redis_over_tls_whose_certificate_they_check() {
     // A CA file that holds no certificate is a setup error, found before any connection.
     let empty = certs.dir.join("empty.pem");
     std::fs::write(&empty, "").expect("write");
-    let config = RedisConfig {
-        tls_ca_file: Some(empty),
-        ..RedisConfig::default()
-    };
+    let config = trusting(empty);
     let err = RedisNode::connect(&redis.url(), config)
         .await
         .expect_err("no authority");
@@ -1013,10 +1010,7 @@ async fn nodes_join_a_redis_over_tls_whose_certificate_they_check() {
 async fn a_redis_that_asks_for_client_certificates_is_shown_the_nodes() {
     let certs = TestCerts::make("mutual");
     let redis = Redis::start_tls(&certs, true);
-    let without = RedisConfig {
-        tls_ca_file: Some(certs.ca.clone()),
-        ..RedisConfig::default()
-    };
+    let without = trusting(certs.ca.clone());
     let err = RedisNode::connect(&redis.url(), without.clone())
         .await
         .expect_err("a node without a certificate got in");

@@ -8,18 +8,11 @@ polling, WebSocket, and polling upgraded to WebSocket. The server's address come
 import asyncio
 import os
 import unittest
-import uuid
 
 import engineio.payload
 import socketio
 
-URL = os.environ.get("SIO_URL")
-WAIT = 3.0
-MODES = {
-    "polling": ["polling"],
-    "websocket": ["websocket"],
-    "default": None,  # polling first, then the upgrade
-}
+from conformance_settings import MODES, URL, WAIT, room_name
 
 
 class Recorder:
@@ -57,10 +50,6 @@ async def next_item(q, what, timeout=WAIT):
         return await asyncio.wait_for(q.get(), timeout)
     except asyncio.TimeoutError:
         raise AssertionError(f"no {what} within {timeout} s") from None
-
-
-def room_name():
-    return "py-async-" + uuid.uuid4().hex
 
 
 def tagged(tag, record):
@@ -313,7 +302,7 @@ class AsyncConformance:
     # ---- rooms -------------------------------------------------------------------------------
 
     async def test_rooms(self):
-        room = room_name()
+        room = room_name("py-async-")
         a, ra = await self.client()
         b, rb = await self.client()
         c, rc = await self.client()

@@ -10,17 +10,10 @@ import queue
 import threading
 import time
 import unittest
-import uuid
 
 import socketio
 
-URL = os.environ.get("SIO_URL")
-WAIT = 3.0
-MODES = {
-    "polling": ["polling"],
-    "websocket": ["websocket"],
-    "default": None,  # polling first, then the upgrade
-}
+from conformance_settings import MODES, URL, WAIT, room_name
 
 
 class Recorder:
@@ -53,10 +46,6 @@ class Recorder:
     def assert_empty(self, name):
         q = self.queue(name)
         assert q.empty(), f"unexpected {name!r}: {q.get_nowait()}"
-
-
-def room_name():
-    return "py-" + uuid.uuid4().hex
 
 
 class Conformance:
@@ -193,7 +182,7 @@ class Conformance:
     # ---- rooms -------------------------------------------------------------------------------
 
     def test_rooms(self):
-        room = room_name()
+        room = room_name("py-")
         a, ra = self.client()
         b, rb = self.client()
         c, rc = self.client()
