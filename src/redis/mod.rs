@@ -190,11 +190,18 @@ impl RedisNode {
     /// server's build has).
     pub async fn connect(url: &str, config: RedisConfig) -> Result<RedisNode, RedisError> {
         let address: Address = url.parse()?;
-        let client = config
-            .tls_client_cert
-            .as_ref()
-            .map(|(cert, key)| (cert.as_path(), key.as_path()));
-        let dialer = Dialer::new(address, config.tls_ca_file.as_deref(), client)?;
+        // The TLS setup reads certificate files (the system's authorities may be hundreds):
+        // blocking reads, kept off the runtime's threads.
+        let ca_file = config.tls_ca_file.clone();
+        let client = config.tls_client_cert.clone();
+        let dialer = tokio::task::spawn_blocking(move || {
+            let client = client
+                .as_ref()
+                .map(|(cert, key)| (cert.as_path(), key.as_path()));
+            Dialer::new(address, ca_file.as_deref(), client)
+        })
+        .await
+        .map_err(|e| ConnectionError::Tls(format!("the TLS setup did not finish: {e}")))??;
         let commands = Commands::open(dialer.clone()).await?;
         let (outbox, outbox_rx) = mpsc::channel(config.publish_queue.max(1));
         let (shutdown, _) = watch::channel(false);
