@@ -70,6 +70,8 @@ async fn handshake_over_polling_has_exactly_the_protocol_keys() {
         resp.header("content-type"),
         Some("text/plain; charset=UTF-8")
     );
+    // No cache may keep or replay a polling answer.
+    assert_eq!(resp.header("cache-control"), Some("no-store"));
     let packets = resp.packets();
     assert_eq!(packets.len(), 1, "one open packet: {packets:?}");
     assert_handshake(&parse_open(&packets[0]), json!(["websocket"]));
@@ -308,9 +310,12 @@ async fn polling_batches_packets_both_ways() {
     let addr = spawn_conformance_server().await;
     let p = Polling::open(addr, E).await;
     // Client to server: three packets in one POST, handled in order.
-    p.post_ok("4one\u{1e}4two\u{1e}4thrée".as_bytes()).await;
+    let posted = p.post("4one\u{1e}4two\u{1e}4thrée".as_bytes()).await;
+    assert_eq!((posted.status, posted.text().as_str()), (200, "ok"));
+    assert_eq!(posted.header("cache-control"), Some("no-store"));
     // Server to client: the three echoes come back in one payload.
     let resp = p.get().await;
+    assert_eq!(resp.header("cache-control"), Some("no-store"));
     let packets: Vec<String> = resp.packets().into_iter().filter(|p| p != "2").collect();
     assert_eq!(packets, ["4one", "4two", "4thrée"]);
     // Text and binary mixed, both ways.
@@ -1140,6 +1145,39 @@ async fn permessage_deflate_is_not_negotiated() {
     ws.send_raw(&masked(0xC1, b"4hi")).await.ok();
     let end = ws.expect_failure(Duration::from_secs(1)).await;
     assert_failed(&end, &[1002], "RSV1 without permessage-deflate");
+}
+
+#[tokio::test]
+async fn the_first_offered_subprotocol_is_named_in_the_101() {
+    // A browser that offered subprotocols fails a handshake whose answer names none.
+    let addr = spawn_conformance_server().await;
+    let offer = ("Sec-WebSocket-Protocol", "chat.v2, chat.v1");
+    for target in [
+        "/engine.io/?EIO=4&transport=websocket",
+        "/socket.io/?EIO=4&transport=websocket",
+    ] {
+        let (mut ws, resp) = RawWs::connect_response(addr, target, &[offer]).await;
+        assert_eq!(resp.status, 101, "{target}");
+        assert_eq!(resp.header("sec-websocket-protocol"), Some("chat.v2"));
+        let open = ws.read_frame().await.expect("open packet");
+        assert!(open.text().starts_with("0{"), "{target}: {:?}", open.text());
+    }
+    // The upgrade of a polling session as well.
+    let p = Polling::open(addr, E).await;
+    let (_ws, resp) = RawWs::connect_response(addr, &p.websocket_target(), &[offer]).await;
+    assert_eq!(resp.status, 101);
+    assert_eq!(resp.header("sec-websocket-protocol"), Some("chat.v2"));
+    // An offer that is not a token is not answered, and the handshake still succeeds.
+    for bad in ["a b, c", ", c", "x/y"] {
+        let (_ws, resp) = RawWs::connect_response(
+            addr,
+            "/engine.io/?EIO=4&transport=websocket",
+            &[("Sec-WebSocket-Protocol", bad)],
+        )
+        .await;
+        assert_eq!(resp.status, 101, "{bad}");
+        assert_eq!(resp.header("sec-websocket-protocol"), None, "{bad}");
+    }
 }
 
 #[tokio::test]

@@ -225,6 +225,26 @@ async fn a_bad_websocket_handshakes_are_refused() {
                 ("Sec-WebSocket-Version", "13"),
                 ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
             ],
+            // A key of the right length that is not 16 bytes in base64, and two keys.
+            &[
+                ("Connection", "Upgrade"),
+                ("Upgrade", "websocket"),
+                ("Sec-WebSocket-Version", "13"),
+                ("Sec-WebSocket-Key", "!!!!!!!!!!!!!!!!!!!!!!!!"),
+            ],
+            &[
+                ("Connection", "Upgrade"),
+                ("Upgrade", "websocket"),
+                ("Sec-WebSocket-Version", "13"),
+                ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ"),
+            ],
+            &[
+                ("Connection", "Upgrade"),
+                ("Upgrade", "websocket"),
+                ("Sec-WebSocket-Version", "13"),
+                ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                ("Sec-WebSocket-Key", "AAAAAAAAAAAAAAAAAAAAAA=="),
+            ],
         ];
         for headers in cases {
             let resp = request(addr, "GET", target, headers, b"").await;

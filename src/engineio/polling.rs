@@ -17,11 +17,17 @@ use super::session::{PollConflict, Session};
 
 /// A `200` with a text payload.
 pub(crate) fn text_response(body: Bytes) -> Response<Body> {
+    polling_response(body, "text/plain; charset=UTF-8")
+}
+
+/// A `200` of the polling transport. Every answer is for one request only: a cache (a proxy,
+/// or a client without the JavaScript client's cache-busting `t=` parameter) must neither keep
+/// nor replay it, as the reference server tells it too.
+fn polling_response(body: Bytes, content_type: &'static str) -> Response<Body> {
     let mut resp = Response::new(Body::new(body));
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=UTF-8"),
-    );
+    let headers = resp.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
 }
 
@@ -121,8 +127,5 @@ pub(crate) async fn post<H: Handler>(
         engine.on_packet(session, packet);
     }
 
-    let mut resp = Response::new(Body::new(Bytes::from_static(b"ok")));
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
-    Ok(resp)
+    Ok(polling_response(Bytes::from_static(b"ok"), "text/html"))
 }

@@ -57,7 +57,7 @@ fn header_has_token(req: &Request<Incoming>, name: header::HeaderName, token: &s
 
 /// Whether the request is a well-formed WebSocket handshake (RFC 6455 §4.2.1: HTTP/1.1 or
 /// later, GET, the upgrade headers, version 13 (or 8, the last draft, whose frames are the same
-/// and which the reference server takes too), a 16-byte key).
+/// and which the reference server takes too), one key: 16 bytes in base64).
 pub(crate) fn is_upgrade_request(req: &Request<Incoming>) -> bool {
     req.version() >= Version::HTTP_11
         && req.method() == Method::GET
@@ -67,10 +67,18 @@ pub(crate) fn is_upgrade_request(req: &Request<Incoming>) -> bool {
             .headers()
             .get(header::SEC_WEBSOCKET_VERSION)
             .is_some_and(|v| matches!(v.as_bytes(), b"13" | b"8"))
-        && req
-            .headers()
-            .get(header::SEC_WEBSOCKET_KEY)
-            .is_some_and(|k| k.len() == 24)
+        && is_key(req.headers().get_all(header::SEC_WEBSOCKET_KEY))
+}
+
+/// One `Sec-WebSocket-Key` that is 16 bytes in base64: 22 characters of its alphabet, then `==`.
+fn is_key(keys: header::GetAll<'_, HeaderValue>) -> bool {
+    let mut keys = keys.iter();
+    let (Some(key), None) = (keys.next(), keys.next()) else {
+        return false;
+    };
+    let key = key.as_bytes();
+    let is_base64 = |b: &u8| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/';
+    key.len() == 24 && key[..22].iter().all(is_base64) && &key[22..] == b"=="
 }
 
 fn switching_protocols(req: &Request<Incoming>) -> Response<Body> {
@@ -87,7 +95,24 @@ fn switching_protocols(req: &Request<Incoming>) -> Response<Body> {
     if let Ok(accept) = HeaderValue::from_str(&key) {
         h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
     }
+    if let Some(protocol) = first_subprotocol(req) {
+        h.insert(header::SEC_WEBSOCKET_PROTOCOL, protocol);
+    }
     resp
+}
+
+/// The first subprotocol the client offers, which the answer must name: a browser that offered
+/// some (engine.io-client's `protocols` option) fails a handshake whose answer names none. The
+/// protocol means nothing to Engine.IO; the reference server's WebSocket library picks the first
+/// too. An offer that is not a list of tokens (RFC 6455 §4.1) gets no answer.
+fn first_subprotocol(req: &Request<Incoming>) -> Option<HeaderValue> {
+    let offer = req.headers().get(header::SEC_WEBSOCKET_PROTOCOL)?;
+    let first = offer.to_str().ok()?.split(',').next()?.trim();
+    let is_tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if first.is_empty() || !first.bytes().all(is_tchar) {
+        return None;
+    }
+    HeaderValue::from_str(first).ok()
 }
 
 fn ws_config(config: &EngineConfig) -> WebSocketConfig {
