@@ -562,6 +562,34 @@ async fn a_websocket_over_its_message_rate_is_closed_with_1008_and_nobody_else_i
     echo(&mut fresh, 3).await;
 }
 
+#[tokio::test]
+async fn an_upgrading_websocket_that_floods_pings_is_closed_with_1008() {
+    let _shared = EXCLUSIVE.read().await;
+    let (io, addr) = start(|b| b.ws_message_rate(20, 1.0)).await;
+    let p = Polling::open(addr, PATH).await;
+    p.post_ok(b"40").await;
+    let mut ws = RawWs::connect(addr, &p.websocket_target()).await;
+    ws.send_text("2probe").await.expect("probe");
+    let answer = ws.read_frame().await.expect("3probe");
+    assert_eq!(answer.text(), "3probe");
+    // Every ping is answered with a pong while the upgrade waits for `5`: they cost tokens,
+    // as on a WebSocket that carries the session.
+    let mut pings = Vec::new();
+    for _ in 0..100 {
+        pings.extend(masked(op::FIN | op::PING, b""));
+    }
+    let _ = ws.send_raw(&pings).await;
+    let end = ws.expect_failure(STEP).await;
+    assert!(matches!(end, RawEnd::Close(1008)), "{end:?}");
+    // The session goes on over polling.
+    assert_eq!(io.engine().session_count(), 1);
+    let packets = p.get_packets().await;
+    assert!(
+        packets.iter().any(|p| p.starts_with("40{")),
+        "the CONNECT answer over polling: {packets:?}"
+    );
+}
+
 /// A client from `src` that sends a binary `echo` declaring two attachments, and the first of
 /// them (600 bytes), which the server holds until the second comes.
 async fn holding_first_of_two_attachments(src: IpAddr, addr: SocketAddr) -> Ws {

@@ -324,10 +324,16 @@ async fn upgrade_packet(ws: &mut Ws) -> Result<(), Abandoned> {
     }
 }
 
-/// The next text message, skipping WebSocket pings and pongs.
+/// The next text message, skipping WebSocket pings and pongs. Every message costs a token, as
+/// in the I/O loop: a socket that floods pings while it probes (each answered with a pong) is
+/// held to the same rate as one that carries the session.
 async fn next_text(ws: &mut Ws) -> Result<Utf8Bytes, Abandoned> {
     loop {
-        match ws.next().await {
+        let message = ws.next().await;
+        if matches!(message, Some(Ok(_))) && !ws.get_mut().take_token() {
+            return Err(Some(CloseCode::Policy));
+        }
+        match message {
             Some(Ok(WsMessage::Text(text))) => return Ok(text),
             Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => continue,
             Some(Err(e)) => return Err(Some(close_code_for(&e))),
