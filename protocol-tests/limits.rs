@@ -677,6 +677,34 @@ async fn one_address_holds_no_more_than_its_share_of_the_attachment_budget() {
 }
 
 #[tokio::test]
+async fn what_one_full_post_queues_for_its_own_client_is_delivered() {
+    // One POST at the packet limit, each packet answered: more than eight times the queue's
+    // packet limit is queued before any poll can take it, and a client that polls on gets
+    // every answer.
+    let _shared = EXCLUSIVE.read().await;
+    let (io, addr) = start(|b| b.outbound_queue(64, 4 << 20).max_packets_per_post(1000)).await;
+    let p = Polling::open(addr, PATH).await;
+    p.post_ok(b"40").await;
+    assert!(p.get_packets().await[0].starts_with("40{\"sid\":"));
+    let body = (0..1000)
+        .map(|n| format!(r#"42["echo",{n}]"#))
+        .collect::<Vec<_>>()
+        .join("\u{1e}");
+    p.post_ok(body.as_bytes()).await;
+    let mut echoed = Vec::new();
+    while echoed.len() < 1000 {
+        echoed.extend(p.get_answering_pings().await);
+    }
+    assert_eq!(
+        echoed,
+        (0..1000)
+            .map(|n| format!(r#"42["echo-back",{n}]"#))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(closes(&io, CloseReason::SlowConsumer), 0);
+}
+
+#[tokio::test]
 async fn a_post_over_the_packet_limit_is_400_and_closes_the_session() {
     let _shared = EXCLUSIVE.read().await;
     let (io, addr) = start(|b| b.max_packets_per_post(4)).await;

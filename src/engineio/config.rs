@@ -143,8 +143,9 @@ pub struct EngineConfig {
     /// Headers added to the answers (none: no more than the protocol's own).
     pub response_headers: Option<ResponseHeaders>,
     /// Packets a client's outbound queue may hold. A client whose queue stays over this (or
-    /// over `max_queued_bytes`) for 2 seconds, or reaches 8 times as much, counts as not
-    /// reading and is disconnected; a burst that its writer takes back under the limits
+    /// over `max_queued_bytes`) for 2 seconds, or reaches 8 times as much (in packets, never
+    /// fewer than twice `max_packets_per_post`, which one POST may queue in one go), counts as
+    /// not reading and is disconnected; a burst that its writer takes back under the limits
     /// within the 2 seconds is only a burst.
     pub max_queued_packets: usize,
     /// Bytes a client's outbound queue may hold; see `max_queued_packets`.

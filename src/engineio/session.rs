@@ -80,6 +80,16 @@ const BEHIND_GRACE: Duration = Duration::from_secs(2);
 /// A queue this many times over its limits is too much whatever the reason.
 const HARD_LIMIT_FACTOR: usize = 8;
 
+/// The packets beyond which a queue is too much whatever the reason: [`HARD_LIMIT_FACTOR`]
+/// times its limit, and never fewer than what two polling POSTs may carry. One POST's packets
+/// are handled in one go, before any writer or poll can take what they queue: answers to the
+/// client's own acks, or a room's broadcasts from a member, are a burst its reader has had no
+/// turn to take yet.
+fn hard_packet_limit(config: &EngineConfig) -> usize {
+    (config.max_queued_packets.saturating_mul(HARD_LIMIT_FACTOR))
+        .max(config.max_packets_per_post.saturating_mul(2))
+}
+
 #[derive(Debug)]
 struct State {
     queue: VecDeque<Frame>,
@@ -102,31 +112,32 @@ struct State {
     over_since: Option<Instant>,
 }
 
-/// Whether a queue of `packets` frames and `bytes` is over `factor` times its limits.
-fn exceeds(config: &EngineConfig, factor: usize, packets: usize, bytes: usize) -> bool {
-    packets > config.max_queued_packets.saturating_mul(factor)
-        || bytes > config.max_queued_bytes.saturating_mul(factor)
+/// Whether a queue of `packets` frames and `bytes` is over its limits.
+fn exceeds(config: &EngineConfig, packets: usize, bytes: usize) -> bool {
+    packets > config.max_queued_packets || bytes > config.max_queued_bytes
 }
 
 impl State {
-    fn over_limits(&self, config: &EngineConfig, factor: usize) -> bool {
-        exceeds(config, factor, self.queue.len(), self.queued_bytes)
+    fn over_limits(&self, config: &EngineConfig) -> bool {
+        exceeds(config, self.queue.len(), self.queued_bytes)
     }
 
     /// Whether the client is behind: its queue has been over the limits for the grace period,
     /// or far over them. Reads the clock only when over the limits.
     fn behind(&mut self, config: &EngineConfig) -> bool {
-        if !self.over_limits(config, 1) {
+        if !self.over_limits(config) {
             return false;
         }
         let now = Instant::now();
         let since = *self.over_since.get_or_insert(now);
-        now - since >= BEHIND_GRACE || self.over_limits(config, HARD_LIMIT_FACTOR)
+        now - since >= BEHIND_GRACE
+            || self.queue.len() > hard_packet_limit(config)
+            || self.queued_bytes > config.max_queued_bytes.saturating_mul(HARD_LIMIT_FACTOR)
     }
 
     /// After frames left the queue.
     fn drained(&mut self, config: &EngineConfig) {
-        if self.over_since.is_some() && !self.over_limits(config, 1) {
+        if self.over_since.is_some() && !self.over_limits(config) {
             self.over_since = None;
         }
     }
@@ -236,7 +247,6 @@ impl<D> Session<D> {
         let st = self.lock();
         !exceeds(
             &self.config,
-            1,
             st.queue.len().saturating_add(packets),
             st.queued_bytes.saturating_add(bytes),
         )
@@ -731,10 +741,11 @@ mod tests {
         assert_eq!(one_write(&session), (vec![text("b"), text("c")], false));
     }
 
-    /// A session whose queue may hold 4 frames.
+    /// A session whose queue may hold 4 frames, and whose POSTs may carry as many.
     fn small_queue_session() -> Session<()> {
         let config = EngineConfig {
             max_queued_packets: 4,
+            max_packets_per_post: 4,
             ..EngineConfig::default()
         };
         Session {
@@ -767,6 +778,23 @@ mod tests {
     async fn a_queue_far_over_its_limits_is_behind_at_once() {
         let session = small_queue_session();
         for _ in 0..4 * HARD_LIMIT_FACTOR {
+            session.send(text("x")).unwrap();
+        }
+        assert_eq!(session.send(text("x")), Err(SendError::QueueFull));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn what_two_posts_queue_at_once_is_a_burst() {
+        // Queues of 4 frames, POSTs of up to 100 packets: the hard limit is 200, not 32.
+        let session = Session {
+            config: Arc::new(EngineConfig {
+                max_queued_packets: 4,
+                max_packets_per_post: 100,
+                ..EngineConfig::default()
+            }),
+            ..session()
+        };
+        for _ in 0..200 {
             session.send(text("x")).unwrap();
         }
         assert_eq!(session.send(text("x")), Err(SendError::QueueFull));
