@@ -46,6 +46,6 @@ async fn main() -> std::io::Result<()> {
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    conformance::serve(listener, AllowedOrigins::Any, shutdown).await;
+    conformance::serve(listener, AllowedOrigins::AnyWithCredentials, shutdown).await;
     Ok(())
 }

@@ -1004,6 +1004,61 @@ async fn cors_preflight_and_exact_origin_with_credentials() {
 }
 
 #[tokio::test]
+async fn by_default_every_origin_is_allowed_without_credentials() {
+    let addr = spawn_engine_echo(EngineConfig::default(), HttpConfig::default()).await;
+    let origin = "http://elsewhere.example";
+    let preflight = request(
+        addr,
+        "OPTIONS",
+        "/engine.io/?EIO=4&transport=polling",
+        &[
+            ("Origin", origin),
+            ("Access-Control-Request-Method", "POST"),
+            ("Access-Control-Request-Headers", "content-type"),
+        ],
+        b"",
+    )
+    .await;
+    assert_eq!(preflight.status, 204);
+    assert_eq!(preflight.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(preflight.header("access-control-allow-credentials"), None);
+    assert!(preflight.header("access-control-allow-methods").is_some());
+    // Every answer says `*`, so a browser sends no cookies with these requests and lets no page
+    // read an answer to a request that carried some.
+    let hs = request(
+        addr,
+        "GET",
+        "/engine.io/?EIO=4&transport=polling",
+        &[("Origin", origin)],
+        b"",
+    )
+    .await;
+    assert_eq!(hs.status, 200);
+    assert_eq!(hs.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(hs.header("access-control-allow-credentials"), None);
+    let sid = parse_open(&hs.packets()[0])["sid"]
+        .as_str()
+        .expect("sid")
+        .to_owned();
+    let target = format!("{E}?EIO=4&transport=polling&sid={sid}");
+    let posted = request(addr, "POST", &target, &[("Origin", origin)], b"4hi").await;
+    assert_eq!(posted.status, 200);
+    assert_eq!(posted.header("access-control-allow-origin"), Some("*"));
+    let polled = request(addr, "GET", &target, &[("Origin", origin)], b"").await;
+    assert_eq!(polled.packets(), ["4hi"]);
+    assert_eq!(polled.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(polled.header("access-control-allow-credentials"), None);
+    // WebSocket from any origin.
+    let ws = ws_connect_with(
+        addr,
+        "/engine.io/?EIO=4&transport=websocket",
+        &[("Origin", origin)],
+    )
+    .await;
+    assert!(ws.is_ok(), "any origin may use WebSocket");
+}
+
+#[tokio::test]
 async fn restricted_origin_preflight_only_names_the_allowed_origin() {
     let allowed = "http://allowed.example";
     let addr = spawn_restricted_origin_server(allowed).await;

@@ -23,9 +23,9 @@ async fn spawn(origins: AllowedOrigins) -> SocketAddr {
     addr
 }
 
-/// Starts the conformance server (any Origin allowed) and returns its address.
+/// Starts the conformance server (any Origin allowed, with credentials) and returns its address.
 pub async fn spawn_conformance_server() -> SocketAddr {
-    spawn(AllowedOrigins::Any).await
+    spawn(AllowedOrigins::AnyWithCredentials).await
 }
 
 /// Starts the conformance server allowing only the Origin `allowed` and returns its address.

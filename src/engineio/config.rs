@@ -9,12 +9,21 @@ use hyper::header::{self, HeaderMap};
 
 use super::session::Transport;
 
-/// Which browser origins may talk to the server.
+/// Which browser origins may talk to the server, and whether their pages' requests may carry
+/// the user's cookies.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AllowedOrigins {
-    /// Every origin; the exact origin is echoed, so credentials keep working.
+    /// Every origin, without credentials (`Access-Control-Allow-Origin: *`, Node's
+    /// `cors: { origin: "*" }`): any page may connect, but a browser sends no cookies with its
+    /// polling requests (a client with `withCredentials: true` is refused by its browser), so a
+    /// page of another site cannot act as its visitor.
     Any,
-    /// Only these exact origins (scheme, host and port, as browsers send them).
+    /// Every origin, echoed, with credentials (Node's `cors: { origin: true, credentials:
+    /// true }`): any site's pages may make requests that carry the user's cookies and read the
+    /// answers. Only for servers that do not authenticate their clients by cookies.
+    AnyWithCredentials,
+    /// Only these exact origins (scheme, host and port, as browsers send them), echoed, with
+    /// credentials.
     List(Vec<String>),
 }
 
@@ -22,7 +31,7 @@ impl AllowedOrigins {
     /// Whether a request's `Origin` header value is allowed.
     pub fn allows(&self, origin: &[u8]) -> bool {
         match self {
-            AllowedOrigins::Any => true,
+            AllowedOrigins::Any | AllowedOrigins::AnyWithCredentials => true,
             AllowedOrigins::List(list) => list.iter().any(|o| o.as_bytes() == origin),
         }
     }

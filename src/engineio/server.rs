@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Uri};
 
-use super::config::EngineConfig;
+use super::config::{AllowedOrigins, EngineConfig};
 use super::error::{CloseReason, RequestError};
 use super::limits::Admission;
 use super::metrics::EngineMetrics;
@@ -522,14 +522,22 @@ impl<H: Handler> EngineIo<H> {
         if origin.as_bytes().iter().any(|b| b.is_ascii_control()) {
             return Err(RequestError::BadRequest);
         }
-        if self.config.origin_allowed(origin.as_bytes(), host(headers)) {
+        if !self.config.origin_allowed(origin.as_bytes(), host(headers)) {
+            out.insert(header::VARY, HeaderValue::from_static("Origin"));
+        } else if self.config.allowed_origins == AllowedOrigins::Any {
+            // The same answer for every origin, and never with credentials.
+            out.insert(
+                header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                HeaderValue::from_static("*"),
+            );
+        } else {
             out.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
             out.insert(
                 header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
                 HeaderValue::from_static("true"),
             );
+            out.insert(header::VARY, HeaderValue::from_static("Origin"));
         }
-        out.insert(header::VARY, HeaderValue::from_static("Origin"));
         Ok(out)
     }
 }
