@@ -418,6 +418,61 @@ async fn websocket_carries_text_and_binary_frames() {
 }
 
 #[tokio::test]
+async fn large_messages_and_what_follows_them_in_the_same_read_arrive_whole_and_in_order() {
+    // After a message with a frame over 8 KiB the connection gets a fresh WebSocket context
+    // (tungstenite would keep the buffer it grew for that frame): nothing sent behind it in the
+    // same write may be lost or reordered, pings included, whether the message came whole or in
+    // fragments.
+    let addr = spawn_quiet_engine_echo().await;
+    let mut ws = RawWs::connect(addr, "/engine.io/?EIO=4&transport=websocket").await;
+    let open = ws.read_frame().await.expect("open packet");
+    assert!(open.text().starts_with("0{"));
+    let big = format!("4{}", "a".repeat(100_000));
+    let fragmented = format!("4{}", "é".repeat(20_000));
+    for round in 0..3 {
+        let mut bytes = masked(op::FIN | op::TEXT, big.as_bytes());
+        bytes.extend(masked(
+            op::FIN | op::TEXT,
+            format!("4after-big-{round}").as_bytes(),
+        ));
+        bytes.extend(masked(op::FIN | op::PING, b"p1"));
+        let (head, tail) = fragmented.as_bytes().split_at(30_001);
+        bytes.extend(masked(op::TEXT, head));
+        bytes.extend(masked(op::FIN | op::PING, b"p2"));
+        bytes.extend(masked(op::FIN | op::CONT, tail));
+        bytes.extend(masked(op::FIN | op::BINARY, &[round, 1, 2, 3]));
+        bytes.extend(masked(op::FIN | op::TEXT, b"4last"));
+        ws.send_raw(&bytes).await.expect("write");
+        let mut texts = Vec::new();
+        let mut pongs = Vec::new();
+        let mut binary = Vec::new();
+        while texts.len() < 4 || pongs.len() < 2 || binary.is_empty() {
+            let f = ws.read_frame().await.expect("a frame");
+            match f.opcode() {
+                op::TEXT => texts.push(f.text()),
+                op::PONG => pongs.push(f.payload.clone()),
+                op::BINARY => binary.push(f.payload.clone()),
+                other => panic!("round {round}: unexpected opcode {other}"),
+            }
+        }
+        assert_eq!(texts.len(), 4, "round {round}");
+        assert!(texts[0] == big, "round {round}: the large message");
+        assert_eq!(texts[1], format!("4after-big-{round}"));
+        assert!(
+            texts[2] == fragmented,
+            "round {round}: the fragmented message"
+        );
+        assert_eq!(texts[3], "4last");
+        assert_eq!(pongs, [b"p1".to_vec(), b"p2".to_vec()]);
+        assert_eq!(binary, [vec![round, 1, 2, 3]]);
+    }
+    // The session goes on as before.
+    ws.send_text("4still").await.expect("write");
+    let f = ws.read_frame().await.expect("echo");
+    assert_eq!(f.text(), "4still");
+}
+
+#[tokio::test]
 async fn websocket_pings_are_answered_in_order_amid_a_backlog() {
     use futures_util::{SinkExt, StreamExt};
 

@@ -533,17 +533,23 @@ async fn io_loop<H: Handler>(
                     close_code = CloseCode::Policy;
                     session.fail(CloseReason::TransportError);
                 }
-                Some(Ok(WsMessage::Text(text))) => match packet::decode_text(text) {
-                    Ok(packet) => {
-                        engine.on_packet(session, packet);
-                        beat.after_read(timer.as_mut());
+                Some(Ok(WsMessage::Text(text))) => {
+                    match packet::decode_text(text) {
+                        Ok(packet) => {
+                            engine.on_packet(session, packet);
+                            beat.after_read(timer.as_mut());
+                        }
+                        Err(e) => {
+                            tracing::debug!(session = %session.log_id(), error = %e, "bad packet");
+                            session.fail(CloseReason::ParseError);
+                        }
                     }
-                    Err(e) => {
-                        tracing::debug!(session = %session.log_id(), error = %e, "bad packet");
-                        session.fail(CloseReason::ParseError);
-                    }
-                },
-                Some(Ok(WsMessage::Binary(data))) => engine.on_packet(session, Packet::Message(Message::Binary(data))),
+                    renew_if_due(ws, config, &mut read_parked).await;
+                }
+                Some(Ok(WsMessage::Binary(data))) => {
+                    engine.on_packet(session, Packet::Message(Message::Binary(data)));
+                    renew_if_due(ws, config, &mut read_parked).await;
+                }
                 Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => {}
                 Some(Ok(WsMessage::Close(_))) | None => {
                     peer_closed = true;
@@ -588,6 +594,21 @@ async fn io_loop<H: Handler>(
             () = timer.as_mut(), if beating => beat.on_timer(timer.as_mut()),
         }
     }
+}
+
+/// Gives the socket a fresh WebSocket context once a message with an oversized frame has been
+/// handed over: tungstenite keeps the capacity its read buffer grew to for that frame (up to
+/// maxPayload) for as long as the context lives. Nothing is lost: the reader stopped at the end
+/// of that message, and what tungstenite owes the client (a pong) goes out first; when it cannot
+/// go at once, the old context stays.
+async fn renew_if_due(ws: &mut Ws, config: &EngineConfig, read_parked: &mut bool) {
+    if !ws.get_ref().fresh_codec_due() || !matches!(ws.flush().now_or_never(), Some(Ok(()))) {
+        return;
+    }
+    let io = ws.get_mut().take();
+    *ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config(config))).await;
+    *read_parked = false;
+    tracing::trace!("a fresh WebSocket context after an oversized frame");
 }
 
 /// The client's next message. Once the stream had none, it is polled again only when the

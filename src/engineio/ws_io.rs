@@ -45,6 +45,12 @@ enum Inner {
     Tcp(TcpStream),
     /// Any other I/O an embedder's hyper server used.
     Other(TokioIo<Upgraded>),
+    /// What is left behind when the connection moves to a fresh WebSocket context.
+    Moved,
+}
+
+fn moved() -> io::Error {
+    io::ErrorKind::NotConnected.into()
 }
 
 /// An upgraded connection, as the WebSocket layer reads and writes it.
@@ -63,6 +69,8 @@ pub(crate) struct WsIo {
     /// fragments may come at.
     frames: FrameCounter,
     rate: TokenBucket,
+    /// Messages tungstenite has handed over (control frames included).
+    received: u64,
 }
 
 impl WsIo {
@@ -97,6 +105,7 @@ impl WsIo {
             control_pending: false,
             frames: FrameCounter::default(),
             rate,
+            received: 0,
         }
     }
 
@@ -112,13 +121,40 @@ impl WsIo {
             control_pending: false,
             frames: FrameCounter::default(),
             rate: TokenBucket::new(u32::MAX, f64::MAX),
+            received: 0,
         }
     }
 
-    /// Charges one message (or control frame) to the client's rate; `false` once it is over.
-    /// Fragments were charged as they were read.
+    /// Charges one message (or control frame) that tungstenite handed over to the client's
+    /// rate; `false` once it is over. Fragments were charged as they were read. Called for
+    /// every message, it is also the count of them.
     pub(crate) fn take_token(&mut self) -> bool {
+        self.received += 1;
         self.rate.try_take()
+    }
+
+    /// Whether the message just handed over ended where reading stopped after an oversized frame
+    /// (see `ws_frames`): tungstenite holds nothing of the client's, and its read buffer has
+    /// grown. Its context can then be replaced with a fresh one over [`take`](Self::take).
+    pub(crate) fn fresh_codec_due(&self) -> bool {
+        self.frames.renew_due(self.received)
+    }
+
+    /// The connection with all its state, for a fresh WebSocket context; what is left fails
+    /// every read and write.
+    pub(crate) fn take(&mut self) -> WsIo {
+        let left = WsIo {
+            inner: Inner::Moved,
+            prefix: Box::default(),
+            prefix_pos: 0,
+            out: Vec::new(),
+            out_pos: 0,
+            control_pending: false,
+            frames: FrameCounter::default(),
+            rate: TokenBucket::new(0, 0.0),
+            received: 0,
+        };
+        std::mem::replace(self, left)
     }
 
     /// Whether tungstenite may hold bytes of its own that it could not write yet (its writes
@@ -138,7 +174,7 @@ impl WsIo {
         match &self.inner {
             // An error is the reader's to find.
             Inner::Tcp(s) => s.poll_read_ready(cx).map(|_| ()),
-            Inner::Other(_) => Poll::Ready(()),
+            Inner::Other(_) | Inner::Moved => Poll::Ready(()),
         }
     }
 
@@ -205,6 +241,7 @@ fn poll_write_to(inner: &mut Inner, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io
     match inner {
         Inner::Tcp(s) => Pin::new(s).poll_write(cx, buf),
         Inner::Other(s) => Pin::new(s).poll_write(cx, buf),
+        Inner::Moved => Poll::Ready(Err(moved())),
     }
 }
 
@@ -219,27 +256,43 @@ impl AsyncRead for WsIo {
         // before it sends anything.
         ready!(this.poll_write_out(cx))?;
         let before = buf.filled().len();
-        if this.prefix_pos < this.prefix.len() {
+        let from_prefix = this.prefix_pos < this.prefix.len();
+        if from_prefix {
             let rest = &this.prefix[this.prefix_pos..];
             let n = rest.len().min(buf.remaining());
             buf.put_slice(&rest[..n]);
             this.prefix_pos += n;
-            if this.prefix_pos == this.prefix.len() {
-                this.prefix = Box::default();
-                this.prefix_pos = 0;
-            }
         } else {
             ready!(match &mut this.inner {
                 Inner::Tcp(s) => Pin::new(s).poll_read(cx, buf),
                 Inner::Other(s) => Pin::new(s).poll_read(cx, buf),
+                Inner::Moved => Poll::Ready(Err(moved())),
             })?;
         }
-        let mut counted = this.frames.scan(&buf.filled()[before..]);
+        let read = &buf.filled()[before..];
+        let mut counted = this.frames.scan(read);
+        if let Ok(taken) = counted
+            && taken < read.len()
+        {
+            // What follows the end of a message with an oversized frame waits for the next
+            // read, where it is scanned again.
+            if from_prefix {
+                this.prefix_pos -= read.len() - taken;
+            } else {
+                this.prefix = Box::from(&read[taken..]);
+                this.prefix_pos = 0;
+            }
+            buf.set_filled(before + taken);
+        }
+        if this.prefix_pos == this.prefix.len() && this.prefix_pos > 0 {
+            this.prefix = Box::default();
+            this.prefix_pos = 0;
+        }
         let fragments = this.frames.take_fragments();
         if counted.is_ok() && fragments > 0 && !this.rate.try_take_n(fragments) {
             counted = Err(this.frames.fail(FrameLimit::RateExceeded));
         }
-        Poll::Ready(counted.map_err(io::Error::other))
+        Poll::Ready(counted.map(|_| ()).map_err(io::Error::other))
     }
 }
 
@@ -265,6 +318,7 @@ impl AsyncWrite for WsIo {
             Poll::Ready(Ok(())) => match &mut this.inner {
                 Inner::Tcp(s) => Pin::new(s).poll_flush(cx),
                 Inner::Other(s) => Pin::new(s).poll_flush(cx),
+                Inner::Moved => Poll::Ready(Err(moved())),
             },
             other => other,
         };
@@ -279,6 +333,7 @@ impl AsyncWrite for WsIo {
         match &mut this.inner {
             Inner::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             Inner::Other(s) => Pin::new(s).poll_shutdown(cx),
+            Inner::Moved => Poll::Ready(Err(moved())),
         }
     }
 }
