@@ -473,6 +473,31 @@ async fn large_messages_and_what_follows_them_in_the_same_read_arrive_whole_and_
 }
 
 #[tokio::test]
+async fn a_client_that_asks_for_base64_gets_binary_as_text_over_websocket() {
+    // engine.io-client's `forceBase64` adds `b64=1`, for clients that cannot take binary frames.
+    let addr = spawn_conformance_server().await;
+    let mut ws = ws_connect(addr, &format!("{E}?EIO=4&transport=websocket&b64=1")).await;
+    assert!(ws_recv_text(&mut ws).await.starts_with("0{"));
+    ws_send_binary(&mut ws, &[1, 2, 3, 4]).await;
+    assert_eq!(ws_recv_app_text(&mut ws).await, "bAQIDBA==");
+    // It may send binary as text too, and text stays text.
+    ws_send(&mut ws, "bAQID").await;
+    assert_eq!(ws_recv_app_text(&mut ws).await, "bAQID");
+    ws_send(&mut ws, "4text").await;
+    assert_eq!(ws_recv_app_text(&mut ws).await, "4text");
+    // So does a session that upgrades with it.
+    let p = Polling::open(addr, E).await;
+    let target = format!("{}&b64=1", p.websocket_target());
+    let mut ws = RawWs::connect(addr, &target).await;
+    ws.send_text("2probe").await.expect("probe");
+    assert_eq!(ws.read_frame().await.expect("3probe").text(), "3probe");
+    ws.send_text("5").await.expect("upgrade");
+    ws.send_raw(&masked(op::FIN | op::BINARY, &[9, 8, 7])).await.expect("write");
+    let echo = ws.read_app_frame().await.expect("echo");
+    assert_eq!((echo.opcode(), echo.text()), (op::TEXT, "bCQgH".to_owned()));
+}
+
+#[tokio::test]
 async fn websocket_pings_are_answered_in_order_amid_a_backlog() {
     use futures_util::{SinkExt, StreamExt};
 
@@ -1078,6 +1103,15 @@ async fn by_default_every_origin_is_allowed_without_credentials() {
     assert_eq!(preflight.header("access-control-allow-origin"), Some("*"));
     assert_eq!(preflight.header("access-control-allow-credentials"), None);
     assert!(preflight.header("access-control-allow-methods").is_some());
+    // The allowed headers echo the requested ones: caches must tell requests apart by them.
+    assert_eq!(
+        preflight.header("access-control-allow-headers"),
+        Some("content-type")
+    );
+    assert_eq!(
+        preflight.header("vary"),
+        Some("Access-Control-Request-Headers")
+    );
     // Every answer says `*`, so a browser sends no cookies with these requests and lets no page
     // read an answer to a request that carried some.
     let hs = request(

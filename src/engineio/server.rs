@@ -559,6 +559,11 @@ fn preflight_response(req_headers: &HeaderMap, cors: HeaderMap) -> Response<Body
         );
         if let Some(requested) = req_headers.get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
             h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, requested.clone());
+            // The answer depends on them: a cache must not give it for other requested headers.
+            h.append(
+                header::VARY,
+                HeaderValue::from_static("Access-Control-Request-Headers"),
+            );
         }
     }
     resp.headers_mut()

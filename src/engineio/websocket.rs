@@ -25,6 +25,7 @@ use tokio_tungstenite::tungstenite::{Message as WsMessage, Utf8Bytes};
 use super::config::EngineConfig;
 use super::error::{CloseReason, RequestError};
 use super::packet::{self, Frame, Message, Packet};
+use super::query;
 use super::server::{Body, EngineIo, Handler, request_info};
 use super::session::{RequestInfo, Session, Transport};
 use super::ws_frames::FrameLimit;
@@ -130,12 +131,16 @@ fn ws_config(config: &EngineConfig) -> WebSocketConfig {
 }
 
 async fn accept(config: &EngineConfig, req: Request<Incoming>) -> Option<Ws> {
+    // Any value asks, as for the reference server (a JavaScript string is true unless empty).
+    let binary_as_text =
+        query::get(req.uri().query().unwrap_or(""), "b64").is_some_and(|v| !v.is_empty());
     match hyper::upgrade::on(req).await {
         Ok(upgraded) => Some(
             WebSocketStream::from_raw_socket(
                 WsIo::new(
                     upgraded,
                     TokenBucket::new(config.ws_message_burst, config.ws_messages_per_second),
+                    binary_as_text,
                 ),
                 Role::Server,
                 Some(ws_config(config)),

@@ -25,6 +25,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
+use super::base64;
 use super::packet::Frame;
 use super::ws_frames::{FrameCounter, FrameLimit};
 use crate::rate_limit::TokenBucket;
@@ -71,12 +72,16 @@ pub(crate) struct WsIo {
     rate: TokenBucket,
     /// Messages tungstenite has handed over (control frames included).
     received: u64,
+    /// The client asked for binary messages as base64 text (`b64` in its query: engine.io-client's
+    /// `forceBase64`, for clients that cannot take binary frames).
+    binary_as_text: bool,
 }
 
 impl WsIo {
     /// Takes the connection out of hyper's hands; its client is held to `rate` (its messages,
-    /// and its fragments as they are read).
-    pub(crate) fn new(upgraded: Upgraded, rate: TokenBucket) -> WsIo {
+    /// and its fragments as they are read), and gets binary messages as base64 text when it
+    /// asked for that.
+    pub(crate) fn new(upgraded: Upgraded, rate: TokenBucket, binary_as_text: bool) -> WsIo {
         // Copies of `read_buf`: it is a view into hyper's whole read buffer.
         let (inner, prefix, out) = match upgraded.downcast::<TokioIo<Conn>>() {
             Ok(parts) => {
@@ -106,6 +111,7 @@ impl WsIo {
             frames: FrameCounter::default(),
             rate,
             received: 0,
+            binary_as_text,
         }
     }
 
@@ -122,6 +128,7 @@ impl WsIo {
             frames: FrameCounter::default(),
             rate: TokenBucket::new(u32::MAX, f64::MAX),
             received: 0,
+            binary_as_text: false,
         }
     }
 
@@ -153,6 +160,7 @@ impl WsIo {
             frames: FrameCounter::default(),
             rate: TokenBucket::new(0, 0.0),
             received: 0,
+            binary_as_text: false,
         };
         std::mem::replace(self, left)
     }
@@ -193,7 +201,7 @@ impl WsIo {
 
     /// Adds a frame to the batch.
     pub(crate) fn gather(&mut self, frame: &Frame) {
-        encode(frame, &mut self.out);
+        encode(frame, self.binary_as_text, &mut self.out);
     }
 
     /// Writes out everything gathered, then lets the buffer go.
@@ -215,18 +223,24 @@ impl WsIo {
     }
 }
 
-/// Encodes a frame as tungstenite would (final, unmasked, no extensions), at the end of `out`.
-fn encode(frame: &Frame, out: &mut Vec<u8>) {
-    let (opcode, payload) = match frame {
-        Frame::Text(t) => (OpCode::Data(Data::Text), t.as_bytes()),
-        Frame::Binary(b) => (OpCode::Data(Data::Binary), &b[..]),
+/// Encodes a frame as tungstenite would (final, unmasked, no extensions), at the end of `out`;
+/// a binary one as the text `b` and base64 when `binary_as_text`.
+fn encode(frame: &Frame, binary_as_text: bool, out: &mut Vec<u8>) {
+    let (data, payload, as_base64) = match frame {
+        Frame::Text(t) => (Data::Text, t.as_bytes(), false),
+        Frame::Binary(b) if binary_as_text => (Data::Text, &b[..], true),
+        Frame::Binary(b) => (Data::Binary, &b[..], false),
+    };
+    let payload_len = match as_base64 {
+        true => 1 + base64::encoded_len(payload.len()),
+        false => payload.len(),
     };
     let header = FrameHeader {
-        opcode,
+        opcode: OpCode::Data(data),
         ..FrameHeader::default()
     };
-    let len = payload.len() as u64;
-    let size = header.len(len) + payload.len();
+    let len = payload_len as u64;
+    let size = header.len(len) + payload_len;
     if out.capacity() == 0 {
         out.reserve(FIRST_BATCH_CAPACITY.max(size));
     } else {
@@ -234,7 +248,12 @@ fn encode(frame: &Frame, out: &mut Vec<u8>) {
     }
     // Writing into a Vec cannot fail.
     let _ = header.format(len, out);
-    out.extend_from_slice(payload);
+    if as_base64 {
+        out.push(b'b');
+        base64::encode_into(payload, out);
+    } else {
+        out.extend_from_slice(payload);
+    }
 }
 
 fn poll_write_to(inner: &mut Inner, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
@@ -367,13 +386,39 @@ pub(crate) mod tests {
                 Frame::Binary(Bytes::from(text.into_bytes())),
             ] {
                 let mut one = Vec::new();
-                encode(&frame, &mut one);
+                encode(&frame, false, &mut one);
                 assert_eq!(one, as_tungstenite_writes_it(&frame), "length {len}");
-                encode(&frame, &mut batch);
+                encode(&frame, false, &mut batch);
                 expected.extend_from_slice(&one);
             }
         }
         assert_eq!(batch, expected);
+    }
+
+    #[test]
+    fn binary_goes_as_base64_text_to_a_client_that_asked_for_it() {
+        let mut out = Vec::new();
+        encode(
+            &Frame::Binary(Bytes::from_static(&[1, 2, 3, 4])),
+            true,
+            &mut out,
+        );
+        encode(&Frame::Text(Utf8Bytes::from_static("4x")), true, &mut out);
+        let mut expected =
+            as_tungstenite_writes_it(&Frame::Text(Utf8Bytes::from_static("bAQIDBA==")));
+        expected.extend(as_tungstenite_writes_it(&Frame::Text(
+            Utf8Bytes::from_static("4x"),
+        )));
+        assert_eq!(out, expected);
+        // Long enough for a 16-bit length.
+        let big = Bytes::from(vec![0xff; 300]);
+        let mut out = Vec::new();
+        encode(&Frame::Binary(big.clone()), true, &mut out);
+        let text = format!("b{}", "/".repeat(400));
+        assert_eq!(
+            out,
+            as_tungstenite_writes_it(&Frame::Text(Utf8Bytes::from(text)))
+        );
     }
 
     /// A loopback pair with small socket buffers, so that writes stop part way: the server's
