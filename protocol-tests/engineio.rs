@@ -492,7 +492,9 @@ async fn a_client_that_asks_for_base64_gets_binary_as_text_over_websocket() {
     ws.send_text("2probe").await.expect("probe");
     assert_eq!(ws.read_frame().await.expect("3probe").text(), "3probe");
     ws.send_text("5").await.expect("upgrade");
-    ws.send_raw(&masked(op::FIN | op::BINARY, &[9, 8, 7])).await.expect("write");
+    ws.send_raw(&masked(op::FIN | op::BINARY, &[9, 8, 7]))
+        .await
+        .expect("write");
     let echo = ws.read_app_frame().await.expect("echo");
     assert_eq!((echo.opcode(), echo.text()), (op::TEXT, "bCQgH".to_owned()));
 }

@@ -101,6 +101,23 @@ impl WsIo {
                 ),
             },
         };
+        WsIo::from_parts(inner, prefix, out, rate, binary_as_text)
+    }
+
+    /// A connection straight from a socket, for tests of what is written on it.
+    #[cfg(test)]
+    pub(crate) fn from_tcp(stream: TcpStream) -> WsIo {
+        let rate = TokenBucket::new(u32::MAX, f64::MAX);
+        WsIo::from_parts(Inner::Tcp(stream), Box::default(), Vec::new(), rate, false)
+    }
+
+    fn from_parts(
+        inner: Inner,
+        prefix: Box<[u8]>,
+        out: Vec<u8>,
+        rate: TokenBucket,
+        binary_as_text: bool,
+    ) -> WsIo {
         WsIo {
             inner,
             prefix,
@@ -112,23 +129,6 @@ impl WsIo {
             rate,
             received: 0,
             binary_as_text,
-        }
-    }
-
-    /// A connection straight from a socket, for tests of what is written on it.
-    #[cfg(test)]
-    pub(crate) fn from_tcp(stream: TcpStream) -> WsIo {
-        WsIo {
-            inner: Inner::Tcp(stream),
-            prefix: Box::default(),
-            prefix_pos: 0,
-            out: Vec::new(),
-            out_pos: 0,
-            control_pending: false,
-            frames: FrameCounter::default(),
-            rate: TokenBucket::new(u32::MAX, f64::MAX),
-            received: 0,
-            binary_as_text: false,
         }
     }
 
@@ -150,18 +150,8 @@ impl WsIo {
     /// The connection with all its state, for a fresh WebSocket context; what is left fails
     /// every read and write.
     pub(crate) fn take(&mut self) -> WsIo {
-        let left = WsIo {
-            inner: Inner::Moved,
-            prefix: Box::default(),
-            prefix_pos: 0,
-            out: Vec::new(),
-            out_pos: 0,
-            control_pending: false,
-            frames: FrameCounter::default(),
-            rate: TokenBucket::new(0, 0.0),
-            received: 0,
-            binary_as_text: false,
-        };
+        let rate = TokenBucket::new(0, 0.0);
+        let left = WsIo::from_parts(Inner::Moved, Box::default(), Vec::new(), rate, false);
         std::mem::replace(self, left)
     }
 
