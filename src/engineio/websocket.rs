@@ -530,16 +530,16 @@ async fn io_loop<H: Handler>(
             return Some((close_code, peer_closed));
         }
         tokio::select! {
-            msg = next_message(ws, &mut read_parked) => match msg {
-                // Every message costs a token, control frames included: a flood of tiny frames
-                // costs CPU even when each is harmless. (Fragments pay as they are read.)
-                Some(Ok(_)) if !ws.get_mut().take_token() => {
-                    tracing::debug!(session = %session.log_id(), "WebSocket message rate exceeded");
-                    close_code = CloseCode::Policy;
-                    session.fail(CloseReason::TransportError);
-                }
-                Some(Ok(WsMessage::Text(text))) => {
-                    match packet::decode_text(text) {
+            msg = next_message(ws, &mut read_parked) => {
+                match msg {
+                    // Every message costs a token, control frames included: a flood of tiny frames
+                    // costs CPU even when each is harmless. (Fragments pay as they are read.)
+                    Some(Ok(_)) if !ws.get_mut().take_token() => {
+                        tracing::debug!(session = %session.log_id(), "WebSocket message rate exceeded");
+                        close_code = CloseCode::Policy;
+                        session.fail(CloseReason::TransportError);
+                    }
+                    Some(Ok(WsMessage::Text(text))) => match packet::decode_text(text) {
                         Ok(packet) => {
                             engine.on_packet(session, packet);
                             beat.after_read(timer.as_mut());
@@ -548,29 +548,30 @@ async fn io_loop<H: Handler>(
                             tracing::debug!(session = %session.log_id(), error = %e, "bad packet");
                             session.fail(CloseReason::ParseError);
                         }
-                    }
-                    renew_if_due(ws, config, &mut read_parked).await;
-                }
-                Some(Ok(WsMessage::Binary(data))) => {
-                    engine.on_packet(session, Packet::Message(Message::Binary(data)));
-                    renew_if_due(ws, config, &mut read_parked).await;
-                }
-                Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => {}
-                Some(Ok(WsMessage::Close(_))) | None => {
-                    peer_closed = true;
-                    session.close(CloseReason::TransportClose);
-                }
-                Some(Err(e)) => {
-                    tracing::debug!(session = %session.log_id(), error = %e, "WebSocket read failed");
-                    close_code = close_code_for(&e);
-                    if matches!(e, WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)) {
+                    },
+                    Some(Ok(WsMessage::Binary(data))) => engine.on_packet(session, Packet::Message(Message::Binary(data))),
+                    Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => {}
+                    Some(Ok(WsMessage::Close(_))) | None => {
                         peer_closed = true;
+                        session.close(CloseReason::TransportClose);
                     }
-                    session.fail(CloseReason::TransportError);
-                    if matches!(close_code, CloseCode::Error) {
-                        // The socket itself failed: nothing more can be written.
-                        return None;
+                    Some(Err(e)) => {
+                        tracing::debug!(session = %session.log_id(), error = %e, "WebSocket read failed");
+                        close_code = close_code_for(&e);
+                        if matches!(e, WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)) {
+                            peer_closed = true;
+                        }
+                        session.fail(CloseReason::TransportError);
+                        if matches!(close_code, CloseCode::Error) {
+                            // The socket itself failed: nothing more can be written.
+                            return None;
+                        }
                     }
+                }
+                if ws.get_ref().fresh_codec_due() && !session.is_closed() {
+                    // Boxed: the future lives in this loop's state only while it runs.
+                    boxed(renew(ws, config)).await;
+                    read_parked = false;
                 }
             },
             _ = session.writer_notified() => {
@@ -606,13 +607,12 @@ async fn io_loop<H: Handler>(
 /// maxPayload) for as long as the context lives. Nothing is lost: the reader stopped at the end
 /// of that message, and what tungstenite owes the client (a pong) goes out first; when it cannot
 /// go at once, the old context stays.
-async fn renew_if_due(ws: &mut Ws, config: &EngineConfig, read_parked: &mut bool) {
-    if !ws.get_ref().fresh_codec_due() || !matches!(ws.flush().now_or_never(), Some(Ok(()))) {
+async fn renew(ws: &mut Ws, config: &EngineConfig) {
+    if !matches!(ws.flush().now_or_never(), Some(Ok(()))) {
         return;
     }
     let io = ws.get_mut().take();
     *ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config(config))).await;
-    *read_parked = false;
     tracing::trace!("a fresh WebSocket context after an oversized frame");
 }
 
