@@ -755,6 +755,29 @@ async fn close_from_the_client_over_websocket() {
 }
 
 #[tokio::test]
+async fn a_close_frame_is_answered_even_with_packets_still_queued() {
+    // The client's message and its close frame arrive together: the echo is queued when the
+    // close frame is read. The echo is dropped (the client reads no more), the reply to the
+    // close frame is not (RFC 6455 §5.5.1: without it a browser reports an unclean close).
+    let addr = spawn_conformance_server().await;
+    for round in 0..20 {
+        let mut ws = RawWs::connect(addr, "/engine.io/?EIO=4&transport=websocket").await;
+        assert!(
+            ws.read_frame()
+                .await
+                .expect("open")
+                .text()
+                .starts_with("0{")
+        );
+        let mut bytes = masked(op::FIN | op::TEXT, b"4hi");
+        bytes.extend(masked(op::FIN | op::CLOSE, &1000u16.to_be_bytes()));
+        ws.send_raw(&bytes).await.expect("write");
+        let end = ws.expect_failure(Duration::from_secs(2)).await;
+        assert!(matches!(end, RawEnd::Close(1000)), "round {round}: {end:?}");
+    }
+}
+
+#[tokio::test]
 async fn close_from_the_server_over_polling() {
     let addr = spawn_conformance_server().await;
     let p = Polling::open(addr, E).await;

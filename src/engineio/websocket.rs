@@ -657,8 +657,8 @@ async fn write_until_closed<D>(
 }
 
 /// Last words, within a grace period: what is still queued (a close packet, when the server
-/// ended the session), then the close handshake. A client that closed first gets nothing more
-/// when something was still queued for it, the reply to its close frame included.
+/// ended the session), then the close handshake. A client that closed first reads nothing more:
+/// what is queued for it is dropped, and it gets the reply to its close frame (RFC 6455 §5.5.1).
 fn farewell<'a, D: Send + Sync>(
     session: &'a Session<D>,
     ws: &'a mut Ws,
@@ -666,11 +666,8 @@ fn farewell<'a, D: Send + Sync>(
     peer_closed: bool,
 ) -> Pin<Box<dyn Future<Output = Result<(), WsError>> + Send + 'a>> {
     let last_words = async move {
-        if peer_closed && session.has_queued() {
-            return Ok(());
-        }
         // The session is closed, nothing more gets queued: this ends.
-        while session.has_queued() {
+        while !peer_closed && session.has_queued() {
             write_queued(ws, session, &mut false).await?;
         }
         // Through tungstenite: what it owes goes out too (after a protocol error, its own
