@@ -1032,6 +1032,32 @@ async fn websocket_message_over_max_payload_closes_with_1009() {
 
 // ---- CORS and origins -----------------------------------------------------------------------
 
+/// A polling session's handshake, a POST and the GET that reads it back, each with
+/// `Origin: origin`: their answers.
+async fn polling_from(addr: std::net::SocketAddr, origin: &str) -> [HttpResponse; 3] {
+    let from = [("Origin", origin)];
+    let hs = request(
+        addr,
+        "GET",
+        &format!("{E}?EIO=4&transport=polling"),
+        &from,
+        b"",
+    )
+    .await;
+    assert_eq!(hs.status, 200, "{origin}");
+    let sid = parse_open(&hs.packets()[0])["sid"]
+        .as_str()
+        .expect("sid")
+        .to_owned();
+    let target = format!("{E}?EIO=4&transport=polling&sid={sid}");
+    let posted = request(addr, "POST", &target, &from, b"4cors").await;
+    assert_eq!((posted.status, posted.text().as_str()), (200, "ok"));
+    let polled = request(addr, "GET", &target, &from, b"").await;
+    let packets: Vec<String> = polled.packets().into_iter().filter(|p| p != "2").collect();
+    assert_eq!(packets, ["4cors"]);
+    [hs, posted, polled]
+}
+
 #[tokio::test]
 async fn cors_preflight_and_exact_origin_with_credentials() {
     let addr = spawn_conformance_server().await;
@@ -1072,26 +1098,13 @@ async fn cors_preflight_and_exact_origin_with_credentials() {
     assert!(resp.body.is_empty());
 
     // Every answer echoes the exact origin, never `*` with credentials.
-    let hs = request(
-        addr,
-        "GET",
-        "/engine.io/?EIO=4&transport=polling",
-        &[("Origin", origin)],
-        b"",
-    )
-    .await;
-    assert_eq!(hs.header("access-control-allow-origin"), Some(origin));
-    assert_eq!(hs.header("access-control-allow-credentials"), Some("true"));
-    let sid = parse_open(&hs.packets()[0])["sid"]
-        .as_str()
-        .expect("sid")
-        .to_owned();
-    let target = format!("{E}?EIO=4&transport=polling&sid={sid}");
-    let posted = request(addr, "POST", &target, &[("Origin", origin)], b"4cors").await;
-    assert_eq!(posted.status, 200);
-    assert_eq!(posted.header("access-control-allow-origin"), Some(origin));
-    let polled = request(addr, "GET", &target, &[("Origin", origin)], b"").await;
-    assert_eq!(polled.header("access-control-allow-origin"), Some(origin));
+    for resp in polling_from(addr, origin).await {
+        assert_eq!(resp.header("access-control-allow-origin"), Some(origin));
+        assert_eq!(
+            resp.header("access-control-allow-credentials"),
+            Some("true")
+        );
+    }
     // Errors carry the CORS headers too, so that a browser can read them.
     let err = request(
         addr,
@@ -1139,29 +1152,10 @@ async fn by_default_every_origin_is_allowed_without_credentials() {
     );
     // Every answer says `*`, so a browser sends no cookies with these requests and lets no page
     // read an answer to a request that carried some.
-    let hs = request(
-        addr,
-        "GET",
-        "/engine.io/?EIO=4&transport=polling",
-        &[("Origin", origin)],
-        b"",
-    )
-    .await;
-    assert_eq!(hs.status, 200);
-    assert_eq!(hs.header("access-control-allow-origin"), Some("*"));
-    assert_eq!(hs.header("access-control-allow-credentials"), None);
-    let sid = parse_open(&hs.packets()[0])["sid"]
-        .as_str()
-        .expect("sid")
-        .to_owned();
-    let target = format!("{E}?EIO=4&transport=polling&sid={sid}");
-    let posted = request(addr, "POST", &target, &[("Origin", origin)], b"4hi").await;
-    assert_eq!(posted.status, 200);
-    assert_eq!(posted.header("access-control-allow-origin"), Some("*"));
-    let polled = request(addr, "GET", &target, &[("Origin", origin)], b"").await;
-    assert_eq!(polled.packets(), ["4hi"]);
-    assert_eq!(polled.header("access-control-allow-origin"), Some("*"));
-    assert_eq!(polled.header("access-control-allow-credentials"), None);
+    for resp in polling_from(addr, origin).await {
+        assert_eq!(resp.header("access-control-allow-origin"), Some("*"));
+        assert_eq!(resp.header("access-control-allow-credentials"), None);
+    }
     // WebSocket from any origin.
     let ws = ws_connect_with(
         addr,
