@@ -51,11 +51,12 @@ pub(crate) struct FrameCounter {
     /// A frame of the message under way is longer than [`OVERSIZED_FRAME`].
     oversized: bool,
     /// Messages (and control frames, which tungstenite hands over as messages) whose last byte
-    /// has been scanned.
-    messages: u64,
+    /// has been scanned, modulo 2^32: it is only ever compared with the count of those handed
+    /// over, which wraps alike.
+    messages: u32,
     /// The count of [`messages`](Self::messages) at the end of the last message that had an
     /// oversized frame, where the scan stopped.
-    renew_at: Option<u64>,
+    renew_at: Option<u32>,
     /// A limit was passed: every read fails from then on, while the connection closes.
     failed: Option<FrameLimit>,
 }
@@ -116,13 +117,13 @@ impl FrameCounter {
     /// Whether the scan stops here, at the end of a message with an oversized frame.
     fn frame_ended(&mut self) -> bool {
         if self.control {
-            self.messages += 1;
+            self.messages = self.messages.wrapping_add(1);
             return false;
         }
         if !self.fin {
             return false;
         }
-        self.messages += 1;
+        self.messages = self.messages.wrapping_add(1);
         if std::mem::take(&mut self.oversized) {
             self.renew_at = Some(self.messages);
             return true;
@@ -132,7 +133,7 @@ impl FrameCounter {
 
     /// Whether tungstenite, having handed over `received` messages (control frames included),
     /// holds none of the client's bytes, and its read buffer grew for an oversized frame.
-    pub(crate) fn renew_due(&self, received: u64) -> bool {
+    pub(crate) fn renew_due(&self, received: u32) -> bool {
         self.renew_at == Some(received)
     }
 

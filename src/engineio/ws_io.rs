@@ -70,8 +70,8 @@ pub(crate) struct WsIo {
     /// fragments may come at.
     frames: FrameCounter,
     rate: TokenBucket,
-    /// Messages tungstenite has handed over (control frames included).
-    received: u64,
+    /// Messages tungstenite has handed over (control frames included), modulo 2^32.
+    received: u32,
     /// The client asked for binary messages as base64 text (`b64` in its query: engine.io-client's
     /// `forceBase64`, for clients that cannot take binary frames).
     binary_as_text: bool,
@@ -136,7 +136,7 @@ impl WsIo {
     /// rate; `false` once it is over. Fragments were charged as they were read. Called for
     /// every message, it is also the count of them.
     pub(crate) fn take_token(&mut self) -> bool {
-        self.received += 1;
+        self.received = self.received.wrapping_add(1);
         self.rate.try_take()
     }
 
