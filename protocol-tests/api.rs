@@ -130,9 +130,7 @@ async fn a_programs_own_hyper_server_serves_every_transport() {
 
     // Polling, then the upgrade.
     let polling = Polling::open(addr, "/socket.io/").await;
-    polling.post_ok(b"40").await;
-    let connected = polling.get_packets().await;
-    assert!(connected[0].starts_with("40{\"sid\":"), "{connected:?}");
+    polling.connect_main().await;
     polling.post_ok(br#"42["echo",2]"#).await;
     assert_eq!(polling.get_packets().await, [r#"42["echoed",2]"#]);
     let mut ws = polling.probed_websocket().await;
@@ -221,9 +219,7 @@ async fn a_polling_only_server_refuses_websockets() {
     let (_, upgrade) = RawWs::connect_response(addr, &polling.websocket_target(), &[]).await;
     upgrade.assert_engine_error(400, 0);
     // The session goes on over polling.
-    polling.post_ok(b"40").await;
-    let connected = polling.get_packets().await;
-    assert!(connected[0].starts_with("40{\"sid\":"), "{connected:?}");
+    polling.connect_main().await;
 }
 
 #[tokio::test]
@@ -234,9 +230,7 @@ async fn without_upgrades_polling_sessions_stay_on_polling() {
     assert_eq!(polling.handshake["upgrades"], json!([]));
     let (_, upgrade) = RawWs::connect_response(addr, &polling.websocket_target(), &[]).await;
     upgrade.assert_engine_error(400, 3);
-    polling.post_ok(b"40").await;
-    let connected = polling.get_packets().await;
-    assert!(connected[0].starts_with("40{\"sid\":"), "{connected:?}");
+    polling.connect_main().await;
 
     // A client may still open a WebSocket session directly.
     let (mut ws, open) = ws_open(addr, "/socket.io/").await;

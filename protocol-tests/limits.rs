@@ -684,8 +684,7 @@ async fn what_one_full_post_queues_for_its_own_client_is_delivered() {
     let _shared = EXCLUSIVE.read().await;
     let (io, addr) = start(|b| b.outbound_queue(64, 4 << 20).max_packets_per_post(1000)).await;
     let p = Polling::open(addr, PATH).await;
-    p.post_ok(b"40").await;
-    assert!(p.get_packets().await[0].starts_with("40{\"sid\":"));
+    p.connect_main().await;
     let body = (0..1000)
         .map(|n| format!(r#"42["echo",{n}]"#))
         .collect::<Vec<_>>()
@@ -709,8 +708,7 @@ async fn a_post_over_the_packet_limit_is_400_and_closes_the_session() {
     let _shared = EXCLUSIVE.read().await;
     let (io, addr) = start(|b| b.max_packets_per_post(4)).await;
     let p = Polling::open(addr, PATH).await;
-    p.post_ok(b"40").await;
-    assert!(p.get_packets().await[0].starts_with("40{\"sid\":"));
+    p.connect_main().await;
     // Exactly the limit: accepted, every packet handled in order.
     p.post_ok(b"42[\"echo\",1]\x1e42[\"echo\",2]\x1e42[\"echo\",3]\x1e42[\"echo\",4]")
         .await;

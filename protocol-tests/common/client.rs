@@ -522,6 +522,15 @@ impl Polling {
         }
     }
 
+    /// Joins the main namespace over polling: posts `40` and asserts that the next packets
+    /// (pings answered) begin with the CONNECT answer, which they return with what came with it.
+    pub async fn connect_main(&self) -> Vec<String> {
+        self.post_ok(b"40").await;
+        let packets = self.get_answering_pings().await;
+        assert!(packets[0].starts_with("40{\"sid\":"), "{packets:?}");
+        packets
+    }
+
     /// Asserts that the session is gone: a GET answers `400 {"code":1}`.
     pub async fn assert_unknown(&self) {
         self.get().await.assert_engine_error(400, 1);
