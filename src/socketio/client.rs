@@ -41,7 +41,9 @@ where
 #[derive(Default)]
 pub struct SessionState {
     inbound: Mutex<Inbound>,
-    sockets: Mutex<HashMap<String, Arc<Socket>>>,
+    /// One per namespace joined, found by the namespace's name: a connection rarely joins more
+    /// than one or two, and a list without keys is the smallest thing every connection keeps.
+    sockets: Mutex<Vec<Arc<Socket>>>,
     /// The task that closes the connection if it joins no namespace in time; ended as soon as
     /// one is joined, rather than left waiting out the timeout for every connection.
     connect_deadline: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -124,19 +126,19 @@ impl Inbound {
 
 impl SessionState {
     fn socket(&self, nsp: &str) -> Option<Arc<Socket>> {
-        lock(&self.sockets).get(nsp).cloned()
+        lock(&self.sockets)
+            .iter()
+            .find(|s| s.namespace().name() == nsp)
+            .cloned()
     }
 
     /// The connection's sockets, one per namespace it joined.
     pub(crate) fn sockets(&self) -> Vec<Arc<Socket>> {
-        lock(&self.sockets).values().cloned().collect()
+        lock(&self.sockets).clone()
     }
 
     pub(crate) fn remove_socket(&self, nsp: &str, id: Id) {
-        let mut sockets = lock(&self.sockets);
-        if sockets.get(nsp).is_some_and(|s| s.id() == id) {
-            sockets.remove(nsp);
-        }
+        lock(&self.sockets).retain(|s| !(s.id() == id && s.namespace().name() == nsp));
     }
 
     fn has_sockets(&self) -> bool {
@@ -260,10 +262,7 @@ impl Handler for Client {
             inbound.reset(&self.state.buffered_attachments, addr);
             inbound.closed = true;
         }
-        let sockets: Vec<Arc<Socket>> = lock(&session.data().sockets)
-            .drain()
-            .map(|(_, s)| s)
-            .collect();
+        let sockets = std::mem::take(&mut *lock(&session.data().sockets));
         for socket in sockets {
             socket.close(DisconnectReason::from(reason));
         }
@@ -428,10 +427,12 @@ impl Client {
 fn take_namespace(session: &SioSession, nsp: &str, socket: &Arc<Socket>) -> bool {
     {
         let mut sockets = lock(&session.data().sockets);
-        if sockets.contains_key(nsp) {
+        if sockets.iter().any(|s| s.namespace().name() == nsp) {
             return false;
         }
-        sockets.insert(nsp.to_owned(), socket.clone());
+        // Room for this one only: most connections never join a second namespace.
+        sockets.reserve_exact(1);
+        sockets.push(socket.clone());
     }
     if let Some(deadline) = lock(&session.data().connect_deadline).take() {
         deadline.abort();

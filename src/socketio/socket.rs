@@ -39,7 +39,9 @@ type EventMiddleware = Arc<
 /// A socket's event handlers: one per event name, and the rarely set ones.
 #[derive(Default)]
 struct Handlers {
-    by_name: HashMap<String, EventHandler>,
+    /// Sorted by name. Every connection keeps its own handlers, a handful in most programs: a
+    /// sorted list with the names inline is one allocation, where a map took two per name.
+    by_name: Vec<(EventName, EventHandler)>,
     /// Boxed: most sockets have none, and every socket pays for this field.
     rare: Option<Box<RareHandlers>>,
 }
@@ -54,10 +56,52 @@ struct RareHandlers {
     middleware: Vec<EventMiddleware>,
 }
 
+/// The name of an event that has a handler, inline when it is short (almost every name is).
+enum EventName {
+    Inline { len: u8, bytes: [u8; INLINE_NAME] },
+    Heap(Box<str>),
+}
+
+/// The longest name kept inline: with the length and the variant's tag, as big as a `String`.
+const INLINE_NAME: usize = 22;
+
+impl EventName {
+    fn new(name: &str) -> EventName {
+        match u8::try_from(name.len()) {
+            Ok(len) if name.len() <= INLINE_NAME => {
+                let mut bytes = [0; INLINE_NAME];
+                bytes[..name.len()].copy_from_slice(name.as_bytes());
+                EventName::Inline { len, bytes }
+            }
+            _ => EventName::Heap(name.into()),
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            EventName::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            EventName::Heap(name) => name.as_bytes(),
+        }
+    }
+}
+
 impl Handlers {
+    fn position(&self, name: &str) -> Result<usize, usize> {
+        self.by_name
+            .binary_search_by(|(n, _)| n.as_bytes().cmp(name.as_bytes()))
+    }
+
     fn get(&self, name: &str) -> Option<EventHandler> {
+        let own = self.position(name).ok().map(|i| &self.by_name[i].1);
         let fallback = self.rare.as_ref().and_then(|r| r.fallback.as_ref());
-        self.by_name.get(name).or(fallback).cloned()
+        own.or(fallback).cloned()
+    }
+
+    fn set(&mut self, name: &str, handler: EventHandler) {
+        match self.position(name) {
+            Ok(i) => self.by_name[i].1 = handler,
+            Err(i) => self.by_name.insert(i, (EventName::new(name), handler)),
+        }
     }
 
     fn any(&self) -> Option<Vec<AnyListener>> {
@@ -372,9 +416,7 @@ impl Socket {
         F: Fn(Arc<Socket>, Event) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        self.handlers_mut()
-            .by_name
-            .insert(event.to_owned(), boxed_handler(handler));
+        self.handlers_mut().set(event, boxed_handler(handler));
     }
 
     /// Handles every event that has no handler of its own, with its raw arguments: a program
@@ -772,6 +814,52 @@ fn frames(text: Vec<u8>, attachments: impl ExactSizeIterator<Item = Bytes>) -> V
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A handler that answers with its tag, so that a test can tell which one it got.
+    fn tagged(tag: &'static str) -> EventHandler {
+        Arc::new(move |_: Arc<Socket>, event: Event| -> BoxFuture {
+            let _ = event.ack.send(&tag);
+            Box::pin(async {})
+        })
+    }
+
+    fn same(a: &Option<EventHandler>, b: &EventHandler) -> bool {
+        a.as_ref().is_some_and(|a| Arc::ptr_eq(a, b))
+    }
+
+    #[test]
+    fn handlers_are_found_by_their_whole_name_and_a_second_one_replaces_the_first() {
+        let long = "a-name-longer-than-twenty-two-bytes";
+        let names = [
+            "ping",
+            "login",
+            "",
+            "é",
+            "roomMessage",
+            long,
+            "log",
+            "loginx",
+        ];
+        let mut handlers = Handlers::default();
+        let made: Vec<EventHandler> = names.iter().map(|_| tagged("first")).collect();
+        for (name, handler) in names.iter().zip(&made) {
+            handlers.set(name, handler.clone());
+        }
+        for (name, handler) in names.iter().zip(&made) {
+            assert!(same(&handlers.get(name), handler), "{name:?}");
+        }
+        assert!(handlers.get("lo").is_none());
+        assert!(handlers.get(&long[..22]).is_none());
+        let again = tagged("second");
+        handlers.set("login", again.clone());
+        assert!(same(&handlers.get("login"), &again));
+        assert_eq!(handlers.by_name.len(), names.len());
+        // Names with no handler of their own go to the fallback.
+        let fallback = tagged("fallback");
+        handlers.rare().fallback = Some(fallback.clone());
+        assert!(same(&handlers.get("other"), &fallback));
+        assert!(same(&handlers.get("ping"), &made[0]));
+    }
 
     #[test]
     fn dates_read_as_javascript_writes_them() {
