@@ -55,8 +55,10 @@ pub(crate) struct FrameCounter {
     /// over, which wraps alike.
     messages: u32,
     /// The count of [`messages`](Self::messages) at the end of the last message that had an
-    /// oversized frame, where the scan stopped.
-    renew_at: Option<u32>,
+    /// oversized frame, where the scan stopped, once there was one (`renewing`). Not an
+    /// `Option`: its tag would take as much again, and every connection keeps this.
+    renew_at: u32,
+    renewing: bool,
     /// A limit was passed: every read fails from then on, while the connection closes.
     failed: Option<FrameLimit>,
 }
@@ -125,7 +127,8 @@ impl FrameCounter {
         }
         self.messages = self.messages.wrapping_add(1);
         if std::mem::take(&mut self.oversized) {
-            self.renew_at = Some(self.messages);
+            self.renew_at = self.messages;
+            self.renewing = true;
             return true;
         }
         false
@@ -134,7 +137,7 @@ impl FrameCounter {
     /// Whether tungstenite, having handed over `received` messages (control frames included),
     /// holds none of the client's bytes, and its read buffer grew for an oversized frame.
     pub(crate) fn renew_due(&self, received: u32) -> bool {
-        self.renew_at == Some(received)
+        self.renewing && self.renew_at == received
     }
 
     /// The fragments counted since the last call.
@@ -269,7 +272,7 @@ mod tests {
         let mut stops = Vec::new();
         for (i, b) in stream.iter().enumerate() {
             assert_eq!(c.scan(std::slice::from_ref(b)), Ok(1));
-            if c.renew_due(c.messages) && stops.last() != c.renew_at.as_ref() {
+            if c.renew_due(c.messages) && stops.last() != Some(&c.renew_at) {
                 stops.push(c.messages);
                 assert!(i + 1 == end_of_big || i + 1 == end_of_fragmented, "{i}");
             }
@@ -280,7 +283,7 @@ mod tests {
         let mut at_size = frame(0x82, &vec![0; OVERSIZED_FRAME as usize]);
         at_size.extend(&small);
         assert!(scan_all(&mut c, &at_size).is_empty());
-        assert_eq!(c.renew_at, None);
+        assert!(!c.renewing);
     }
 
     #[test]

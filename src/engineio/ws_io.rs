@@ -44,10 +44,30 @@ enum Inner {
     /// A connection accepted by [`crate::server::serve`] (or any hyper server over tokio's
     /// `TcpStream`): hyper's wrappers are peeled off.
     Tcp(TcpStream),
-    /// Any other I/O an embedder's hyper server used.
-    Other(TokioIo<Upgraded>),
+    /// Any other I/O an embedder's hyper server used; boxed, as it is twice the size of a
+    /// `TcpStream` and every connection would pay for it.
+    Other(Box<TokioIo<Upgraded>>),
     /// What is left behind when the connection moves to a fresh WebSocket context.
     Moved,
+}
+
+/// Bytes read from the socket before the reader wanted them: what the client sent after its
+/// upgrade request and hyper had read already, or what followed a message with an oversized
+/// frame (see [`FrameCounter::scan`]).
+struct Prefix {
+    bytes: Box<[u8]>,
+    pos: usize,
+}
+
+impl Prefix {
+    fn of(bytes: &[u8]) -> Option<Box<Prefix>> {
+        (!bytes.is_empty()).then(|| {
+            Box::new(Prefix {
+                bytes: Box::from(bytes),
+                pos: 0,
+            })
+        })
+    }
 }
 
 fn moved() -> io::Error {
@@ -57,9 +77,9 @@ fn moved() -> io::Error {
 /// An upgraded connection, as the WebSocket layer reads and writes it.
 pub(crate) struct WsIo {
     inner: Inner,
-    /// What the client sent after its upgrade request and hyper had read already.
-    prefix: Box<[u8]>,
-    prefix_pos: usize,
+    /// What the reader gets before anything more from the socket. Boxed: it is rare, and every
+    /// connection keeps the field.
+    prefix: Option<Box<Prefix>>,
     /// Gathered frames; `out[out_pos..]` are still to be written.
     out: Vec<u8>,
     out_pos: usize,
@@ -86,17 +106,17 @@ impl WsIo {
         let (inner, prefix, out) = match upgraded.downcast::<TokioIo<Conn>>() {
             Ok(parts) => {
                 let (stream, held) = parts.io.into_inner().into_parts();
-                (Inner::Tcp(stream), Box::from(&parts.read_buf[..]), held)
+                (Inner::Tcp(stream), Prefix::of(&parts.read_buf), held)
             }
             Err(upgraded) => match upgraded.downcast::<TokioIo<TcpStream>>() {
                 Ok(parts) => (
                     Inner::Tcp(parts.io.into_inner()),
-                    Box::from(&parts.read_buf[..]),
+                    Prefix::of(&parts.read_buf),
                     Vec::new(),
                 ),
                 Err(upgraded) => (
-                    Inner::Other(TokioIo::new(upgraded)),
-                    Box::default(),
+                    Inner::Other(Box::new(TokioIo::new(upgraded))),
+                    None,
                     Vec::new(),
                 ),
             },
@@ -108,12 +128,12 @@ impl WsIo {
     #[cfg(test)]
     pub(crate) fn from_tcp(stream: TcpStream) -> WsIo {
         let rate = TokenBucket::new(u32::MAX, f64::MAX);
-        WsIo::from_parts(Inner::Tcp(stream), Box::default(), Vec::new(), rate, false)
+        WsIo::from_parts(Inner::Tcp(stream), None, Vec::new(), rate, false)
     }
 
     fn from_parts(
         inner: Inner,
-        prefix: Box<[u8]>,
+        prefix: Option<Box<Prefix>>,
         out: Vec<u8>,
         rate: TokenBucket,
         binary_as_text: bool,
@@ -121,7 +141,6 @@ impl WsIo {
         WsIo {
             inner,
             prefix,
-            prefix_pos: 0,
             out,
             out_pos: 0,
             control_pending: false,
@@ -151,7 +170,7 @@ impl WsIo {
     /// every read and write.
     pub(crate) fn take(&mut self) -> WsIo {
         let rate = TokenBucket::new(0, 0.0);
-        let left = WsIo::from_parts(Inner::Moved, Box::default(), Vec::new(), rate, false);
+        let left = WsIo::from_parts(Inner::Moved, None, Vec::new(), rate, false);
         std::mem::replace(self, left)
     }
 
@@ -166,7 +185,7 @@ impl WsIo {
     /// is readable (or it is not a socket this can ask). Otherwise the task is woken once it is.
     pub(crate) fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
         // A read writes out what is gathered first (the held `101`, say).
-        if self.prefix_pos < self.prefix.len() || self.gathered() > 0 {
+        if self.prefix.is_some() || self.gathered() > 0 {
             return Poll::Ready(());
         }
         match &self.inner {
@@ -249,7 +268,7 @@ fn encode(frame: &Frame, binary_as_text: bool, out: &mut Vec<u8>) {
 fn poll_write_to(inner: &mut Inner, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
     match inner {
         Inner::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-        Inner::Other(s) => Pin::new(s).poll_write(cx, buf),
+        Inner::Other(s) => Pin::new(&mut **s).poll_write(cx, buf),
         Inner::Moved => Poll::Ready(Err(moved())),
     }
 }
@@ -265,16 +284,15 @@ impl AsyncRead for WsIo {
         // before it sends anything.
         ready!(this.poll_write_out(cx))?;
         let before = buf.filled().len();
-        let from_prefix = this.prefix_pos < this.prefix.len();
-        if from_prefix {
-            let rest = &this.prefix[this.prefix_pos..];
+        if let Some(prefix) = &mut this.prefix {
+            let rest = &prefix.bytes[prefix.pos..];
             let n = rest.len().min(buf.remaining());
             buf.put_slice(&rest[..n]);
-            this.prefix_pos += n;
+            prefix.pos += n;
         } else {
             ready!(match &mut this.inner {
                 Inner::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-                Inner::Other(s) => Pin::new(s).poll_read(cx, buf),
+                Inner::Other(s) => Pin::new(&mut **s).poll_read(cx, buf),
                 Inner::Moved => Poll::Ready(Err(moved())),
             })?;
         }
@@ -285,17 +303,14 @@ impl AsyncRead for WsIo {
         {
             // What follows the end of a message with an oversized frame waits for the next
             // read, where it is scanned again.
-            if from_prefix {
-                this.prefix_pos -= read.len() - taken;
-            } else {
-                this.prefix = Box::from(&read[taken..]);
-                this.prefix_pos = 0;
+            match &mut this.prefix {
+                Some(prefix) => prefix.pos -= read.len() - taken,
+                None => this.prefix = Prefix::of(&read[taken..]),
             }
             buf.set_filled(before + taken);
         }
-        if this.prefix_pos == this.prefix.len() && this.prefix_pos > 0 {
-            this.prefix = Box::default();
-            this.prefix_pos = 0;
+        if this.prefix.as_ref().is_some_and(|p| p.pos == p.bytes.len()) {
+            this.prefix = None;
         }
         let fragments = this.frames.take_fragments();
         if counted.is_ok() && fragments > 0 && !this.rate.try_take_n(fragments) {
@@ -326,7 +341,7 @@ impl AsyncWrite for WsIo {
         let flushed = match this.poll_write_out(cx) {
             Poll::Ready(Ok(())) => match &mut this.inner {
                 Inner::Tcp(s) => Pin::new(s).poll_flush(cx),
-                Inner::Other(s) => Pin::new(s).poll_flush(cx),
+                Inner::Other(s) => Pin::new(&mut **s).poll_flush(cx),
                 Inner::Moved => Poll::Ready(Err(moved())),
             },
             other => other,
@@ -341,7 +356,7 @@ impl AsyncWrite for WsIo {
         ready!(this.poll_write_out(cx))?;
         match &mut this.inner {
             Inner::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-            Inner::Other(s) => Pin::new(s).poll_shutdown(cx),
+            Inner::Other(s) => Pin::new(&mut **s).poll_shutdown(cx),
             Inner::Moved => Poll::Ready(Err(moved())),
         }
     }
