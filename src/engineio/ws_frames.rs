@@ -140,6 +140,11 @@ impl FrameCounter {
         self.renewing && self.renew_at == received
     }
 
+    /// Bytes of the current frame (its mask key and payload) still to come; 0 between frames.
+    pub(crate) fn frame_left(&self) -> u64 {
+        self.skip
+    }
+
     /// The fragments counted since the last call.
     pub(crate) fn take_fragments(&mut self) -> u32 {
         std::mem::take(&mut self.new_fragments)
