@@ -778,7 +778,7 @@ fn js_date_string(unix_ms: u64) -> String {
 
 /// The engine frames of a packet: its text, then its attachments.
 pub(crate) fn encode_frames(packet: &Packet) -> Vec<Frame> {
-    let mut text = Vec::with_capacity(64);
+    let mut text = Vec::with_capacity(1 + packet.size_hint());
     text.push(b'4');
     packet.encode_into(&mut text);
     frames(text, packet.attachments.iter().cloned())
