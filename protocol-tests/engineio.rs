@@ -1262,6 +1262,36 @@ async fn forbidden_origin_is_refused_on_the_websocket_handshake() {
     assert!(resp.status == 403 || resp.status == 400, "{}", resp.status);
 }
 
+#[tokio::test]
+async fn an_origin_with_a_websocket_scheme_is_not_a_browser_and_is_let_in() {
+    // The Swift client's WebSocket sends its own URL as the origin.
+    let addr = spawn_restricted_origin_server("http://allowed.example").await;
+    let own = format!("ws://{addr}");
+    for origin in [own.as_str(), "wss://elsewhere.example"] {
+        let (mut ws, resp) = RawWs::connect_response(
+            addr,
+            "/engine.io/?EIO=4&transport=websocket",
+            &[("Origin", origin)],
+        )
+        .await;
+        assert_eq!(resp.status, 101, "origin {origin}");
+        let open = ws.read_frame().await.expect("the open packet");
+        assert!(open.text().starts_with("0{"), "origin {origin}");
+    }
+    // Over polling as well, and a browser's foreign origin is still refused.
+    polling_from(addr, &own).await;
+    let evil = [("Origin", "http://evil.example")];
+    let refused = request(
+        addr,
+        "GET",
+        &format!("{E}?EIO=4&transport=polling"),
+        &evil,
+        b"",
+    )
+    .await;
+    refused.assert_engine_error(403, 4);
+}
+
 // ---- routing and HTTP limits ----------------------------------------------------------------
 
 #[tokio::test]

@@ -218,7 +218,14 @@ impl Default for EngineConfig {
 impl EngineConfig {
     /// Whether a request with this `Origin` (and `Host`) may talk to the server.
     pub fn origin_allowed(&self, origin: &[u8], host: Option<&[u8]>) -> bool {
-        if self.allowed_origins.allows(origin) {
+        // An origin with a WebSocket scheme is not a browser's (a page's origin is http or
+        // https): some clients name the URL they connect to (the Swift client's WebSocket
+        // library). A client that is not a browser could as well leave the header out, so
+        // refusing these protects nobody and locks those clients out.
+        if self.allowed_origins.allows(origin)
+            || origin.starts_with(b"ws://")
+            || origin.starts_with(b"wss://")
+        {
             return true;
         }
         let same_host =
