@@ -1311,11 +1311,14 @@ async fn requests_for_other_paths_get_404() {
     // A WebSocket upgrade to a foreign path is not accepted either.
     let (_ws, resp) = RawWs::connect_response(addr, "/foo?EIO=4&transport=websocket", &[]).await;
     assert_eq!(resp.status, 404);
-    // The exact path without its trailing slash is ours.
-    assert_eq!(
-        get(addr, "/engine.io?EIO=4&transport=polling").await.status,
-        200
-    );
+    // The exact path without its trailing slash is ours, and with two (the .NET client's URL
+    // for a path given with one).
+    for target in [
+        "/engine.io?EIO=4&transport=polling",
+        "/engine.io//?EIO=4&transport=polling",
+    ] {
+        assert_eq!(get(addr, target).await.status, 200, "{target}");
+    }
 }
 
 #[tokio::test]

@@ -126,7 +126,9 @@ impl<H: Handler> EngineIo<H> {
     /// Whether a request is for this server's path (everything else belongs to the caller).
     pub fn matches<B>(&self, req: &Request<B>) -> bool {
         let path = req.uri().path();
-        path == self.config.path || path == self.config.path.trim_end_matches('/')
+        // With or without the trailing slash, or with more than one (the .NET client, given a
+        // path that ends in one, adds another).
+        path.trim_end_matches('/') == self.config.path.trim_end_matches('/')
     }
 
     /// Open sessions.
