@@ -117,6 +117,11 @@ fn engineio(b: &mut Bench) {
     b.run("eio decode_payload 64 packets", || {
         decode_payload(black_box(many.clone()), 256)
     });
+    // One large text message: the separator scan runs over all of it.
+    let large = Bytes::from(format!("4{}", text_of(64 * 1024)));
+    b.run("eio decode_payload 1 packet 64 KiB", || {
+        decode_payload(black_box(large.clone()), 256)
+    });
 
     // Frames, as the server queues them, and polling bodies made of them.
     b.run("eio Frame::message_text 11 B", || {
@@ -147,6 +152,24 @@ fn engineio(b: &mut Bench) {
     b.run("eio encode_payload 64 text frames", || {
         encode_payload(black_box(&frames_many))
     });
+}
+
+/// Binary messages over long-polling: the base64 of `b` records, through the public entry points
+/// (a record is `b` and base64, so these are base64 decode and encode plus one allocation).
+fn base64(b: &mut Bench) {
+    for (name, len) in [("64 KiB", 64 * 1024), ("1 MiB", 1024 * 1024)] {
+        let data: Vec<u8> = (0..len).map(|i| (i * 7 + i / 251) as u8).collect();
+        let frames = vec![Frame::message_binary(Bytes::from(data))];
+        let wire = encode_payload(&frames);
+        let text = Utf8Bytes::try_from(wire).expect("base64 is ASCII");
+        assert!(decode_text(text.clone()).is_ok());
+        b.run(&format!("eio base64 decode {name}"), || {
+            decode_text(black_box(text.clone()))
+        });
+        b.run(&format!("eio base64 encode {name}"), || {
+            encode_payload(black_box(&frames))
+        });
+    }
 }
 
 fn socketio(b: &mut Bench) {
@@ -281,6 +304,7 @@ fn main() {
         smoke,
     };
     engineio(&mut b);
+    base64(&mut b);
     socketio(&mut b);
     if b.ran == 0 {
         println!("no benchmark matches the filter");
