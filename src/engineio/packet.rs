@@ -257,6 +257,30 @@ mod tests {
     }
 
     #[test]
+    fn takes_base64_with_line_breaks() {
+        // Java's engine.io-client ends each binary record with a newline, before the separator.
+        let packets = decode_payload(Bytes::from_static(b"bAQID\n\x1e4a\x1ebAQ\r\nIDBA==\n"), 16);
+        assert_eq!(
+            packets.unwrap(),
+            vec![
+                Packet::Message(Message::Binary(Bytes::from_static(&[1, 2, 3]))),
+                Packet::Message(Message::Text(text("a"))),
+                Packet::Message(Message::Binary(Bytes::from_static(&[1, 2, 3, 4]))),
+            ]
+        );
+        assert_eq!(
+            decode_text(text("bAQID\n")),
+            Ok(Packet::Message(Message::Binary(Bytes::from_static(&[
+                1, 2, 3
+            ]))))
+        );
+        assert_eq!(
+            decode_text(text("bAQ!D\n")),
+            Err(PacketError::InvalidBase64)
+        );
+    }
+
+    #[test]
     fn rejects_bad_payloads() {
         assert_eq!(decode_payload(Bytes::new(), 16), Err(PacketError::Empty));
         assert_eq!(
