@@ -140,16 +140,12 @@ pub fn decode_payload(body: Bytes, max_packets: usize) -> Result<Vec<Packet>, Pa
     }
     let mut packets = Vec::new();
     let mut start = 0;
-    while start <= body.len() {
-        let end = body[start..]
-            .iter()
-            .position(|&b| b == RECORD_SEPARATOR)
-            .map_or(body.len(), |i| start + i);
+    let ends = memchr::memchr_iter(RECORD_SEPARATOR, &body).chain([body.len()]);
+    for end in ends {
         if packets.len() == max_packets {
             return Err(PacketError::TooManyPackets);
         }
-        let record = body.slice(start..end);
-        packets.push(decode_record(record)?);
+        packets.push(decode_record(body.slice(start..end))?);
         start = end + 1;
     }
     Ok(packets)
