@@ -392,6 +392,35 @@ async fn polling_binary_is_base64_both_ways() {
     p.get().await.assert_engine_error(400, 1);
 }
 
+/// Java's engine.io-client sends binary over polling with Android's `Base64.DEFAULT`: a line
+/// break after every 76 characters and at the end, which Node's server ignores.
+#[tokio::test]
+async fn polling_binary_from_the_java_client_keeps_its_line_breaks() {
+    let addr = spawn_conformance_server().await;
+    let p = Polling::open(addr, E).await;
+    // [1, 2, 3], exactly as the Java client posts it.
+    p.post_ok(b"bAQID\n").await;
+    assert_eq!(p.get_answering_pings().await, ["bAQID"]);
+    // Bytes 0 to 99, in two lines, and a text packet after it in the same POST.
+    let coded = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIjJCUmJygpKissLS4vMDEyMzQ1Njc4\
+                 OTo7PD0+P0BBQkNERUZHSElKS0xNTk9QUVJTVFVWV1hZWltcXV5fYGFiYw==";
+    let java: String = coded
+        .as_bytes()
+        .chunks(76)
+        .map(|line| format!("{}\n", std::str::from_utf8(line).unwrap()))
+        .collect();
+    assert_eq!(java.matches('\n').count(), 2);
+    p.post_ok(format!("b{java}\u{1e}4after").as_bytes()).await;
+    let mut echoed = Vec::new();
+    while echoed.len() < 2 {
+        echoed.extend(p.get_answering_pings().await);
+    }
+    assert_eq!(echoed, [format!("b{coded}"), "4after".to_owned()]);
+    // The session is still open.
+    p.post_ok(b"4still here").await;
+    assert_eq!(p.get_answering_pings().await, ["4still here"]);
+}
+
 #[tokio::test]
 async fn a_parse_error_hands_the_close_packet_to_a_pending_poll() {
     let addr = spawn_conformance_server().await;
