@@ -1,7 +1,7 @@
 //! The byte stream under a WebSocket: the upgraded connection, freed of the HTTP layer's buffers,
 //! and the writing of the session's own frames in batches.
 //!
-//! Three costs are avoided here. After the upgrade hyper hands over the bytes it read past the
+//! Four costs are avoided here. After the upgrade hyper hands over the bytes it read past the
 //! request as a view into its 8 KiB read buffer, which would keep that whole buffer alive for the
 //! life of the connection: they are copied out instead. Writing every frame with a system call of
 //! its own made a broadcast cost one `sendto` per recipient and message: the frames of one wake-up
@@ -13,6 +13,9 @@
 //! gathered (see [`WsIo::control_pending`]), so the byte stream stays in order. On connections accepted by
 //! [`crate::server::serve`] the `101` response head is still unwritten when the connection
 //! arrives here: it is the start of the first batch, so that it leaves with the first frame.
+//! Last, tungstenite reads in pieces the size of its read buffer, which is small so that idle
+//! connections stay small: inside a long frame the rest of it is read ahead at once instead
+//! (see [`WsIo::read_ahead`]).
 
 use std::io;
 use std::pin::Pin;
