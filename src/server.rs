@@ -50,6 +50,12 @@ impl Default for HttpConfig {
     }
 }
 
+/// The most hyper's read buffer of a connection grows to (hyper's own limit is 408 KiB). It
+/// grows while a large body comes in, and keeps that size for as long as the connection is
+/// kept alive: a polling client that posted a megabyte left 400 KiB behind. Reads of up to
+/// 64 KiB take a large body in as well.
+const READ_BUFFER_MAX: usize = 64 * 1024;
+
 /// The headers hyper accepts in a request when it is given no limit.
 const HYPER_MAX_HEADERS: usize = 100;
 
@@ -170,7 +176,8 @@ async fn serve_connection<F, Fut>(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(config.header_read_timeout)
-        .max_header_size(config.max_header_bytes);
+        .max_header_size(config.max_header_bytes)
+        .max_buf_size(READ_BUFFER_MAX.max(config.max_header_bytes));
     // hyper's own limit is 100; told any limit, even that one, it fills a vector of that many
     // header slots for every request (about 2,400 instructions).
     if config.max_headers != HYPER_MAX_HEADERS {
