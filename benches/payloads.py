@@ -3,7 +3,7 @@
 ("ours"), socketioxide and the npm socket.io server, under the same load, side by side.
 
     python3 benches/payloads.py --quick     # C=1 cells only, half the messages, 1 repetition
-    python3 benches/payloads.py             # every cell, 3 repetitions (about 25 minutes)
+    python3 benches/payloads.py             # every cell, 3 repetitions (about 12 minutes)
 
 The load is benches/payloads/load.mjs on the stock `socket.io-client` (binary attachments,
 long-polling and WebSocket as Node clients send them). Every run of a cell starts a fresh echo
