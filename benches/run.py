@@ -58,7 +58,7 @@ def server_command(server: str, program: str) -> list[str]:
             raise ValueError("the server 'base' needs --baseline DIR")
         if program == "chat":
             return [str(root / "target" / "release" / "chat-server")]
-        return [str(root / "benches" / "peers" / "ours" / "target" / "release" / "broadcast")]
+        return [str(root / "benches" / "peers" / "ours" / "target" / "release" / program)]
     if server == "socketioxide":
         return [str(BENCHES / "peers" / "socketioxide" / "target" / "release" / program)]
     if server == "node":

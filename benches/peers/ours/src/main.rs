@@ -30,7 +30,11 @@ async fn main() -> std::io::Result<()> {
         .ok()
         .and_then(|p| p.parse().ok())
         .unwrap_or(3001);
-    let listener = socketio_server::server::bind((host.as_str(), port), socketio_server::server::DEFAULT_BACKLOG).await?;
+    let listener = socketio_server::server::bind(
+        (host.as_str(), port),
+        socketio_server::server::DEFAULT_BACKLOG,
+    )
+    .await?;
     println!("listening on {}", listener.local_addr()?);
     let shutdown = async {
         use tokio::signal::unix::{SignalKind, signal};
