@@ -1,4 +1,7 @@
-//! What both programs share: the listening socket and the shutdown signal.
+//! What the programs share: the listening socket, `GET /` and the shutdown signal.
+
+use axum::serve::ListenerExt;
+use socketioxide::layer::SocketIoLayer;
 
 /// Binds `HOST`:`PORT` (defaults 127.0.0.1:3001) and says where it listens.
 pub async fn listen() -> std::io::Result<tokio::net::TcpListener> {
@@ -20,4 +23,18 @@ pub async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
+}
+
+/// Serves `layer` (and `GET /`, answering `up and running`) until SIGINT or SIGTERM.
+pub async fn serve(layer: SocketIoLayer) -> std::io::Result<()> {
+    let app = axum::Router::new()
+        .route("/", axum::routing::get(|| async { "up and running" }))
+        .layer(layer);
+    let listener = listen().await?.tap_io(|tcp| {
+        // As the npm server and ours do: small frames go out at once.
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
 }

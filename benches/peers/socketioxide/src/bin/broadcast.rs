@@ -2,7 +2,6 @@
 //! handshake auth (`{"room": "<name>"}`); the event `bcast` with arguments `(room, payload)`
 //! sends event `msg` with `payload` to every member of `room`.
 
-use axum::serve::ListenerExt;
 use serde_json::Value;
 use socketioxide::SocketIo;
 use socketioxide::extract::{Data, SocketRef};
@@ -21,14 +20,5 @@ async fn main() -> std::io::Result<()> {
             },
         );
     });
-    let app = axum::Router::new()
-        .route("/", axum::routing::get(|| async { "up and running" }))
-        .layer(layer);
-    let listener = socketioxide_peer::listen().await?.tap_io(|tcp| {
-        // As the npm server and ours do: small frames go out at once.
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(socketioxide_peer::shutdown_signal())
-        .await
+    socketioxide_peer::serve(layer).await
 }

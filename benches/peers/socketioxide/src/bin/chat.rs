@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use axum::serve::ListenerExt;
 use serde::Serialize;
 use serde_json::{Value, json};
 use socketioxide::SocketIo;
@@ -155,14 +154,5 @@ async fn main() -> std::io::Result<()> {
             });
         }
     });
-    let app = axum::Router::new()
-        .route("/", axum::routing::get(|| async { "up and running" }))
-        .layer(layer);
-    let listener = socketioxide_peer::listen().await?.tap_io(|tcp| {
-        // As the npm server and ours do: small frames go out at once.
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(socketioxide_peer::shutdown_signal())
-        .await
+    socketioxide_peer::serve(layer).await
 }

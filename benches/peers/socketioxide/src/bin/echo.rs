@@ -3,7 +3,6 @@
 //! argument per event). Limits are raised as in the other peers' echo programs: messages and
 //! polling bodies up to 32 MiB, large outbound queues.
 
-use axum::serve::ListenerExt;
 use socketioxide::SocketIo;
 use socketioxide::extract::{AckSender, Data, SocketRef};
 
@@ -21,14 +20,5 @@ async fn main() -> std::io::Result<()> {
             },
         );
     });
-    let app = axum::Router::new()
-        .route("/", axum::routing::get(|| async { "up and running" }))
-        .layer(layer);
-    let listener = socketioxide_peer::listen().await?.tap_io(|tcp| {
-        // As the npm server and ours do: small frames go out at once.
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(socketioxide_peer::shutdown_signal())
-        .await
+    socketioxide_peer::serve(layer).await
 }
