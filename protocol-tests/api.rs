@@ -910,7 +910,7 @@ async fn server_acks_to_one_client_and_to_a_room() {
     let (mut a, _) = connect(addr, "/").await;
     let (mut b, _) = connect(addr, "/").await;
     let sa = rx.recv().await.expect("first socket");
-    let _sb = rx.recv().await.expect("second socket");
+    let sb = rx.recv().await.expect("second socket");
 
     // To one client: the reply comes back typed.
     let asked = tokio::spawn(async move {
@@ -921,6 +921,18 @@ async fn server_acks_to_one_client_and_to_a_room() {
     assert_eq!(question, r#"421["question","q",1]"#);
     ws_send(&mut a, r#"431["answer"]"#).await;
     assert_eq!(asked.await.unwrap().unwrap(), "answer");
+
+    // An answer without arguments: `43<id>` with nothing after the id, as the reference
+    // parser takes it, rather than a malformed packet that closes the connection.
+    let sb_asks = Arc::clone(&sb);
+    let asked = tokio::spawn(async move {
+        sb_asks
+            .emit_with_ack::<_, ()>("done?", &(), Duration::from_secs(2))
+            .await
+    });
+    assert_eq!(ws_recv_app_text(&mut b).await, r#"421["done?"]"#);
+    ws_send(&mut b, "431").await;
+    assert!(matches!(asked.await.unwrap(), Ok(())));
 
     // To a room: one answer arrives, the other client never answers and times out.
     let broadcast = io.to("room").timeout(Duration::from_millis(300));

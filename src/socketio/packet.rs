@@ -724,7 +724,9 @@ fn parse_text(text: &str, limits: &DecoderLimits) -> Result<(Packet, usize), Par
     // JSON payload.
     let rest = text.get(pos..).unwrap_or_default();
     let mut data = if rest.is_empty() {
-        None
+        // `3<id>` answers with no arguments: the reference server calls the callback with
+        // none, so it is an empty argument list here rather than a malformed packet.
+        (kind == PacketKind::Ack).then(|| Value::Array(Vec::new()))
     } else {
         check_depth(rest.as_bytes(), limits.max_depth)?;
         Some(parse_json(rest)?)
@@ -1558,9 +1560,12 @@ mod tests {
             let text = format!("2[\"{name}\"]");
             assert!(matches!(rejected(&text), ParseError::ReservedEventName(n) if n == name));
         }
+        let ack = decoded("312");
+        assert_eq!((ack.kind, ack.id), (PacketKind::Ack, Some(12)));
+        assert_eq!(ack.data, Some(json!([])));
         assert!(matches!(
-            rejected("312"),
-            ParseError::MissingPayload(PacketKind::Ack)
+            rejected("61-12"),
+            ParseError::MissingPayload(PacketKind::BinaryAck)
         ));
         assert!(matches!(rejected("312{}"), ParseError::AckNotArray));
         assert!(matches!(
