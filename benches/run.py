@@ -73,11 +73,15 @@ def raise_nofile() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+# `--no-pin`: server and generator share every core, as on a machine where nobody pins them.
+PIN = True
+
+
 def pinned(core: int):
     def setup() -> None:
         raise_nofile()
         try:
-            os.sched_setaffinity(0, {core})
+            os.sched_setaffinity(0, {core} if PIN else set(range(os.cpu_count() or 1)))
         except OSError:
             pass
 
@@ -602,9 +606,12 @@ def main() -> int:
     ap.add_argument("--baseline", metavar="DIR", type=Path,
                     help="another checkout of this repository, run as the server 'base' "
                     "(add it to --servers)")
+    ap.add_argument("--no-pin", action="store_true",
+                    help="run server and generator on every core instead of one core each")
     args = ap.parse_args()
-    global QUIET_WAIT, BASELINE
+    global QUIET_WAIT, BASELINE, PIN
     QUIET_WAIT = args.quiet_wait
+    PIN = not args.no_pin
     BASELINE = args.baseline.resolve() if args.baseline else None
 
     if args.table:
@@ -614,17 +621,14 @@ def main() -> int:
         results: dict = {}
         for rec in stored[1:]:
             results.setdefault(rec["cell"], {}).setdefault(rec["server"], []).append(rec["derived"])
-        print(f"{meta['mode']} run of {meta['date']} on {meta['machine']}\n")
+        unpinned = "" if meta.get("pinned", True) else ", unpinned"
+        print(f"{meta['mode']} run{unpinned} of {meta['date']} on {meta['machine']}\n")
         print(table([c for c in cells if c.key in results], results))
         return 0
 
     mode_name = "full" if args.full else "quick"
     servers = [s for s in args.servers.split(",") if s]
-    raise_nofile()
-    try:
-        os.sched_setaffinity(0, {GEN_CORE})
-    except OSError:
-        pass
+    pinned(GEN_CORE)()
     if (os.cpu_count() or 1) < 2:
         print("warning: fewer than 2 cores; server and generator will share one", file=sys.stderr)
     if not args.no_build:
@@ -645,7 +649,7 @@ def main() -> int:
     logdir.mkdir()
     out_path = outdir / f"{stamp:%Y%m%dT%H%M%SZ}-{mode_name}.jsonl"
     meta = {"mode": mode_name, "date": stamp.isoformat(timespec="seconds"), "machine": machine(),
-            "reps": args.reps, "servers": servers}
+            "reps": args.reps, "servers": servers, "pinned": PIN}
     results: dict = {}
     t_start = time.monotonic()
     with open(out_path, "w") as out:
@@ -674,7 +678,8 @@ def main() -> int:
                     print(f"[{time.monotonic()-t_start:6.0f}s] rep {rep+1} {cell.key:24} {server:12} "
                           f"{time.monotonic()-t:5.1f}s  {brief}{flag}{err}{prob}", flush=True)
 
-    print(f"\n{mode_name} run of {meta['date']} on {meta['machine']}\n")
+    unpinned = "" if PIN else ", unpinned"
+    print(f"\n{mode_name} run{unpinned} of {meta['date']} on {meta['machine']}\n")
     print(table(cells, results))
     print(f"\nresults: {out_path.relative_to(ROOT)}")
     return 0
