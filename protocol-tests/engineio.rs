@@ -329,6 +329,41 @@ async fn polling_batches_packets_both_ways() {
     assert_eq!(packets, ["4a", "bAQID", "4b"]);
 }
 
+/// python-engineio's client drops the connection on an answer of more than 16 packets: the
+/// sessions it opens (told by its HTTP library's user agent) get their packets 16 at a time,
+/// in order; other clients get a burst in one answer.
+#[tokio::test]
+async fn a_python_client_gets_at_most_16_packets_per_poll() {
+    let addr = spawn_conformance_server().await;
+    let burst: Vec<String> = (0..40).map(|i| format!("4m{i}")).collect();
+    for agent in ["python-requests/2.34.2", "Python/3.11 aiohttp/3.14.5"] {
+        let p = Polling::open_with(addr, E, &[("User-Agent", agent)]).await;
+        p.post_ok(burst.join("\u{1e}").as_bytes()).await;
+        let mut echoed = Vec::new();
+        let mut answers = 0;
+        while echoed.len() < burst.len() {
+            let packets = p.get_packets().await;
+            assert!(packets.len() <= 16, "{agent}: {} packets", packets.len());
+            if answers == 0 {
+                assert_eq!(packets.len(), 16, "{agent}: the first answer is full");
+            }
+            answers += 1;
+            echoed.extend(packets.into_iter().filter(|p| p != "2"));
+        }
+        assert_eq!(echoed, burst, "{agent}");
+        assert!(answers >= 3, "{agent}: {answers} answers");
+    }
+    let p = Polling::open_with(addr, E, &[("User-Agent", "Mozilla/5.0")]).await;
+    p.post_ok(burst.join("\u{1e}").as_bytes()).await;
+    let packets: Vec<String> = p
+        .get_packets()
+        .await
+        .into_iter()
+        .filter(|p| p != "2")
+        .collect();
+    assert_eq!(packets, burst, "a browser's burst comes in one answer");
+}
+
 #[tokio::test]
 async fn polling_get_waits_until_something_is_queued() {
     let addr = spawn_conformance_server().await;

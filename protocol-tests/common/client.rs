@@ -420,7 +420,13 @@ pub struct Polling {
 impl Polling {
     /// Opens a session with a polling handshake.
     pub async fn open(addr: SocketAddr, path: &str) -> Polling {
-        let resp = get(addr, &format!("{path}?EIO=4&transport=polling")).await;
+        Polling::open_with(addr, path, &[]).await
+    }
+
+    /// Opens a session with a polling handshake that carries these headers.
+    pub async fn open_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Polling {
+        let target = format!("{path}?EIO=4&transport=polling");
+        let resp = request(addr, "GET", &target, headers, b"").await;
         let opened = Instant::now();
         let packets = resp.packets();
         assert_eq!(

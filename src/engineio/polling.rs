@@ -13,7 +13,7 @@ use hyper::{Request, Response};
 use super::error::{CloseReason, RequestError};
 use super::packet;
 use super::server::{Body, EngineIo, Handler};
-use super::session::{PollConflict, Session};
+use super::session::{PollConflict, RequestInfo, Session};
 
 /// A `200` with a text payload.
 pub(crate) fn text_response(body: Bytes) -> Response<Body> {
@@ -47,7 +47,34 @@ fn conflict<D>(session: &Session<D>, conflict: PollConflict) -> RequestError {
 /// noop; the reference server answers such a GET on a 100 ms tick too.
 const PROBED_GET_WAIT: Duration = Duration::from_millis(100);
 
-/// A GET: answers with every queued packet, waiting until there is one.
+/// The most packets python-engineio's client takes in one polling answer
+/// (`Payload.max_decode_packets`).
+const PYTHON_CLIENT_MAX_PACKETS: usize = 16;
+
+/// How many packets one GET answer carries for the client that opened the session.
+///
+/// python-engineio's client (under python-socketio's `Client` and `AsyncClient`) drops the
+/// connection when an answer has more than 16 packets, which a burst of events, or a few
+/// binary ones, easily queues; its sessions get their packets 16 at a time, each GET taking
+/// the next ones. It is told by the user agent of the HTTP library it polls with (`requests`,
+/// or `aiohttp` for the asyncio client). Every other client takes an answer of any length, as
+/// the reference server sends it: splitting theirs would cost a round trip per 16 packets.
+fn packets_per_poll(request: &RequestInfo) -> usize {
+    let agent = request
+        .headers
+        .get(header::USER_AGENT)
+        .map(HeaderValue::as_bytes)
+        .unwrap_or_default();
+    let python = agent.starts_with(b"python-requests/")
+        || memchr::memmem::find(agent, b"aiohttp/").is_some();
+    if python {
+        PYTHON_CLIENT_MAX_PACKETS
+    } else {
+        usize::MAX
+    }
+}
+
+/// A GET: answers with the queued packets, waiting until there is one.
 pub(crate) async fn get<D>(session: &Arc<Session<D>>) -> Result<Response<Body>, RequestError> {
     if session.is_probed() {
         // A client moving to WebSocket sends no new GET once probed, but a GET sent right after
@@ -56,13 +83,14 @@ pub(crate) async fn get<D>(session: &Arc<Session<D>>) -> Result<Response<Body>, 
         let _ = tokio::time::timeout(PROBED_GET_WAIT, session.probe_settled()).await;
     }
     let mut guard = session.begin_get().map_err(|c| conflict(session, c))?;
+    let max_packets = packets_per_poll(session.request());
     let mut frames = Vec::new();
     loop {
         let notified = session.writer_notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
         if session
-            .poll_ready(&mut frames)
+            .poll_ready(&mut frames, max_packets)
             .map_err(|c| conflict(session, c))?
         {
             return Ok(text_response(packet::encode_payload(&frames)));

@@ -498,10 +498,14 @@ impl<D> Session<D> {
         })
     }
 
-    /// What a pending GET should answer now, if anything: the queued frames, or a noop when the
-    /// session closed or a WebSocket is taking over. Once a WebSocket has taken over, the GET is
+    /// What a pending GET should answer now, if anything: the queued frames (at most
+    /// `max_packets` of them), or a noop when the session closed or a WebSocket is taking over. Once a WebSocket has taken over, the GET is
     /// refused and what is queued is left to the WebSocket.
-    pub(crate) fn poll_ready(&self, into: &mut Vec<Frame>) -> Result<bool, PollConflict> {
+    pub(crate) fn poll_ready(
+        &self,
+        into: &mut Vec<Frame>,
+        max_packets: usize,
+    ) -> Result<bool, PollConflict> {
         let mut st = self.lock();
         if st.transport != Transport::Polling {
             if !st.queue.is_empty() {
@@ -509,6 +513,17 @@ impl<D> Session<D> {
                 self.writer.notify_one();
             }
             return Err(PollConflict::WrongTransport);
+        }
+        if st.queue.len() > max_packets {
+            // The rest waits for the next GET, which the client sends as soon as this one is
+            // answered.
+            let bytes = st.queue.iter().take(max_packets).map(Frame::len).sum();
+            into.extend(st.queue.drain(..max_packets));
+            st.queued_bytes -= bytes;
+            st.batch_end = 0;
+            st.drained(&self.config);
+            self.metrics.packets_out(max_packets, bytes);
+            return Ok(true);
         }
         if !st.queue.is_empty() {
             self.metrics.packets_out(st.queue.len(), st.queued_bytes);
