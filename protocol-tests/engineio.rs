@@ -305,6 +305,12 @@ async fn polling_post_over_max_payload_without_content_length_is_413() {
 
 // ---- polling --------------------------------------------------------------------------------
 
+/// The packets of a polling answer but the server's pings, which the short ping interval of
+/// the conformance server may put among them.
+fn without_pings(packets: Vec<String>) -> Vec<String> {
+    packets.into_iter().filter(|p| p != "2").collect()
+}
+
 #[tokio::test]
 async fn polling_batches_packets_both_ways() {
     let addr = spawn_conformance_server().await;
@@ -316,16 +322,11 @@ async fn polling_batches_packets_both_ways() {
     // Server to client: the three echoes come back in one payload.
     let resp = p.get().await;
     assert_eq!(resp.header("cache-control"), Some("no-store"));
-    let packets: Vec<String> = resp.packets().into_iter().filter(|p| p != "2").collect();
+    let packets = without_pings(resp.packets());
     assert_eq!(packets, ["4one", "4two", "4thrée"]);
     // Text and binary mixed, both ways.
     p.post_ok(b"4a\x1ebAQID\x1e4b").await;
-    let packets: Vec<String> = p
-        .get_packets()
-        .await
-        .into_iter()
-        .filter(|p| p != "2")
-        .collect();
+    let packets = without_pings(p.get_packets().await);
     assert_eq!(packets, ["4a", "bAQID", "4b"]);
 }
 
@@ -348,19 +349,14 @@ async fn a_python_client_gets_at_most_16_packets_per_poll() {
                 assert_eq!(packets.len(), 16, "{agent}: the first answer is full");
             }
             answers += 1;
-            echoed.extend(packets.into_iter().filter(|p| p != "2"));
+            echoed.extend(without_pings(packets));
         }
         assert_eq!(echoed, burst, "{agent}");
         assert!(answers >= 3, "{agent}: {answers} answers");
     }
     let p = Polling::open_with(addr, E, &[("User-Agent", "Mozilla/5.0")]).await;
     p.post_ok(burst.join("\u{1e}").as_bytes()).await;
-    let packets: Vec<String> = p
-        .get_packets()
-        .await
-        .into_iter()
-        .filter(|p| p != "2")
-        .collect();
+    let packets = without_pings(p.get_packets().await);
     assert_eq!(packets, burst, "a browser's burst comes in one answer");
 }
 
@@ -373,7 +369,7 @@ async fn polling_get_waits_until_something_is_queued() {
     assert!(!pending.is_finished(), "the GET waits for a packet");
     p.post_ok(b"4wake").await;
     let resp = released(pending).await;
-    let packets: Vec<String> = resp.packets().into_iter().filter(|p| p != "2").collect();
+    let packets = without_pings(resp.packets());
     assert_eq!(packets, ["4wake"]);
 }
 
@@ -1117,7 +1113,7 @@ async fn polling_from(addr: std::net::SocketAddr, origin: &str) -> [HttpResponse
     let posted = request(addr, "POST", &target, &from, b"4cors").await;
     assert_eq!((posted.status, posted.text().as_str()), (200, "ok"));
     let polled = request(addr, "GET", &target, &from, b"").await;
-    let packets: Vec<String> = polled.packets().into_iter().filter(|p| p != "2").collect();
+    let packets = without_pings(polled.packets());
     assert_eq!(packets, ["4cors"]);
     [hs, posted, polled]
 }
