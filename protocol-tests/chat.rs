@@ -36,6 +36,7 @@ const NOT_ALNUM: &str = "Name and room may only contain letters and digits";
 const TOO_LONG: &str = "Name and room must be at most 20 characters";
 const ALREADY: &str = "user already exists";
 const TAKEN: &str = "Name is already taken in this room";
+const TOO_MANY_LOGINS: &str = "Too many logins, slow down";
 
 // ---- the server -----------------------------------------------------------------------------
 
@@ -971,7 +972,12 @@ async fn login_length_rule() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_trims_like_javascript() {
-    let server = start(ChatConfig::default()).await;
+    // One socket logs in and out once per case, faster than the default login rate allows.
+    let server = start(ChatConfig {
+        login_burst: 100,
+        ..ChatConfig::default()
+    })
+    .await;
     let mut c = server.ws("C").await;
     // White space and line terminators for ECMAScript's `trim`, including U+FEFF.
     let accepted = [
@@ -1002,6 +1008,45 @@ async fn login_trims_like_javascript() {
     }
     assert_eq!(server.users(), 0);
     assert_eq!(server.logins(), accepted.len() as u64);
+}
+
+/// Each login sends the room's member list to every member, and so does the logout after it:
+/// a socket logging in and out in a loop must not flood the room. Beyond its login rate a
+/// socket's login is refused and the room hears nothing; logins refused for other reasons
+/// tell the room nothing either, and do not count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_beyond_the_rate_are_refused_and_the_room_hears_nothing() {
+    let server = start(ChatConfig {
+        login_burst: 3,
+        logins_per_second: 0.5,
+        ..ChatConfig::default()
+    })
+    .await;
+    let mut m = server.ws("M").await;
+    m.login("mia", "r1", &[]).await;
+    let um = m.user("mia", "r1");
+    let mut e = server.ws("E").await;
+    let ue = e.user("eve", "r1");
+    for _ in 0..5 {
+        e.login_fails(json!({"name": "MIA", "room": "r1"}), TAKEN)
+            .await;
+    }
+    for _ in 0..3 {
+        e.login("eve", "r1", std::slice::from_ref(&um)).await;
+        m.expect(entered("eve")).await;
+        m.expect(users(&[um.clone(), ue.clone()])).await;
+        e.logout().await;
+        m.expect(left("eve")).await;
+        m.expect(users(std::slice::from_ref(&um))).await;
+    }
+    e.login_fails(json!({"name": "eve", "room": "r1"}), TOO_MANY_LOGINS)
+        .await;
+    m.expect_silence().await;
+    assert_eq!(server.users(), 1);
+    // One every two seconds.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    e.login("eve", "r1", std::slice::from_ref(&um)).await;
+    m.expect(entered("eve")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

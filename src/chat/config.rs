@@ -20,6 +20,12 @@ pub struct ChatConfig {
     pub rate_burst: u32,
     /// `roomMessage`s a socket may send per second, sustained.
     pub rate_per_second: f64,
+    /// Logins a socket may make at once. Each sends the room's member list to every member,
+    /// and makes possible a logout that does the same: a socket logging in and out in a loop
+    /// would have every member of a large room sent megabytes a second.
+    pub login_burst: u32,
+    /// Logins a socket may make per second, sustained.
+    pub logins_per_second: f64,
     /// How long shutdown waits for clients to be told.
     pub shutdown_grace: Duration,
     /// WebSocket messages (one per fragment of a fragmented one) a client may send at once, and
@@ -50,6 +56,8 @@ impl Default for ChatConfig {
             max_message_bytes: 16 * 1024,
             rate_burst: 20,
             rate_per_second: 10.0,
+            login_burst: 5,
+            logins_per_second: 1.0,
             shutdown_grace: Duration::from_secs(3),
             redis_url: None,
             redis_tls_ca_file: None,
@@ -92,6 +100,9 @@ Options (each also read from the environment variable in brackets; a flag wins):
   --rate-burst <N>              roomMessages at once per socket [RATE_BURST] (default 20)
   --rate-per-second <N>         sustained roomMessages per second per socket [RATE_PER_SECOND]
                                 (default 10)
+  --login-burst <N>             logins at once per socket [LOGIN_BURST] (default 5)
+  --logins-per-second <N>       sustained logins per second per socket [LOGINS_PER_SECOND]
+                                (default 1); beyond, the login gets an error
   --ws-message-burst <N>        WebSocket messages at once per client [WS_MESSAGE_BURST]
                                 (default 100000)
   --ws-messages-per-second <N>  sustained WebSocket messages per second per client
@@ -150,6 +161,14 @@ fn set(config: &mut ChatConfig, key: &str, value: &str) -> Result<(), String> {
                 .filter(|r| r.is_finite() && *r >= 0.0)
                 .ok_or_else(|| bad("rate"))?
         }
+        "login-burst" => config.login_burst = value.parse().map_err(|_| bad("burst"))?,
+        "logins-per-second" => {
+            config.logins_per_second = value
+                .parse::<f64>()
+                .ok()
+                .filter(|r| r.is_finite() && *r >= 0.0)
+                .ok_or_else(|| bad("rate"))?
+        }
         "ws-message-burst" => config.ws_message_burst = value.parse().map_err(|_| bad("burst"))?,
         "ws-messages-per-second" => {
             config.ws_messages_per_second = value
@@ -192,6 +211,8 @@ where
         ("MAX_MESSAGE_BYTES", "max-message-bytes"),
         ("RATE_BURST", "rate-burst"),
         ("RATE_PER_SECOND", "rate-per-second"),
+        ("LOGIN_BURST", "login-burst"),
+        ("LOGINS_PER_SECOND", "logins-per-second"),
         ("WS_MESSAGE_BURST", "ws-message-burst"),
         ("WS_MESSAGES_PER_SECOND", "ws-messages-per-second"),
         ("MAX_SESSIONS", "max-sessions"),
@@ -263,6 +284,12 @@ mod tests {
             panic!("parse failed")
         };
         assert_eq!((c.host.as_str(), c.rate_burst), ("127.0.0.1", 5));
+        let Ok(Command::Run(c)) = run(&["--login-burst", "3"], &[("LOGINS_PER_SECOND", "0.5")])
+        else {
+            panic!("parse failed")
+        };
+        assert_eq!((c.login_burst, c.logins_per_second), (3, 0.5));
+        assert!(run(&["--logins-per-second", "-1"], &[]).is_err());
         assert_eq!(run(&["--help"], &[]), Ok(Command::Help));
         let Ok(Command::Run(c)) = run(&["--redis-url", "redis://r:1/"], &[("REDIS_URL", "x")])
         else {

@@ -150,9 +150,22 @@ impl Chat {
 
     fn on_connect(self: Arc<Self>, socket: &Arc<Socket>) {
         let chat = self.clone();
+        // Each login sends the room's member list to every member (and so does the logout it
+        // makes possible): without a limit, a socket logging in and out in a loop would have a
+        // room of a few hundred members sent megabytes a second each, until the server
+        // disconnected them as clients that cannot keep up.
+        let logins = Mutex::new(TokenBucket::new(
+            self.config.login_burst,
+            self.config.logins_per_second,
+        ));
         socket.on_raw("login", move |socket: Arc<Socket>, event: Event| {
             let chat = chat.clone();
-            async move { chat.login(&socket, event).await }
+            let started = chat.start_login(&socket, &event, &logins);
+            async move {
+                if let Some(started) = started {
+                    chat.login(&socket, event.ack, started).await;
+                }
+            }
         });
         let chat = self.clone();
         socket.on_raw("logout", move |socket: Arc<Socket>, event: Event| {
@@ -219,20 +232,31 @@ impl Chat {
         }
     }
 
-    async fn login(&self, socket: &Arc<Socket>, event: Event) {
+    /// A login's checks, and the user stored if they pass; `None` for a login without an ack
+    /// id (the socket is disconnected). Only a login that would succeed takes from the socket's
+    /// login rate: a refused one tells the room nothing.
+    fn start_login(
+        &self,
+        socket: &Arc<Socket>,
+        event: &Event,
+        rate: &Mutex<TokenBucket>,
+    ) -> Option<Result<User, LoginError>> {
         if !require_ack(socket, &event.ack, "login") {
-            return;
+            return None;
         }
-        let payload = event.args.into_iter().next().unwrap_or(Value::Null);
+        let payload = event.args.first().unwrap_or(&Value::Null);
         // The store is checked and written at once, so two logins on this node cannot both
         // take a name; the other nodes are asked after.
-        let result = validate_login(&payload).and_then(|(name, room)| {
+        Some(validate_login(payload).and_then(|(name, room)| {
             let mut users = self.users();
             if users.find(socket.id()).is_some() {
                 return Err(LoginError::AlreadyLoggedIn);
             }
             if users.name_taken(&room, &name) {
                 return Err(LoginError::NameTaken);
+            }
+            if !rate.lock().unwrap_or_else(|e| e.into_inner()).try_take() {
+                return Err(LoginError::TooManyLogins);
             }
             let user = User {
                 id: socket.id().to_string(),
@@ -241,10 +265,15 @@ impl Chat {
             };
             users.save(socket.id(), user.clone());
             Ok(user)
-        });
-        let user = match result {
+        }))
+    }
+
+    /// The rest of a login [`start_login`](Self::start_login) began: in a cluster, the other
+    /// nodes' word on the name; then the room is told and the ack sent.
+    async fn login(&self, socket: &Arc<Socket>, ack: Ack, started: Result<User, LoginError>) {
+        let user = match started {
             Ok(user) => user,
-            Err(e) => return refuse(event.ack, e),
+            Err(e) => return refuse(ack, e),
         };
         let ns = socket.namespace();
         let key = room_key(&user.room);
@@ -267,7 +296,7 @@ impl Chat {
                     socket.leave(&pending);
                 }
                 drop(users);
-                return refuse(event.ack, LoginError::NameTaken);
+                return refuse(ack, LoginError::NameTaken);
             }
         }
         // Completed under the store's lock: a logout or disconnect (which deletes under it)
@@ -281,7 +310,7 @@ impl Chat {
                     socket.leave(&pending);
                 }
                 drop(users);
-                return refuse(event.ack, LoginError::NameTaken);
+                return refuse(ack, LoginError::NameTaken);
             }
             if let Some(seq) = claim {
                 joined(socket, &user, seq);
@@ -303,7 +332,7 @@ impl Chat {
             None => self.members(ns, &user.room).await,
         };
         let _ = ns.to(&key).emit("users", &members);
-        let _ = event.ack.send(&LoggedIn { user: &user });
+        let _ = ack.send(&LoggedIn { user: &user });
     }
 
     /// Whether the socket's login is complete: at once on one node; in a cluster only once the
