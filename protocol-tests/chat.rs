@@ -1011,9 +1011,9 @@ async fn login_trims_like_javascript() {
 }
 
 /// Each login sends the room's member list to every member, and so does the logout after it:
-/// a socket logging in and out in a loop must not flood the room. Beyond its login rate a
-/// socket's login is refused and the room hears nothing; logins refused for other reasons
-/// tell the room nothing either, and do not count.
+/// a client logging in and out in a loop must not flood the room. Beyond its connection's login
+/// rate a login is refused and the room hears nothing; logins refused for other reasons tell
+/// the room nothing either, and do not count.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logins_beyond_the_rate_are_refused_and_the_room_hears_nothing() {
     let server = start(ChatConfig {
@@ -1039,6 +1039,12 @@ async fn logins_beyond_the_rate_are_refused_and_the_room_hears_nothing() {
         m.expect(left("eve")).await;
         m.expect(users(std::slice::from_ref(&um))).await;
     }
+    e.login_fails(json!({"name": "eve", "room": "r1"}), TOO_MANY_LOGINS)
+        .await;
+    // The rate is the connection's: leaving the namespace and joining it again makes a new
+    // socket, held to the same rate.
+    e.send("1").await;
+    e.connect().await;
     e.login_fails(json!({"name": "eve", "room": "r1"}), TOO_MANY_LOGINS)
         .await;
     m.expect_silence().await;

@@ -20,11 +20,12 @@ pub struct ChatConfig {
     pub rate_burst: u32,
     /// `roomMessage`s a socket may send per second, sustained.
     pub rate_per_second: f64,
-    /// Logins a socket may make at once. Each sends the room's member list to every member,
-    /// and makes possible a logout that does the same: a socket logging in and out in a loop
-    /// would have every member of a large room sent megabytes a second.
+    /// Logins one connection may make at once, whatever sockets it opens. Each sends the
+    /// room's member list to every member, and makes possible a logout that does the same: a
+    /// client logging in and out in a loop would have every member of a large room sent
+    /// megabytes a second.
     pub login_burst: u32,
-    /// Logins a socket may make per second, sustained.
+    /// Logins one connection may make per second, sustained.
     pub logins_per_second: f64,
     /// How long shutdown waits for clients to be told.
     pub shutdown_grace: Duration,
@@ -100,8 +101,8 @@ Options (each also read from the environment variable in brackets; a flag wins):
   --rate-burst <N>              roomMessages at once per socket [RATE_BURST] (default 20)
   --rate-per-second <N>         sustained roomMessages per second per socket [RATE_PER_SECOND]
                                 (default 10)
-  --login-burst <N>             logins at once per socket [LOGIN_BURST] (default 5)
-  --logins-per-second <N>       sustained logins per second per socket [LOGINS_PER_SECOND]
+  --login-burst <N>             logins at once per connection [LOGIN_BURST] (default 5)
+  --logins-per-second <N>       sustained logins per second per connection [LOGINS_PER_SECOND]
                                 (default 1); beyond, the login gets an error
   --ws-message-burst <N>        WebSocket messages at once per client [WS_MESSAGE_BURST]
                                 (default 100000)

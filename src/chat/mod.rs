@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::id::{Id, IdMap};
 use crate::rate_limit::TokenBucket;
 use crate::socketio::{Ack, Event, Namespace, Socket, SocketIo};
 use cluster::{Claim, Roster, joined, logged_out, room_list};
@@ -65,6 +66,56 @@ pub struct Chat {
     /// Users logged in on the other nodes, by socket id, as their nodes announced them: when a
     /// node dies its users cannot say goodbye, and the others tell their rooms who left.
     roster: Mutex<Roster>,
+    login_rates: Mutex<LoginRates>,
+}
+
+/// Each connection's login rate.
+///
+/// Each login sends the room's member list to every member, and so does the logout it makes
+/// possible: without a limit, a client logging in and out in a loop would have a room of a
+/// few hundred members sent megabytes a second each, until the server disconnected them as
+/// clients that cannot keep up. The rate is the connection's (the Engine.IO session's), not
+/// the socket's: a client that leaves the namespace and joins it again on the same connection
+/// has a new socket, and would otherwise get a fresh allowance each time.
+#[derive(Debug, Default)]
+struct LoginRates {
+    buckets: IdMap<TokenBucket>,
+    /// The size at which full buckets are swept out.
+    sweep_at: usize,
+}
+
+/// The fewest buckets a sweep is put off to.
+const LOGIN_RATES_SWEEP_MIN: usize = 1024;
+
+impl LoginRates {
+    fn try_take(&mut self, connection: Id, burst: u32, per_second: f64) -> bool {
+        if self.buckets.len() >= self.sweep_at {
+            // A full bucket is a fresh one: forgetting it loosens nothing. What a connection
+            // that closed left behind goes here, once it has refilled.
+            self.buckets.retain(|_, bucket| !bucket.is_full());
+            self.sweep_at = (self.buckets.len() * 2).max(LOGIN_RATES_SWEEP_MIN);
+        }
+        self.buckets
+            .entry(connection)
+            .or_insert_with(|| TokenBucket::new(burst, per_second))
+            .try_take()
+    }
+
+    /// A socket of the connection left: its bucket goes, unless it still holds back logins.
+    fn forget_if_full(&mut self, connection: Id) {
+        if self
+            .buckets
+            .get(&connection)
+            .is_some_and(TokenBucket::is_full)
+        {
+            self.buckets.remove(&connection);
+        }
+    }
+}
+
+/// The connection a socket is on: its Engine.IO session.
+fn connection(socket: &Socket) -> Id {
+    socket.session().id()
 }
 
 /// A `notification`; typed, so that it is written straight to the wire with its fields in the
@@ -124,6 +175,7 @@ impl Chat {
             clustered,
             logins: AtomicU64::new(0),
             roster: Mutex::new(Roster::default()),
+            login_rates: Mutex::new(LoginRates::default()),
         });
         let app = chat.clone();
         let ns = io.of("/");
@@ -148,19 +200,15 @@ impl Chat {
         self.users.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn login_rates(&self) -> MutexGuard<'_, LoginRates> {
+        self.login_rates.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn on_connect(self: Arc<Self>, socket: &Arc<Socket>) {
         let chat = self.clone();
-        // Each login sends the room's member list to every member (and so does the logout it
-        // makes possible): without a limit, a socket logging in and out in a loop would have a
-        // room of a few hundred members sent megabytes a second each, until the server
-        // disconnected them as clients that cannot keep up.
-        let logins = Mutex::new(TokenBucket::new(
-            self.config.login_burst,
-            self.config.logins_per_second,
-        ));
         socket.on_raw("login", move |socket: Arc<Socket>, event: Event| {
             let chat = chat.clone();
-            let started = chat.start_login(&socket, &event, &logins);
+            let started = chat.start_login(&socket, &event);
             async move {
                 if let Some(started) = started {
                     chat.login(&socket, event.ack, started).await;
@@ -206,7 +254,10 @@ impl Chat {
             async {}
         });
         let chat = self;
-        socket.on_disconnect(move |socket, _reason| chat.leave(&socket));
+        socket.on_disconnect(move |socket, _reason| {
+            chat.leave(&socket);
+            chat.login_rates().forget_if_full(connection(&socket));
+        });
     }
 
     /// The users of a room in join order: this node's store, or in a cluster every node's
@@ -235,12 +286,7 @@ impl Chat {
     /// A login's checks, and the user stored if they pass; `None` for a login without an ack
     /// id (the socket is disconnected). Only a login that would succeed takes from the socket's
     /// login rate: a refused one tells the room nothing.
-    fn start_login(
-        &self,
-        socket: &Arc<Socket>,
-        event: &Event,
-        rate: &Mutex<TokenBucket>,
-    ) -> Option<Result<User, LoginError>> {
+    fn start_login(&self, socket: &Arc<Socket>, event: &Event) -> Option<Result<User, LoginError>> {
         if !require_ack(socket, &event.ack, "login") {
             return None;
         }
@@ -255,7 +301,11 @@ impl Chat {
             if users.name_taken(&room, &name) {
                 return Err(LoginError::NameTaken);
             }
-            if !rate.lock().unwrap_or_else(|e| e.into_inner()).try_take() {
+            let (burst, per_second) = (self.config.login_burst, self.config.logins_per_second);
+            if !self
+                .login_rates()
+                .try_take(connection(socket), burst, per_second)
+            {
                 return Err(LoginError::TooManyLogins);
             }
             let user = User {
@@ -431,4 +481,36 @@ fn require_ack(socket: &Arc<Socket>, ack: &Ack, event: &str) -> bool {
         return false;
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn login_rates_forget_only_buckets_that_hold_nothing_back() {
+        let mut rates = LoginRates::default();
+        let held = Id::random();
+        // Never refilled: one login, then none.
+        assert!(rates.try_take(held, 1, 0.0));
+        assert!(!rates.try_take(held, 1, 0.0));
+        rates.forget_if_full(held);
+        assert!(
+            !rates.try_take(held, 1, 0.0),
+            "a socket leaving does not reset it"
+        );
+        // Without a limit (one token of four billion), a bucket is always full.
+        let (unlimited, rate) = (u32::MAX, f64::MAX);
+        let free = Id::random();
+        assert!(rates.try_take(free, unlimited, rate));
+        rates.forget_if_full(free);
+        assert!(!rates.buckets.contains_key(&free));
+        // Filled up to the sweep: the next login sweeps the full buckets out, not the held one.
+        while rates.buckets.len() < LOGIN_RATES_SWEEP_MIN {
+            assert!(rates.try_take(Id::random(), unlimited, rate));
+        }
+        assert!(rates.try_take(Id::random(), unlimited, rate));
+        assert_eq!(rates.buckets.len(), 2);
+        assert!(!rates.try_take(held, 1, 0.0));
+    }
 }

@@ -23,7 +23,7 @@ pub enum LoginError {
     /// Another user of the room has this name (ASCII case ignored).
     #[error("Name is already taken in this room")]
     NameTaken,
-    /// The socket tried to log in more often than the login rate allows.
+    /// The connection logged in more often than the login rate allows.
     #[error("Too many logins, slow down")]
     TooManyLogins,
 }
