@@ -725,8 +725,9 @@ fn parse_text(text: &str, limits: &DecoderLimits) -> Result<(Packet, usize), Par
     let rest = text.get(pos..).unwrap_or_default();
     let mut data = if rest.is_empty() {
         // `3<id>` answers with no arguments: the reference server calls the callback with
-        // none, so it is an empty argument list here rather than a malformed packet.
-        (kind == PacketKind::Ack).then(|| Value::Array(Vec::new()))
+        // none, so it is an empty argument list here rather than a malformed packet (unless
+        // the depth limit allows no list at all, which `3<id>[]` would pass either).
+        (kind == PacketKind::Ack && limits.max_depth > 0).then(|| Value::Array(Vec::new()))
     } else {
         check_depth(rest.as_bytes(), limits.max_depth)?;
         Some(parse_json(rest)?)
@@ -1563,6 +1564,17 @@ mod tests {
         let ack = decoded("312");
         assert_eq!((ack.kind, ack.id), (PacketKind::Ack, Some(12)));
         assert_eq!(ack.data, Some(json!([])));
+        // Unless no list may come at all, as `312[]` may not.
+        let flat = DecoderLimits {
+            max_depth: 0,
+            ..DecoderLimits::default()
+        };
+        for text in ["312", "312[]"] {
+            assert!(
+                Decoder::with_limits(flat).decode_text(text).is_err(),
+                "{text}"
+            );
+        }
         assert!(matches!(
             rejected("61-12"),
             ParseError::MissingPayload(PacketKind::BinaryAck)
