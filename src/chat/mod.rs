@@ -284,8 +284,8 @@ impl Chat {
     }
 
     /// A login's checks, and the user stored if they pass; `None` for a login without an ack
-    /// id (the socket is disconnected). Only a login that would succeed takes from the socket's
-    /// login rate: a refused one tells the room nothing.
+    /// id (the socket is disconnected). Only a login that would succeed takes from the
+    /// connection's login rate: a refused one tells the room nothing.
     fn start_login(&self, socket: &Arc<Socket>, event: &Event) -> Option<Result<User, LoginError>> {
         if !require_ack(socket, &event.ack, "login") {
             return None;
