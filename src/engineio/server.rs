@@ -5,6 +5,7 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http_body_util::Full;
@@ -58,7 +59,12 @@ pub struct EngineIo<H: Handler> {
     sessions: Mutex<IdMap<Arc<Session<H::Data>>>>,
     metrics: Arc<EngineMetrics>,
     admission: Admission,
+    /// The last count of sessions per transport, and when it was taken.
+    transport_count: Mutex<Option<(Instant, (usize, usize))>>,
 }
+
+/// How long a count of sessions per transport is reused.
+const TRANSPORT_COUNT_TTL: Duration = Duration::from_secs(1);
 
 /// The query parameters Engine.IO reads, decoded; the first occurrence of a parameter wins.
 #[derive(Debug, Default)]
@@ -95,6 +101,7 @@ impl<H: Handler> EngineIo<H> {
             sessions: Mutex::new(IdMap::default()),
             admission: Admission::default(),
             metrics: Arc::default(),
+            transport_count: Mutex::new(None),
         })
     }
 
@@ -108,14 +115,29 @@ impl<H: Handler> EngineIo<H> {
         &self.metrics
     }
 
-    /// Open sessions per transport: (polling, websocket).
+    /// Open sessions per transport: (polling, websocket), as of at most a second ago.
+    ///
+    /// Counting walks every session (with the sessions' table locked while it is copied), so
+    /// a count is reused for a second: a `/metrics` that anyone may ask for, as often as they
+    /// like, must not hold up the requests that look sessions up.
     pub fn sessions_by_transport(&self) -> (usize, usize) {
+        let mut last = self
+            .transport_count
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some((at, count)) = *last
+            && at.elapsed() < TRANSPORT_COUNT_TTL
+        {
+            return count;
+        }
         let sessions = self.sessions();
         let ws = sessions
             .iter()
             .filter(|s| s.transport() == Transport::WebSocket)
             .count();
-        (sessions.len() - ws, ws)
+        let count = (sessions.len() - ws, ws);
+        *last = Some((Instant::now(), count));
+        count
     }
 
     /// The layer above.
