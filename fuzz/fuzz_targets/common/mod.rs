@@ -111,10 +111,20 @@ pub fn check_decoded(packet: &Packet, limits: DecoderLimits) {
             }
         }
         PacketKind::Ack | PacketKind::BinaryAck => {
-            assert!(packet.id.is_some());
-            let (id, _, atts) = packet.clone().into_ack().expect("into_ack");
-            assert_eq!(Some(id), packet.id);
-            assert_eq!(atts, packet.attachments);
+            // The arguments are always an array (`3<id>` with no payload decodes as `[]`).
+            let Some(Value::Array(items)) = &packet.data else {
+                panic!("ack arguments not an array: {:?}", packet.data);
+            };
+            match packet.id {
+                // An ack without an id is well formed but acknowledges nothing.
+                None => assert_eq!(packet.clone().into_ack(), None, "into_ack without an id"),
+                Some(expected) => {
+                    let (id, args, atts) = packet.clone().into_ack().expect("into_ack");
+                    assert_eq!(id, expected);
+                    assert_eq!(&args, items);
+                    assert_eq!(atts, packet.attachments);
+                }
+            }
         }
         PacketKind::ConnectError => unreachable!(),
     }
