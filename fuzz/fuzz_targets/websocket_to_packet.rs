@@ -50,7 +50,12 @@ impl Connection {
                     self.closed = true;
                 }
             }
-            Ok(Packet::Message(Message::Binary(_))) => panic!("text decoded to binary"),
+            // `b` and base64: a binary message written as text (`forceBase64` clients); the
+            // server hands it on like a binary frame.
+            Ok(Packet::Message(Message::Binary(data))) => {
+                assert!(original.starts_with('b'), "text {original:?} decoded to binary");
+                self.on_binary(data);
+            }
             Ok(_) => {}
             // The server closes the session on a bad packet.
             Err(_) => self.closed = true,
