@@ -18,6 +18,7 @@
 //! (see [`WsIo::read_ahead`]).
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
@@ -40,6 +41,10 @@ pub(crate) const BATCH_LIMIT: usize = 64 * 1024;
 
 /// The most read at once ahead of tungstenite inside a long frame (see [`WsIo::read_ahead`]).
 const READ_AHEAD_MAX: usize = 64 * 1024;
+
+/// The most one read from the socket takes when tungstenite asks for less (see
+/// [`WsIo::read_socket`]).
+const READ_CHUNK: usize = 8 * 1024;
 
 /// The first allocation of a batch. Most batches are one or a few small frames: an allocation
 /// this small comes from the allocator's per-thread cache, and the buffer grows for more.
@@ -72,6 +77,17 @@ impl Prefix {
 
     fn owning(bytes: Box<[u8]>) -> Option<Box<Prefix>> {
         (!bytes.is_empty()).then(|| Box::new(Prefix { bytes, pos: 0 }))
+    }
+
+    /// The bytes of one read of which the first `handed` went to the reader already: kept
+    /// whole, so that the reader can give some back (see [`WsIo::poll_read`]).
+    fn after(bytes: &[u8], handed: usize) -> Option<Box<Prefix>> {
+        (handed < bytes.len()).then(|| {
+            Box::new(Prefix {
+                bytes: Box::from(bytes),
+                pos: handed,
+            })
+        })
     }
 }
 
@@ -308,6 +324,39 @@ impl WsIo {
     }
 }
 
+impl WsIo {
+    /// Reads from the connection into `buf`. tungstenite asks for its read buffer's worth at a
+    /// time (512 bytes), while a client's messages often come several together: a binary
+    /// message's attachments, a burst of events. Read in such pieces they cost a system call
+    /// each (about nine per event with ten small attachments); so up to [`READ_CHUNK`] is read
+    /// at once, on the stack, and what does not fit in `buf` is handed over from memory next.
+    fn read_socket(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if buf.remaining() >= READ_CHUNK {
+            return poll_read_from(&mut self.inner, cx, buf);
+        }
+        let mut chunk = [const { MaybeUninit::<u8>::uninit() }; READ_CHUNK];
+        let mut chunk = ReadBuf::uninit(&mut chunk);
+        ready!(poll_read_from(&mut self.inner, cx, &mut chunk))?;
+        let got = chunk.filled();
+        let handed = got.len().min(buf.remaining());
+        buf.put_slice(&got[..handed]);
+        self.prefix = Prefix::after(got, handed);
+        Poll::Ready(Ok(()))
+    }
+}
+
+fn poll_read_from(
+    inner: &mut Inner,
+    cx: &mut Context<'_>,
+    buf: &mut ReadBuf<'_>,
+) -> Poll<io::Result<()>> {
+    match inner {
+        Inner::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+        Inner::Other(s) => Pin::new(&mut **s).poll_read(cx, buf),
+        Inner::Moved => Poll::Ready(Err(moved())),
+    }
+}
+
 impl AsyncRead for WsIo {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -326,11 +375,7 @@ impl AsyncRead for WsIo {
             buf.put_slice(&rest[..n]);
             prefix.pos += n;
         } else {
-            ready!(match &mut this.inner {
-                Inner::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-                Inner::Other(s) => Pin::new(&mut **s).poll_read(cx, buf),
-                Inner::Moved => Poll::Ready(Err(moved())),
-            })?;
+            ready!(this.read_socket(cx, buf))?;
         }
         let read = &buf.filled()[before..];
         let mut counted = this.frames.scan(read);
