@@ -38,6 +38,8 @@ BENCHES = bench.BENCHES
 ROOT = bench.ROOT
 LOAD_DIR = BENCHES / "payloads"
 SERVERS = ["ours", "socketioxide", "node"]
+# Table order, with the optional "base" (see --baseline) beside ours.
+COLUMNS = ["ours", "base", "socketioxide", "node"]
 IN_FLIGHT = 4  # acked echoes outstanding per connection
 RUN_TIMEOUT = 300.0  # seconds, per phase of one run
 
@@ -205,7 +207,7 @@ METRICS = [("cpu_us", "server CPU per message (µs)"), ("msgs_per_s", "messages 
 
 def table(cells: list[Cell], results: dict) -> str:
     """results[cell.key][server] = list of derived dicts."""
-    servers = [s for s in SERVERS if any(results.get(c.key, {}).get(s) for c in cells)]
+    servers = [s for s in COLUMNS if any(results.get(c.key, {}).get(s) for c in cells)]
     head = "| cell | metric | " + " | ".join(
         s if s == "ours" else f"{s} | ×ours" for s in servers) + " |"
     lines = [head, "|" + "---|" * (2 + sum(1 if s == "ours" else 2 for s in servers))]
@@ -246,11 +248,15 @@ def table(cells: list[Cell], results: dict) -> str:
 
 def build(servers: list[str]) -> None:
     def sh(cmd: list[str], cwd: Path) -> None:
-        print(f"$ (cd {cwd.relative_to(ROOT)}; {' '.join(cmd)})", flush=True)
+        shown = cwd.relative_to(ROOT) if cwd.is_relative_to(ROOT) else cwd
+        print(f"$ (cd {shown}; {' '.join(cmd)})", flush=True)
         subprocess.run(cmd, cwd=cwd, check=True)
 
     if "ours" in servers:
         sh(["cargo", "build", "--release", "--quiet", "--bin", "echo"], BENCHES / "peers" / "ours")
+    if "base" in servers:
+        sh(["cargo", "build", "--release", "--quiet", "--bin", "echo"],
+           bench.BASELINE / "benches" / "peers" / "ours")
     if "socketioxide" in servers:
         sh(["cargo", "build", "--release", "--quiet", "--bin", "echo"],
            BENCHES / "peers" / "socketioxide")
@@ -275,7 +281,11 @@ def main() -> int:
     ap.add_argument("--quiet-wait", type=float, default=10.0, metavar="S",
                     help="before each run, wait up to S seconds for the machine to be idle")
     ap.add_argument("--table", metavar="FILE", help="print the table of a stored results file")
+    ap.add_argument("--baseline", metavar="DIR", type=Path,
+                    help="another checkout of this repository, run as the server 'base' "
+                    "(add it to --servers)")
     args = ap.parse_args()
+    bench.BASELINE = args.baseline.resolve() if args.baseline else None
     global QUIET_WAIT
     QUIET_WAIT = args.quiet_wait
 
@@ -292,7 +302,7 @@ def main() -> int:
     mode = "quick" if args.quick else "full"
     reps = args.reps or (1 if args.quick else 3)
     servers = [s for s in args.servers.split(",") if s]
-    unknown = set(servers) - set(SERVERS)
+    unknown = set(servers) - set(SERVERS) - ({"base"} if bench.BASELINE else set())
     if unknown:
         ap.error(f"unknown servers: {', '.join(sorted(unknown))}")
     bench.raise_nofile()
