@@ -14,8 +14,9 @@
 //! [`crate::server::serve`] the `101` response head is still unwritten when the connection
 //! arrives here: it is the start of the first batch, so that it leaves with the first frame.
 //! Last, tungstenite reads in pieces the size of its read buffer, which is small so that idle
-//! connections stay small: inside a long frame the rest of it is read ahead at once instead
-//! (see [`WsIo::read_ahead`]).
+//! connections stay small: a read from the socket takes several pieces' worth at once, on the
+//! stack (see [`WsIo::read_socket`]), and inside a long frame the rest of it is read ahead at
+//! once (see [`WsIo::read_ahead`]).
 
 use std::io;
 use std::mem::MaybeUninit;
