@@ -147,6 +147,14 @@ fn positive(value: &str) -> Option<usize> {
     value.parse().ok().filter(|n| *n > 0)
 }
 
+/// A rate per second: a finite number, not negative.
+fn rate(value: &str) -> Option<f64> {
+    value
+        .parse::<f64>()
+        .ok()
+        .filter(|r| r.is_finite() && *r >= 0.0)
+}
+
 fn set(config: &mut ChatConfig, key: &str, value: &str) -> Result<(), String> {
     let bad = |what: &str| format!("invalid {what}: {value:?}");
     match key {
@@ -155,27 +163,13 @@ fn set(config: &mut ChatConfig, key: &str, value: &str) -> Result<(), String> {
         "endpoint" => config.endpoints = parse_endpoints(value),
         "max-message-bytes" => config.max_message_bytes = value.parse().map_err(|_| bad("size"))?,
         "rate-burst" => config.rate_burst = value.parse().map_err(|_| bad("burst"))?,
-        "rate-per-second" => {
-            config.rate_per_second = value
-                .parse::<f64>()
-                .ok()
-                .filter(|r| r.is_finite() && *r >= 0.0)
-                .ok_or_else(|| bad("rate"))?
-        }
+        "rate-per-second" => config.rate_per_second = rate(value).ok_or_else(|| bad("rate"))?,
         "login-burst" => config.login_burst = value.parse().map_err(|_| bad("burst"))?,
-        "logins-per-second" => {
-            config.logins_per_second = value
-                .parse::<f64>()
-                .ok()
-                .filter(|r| r.is_finite() && *r >= 0.0)
-                .ok_or_else(|| bad("rate"))?
-        }
+        "logins-per-second" => config.logins_per_second = rate(value).ok_or_else(|| bad("rate"))?,
         "ws-message-burst" => config.ws_message_burst = value.parse().map_err(|_| bad("burst"))?,
         "ws-messages-per-second" => {
-            config.ws_messages_per_second = value
-                .parse::<f64>()
-                .ok()
-                .filter(|r| r.is_finite() && *r > 0.0)
+            config.ws_messages_per_second = rate(value)
+                .filter(|r| *r > 0.0)
                 .ok_or_else(|| bad("rate"))?
         }
         "max-sessions" => config.max_sessions = positive(value).ok_or_else(|| bad("count"))?,
