@@ -499,8 +499,9 @@ impl<D> Session<D> {
     }
 
     /// What a pending GET should answer now, if anything: the queued frames (at most
-    /// `max_packets` of them), or a noop when the session closed or a WebSocket is taking over. Once a WebSocket has taken over, the GET is
-    /// refused and what is queued is left to the WebSocket.
+    /// `max_packets` of them), or a noop when the session closed or a WebSocket is taking
+    /// over. Once a WebSocket has taken over, the GET is refused and what is queued is left to
+    /// the WebSocket.
     pub(crate) fn poll_ready(
         &self,
         into: &mut Vec<Frame>,

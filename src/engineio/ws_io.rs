@@ -323,9 +323,7 @@ impl WsIo {
             }
         }
     }
-}
 
-impl WsIo {
     /// Reads from the connection into `buf`. tungstenite asks for its read buffer's worth at a
     /// time (512 bytes), while a client's messages often come several together: a binary
     /// message's attachments, a burst of events. Read in such pieces they cost a system call
