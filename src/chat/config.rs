@@ -57,8 +57,8 @@ impl Default for ChatConfig {
             max_message_bytes: 16 * 1024,
             rate_burst: 20,
             rate_per_second: 10.0,
-            login_burst: 5,
-            logins_per_second: 1.0,
+            login_burst: 30,
+            logins_per_second: 2.0,
             shutdown_grace: Duration::from_secs(3),
             redis_url: None,
             redis_tls_ca_file: None,
@@ -101,9 +101,9 @@ Options (each also read from the environment variable in brackets; a flag wins):
   --rate-burst <N>              roomMessages at once per socket [RATE_BURST] (default 20)
   --rate-per-second <N>         sustained roomMessages per second per socket [RATE_PER_SECOND]
                                 (default 10)
-  --login-burst <N>             logins at once per connection [LOGIN_BURST] (default 5)
+  --login-burst <N>             logins at once per connection [LOGIN_BURST] (default 30)
   --logins-per-second <N>       sustained logins per second per connection [LOGINS_PER_SECOND]
-                                (default 1); beyond, the login gets an error
+                                (default 2); beyond, the login gets an error
   --ws-message-burst <N>        WebSocket messages at once per client [WS_MESSAGE_BURST]
                                 (default 100000)
   --ws-messages-per-second <N>  sustained WebSocket messages per second per client
