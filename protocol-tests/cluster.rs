@@ -345,6 +345,13 @@ async fn broadcasts_reach_every_node_with_rooms_exceptions_and_binary() {
     assert_eq!(outsider.next().await.0, r#"2["you"]"#);
     a.expect_silence(Duration::from_millis(200)).await;
 
+    // A room whose name has the shape of a socket id is still a room on every node.
+    let named_like_an_id = "general-announcement";
+    let mut d = Client::connect(&nodes[1], Some(named_like_an_id)).await;
+    nodes[0].io.to(named_like_an_id).emit("news", &()).unwrap();
+    assert_eq!(d.next().await.0, r#"2["news"]"#);
+    outsider.expect_silence(Duration::from_millis(200)).await;
+
     // `local` stays on the node.
     nodes[0].io.to("r").local().emit("here", &()).unwrap();
     assert_eq!(a.next().await.0, r#"2["here"]"#);

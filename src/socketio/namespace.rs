@@ -543,12 +543,11 @@ impl Namespace {
             .for_each(f);
     }
 
-    /// Whether this node has a member of `room` (a socket's own-id room included).
+    /// Whether this node has a member of `room` (a socket's own-id room included). A name may
+    /// be both: any 20 URL-safe characters read as an id.
     pub fn has_room(&self, room: &str) -> bool {
-        if let Some(id) = Id::parse(room) {
-            return read(&self.sockets).contains_key(&id);
-        }
-        !self.adapter.members(room).is_empty()
+        Id::parse(room).is_some_and(|id| read(&self.sockets).contains_key(&id))
+            || !self.adapter.members(room).is_empty()
     }
 
     /// Members of a room, the implicit own-id rooms included. An id that is no socket of this
