@@ -1073,12 +1073,13 @@ fn invalid_type<'de, V: Visitor<'de>, T>(value: &Value, visitor: &V) -> Result<T
 }
 
 /// The attachment a placeholder object stands for; `Ok(None)` when `map` is
-/// not a placeholder.
+/// not a placeholder. Without attachments nothing is one: the packet decoder reads what only
+/// looks like a placeholder in a plain event as data, and so does this.
 fn resolve_placeholder<'de>(
     map: &Map<String, Value>,
     attachments: &'de [Bytes],
 ) -> Result<Option<&'de [u8]>> {
-    let Some(num) = placeholder_num(map) else {
+    let Some(num) = placeholder_num(map).filter(|_| !attachments.is_empty()) else {
         return Ok(None);
     };
     usize::try_from(num)
@@ -1934,6 +1935,21 @@ mod tests {
         let almost = json!({"_placeholder": true, "num": 0, "x": 1});
         assert!(from_value::<Bytes>(almost.clone(), &atts).is_err());
         assert_eq!(from_value::<Value>(almost.clone(), &atts).unwrap(), almost);
+        // In a packet without attachments, what looks like a placeholder is data.
+        assert_eq!(from_value::<Value>(ph.clone(), &[]).unwrap(), ph);
+        #[derive(Debug, PartialEq, Deserialize)]
+        struct LooksLikeOne {
+            _placeholder: bool,
+            num: u32,
+        }
+        assert_eq!(
+            from_value::<LooksLikeOne>(ph.clone(), &[]).unwrap(),
+            LooksLikeOne {
+                _placeholder: true,
+                num: 0
+            }
+        );
+        assert!(from_value::<Bytes>(ph.clone(), &[]).is_err());
         // Bytes from plain JSON still work as serde_json accepts them.
         assert_eq!(from_value::<Bytes>(json!([4, 5]), &[]).unwrap(), b(&[4, 5]));
         assert_eq!(from_value::<Bytes>(json!("hi"), &[]).unwrap(), b(b"hi"));
