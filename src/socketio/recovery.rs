@@ -228,15 +228,23 @@ impl State {
         let pid = Id::parse(pid)?;
         let session = self.sessions.remove(&pid)?;
         let offset: u64 = offset.parse().ok()?;
-        if offset < session.since {
-            // Not an offset this socket was given: what came before it was not its own.
-            return None;
-        }
-        // The offset must still be kept: the events after it are then all here.
-        let index = self
-            .events
-            .binary_search_by_key(&offset, |e| e.offset)
-            .ok()?;
+        // Where the events the socket may have missed start.
+        let first = if offset < session.since {
+            // A client keeps its last offset through a connection on which no event reached
+            // it: an offset from before this socket says that none of the socket's own did.
+            // They must all still be kept.
+            let oldest = self.events.front().map_or(self.next_offset, |e| e.offset);
+            if oldest > session.since {
+                return None;
+            }
+            self.events.partition_point(|e| e.offset < session.since)
+        } else {
+            // The offset must still be kept: the events after it are then all here.
+            self.events
+                .binary_search_by_key(&offset, |e| e.offset)
+                .ok()?
+                + 1
+        };
         let sid_room = session.sid.as_str();
         let reaches = |target: &BroadcastTarget| {
             let mut rooms = session.rooms.iter().map(String::as_str).chain([sid_room]);
@@ -249,7 +257,7 @@ impl State {
         let missed = self
             .events
             .iter()
-            .skip(index + 1)
+            .skip(first)
             .filter(|e| reaches(&e.target))
             .flat_map(|e| e.frames.iter().cloned())
             .collect::<Vec<_>>();
@@ -425,15 +433,31 @@ mod tests {
     }
 
     #[test]
-    fn an_offset_from_before_the_socket_is_refused() {
-        let config = RecoveryConfig::default();
+    fn an_offset_from_before_the_socket_gets_all_of_the_sockets_own_events() {
+        // As a client sends after a connection on which no event reached it.
+        let config = RecoveryConfig {
+            max_events: 3,
+            ..RecoveryConfig::default()
+        };
         let mut state = State::default();
-        for _ in 0..3 {
+        for _ in 0..2 {
             state.stamp(&config, event(r#"42["before it"]"#), &to(&[], &[]));
         }
         let (_, pid) = persisted(&mut state, &config, &[]);
         state.stamp(&config, event(r#"42["its own"]"#), &to(&[], &[]));
-        assert!(state.restore(&config, pid.as_str(), "0").is_none());
+        let restored = state.restore(&config, pid.as_str(), "0").unwrap();
+        assert_eq!(text(&restored.missed), r#"42["its own","2"]"#);
+        assert_eq!(restored.missed.len(), 1);
+        // Nothing of its own yet: nothing missed.
+        let (_, pid) = persisted(&mut state, &config, &[]);
+        let restored = state.restore(&config, pid.as_str(), "1").unwrap();
+        assert!(restored.missed.is_empty());
+        // One of its own events is gone: it connects afresh.
+        let (_, pid) = persisted(&mut state, &config, &[]);
+        for _ in 0..4 {
+            state.stamp(&config, event(r#"42["its own"]"#), &to(&[], &[]));
+        }
+        assert!(state.restore(&config, pid.as_str(), "1").is_none());
     }
 
     #[test]
