@@ -1378,3 +1378,60 @@ async fn more_missed_events_than_the_outbound_queue_takes_make_a_fresh_socket() 
     assert_ne!(new_sid, sid, "connected afresh");
     assert_eq!(event_args(&ws_recv_app_text(&mut ws).await)[1], false);
 }
+
+#[test]
+fn a_room_listener_that_broadcasts_does_not_hold_up_a_recovering_socket() {
+    // On a thread and runtime of its own, watched from here: should the recovering CONNECT
+    // wait for ever, a runtime could not even be shut down, and the test would hang.
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(rejoined_rooms_are_announced_after_recovery());
+        let _ = done.send(());
+    });
+    match finished.recv_timeout(Duration::from_secs(20)) {
+        Ok(()) => {}
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("the recovering socket never got its CONNECT answer and events")
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            panic!("the scenario failed: see its panic above")
+        }
+    }
+}
+
+async fn rejoined_rooms_are_announced_after_recovery() {
+    let io = recovering_server();
+    let announcer = io.clone();
+    assert!(io.of("/").on_room_event(move |event| {
+        if let RoomEvent::Joined { room, .. } = event {
+            let _ = announcer.to(room).emit("joined", room);
+        }
+    }));
+    let addr = serve(&io).await;
+    let (mut ws, sid, pid) = connect_with_auth(addr, &json!({})).await;
+    let joined = event_args(&ws_recv_app_text(&mut ws).await);
+    assert_eq!(joined[..2], [json!("joined"), json!("news")]);
+    let hello = event_args(&ws_recv_app_text(&mut ws).await);
+    let offset = hello.last().and_then(Value::as_str).expect("an offset");
+
+    drop(ws);
+    until_no_socket(&io).await;
+    // Rejoining `news` tells the listener, which broadcasts to `news`.
+    let auth = json!({"pid": pid, "offset": offset});
+    let (mut ws, back_sid, _) = connect_with_auth(addr, &auth).await;
+    assert_eq!(back_sid, sid);
+    let mut names = Vec::new();
+    for _ in 0..2 {
+        names.push(event_args(&ws_recv_app_text(&mut ws).await)[0].clone());
+    }
+    names.sort_by_key(|n| n.to_string());
+    assert_eq!(names, [json!("hello"), json!("joined")]);
+    // The namespace still delivers.
+    io.to("news").emit("news", "live").unwrap();
+    assert_eq!(event_args(&ws_recv_app_text(&mut ws).await)[0], "news");
+}

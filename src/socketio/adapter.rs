@@ -12,6 +12,7 @@
 //! Every socket is also in a room named after its own id; that room is implicit (never stored),
 //! which keeps a socket that joins nothing free of room bookkeeping.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
@@ -284,7 +285,8 @@ impl LocalAdapter {
         self.listened.load(Ordering::Acquire).then(Vec::new)
     }
 
-    /// Tells the listeners, once the rooms' lock is released.
+    /// Tells the listeners, once the rooms' lock is released (or later: see
+    /// [`hold_room_events`]).
     fn tell(&self, events: Option<Vec<RoomEvent>>) {
         let Some(events) = events.filter(|e| !e.is_empty()) else {
             return;
@@ -294,18 +296,67 @@ impl LocalAdapter {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        for event in &events {
-            for listener in &listeners {
-                // A listener runs inside joins and leaves, a socket's cleanup among them: its
-                // panic must not cut that short.
-                let told =
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| listener(event)));
-                if told.is_err() {
-                    tracing::error!(?event, "a room event listener panicked");
-                }
+        let told = (listeners, events);
+        let untold = HELD.with(|held| match held.borrow_mut().as_mut() {
+            Some(held) => {
+                held.push(told);
+                None
+            }
+            None => Some(told),
+        });
+        if let Some((listeners, events)) = untold {
+            notify(&listeners, &events);
+        }
+    }
+}
+
+fn notify(listeners: &[RoomListener], events: &[RoomEvent]) {
+    for event in events {
+        for listener in listeners {
+            // A listener runs inside joins and leaves, a socket's cleanup among them: its
+            // panic must not cut that short.
+            let told = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| listener(event)));
+            if told.is_err() {
+                tracing::error!(?event, "a room event listener panicked");
             }
         }
     }
+}
+
+/// Room events not told yet, with the listeners to tell.
+type Untold = Vec<(Vec<RoomListener>, Vec<RoomEvent>)>;
+
+thread_local! {
+    /// Room events held back on this thread by [`hold_room_events`].
+    static HELD: RefCell<Option<Untold>> = const { RefCell::new(None) };
+}
+
+/// Runs `f`, and tells room listeners of the joins and leaves it made only once it has
+/// returned. For changes made under a lock that a listener's broadcast takes as well: a
+/// recovered socket rejoins its rooms under the recovery store's lock, and a listener that
+/// broadcasts there would wait for that lock for ever.
+pub(crate) fn hold_room_events<R>(f: impl FnOnce() -> R) -> R {
+    /// Tells what was held, also when `f` panics, so that nothing stays held.
+    struct Release;
+    impl Drop for Release {
+        fn drop(&mut self) {
+            let held = HELD.with(|held| held.borrow_mut().take());
+            for (listeners, events) in held.into_iter().flatten() {
+                notify(&listeners, &events);
+            }
+        }
+    }
+    let holding = HELD.with(|held| {
+        let mut held = held.borrow_mut();
+        if held.is_some() {
+            // Held further out already: that hold tells them.
+            return false;
+        }
+        *held = Some(Vec::new());
+        true
+    });
+    let _release = holding.then_some(Release);
+    f()
 }
 
 impl Rooms {

@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::adapter::{
     Adapter, BroadcastFlags, BroadcastOptions, BroadcastTarget, ClusterError, FetchedSockets,
-    RemoteAck, RoomEvent, SocketInfo,
+    RemoteAck, RoomEvent, SocketInfo, hold_room_events,
 };
 use super::binary;
 use super::error::{AckError, ConnectError, EmitError};
@@ -467,6 +467,7 @@ impl Namespace {
     /// Finds the socket a reconnecting client had, from the `pid` and `offset` of its auth, and
     /// runs `connect` with it under the store's lock: what `connect` queues comes before any
     /// event sent after the missed ones. The socket `connect` returns is the one recovered.
+    /// Room listeners hear of its rooms once the lock is released, since they may broadcast.
     pub(crate) fn restore(
         &self,
         auth: &Value,
@@ -475,11 +476,13 @@ impl Namespace {
         let recovery = self.recovery.as_ref()?;
         let pid = auth.get("pid").and_then(Value::as_str)?;
         let offset = auth.get("offset").and_then(Value::as_str)?;
-        let mut state = recovery.lock();
-        let restored = state.restore(&recovery.config, pid, offset)?;
-        let socket = connect(&restored)?;
-        restored.register(&mut state);
-        Some(socket)
+        hold_room_events(|| {
+            let mut state = recovery.lock();
+            let restored = state.restore(&recovery.config, pid, offset)?;
+            let socket = connect(&restored)?;
+            restored.register(&mut state);
+            Some(socket)
+        })
     }
 
     /// What a leaving socket had, when recovery is on and it may come back: its rooms (read
