@@ -1435,3 +1435,45 @@ async fn rejoined_rooms_are_announced_after_recovery() {
     io.to("news").emit("news", "live").unwrap();
     assert_eq!(event_args(&ws_recv_app_text(&mut ws).await)[0], "news");
 }
+
+#[tokio::test]
+async fn a_disconnect_handler_that_panics_does_not_keep_the_socket() {
+    let io = SocketIo::builder().build();
+    io.of("/").on_connect(|socket| {
+        socket.join("r");
+        socket.on_disconnecting(|_, _| panic!("a program's mistake, while leaving"));
+        socket.on_disconnect(|_, _| panic!("a program's mistake, once gone"));
+    });
+    let addr = serve(&io).await;
+    let (mut ws, reply) = connect(addr, "/").await;
+    assert!(reply.starts_with("40{"), "{reply}");
+    ws_send(&mut ws, "41").await;
+    until_no_socket(&io).await;
+    assert_eq!(
+        io.of("/").adapter().room_count(),
+        0,
+        "its room went with it"
+    );
+    // The connection itself goes on: another namespace CONNECT on it is answered.
+    ws_send(&mut ws, "40").await;
+    assert!(ws_recv_app_text(&mut ws).await.starts_with("40{"));
+    // And closing it ends the socket all the same.
+    drop(ws);
+    until_no_socket(&io).await;
+    assert_eq!(io.of("/").adapter().room_count(), 0);
+}
+
+#[tokio::test]
+async fn rooms_joined_by_a_refusing_middleware_are_left() {
+    let io = SocketIo::builder().build();
+    io.of("/").use_middleware(|socket| async move {
+        socket.join("lobby");
+        Err(ConnectError::new("not today"))
+    });
+    let addr = serve(&io).await;
+    for _ in 0..3 {
+        let (_ws, reply) = connect(addr, "/").await;
+        assert_eq!(reply, r#"44{"message":"not today"}"#);
+    }
+    assert_eq!(io.of("/").adapter().room_count(), 0);
+}

@@ -335,21 +335,28 @@ impl Client {
         let session = session.clone();
         run_inline(async move {
             if let Err(refusal) = ns.run_middleware(&socket).await {
+                // Rooms a middleware joined go with the socket (Node cleans up the same way).
+                socket.abandon();
                 let packet = Packet::connect_error(&nsp, &refusal.message, refusal.data);
                 let _ = session.send_all(encode_frames(&packet));
                 return;
             }
             if session.is_closed() {
+                socket.abandon();
                 return;
             }
             let taken = take_namespace(&session, &nsp, &socket);
             // Counted among the connection's sockets from here, or not at all.
             drop(connecting);
             if !taken {
+                socket.abandon();
                 return;
             }
             // Registered before it can be reached: every offset it gets counts as its own.
             let pid = ns.register_pid(socket.id());
+            // Queued before it can be reached, so that no broadcast comes ahead of it.
+            let _ = session.send_all(encode_frames(&connect_packet(&nsp, socket.id(), pid)));
+            session.end_batch();
             ns.add(&socket);
             socket.mark_connected();
             hold.keep();
@@ -358,8 +365,6 @@ impl Client {
                 socket.close(DisconnectReason::from(reason));
                 return;
             }
-            let _ = session.send_all(encode_frames(&connect_packet(&nsp, socket.id(), pid)));
-            session.end_batch();
             if let Some(on_connect) = ns.connect_handler() {
                 on_connect(socket);
             }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockWriteGuard};
 use std::time::Duration;
 
@@ -229,7 +229,8 @@ pub struct Socket {
     pub(crate) ns: Arc<Namespace>,
     session: Arc<Session<SessionState>>,
     auth: Value,
-    connected: AtomicBool,
+    /// [`CONNECTING`], [`CONNECTED`] or [`GONE`].
+    state: AtomicU8,
     /// Whether this socket is one the client had before its connection dropped.
     recovered: bool,
     handlers: RwLock<Handlers>,
@@ -269,7 +270,7 @@ impl Socket {
             ns,
             session,
             auth,
-            connected: AtomicBool::new(false),
+            state: AtomicU8::new(CONNECTING),
             recovered,
             handlers: RwLock::new(Handlers::default()),
             on_disconnecting: Mutex::new(Vec::new()),
@@ -378,11 +379,20 @@ impl Socket {
 
     /// Whether the socket is still connected to its namespace.
     pub fn connected(&self) -> bool {
-        self.connected.load(Ordering::Acquire)
+        self.state.load(Ordering::Acquire) == CONNECTED
     }
 
     pub(crate) fn mark_connected(&self) {
-        self.connected.store(true, Ordering::Release);
+        let _ =
+            self.state
+                .compare_exchange(CONNECTING, CONNECTED, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// Gives up a socket whose CONNECT did not go through: rooms its middleware joined are
+    /// left, and it joins none from now on.
+    pub(crate) fn abandon(&self) {
+        self.state.store(GONE, Ordering::Release);
+        self.ns.adapter().leave_all(self.id);
     }
 
     /// Handles an event with typed arguments: a tuple takes several arguments, any other type
@@ -573,9 +583,15 @@ impl Socket {
         })
     }
 
-    /// Joins a room of this namespace.
+    /// Joins a room of this namespace (while the socket is connected or connecting: a handler
+    /// that joins after its socket left adds nothing that would outlive it).
     pub fn join(&self, room: &str) {
         self.ns.adapter().join(self.id, room);
+        // Checked after the join: a socket that leaves meanwhile either left this room with
+        // the rest, or is seen gone here.
+        if self.state.load(Ordering::Acquire) == GONE {
+            self.ns.adapter().leave(self.id, room);
+        }
     }
 
     /// Leaves a room.
@@ -672,8 +688,14 @@ impl Socket {
             },
         };
         let Some(middleware) = middleware else {
-            if let Some(handling) = self.handle(event) {
-                run_inline(handling);
+            // The handler's own code runs here, on the connection's task: a panic in it is the
+            // program's mistake and must not end the connection (its future is run the same way).
+            let started =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.handle(event)));
+            match started {
+                Ok(Some(handling)) => run_inline(handling),
+                Ok(None) => {}
+                Err(_) => tracing::error!(socket = %self.id, "an event handler panicked"),
             }
             return;
         };
@@ -722,11 +744,17 @@ impl Socket {
 
     /// Leaves the namespace: disconnecting handlers, rooms, disconnect handlers, once.
     pub(crate) fn close(self: &Arc<Self>, reason: DisconnectReason) {
-        if !self.connected.swap(false, Ordering::AcqRel) {
+        if self
+            .state
+            .compare_exchange(CONNECTED, GONE, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
             return;
         }
-        for handler in std::mem::take(&mut *lock(&self.on_disconnecting)) {
-            handler(self.clone(), reason);
+        // Taken out first: a handler may add another, and must find the list unlocked.
+        let disconnecting = std::mem::take(&mut *lock(&self.on_disconnecting));
+        for handler in disconnecting {
+            self.run_disconnect_handler(handler, reason, "disconnecting");
         }
         let kept = self.ns.keep_for_recovery(self, reason.is_recoverable());
         self.ns.remove(self);
@@ -736,12 +764,34 @@ impl Socket {
         // The hold its CONNECT passed on, let go last (a handler may still reach the namespace
         // by name), also when a handler panics: a namespace made on demand may go with it.
         let _hold = LetGo(&self.ns);
-        for handler in std::mem::take(&mut *lock(&self.on_disconnect)) {
-            handler(self.clone(), reason);
+        let disconnect = std::mem::take(&mut *lock(&self.on_disconnect));
+        for handler in disconnect {
+            self.run_disconnect_handler(handler, reason, "disconnect");
         }
         *self.handlers_mut() = Handlers::default();
     }
+
+    /// Runs a program's disconnect handler. One that panics must not cut the socket's cleanup
+    /// short (the connection's own task runs it): it would stay in its rooms for good.
+    fn run_disconnect_handler(
+        self: &Arc<Self>,
+        handler: DisconnectHandler,
+        reason: DisconnectReason,
+        which: &str,
+    ) {
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            handler(self.clone(), reason)
+        }));
+        if ran.is_err() {
+            tracing::error!(socket = %self.id, %reason, "a {which} handler panicked");
+        }
+    }
 }
+
+/// A socket's states: its CONNECT in the middleware, connected, and left (or refused).
+const CONNECTING: u8 = 0;
+const CONNECTED: u8 = 1;
+const GONE: u8 = 2;
 
 /// A UTC instant as JavaScript's `Date.prototype.toString` writes it on a server in UTC
 /// (`Thu Jan 01 1970 00:00:00 GMT+0000 (Coordinated Universal Time)`): Node's handshake `time`.
