@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::client::{
-    HttpConn, Polling, RawWs, Ws, parse_open, ws_connect_with, ws_expect_end_answering_pings,
+    HttpConn, Polling, RawWs, Ws, op, parse_open, ws_connect_with, ws_expect_end_answering_pings,
     ws_open, ws_recv_app, ws_recv_app_text, ws_send, ws_send_binary,
 };
 use serde::{Deserialize, Serialize};
@@ -1476,4 +1476,44 @@ async fn rooms_joined_by_a_refusing_middleware_are_left() {
         assert_eq!(reply, r#"44{"message":"not today"}"#);
     }
     assert_eq!(io.of("/").adapter().room_count(), 0);
+}
+
+#[tokio::test]
+async fn a_websocket_lost_without_a_close_frame_is_a_closed_transport() {
+    let io = SocketIo::builder().build();
+    let (tx, mut reasons) = tokio::sync::mpsc::unbounded_channel();
+    io.of("/").on_connect(move |socket| {
+        let tx = tx.clone();
+        socket.on_disconnect(move |_, reason| {
+            let _ = tx.send(reason.to_string());
+        });
+    });
+    let addr = serve(&io).await;
+    let mut next_reason = async || {
+        tokio::time::timeout(Duration::from_secs(5), reasons.recv())
+            .await
+            .expect("a disconnect")
+            .expect("the server is up")
+    };
+    let connected = async || {
+        let (mut ws, _) = RawWs::open_engine(addr, "/socket.io/").await;
+        ws.send_text("40").await.unwrap();
+        let reply = ws.read_frame().await.expect("the CONNECT answer");
+        assert!(reply.text().starts_with("40{"), "{}", reply.text());
+        ws
+    };
+
+    // The TCP connection ends without a close frame: a closed tab, a lost network.
+    drop(connected().await);
+    assert_eq!(next_reason().await, "transport close");
+    // A close frame.
+    let mut ws = connected().await;
+    ws.send(op::FIN | op::CLOSE, &1000u16.to_be_bytes())
+        .await
+        .unwrap();
+    assert_eq!(next_reason().await, "transport close");
+    // A frame that breaks the protocol (unmasked, from a client).
+    let mut ws = connected().await;
+    ws.send_raw(&[op::FIN | op::TEXT, 1, b'x']).await.unwrap();
+    assert_eq!(next_reason().await, "transport error");
 }

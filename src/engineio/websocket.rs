@@ -177,7 +177,8 @@ pub(crate) fn open_new<H: Handler>(
             let open = Frame::open(&engine.config().handshake_json(session.id().as_str(), true));
             let opened = send(&mut ws, open).await.is_ok();
             if !opened {
-                session.fail(CloseReason::TransportError);
+                // The client is gone already.
+                session.fail(CloseReason::TransportClose);
             }
             Some((ws, session, opened))
         }
@@ -575,7 +576,11 @@ async fn io_loop<H: Handler>(
                         if matches!(e, WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)) {
                             peer_closed = true;
                         }
-                        session.fail(CloseReason::TransportError);
+                        // A client that went away without a close frame (a closed tab, a lost
+                        // network) closed its transport, as Node's server reports it; one that
+                        // broke the protocol is a transport error.
+                        let lost = peer_closed || matches!(close_code, CloseCode::Error);
+                        session.fail(if lost { CloseReason::TransportClose } else { CloseReason::TransportError });
                         if matches!(close_code, CloseCode::Error) {
                             // The socket itself failed: nothing more can be written.
                             return None;
@@ -602,10 +607,19 @@ async fn io_loop<H: Handler>(
                     None => boxed(write_until_closed(session, ws, timer.as_mut(), &mut beat, beating)).await,
                 };
                 if !written && !session.is_closed() {
-                    session.fail(CloseReason::TransportError);
+                    // A write fails when the connection is lost: the client is gone.
+                    session.fail(CloseReason::TransportClose);
                 }
                 if !written {
-                    return None;
+                    // A session the server ended while a write waited for the client still says
+                    // its last words (the rest of what is queued, then a close frame) within the
+                    // farewell's grace, as Node's server lets its socket drain before it
+                    // closes it. One that failed or fell behind does not.
+                    let last_words = matches!(
+                        session.close_reason(),
+                        Some(CloseReason::ForcedClose | CloseReason::ServerShutdown)
+                    );
+                    return last_words.then_some((close_code, peer_closed));
                 }
                 if batch_ended {
                     // What follows a batch that had to go alone waits a moment, so that the
@@ -814,6 +828,40 @@ mod tests {
         assert_eq!(ops, expected);
         assert_eq!(frames[sent].1, b"ping");
         assert!(frames[..sent].iter().all(|(_, p)| p.len() == 64 * 1024));
+    }
+
+    #[tokio::test]
+    async fn a_session_the_server_ends_while_a_write_waits_still_gets_its_last_words() {
+        let engine = EngineIo::new(EngineConfig::default(), crate::conformance::Echo);
+        let session = engine.open_session_without_heartbeat(
+            Transport::WebSocket,
+            RequestInfo {
+                headers: hyper::HeaderMap::new(),
+                uri: hyper::Uri::from_static("/engine.io/"),
+                remote_addr: None,
+            },
+        );
+        let (mut ws, mut client) = small_buffered_pair().await;
+        // Far more than the sockets' buffers hold, while the client reads nothing.
+        let big = Frame::Binary(Bytes::from(vec![7u8; 64 * 1024]));
+        session.send_all(std::iter::repeat_n(big, 16)).unwrap();
+        let ending = session.clone();
+        let task = tokio::spawn(async move {
+            run(&engine, &session, &mut ws, Heartbeat::Elsewhere).await;
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!task.is_finished(), "the write waits for the client");
+        ending.close(CloseReason::ForcedClose);
+        let mut all = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut all))
+            .await
+            .expect("the server ends the connection")
+            .unwrap();
+        let ops: Vec<u8> = complete_frames(&all).iter().map(|(op, _)| *op).collect();
+        let mut expected = vec![0x2; 16];
+        expected.push(0x8);
+        assert_eq!(ops, expected, "every queued frame, then the close frame");
+        task.await.unwrap();
     }
 
     /// The complete frames at the start of what a client read: (opcode, payload).
