@@ -283,6 +283,10 @@ async fn response_headers_go_into_answers_and_handshakes_are_told_apart() {
     let refused = common::client::get(addr, "/socket.io/?EIO=4&transport=nope").await;
     refused.assert_engine_error(400, 0);
     assert_eq!(refused.header("x-node"), None);
+    // An empty sid opens a session: a handshake.
+    let open = common::client::get(addr, "/socket.io/?EIO=4&transport=polling&sid=").await;
+    assert_eq!(open.status, 200);
+    assert_eq!(open.header("set-cookie"), Some("sticky=a; Path=/"));
 
     // A function that panics adds nothing, and the answer still goes out.
     let mut http = HttpConn::connect(addr).await;

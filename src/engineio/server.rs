@@ -207,7 +207,9 @@ impl<H: Handler> EngineIo<H> {
         }
         let uri = req.uri().clone();
         let extra = self.config.response_headers.as_ref().map(|h| {
-            let handshake = query::get(uri.query().unwrap_or(""), "sid").is_none();
+            // As routing reads it: an empty sid asks for a new session.
+            let handshake =
+                query::get(uri.query().unwrap_or(""), "sid").is_none_or(|sid| sid.is_empty());
             h.for_request(&req, handshake)
         });
         match self.route(req).await {
