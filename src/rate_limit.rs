@@ -1,5 +1,7 @@
 //! A token bucket: the rate limits on handshakes, WebSocket messages and chat messages.
 
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -14,6 +16,23 @@ pub struct TokenBucket {
     burst: f32,
     per_second: f32,
     last: u64,
+}
+
+/// The fewest entries a sweep of [`sweep_when_grown`] is put off to.
+pub(crate) const SWEEP_MIN: usize = 1024;
+
+/// Keeps only the entries `keep` accepts once `map` has grown to `sweep_at`, and puts the next
+/// sweep off until what is left has doubled: a table of limits per client then forgets the
+/// clients that left (a full bucket holds nothing back), at a constant cost per entry added.
+pub(crate) fn sweep_when_grown<K: Eq + Hash, V, S: BuildHasher>(
+    map: &mut HashMap<K, V, S>,
+    sweep_at: &mut usize,
+    keep: impl FnMut(&K, &mut V) -> bool,
+) {
+    if map.len() >= *sweep_at {
+        map.retain(keep);
+        *sweep_at = (map.len() * 2).max(SWEEP_MIN);
+    }
 }
 
 /// What the buckets' times are counted from.

@@ -14,7 +14,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::id::{Id, IdMap};
-use crate::rate_limit::TokenBucket;
+use crate::rate_limit::{TokenBucket, sweep_when_grown};
 use crate::socketio::{Ack, Event, Namespace, Socket, SocketIo};
 use cluster::{Claim, Roster, joined, logged_out, room_list};
 use config::ChatConfig;
@@ -84,17 +84,13 @@ struct LoginRates {
     sweep_at: usize,
 }
 
-/// The fewest buckets a sweep is put off to.
-const LOGIN_RATES_SWEEP_MIN: usize = 1024;
-
 impl LoginRates {
     fn try_take(&mut self, connection: Id, burst: u32, per_second: f64) -> bool {
-        if self.buckets.len() >= self.sweep_at {
-            // A full bucket is a fresh one: forgetting it loosens nothing. What a connection
-            // that closed left behind goes here, once it has refilled.
-            self.buckets.retain(|_, bucket| !bucket.is_full());
-            self.sweep_at = (self.buckets.len() * 2).max(LOGIN_RATES_SWEEP_MIN);
-        }
+        // A full bucket is a fresh one: forgetting it loosens nothing. What a connection that
+        // closed left behind goes here, once it has refilled.
+        sweep_when_grown(&mut self.buckets, &mut self.sweep_at, |_, bucket| {
+            !bucket.is_full()
+        });
         self.buckets
             .entry(connection)
             .or_insert_with(|| TokenBucket::new(burst, per_second))
@@ -486,6 +482,7 @@ fn require_ack(socket: &Arc<Socket>, ack: &Ack, event: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rate_limit::SWEEP_MIN;
 
     #[test]
     fn login_rates_forget_only_buckets_that_hold_nothing_back() {
@@ -506,7 +503,7 @@ mod tests {
         rates.forget_if_full(free);
         assert!(!rates.buckets.contains_key(&free));
         // Filled up to the sweep: the next login sweeps the full buckets out, not the held one.
-        while rates.buckets.len() < LOGIN_RATES_SWEEP_MIN {
+        while rates.buckets.len() < SWEEP_MIN {
             assert!(rates.try_take(Id::random(), unlimited, rate));
         }
         assert!(rates.try_take(Id::random(), unlimited, rate));

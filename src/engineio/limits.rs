@@ -8,7 +8,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use super::config::EngineConfig;
 use super::error::RequestError;
-use crate::rate_limit::TokenBucket;
+use crate::rate_limit::{TokenBucket, sweep_when_grown};
 
 #[derive(Debug)]
 struct PerIp {
@@ -16,14 +16,29 @@ struct PerIp {
     handshakes: TokenBucket,
 }
 
+impl PerIp {
+    /// Whether the address still counts for something: an open session, or handshakes that
+    /// have not refilled its bucket yet.
+    fn holds_anything(&self) -> bool {
+        self.sessions > 0 || !self.handshakes.is_full()
+    }
+}
+
 /// Session counts and handshake rates per client address.
 #[derive(Debug, Default)]
 pub(crate) struct Admission {
-    per_ip: Mutex<HashMap<IpAddr, PerIp>>,
+    per_ip: Mutex<PerIpTable>,
+}
+
+#[derive(Debug, Default)]
+struct PerIpTable {
+    addresses: HashMap<IpAddr, PerIp>,
+    /// The size at which addresses that hold nothing are swept out.
+    sweep_at: usize,
 }
 
 impl Admission {
-    fn lock(&self) -> MutexGuard<'_, HashMap<IpAddr, PerIp>> {
+    fn lock(&self) -> MutexGuard<'_, PerIpTable> {
         self.per_ip.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -39,8 +54,15 @@ impl Admission {
             return Err(RequestError::ServerFull);
         }
         let Some(ip) = ip else { return Ok(()) };
-        let mut per_ip = self.lock();
-        let entry = per_ip.entry(ip).or_insert_with(|| PerIp {
+        let mut table = self.lock();
+        let PerIpTable {
+            addresses,
+            sweep_at,
+        } = &mut *table;
+        // An address whose last session ended before its bucket refilled is not forgotten
+        // then: it goes here, once it holds nothing.
+        sweep_when_grown(addresses, sweep_at, |_, entry| entry.holds_anything());
+        let entry = addresses.entry(ip).or_insert_with(|| PerIp {
             sessions: 0,
             handshakes: TokenBucket::new(
                 config.handshake_burst_per_ip,
@@ -57,14 +79,52 @@ impl Admission {
     /// A session from `ip` ended.
     pub(crate) fn release(&self, ip: Option<IpAddr>) {
         let Some(ip) = ip else { return };
-        let mut per_ip = self.lock();
-        if let Some(entry) = per_ip.get_mut(&ip) {
+        let addresses = &mut self.lock().addresses;
+        if let Some(entry) = addresses.get_mut(&ip) {
             entry.sessions = entry.sessions.saturating_sub(1);
             // Forget idle addresses so the table only holds current clients; a fresh bucket is
-            // full, so forgetting never tightens a limit.
-            if entry.sessions == 0 && entry.handshakes.is_full() {
-                per_ip.remove(&ip);
+            // full, so forgetting never loosens a limit.
+            if !entry.holds_anything() {
+                addresses.remove(&ip);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rate_limit::SWEEP_MIN;
+    use std::time::Duration;
+
+    #[test]
+    fn addresses_that_hold_nothing_back_are_forgotten() {
+        let config = EngineConfig {
+            handshake_burst_per_ip: 1,
+            handshakes_per_second_per_ip: 1000.0,
+            ..EngineConfig::default()
+        };
+        let admission = Admission::default();
+        for i in 0..10_000u32 {
+            let ip = Some(IpAddr::from(i.to_be_bytes()));
+            admission.admit(&config, ip, 0).unwrap();
+            // Its session ends before its bucket refilled (a millisecond): it stays for now.
+            admission.release(ip);
+            if i % 1000 == 999 {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        let kept = admission.lock().addresses.len();
+        assert!(kept <= 2 * SWEEP_MIN, "{kept} addresses kept");
+        // One that holds a session back is kept whatever the sweeps.
+        let held = IpAddr::from([10, 0, 0, 1]);
+        admission.admit(&config, Some(held), 0).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        for i in 10_000..20_000u32 {
+            let ip = Some(IpAddr::from(i.to_be_bytes()));
+            admission.admit(&config, ip, 0).unwrap();
+            admission.release(ip);
+        }
+        assert_eq!(admission.lock().addresses[&held].sessions, 1);
     }
 }
