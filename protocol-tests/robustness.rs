@@ -478,6 +478,44 @@ async fn a_stalled_post_body_does_not_hold_up_anyone() {
     drop(stalled);
 }
 
+#[tokio::test]
+async fn a_client_that_reads_none_of_its_answer_is_let_go() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const ANSWER: usize = 32 << 20;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = HttpConfig {
+        write_stall_timeout: Duration::from_millis(300),
+        ..HttpConfig::default()
+    };
+    let answer = bytes::Bytes::from(vec![b'x'; ANSWER]);
+    tokio::spawn(socketio_server::server::serve(
+        listener,
+        config,
+        move |_req| {
+            let answer = answer.clone();
+            async move { hyper::Response::new(http_body_util::Full::new(answer)) }
+        },
+        std::future::pending(),
+    ));
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut conn = socket.connect(addr).await.unwrap();
+    conn.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // What the sockets' buffers held, then the end: far from the whole answer.
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut got)).await;
+    assert!(
+        read.is_ok(),
+        "the connection is still open after {} bytes",
+        got.len()
+    );
+    assert!(got.len() < ANSWER, "{} bytes", got.len());
+}
+
 /// Sends `first`, a moment later `rest` and the end of the stream (as a client in another
 /// process does), and reads the answer.
 async fn half_closed_request(

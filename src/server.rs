@@ -37,6 +37,11 @@ pub struct HttpConfig {
     pub max_header_bytes: usize,
     /// Time given to open connections to finish once shutdown starts.
     pub shutdown_grace: Duration,
+    /// Time a response may wait for a client that reads none of it before the connection is
+    /// closed. A long-polling answer leaves the session's queue (and its limits) once it is
+    /// made: without this, a client that never reads its answers, and polls again on a new
+    /// connection each time, would pin each answer in memory for as long as it liked.
+    pub write_stall_timeout: Duration,
 }
 
 impl Default for HttpConfig {
@@ -46,6 +51,9 @@ impl Default for HttpConfig {
             max_headers: HYPER_MAX_HEADERS,
             max_header_bytes: 16 * 1024,
             shutdown_grace: Duration::from_secs(5),
+            // Longer than a client waits for a ping (25 + 20 seconds by default) before it
+            // gives the connection up.
+            write_stall_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -143,7 +151,7 @@ async fn serve_connection<F, Fut>(
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
-    let conn = Conn::new(stream);
+    let conn = Conn::new(stream, config.write_stall_timeout);
     let read_end = conn.read_end.clone();
     let service = service_fn(move |mut req: Request<Incoming>| {
         req.extensions_mut().insert(RemoteAddr(addr));
@@ -214,17 +222,45 @@ pub(crate) struct Conn {
     stream: TcpStream,
     held: Vec<u8>,
     read_end: ReadEnd,
+    write_stall_timeout: Duration,
+    /// Running while a write waits for the client; boxed, since most connections never wait.
+    stall: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 const SWITCHING_PROTOCOLS: &[u8] = b"HTTP/1.1 101 ";
 
 impl Conn {
-    fn new(stream: TcpStream) -> Conn {
+    fn new(stream: TcpStream, write_stall_timeout: Duration) -> Conn {
         Conn {
             stream,
             held: Vec::new(),
             read_end: ReadEnd::default(),
+            write_stall_timeout,
+            stall: None,
         }
+    }
+
+    /// Passes on a write's outcome, and fails one that has waited for the client longer than
+    /// the stall timeout (counted from the first write that had to wait, reset by any
+    /// progress).
+    fn watch_stall<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if polled.is_ready() {
+            self.stall = None;
+            return polled;
+        }
+        let timeout = self.write_stall_timeout;
+        let stall = self
+            .stall
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        if stall.as_mut().poll(cx).is_ready() {
+            tracing::debug!("a client read nothing of a response for {timeout:?}");
+            return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));
+        }
+        Poll::Pending
     }
 
     /// The socket, and the response head held back for the first write after the upgrade.
@@ -250,7 +286,8 @@ impl Conn {
             return Poll::Ready(Ok(()));
         }
         while !self.held.is_empty() {
-            let n = ready!(Pin::new(&mut self.stream).poll_write(cx, &self.held))?;
+            let polled = Pin::new(&mut self.stream).poll_write(cx, &self.held);
+            let n = ready!(self.watch_stall(cx, polled))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
@@ -289,7 +326,8 @@ impl AsyncWrite for Conn {
             return Poll::Ready(Ok(this.hold(&[io::IoSlice::new(buf)])));
         }
         ready!(this.poll_release(cx))?;
-        let n = ready!(Pin::new(&mut this.stream).poll_write(cx, buf))?;
+        let polled = Pin::new(&mut this.stream).poll_write(cx, buf);
+        let n = ready!(this.watch_stall(cx, polled))?;
         this.read_end.wrote();
         Poll::Ready(Ok(n))
     }
@@ -305,7 +343,8 @@ impl AsyncWrite for Conn {
             return Poll::Ready(Ok(this.hold(bufs)));
         }
         ready!(this.poll_release(cx))?;
-        let n = ready!(Pin::new(&mut this.stream).poll_write_vectored(cx, bufs))?;
+        let polled = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        let n = ready!(this.watch_stall(cx, polled))?;
         this.read_end.wrote();
         Poll::Ready(Ok(n))
     }
