@@ -1521,3 +1521,35 @@ async fn a_websocket_lost_without_a_close_frame_is_a_closed_transport() {
     ws.send_raw(&[op::FIN | op::TEXT, 1, b'x']).await.unwrap();
     assert_eq!(next_reason().await, "transport error");
 }
+
+#[tokio::test]
+async fn namespaces_made_on_demand_stop_at_the_servers_limit() {
+    // `/` and two more.
+    let io = SocketIo::builder().max_namespaces(3).build();
+    io.dynamic_namespace(|name| name.starts_with("/room-"), |_ns| {});
+    let addr = serve(&io).await;
+    let (a, reply) = connect(addr, "/room-a").await;
+    assert!(reply.starts_with("40/room-a,{"), "{reply}");
+    let (_b, reply) = connect(addr, "/room-b").await;
+    assert!(reply.starts_with("40/room-b,{"), "{reply}");
+    let (_c, reply) = connect(addr, "/room-c").await;
+    assert_eq!(reply, r#"44/room-c,{"message":"Invalid namespace"}"#);
+    // The namespaces that exist still take sockets.
+    let (_b2, reply) = connect(addr, "/room-b").await;
+    assert!(reply.starts_with("40/room-b,{"), "{reply}");
+    drop(a);
+    assert!(namespace_becomes(&io, "/room-a", false).await);
+    // Once one has gone, there is room for another.
+    let mut reply = String::new();
+    for _ in 0..50 {
+        let (_c, answer) = connect(addr, "/room-c").await;
+        reply = answer;
+        if reply.starts_with("40/room-c,{") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(reply.starts_with("40/room-c,{"), "{reply}");
+    // The program's own are never refused.
+    assert_eq!(io.of("/room-d").name(), "/room-d");
+}

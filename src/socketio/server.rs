@@ -59,6 +59,13 @@ pub struct SocketIoConfig {
     /// ([`SocketIo::dynamic_namespace`]) let a client name as many as it likes: this bounds
     /// what one connection holds then.
     pub max_namespaces_per_connection: usize,
+    /// Namespaces the server holds at once. A CONNECT that would make one more on demand
+    /// ([`SocketIo::dynamic_namespace`]) is refused as an unknown namespace is, so that the
+    /// names clients send cannot fill the server's memory (every connection may name
+    /// `max_namespaces_per_connection` of them, and with connection state recovery a namespace
+    /// stays until the sockets it keeps have expired). The program's own
+    /// [`SocketIo::of`] is never refused.
+    pub max_namespaces: usize,
     /// Connection state recovery (off by default, as in Node): see [`RecoveryConfig`].
     pub connection_state_recovery: Option<RecoveryConfig>,
 }
@@ -79,6 +86,7 @@ impl Default for SocketIoConfig {
             max_buffered_attachment_bytes_per_address: 32 * 1024 * 1024,
             max_auth_bytes: 16 * 1024,
             max_namespaces_per_connection: 100,
+            max_namespaces: 10_000,
             connection_state_recovery: None,
         }
     }
@@ -149,7 +157,7 @@ impl ServerState {
     /// first use. A setup that panics refuses the CONNECT, not the whole connection.
     pub(crate) fn namespace(self: &Arc<Self>, name: &str) -> Option<Hold> {
         let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.find_or_make(name, Hold::new)
+            self.find_or_make(name, Hold::new, self.config.max_namespaces)
         }));
         made.unwrap_or_else(|_| {
             tracing::error!(
@@ -193,13 +201,14 @@ impl ServerState {
         keep.take().map(|keep| keep(ns))
     }
 
-    /// The namespace named `name`, made now (and set up) when it is new and a dynamic matcher
-    /// accepts the name; `keep` runs while the table is locked, so that a [`Hold`] it takes
-    /// is seen by any retirement.
+    /// The namespace named `name`, made now (and set up) when it is new, a dynamic matcher
+    /// accepts the name and the server holds fewer than `limit` namespaces; `keep` runs while
+    /// the table is locked, so that a [`Hold`] it takes is seen by any retirement.
     fn find_or_make<T>(
         self: &Arc<Self>,
         name: &str,
         keep: impl FnOnce(&Arc<Namespace>) -> T,
+        limit: usize,
     ) -> Option<T> {
         let mut keep = Some(keep);
         if let Some(kept) = self.keep_found(name, &mut keep) {
@@ -214,6 +223,20 @@ impl ServerState {
         // Another CONNECT may have made it while this one waited.
         if let Some(kept) = self.keep_found(name, &mut keep) {
             return Some(kept);
+        }
+        if self
+            .namespaces
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+            >= limit
+        {
+            tracing::warn!(
+                nsp = name,
+                limit,
+                "namespace not made: the server holds as many as it may"
+            );
+            return None;
         }
         let state = Arc::downgrade(self);
         let lease = Lease::new(
@@ -403,6 +426,12 @@ impl SocketIoBuilder {
         self.config.max_namespaces_per_connection = n;
         self
     }
+    /// Namespaces the server holds at once (default 10,000): see
+    /// [`SocketIoConfig::max_namespaces`].
+    pub fn max_namespaces(mut self, n: usize) -> Self {
+        self.config.max_namespaces = n;
+        self
+    }
     /// Acknowledgements one socket may owe at once (default 1024, as many as packets its queue
     /// holds).
     pub fn max_pending_acks(mut self, n: usize) -> Self {
@@ -570,7 +599,7 @@ impl SocketIo {
         if let Some(ns) = state.being_made(&name) {
             return ns;
         }
-        if let Some(ns) = state.find_or_make(&name, Arc::clone) {
+        if let Some(ns) = state.find_or_make(&name, Arc::clone, usize::MAX) {
             return ns;
         }
         let _making = state.making();
