@@ -1553,3 +1553,38 @@ async fn namespaces_made_on_demand_stop_at_the_servers_limit() {
     // The program's own are never refused.
     assert_eq!(io.of("/room-d").name(), "/room-d");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_sent_as_soon_as_the_client_is_connected_waits_for_its_handler() {
+    let io = SocketIo::builder().build();
+    let ns = io.of("/");
+    // Middleware that waits: the rest of the connect runs on a task of its own.
+    ns.use_middleware(|_socket| async {
+        tokio::task::yield_now().await;
+        Ok(())
+    });
+    ns.on_connect(|socket| {
+        // A connection handler that wakes another task (as one that tells a room does), which
+        // leaves the connection's own task free to run on the other thread, and is then
+        // slower than the client.
+        tokio::spawn(async {});
+        std::thread::sleep(Duration::from_millis(200));
+        socket.on("echo", |_socket, text: String, ack| async move {
+            let _ = ack.send(&text);
+        });
+    });
+    let addr = serve(&io).await;
+    let (mut ws, _) = RawWs::open_engine(addr, "/socket.io/").await;
+    ws.send_text("40").await.unwrap();
+    let reply = ws.read_frame().await.expect("the CONNECT answer");
+    assert!(reply.text().starts_with("40{"), "{}", reply.text());
+    for n in 1..=3 {
+        ws.send_text(&format!(r#"42{n}["echo","{n}"]"#))
+            .await
+            .unwrap();
+    }
+    for n in 1..=3 {
+        let ack = ws.read_frame().await.expect("an ack");
+        assert_eq!(ack.text(), format!(r#"43{n}["{n}"]"#));
+    }
+}

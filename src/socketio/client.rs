@@ -365,9 +365,7 @@ impl Client {
                 socket.close(DisconnectReason::from(reason));
                 return;
             }
-            if let Some(on_connect) = ns.connect_handler() {
-                on_connect(socket);
-            }
+            socket.set_up();
         });
     }
 
@@ -420,8 +418,8 @@ impl Client {
         tracing::debug!(session = %session.log_id(), socket = %socket.id(), "socket recovered");
         if let Some(reason) = session.close_reason() {
             socket.close(DisconnectReason::from(reason));
-        } else if let Some(on_connect) = ns.connect_handler() {
-            run_inline(async move { on_connect(socket) });
+        } else {
+            socket.set_up();
         }
         true
     }

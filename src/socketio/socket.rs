@@ -54,7 +54,20 @@ struct RareHandlers {
     any: Vec<AnyListener>,
     /// For every event, after the `any` listeners: each may change the event or stop it.
     middleware: Vec<EventMiddleware>,
+    /// Events that came while the socket was being set up, in order.
+    early: Vec<EarlyEvent>,
 }
+
+/// An event from the client, as it came.
+struct EarlyEvent {
+    name: String,
+    args: Vec<Value>,
+    attachments: Vec<Bytes>,
+    id: Option<u64>,
+}
+
+/// Events a socket takes while its connection handler runs, before the connection is closed.
+const MAX_EARLY_EVENTS: usize = 1024;
 
 /// The name of an event that has a handler, inline when it is short (almost every name is).
 enum EventName {
@@ -229,7 +242,7 @@ pub struct Socket {
     pub(crate) ns: Arc<Namespace>,
     session: Arc<Session<SessionState>>,
     auth: Value,
-    /// [`CONNECTING`], [`CONNECTED`] or [`GONE`].
+    /// [`CONNECTING`], [`SETTING_UP`], [`CONNECTED`] or [`GONE`].
     state: AtomicU8,
     /// Whether this socket is one the client had before its connection dropped.
     recovered: bool,
@@ -379,13 +392,55 @@ impl Socket {
 
     /// Whether the socket is still connected to its namespace.
     pub fn connected(&self) -> bool {
-        self.state.load(Ordering::Acquire) == CONNECTED
+        matches!(self.state.load(Ordering::Acquire), SETTING_UP | CONNECTED)
     }
 
+    /// The client is told it is connected; its connection handler is to run.
     pub(crate) fn mark_connected(&self) {
-        let _ =
-            self.state
-                .compare_exchange(CONNECTING, CONNECTED, Ordering::AcqRel, Ordering::Acquire);
+        let _ = self.state.compare_exchange(
+            CONNECTING,
+            SETTING_UP,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+    }
+
+    /// Runs the namespace's connection handler (which registers the event handlers), then
+    /// the events that came meanwhile, in order: when middleware waited, the rest of the
+    /// connect runs on a task of its own, and a client told it is connected may have emitted
+    /// already.
+    pub(crate) fn set_up(self: &Arc<Self>) {
+        if let Some(on_connect) = self.ns.connect_handler() {
+            let ran =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| on_connect(self.clone())));
+            if ran.is_err() {
+                tracing::error!(socket = %self.id, "a connection handler panicked");
+            }
+        }
+        loop {
+            let early = {
+                let mut handlers = self.handlers_mut();
+                let early = handlers
+                    .rare
+                    .as_mut()
+                    .map(|rare| std::mem::take(&mut rare.early))
+                    .unwrap_or_default();
+                if early.is_empty() {
+                    // Under the lock that an event arriving now takes to wait here.
+                    let _ = self.state.compare_exchange(
+                        SETTING_UP,
+                        CONNECTED,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    );
+                    return;
+                }
+                early
+            };
+            for e in early {
+                self.dispatch_now(e.name, e.args, e.attachments, e.id);
+            }
+        }
     }
 
     /// Gives up a socket whose CONNECT did not go through: rooms its middleware joined are
@@ -658,8 +713,39 @@ impl Socket {
         &self.session
     }
 
-    /// Runs the handler for an event from the client.
+    /// Runs the handler for an event from the client, or keeps the event for
+    /// [`set_up`](Self::set_up) while it runs.
     pub(crate) fn dispatch_event(
+        self: &Arc<Self>,
+        name: String,
+        args: Vec<Value>,
+        attachments: Vec<Bytes>,
+        id: Option<u64>,
+    ) {
+        if self.state.load(Ordering::Acquire) < CONNECTED {
+            let mut handlers = self.handlers_mut();
+            // Checked again under the lock, which `set_up` holds when it ends the wait.
+            if self.state.load(Ordering::Acquire) < CONNECTED {
+                let early = &mut handlers.rare().early;
+                if early.len() >= MAX_EARLY_EVENTS {
+                    drop(handlers);
+                    tracing::debug!(socket = %self.id, "too many events before the socket was set up");
+                    self.session.close(CloseReason::ParseError);
+                    return;
+                }
+                early.push(EarlyEvent {
+                    name,
+                    args,
+                    attachments,
+                    id,
+                });
+                return;
+            }
+        }
+        self.dispatch_now(name, args, attachments, id);
+    }
+
+    fn dispatch_now(
         self: &Arc<Self>,
         name: String,
         args: Vec<Value>,
@@ -744,11 +830,12 @@ impl Socket {
 
     /// Leaves the namespace: disconnecting handlers, rooms, disconnect handlers, once.
     pub(crate) fn close(self: &Arc<Self>, reason: DisconnectReason) {
-        if self
+        let leaving = self
             .state
-            .compare_exchange(CONNECTED, GONE, Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
-        {
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |state| {
+                matches!(state, SETTING_UP | CONNECTED).then_some(GONE)
+            });
+        if leaving.is_err() {
             return;
         }
         // Taken out first: a handler may add another, and must find the list unlocked.
@@ -788,10 +875,12 @@ impl Socket {
     }
 }
 
-/// A socket's states: its CONNECT in the middleware, connected, and left (or refused).
+/// A socket's states, in order: its CONNECT in the middleware; connected, its connection
+/// handler running; connected; left (or refused).
 const CONNECTING: u8 = 0;
-const CONNECTED: u8 = 1;
-const GONE: u8 = 2;
+const SETTING_UP: u8 = 1;
+const CONNECTED: u8 = 2;
+const GONE: u8 = 3;
 
 /// A UTC instant as JavaScript's `Date.prototype.toString` writes it on a server in UTC
 /// (`Thu Jan 01 1970 00:00:00 GMT+0000 (Coordinated Universal Time)`): Node's handshake `time`.
