@@ -1265,6 +1265,28 @@ async fn a_chat_login_the_cluster_is_still_checking_cannot_speak() {
     link.shutdown();
 }
 
+#[tokio::test]
+async fn a_logout_while_the_cluster_checks_the_name_leaves_no_room_behind() {
+    let redis = Redis::start();
+    let (io, link, addr) = chat_node(&redis).await;
+    let _silent = silent_node(&redis).await;
+    let mut alice = chat_client(addr).await;
+    // Logged out while the cluster is still asked about her name.
+    ws_send(&mut alice, r#"4211["login",{"name":"alice","room":"r1"}]"#).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    ws_send(&mut alice, r#"4212["logout"]"#).await;
+    let got = drain(&mut alice, Duration::from_millis(1500)).await;
+    assert!(got.iter().any(|p| p.starts_with("4312")), "{got:?}");
+    let socket = io.of("/").sockets().pop().expect("her socket");
+    assert_eq!(
+        socket.rooms(),
+        [socket.id().to_string()],
+        "only her own room"
+    );
+    io.close();
+    link.shutdown();
+}
+
 /// Waits until `io`'s main namespace counts `n` nodes.
 async fn wait_for_nodes(io: &SocketIo, n: usize) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

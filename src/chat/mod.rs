@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use crate::id::{Id, IdMap};
 use crate::rate_limit::{TokenBucket, sweep_when_grown};
-use crate::socketio::{Ack, Event, Namespace, Socket, SocketIo};
+use crate::socketio::{Ack, DisconnectReason, Event, Namespace, Socket, SocketIo};
 use cluster::{Claim, Roster, joined, logged_out, room_list};
 use config::ChatConfig;
 use user_store::{User, UserStore};
@@ -95,6 +95,11 @@ impl LoginRates {
             .entry(connection)
             .or_insert_with(|| TokenBucket::new(burst, per_second))
             .try_take()
+    }
+
+    /// The connection closed.
+    fn forget(&mut self, connection: Id) {
+        self.buckets.remove(&connection);
     }
 
     /// A socket of the connection left: its bucket goes, unless it still holds back logins.
@@ -250,9 +255,18 @@ impl Chat {
             async {}
         });
         let chat = self;
-        socket.on_disconnect(move |socket, _reason| {
+        socket.on_disconnect(move |socket, reason| {
             chat.leave(&socket);
-            chat.login_rates().forget_if_full(connection(&socket));
+            let mut rates = chat.login_rates();
+            match reason {
+                // The connection may stay, and log in again on a new socket.
+                DisconnectReason::ClientNamespaceDisconnect
+                | DisconnectReason::ServerNamespaceDisconnect => {
+                    rates.forget_if_full(connection(&socket))
+                }
+                // The connection is gone: its id never comes back.
+                _ => rates.forget(connection(&socket)),
+            }
         });
     }
 
@@ -368,6 +382,18 @@ impl Chat {
             // in one of them.
             socket.join(&key);
             socket.leave(&pending);
+            if !self.clustered {
+                // Told under the store's lock, as `leave` tells of a user gone: the room's
+                // member lists go out in the order the store changed.
+                self.stats.logins.fetch_add(1, Ordering::Relaxed);
+                let _ = socket
+                    .to(&key)
+                    .emit("notification", &entered_notice(&user.name));
+                let _ = ns.to(&key).emit("users", &users.in_room(&user.room));
+                drop(users);
+                let _ = ack.send(&LoggedIn { user: &user });
+                return;
+            }
         }
         self.stats.logins.fetch_add(1, Ordering::Relaxed);
         let _ = socket
@@ -389,29 +415,33 @@ impl Chat {
 
     /// Logs a socket's user out (logout or disconnect) and tells the room.
     fn leave(self: &Arc<Self>, socket: &Arc<Socket>) {
-        let Some(user) = self.users().delete(socket.id()) else {
+        let mut users = self.users();
+        let Some(user) = users.delete(socket.id()) else {
             return;
         };
         // A socket that leaves before its login was announced was never in the room for anyone.
         let announced = self.announced(socket);
         socket.set_data(Value::Null);
         if !announced {
+            // Nor will it be: out of the claim its login still waits on, if any.
+            socket.leave(&pending_key(&user.room));
             return;
         }
         let key = room_key(&user.room);
         socket.leave(&key);
         let ns = socket.namespace().clone();
-        if self.clustered {
-            // First, so that a node dying between the two cannot have its user said goodbye
-            // to twice.
-            logged_out(&ns, &user);
-        }
-        let _ = ns.to(&key).emit("notification", &left_notice(&user.name));
         if !self.clustered {
-            let members = self.users().in_room(&user.room);
-            let _ = ns.to(&key).emit("users", &members);
+            // Under the store's lock: two members leaving at once send their lists in the
+            // order they left, the last one the room's.
+            let _ = ns.to(&key).emit("notification", &left_notice(&user.name));
+            let _ = ns.to(&key).emit("users", &users.in_room(&user.room));
             return;
         }
+        drop(users);
+        // First, so that a node dying between the two cannot have its user said goodbye to
+        // twice.
+        logged_out(&ns, &user);
+        let _ = ns.to(&key).emit("notification", &left_notice(&user.name));
         let chat = self.clone();
         tokio::spawn(async move {
             let members = chat.members(&ns, &user.room).await;
