@@ -360,6 +360,67 @@ async fn broadcasts_reach_every_node_with_rooms_exceptions_and_binary() {
 }
 
 #[tokio::test]
+async fn namespaces_whose_names_look_like_patterns_or_prefixes_get_their_own_broadcasts_once() {
+    let redis = Redis::start();
+    let nodes = cluster(&redis, 2).await;
+    // Each name's channels are matched by a pattern of another's: `/room-*` by glob, and `/a`
+    // as a prefix of `/a#b`'s.
+    for name in ["/room-*", "/room-1", "/a", "/a#b"] {
+        nodes[1].io.of(name);
+    }
+    wait_for_nodes(&nodes[0].io, 2).await;
+    let addr = nodes[1].addr;
+    let mut star = join_namespace(addr, "/room-*").await;
+    let mut one = join_namespace(addr, "/room-1").await;
+    let mut a = join_namespace(addr, "/a").await;
+    let mut ab = join_namespace(addr, "/a#b").await;
+    // Every namespace subscribed on the other node.
+    for nsp in ["/room-*", "/room-1", "/a", "/a#b"] {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while nodes[0].io.of(nsp).server_count().await.ok() != Some(2) {
+            assert!(tokio::time::Instant::now() < deadline, "{nsp} not subscribed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    nodes[0].io.of("/room-1").emit("m", "one").unwrap();
+    nodes[0].io.of("/a#b").emit("m", "ab").unwrap();
+    nodes[0].io.of("/a").to("b").emit("m", "a to room b").unwrap();
+    assert_eq!(
+        drain_ws(&mut one, Duration::from_millis(500)).await,
+        [r#"42/room-1,["m","one"]"#]
+    );
+    assert_eq!(
+        drain_ws(&mut ab, Duration::from_millis(300)).await,
+        [r#"42/a#b,["m","ab"]"#]
+    );
+    assert!(drain_ws(&mut star, Duration::from_millis(300)).await.is_empty());
+    // Nobody in `/a` is in room `b`.
+    assert!(drain_ws(&mut a, Duration::from_millis(300)).await.is_empty());
+}
+
+/// A client of namespace `nsp` on the node at `addr`.
+async fn join_namespace(addr: SocketAddr, nsp: &str) -> Ws {
+    let (mut ws, _) = ws_open(addr, "/socket.io/").await;
+    ws_send(&mut ws, &format!("40{nsp},")).await;
+    let reply = ws_recv_app_text(&mut ws).await;
+    assert!(reply.starts_with(&format!("40{nsp},")), "{reply}");
+    ws
+}
+
+/// Every text packet a WebSocket gets until it has been quiet for `quiet` (pings answered).
+async fn drain_ws(ws: &mut Ws, quiet: Duration) -> Vec<String> {
+    let mut got = Vec::new();
+    while let Ok(Some(Ok(msg))) = tokio::time::timeout(quiet, ws.next()).await {
+        match msg {
+            Message::Text(t) if t.as_str() == "2" => ws_send(ws, "3").await,
+            Message::Text(t) => got.push(t.as_str().to_owned()),
+            _ => {}
+        }
+    }
+    got
+}
+
+#[tokio::test]
 async fn broadcast_acknowledgements_come_from_every_node() {
     let redis = Redis::start();
     let nodes = cluster(&redis, 3).await;

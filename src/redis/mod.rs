@@ -158,6 +158,8 @@ struct NodeInner {
     namespaces: Mutex<HashMap<String, Arc<NsLink>>>,
     /// Wakes the subscriber when a namespace was added or removed.
     namespaces_changed: Notify,
+    /// Bumped whenever `namespaces` changes, so that the subscriber looks at it only then.
+    namespaces_generation: AtomicU64,
     subscribed: AtomicBool,
     stats: RedisStats,
     shutdown: watch::Sender<bool>,
@@ -214,6 +216,7 @@ impl RedisNode {
             outbox_bytes: AtomicUsize::new(0),
             namespaces: Mutex::new(HashMap::new()),
             namespaces_changed: Notify::new(),
+            namespaces_generation: AtomicU64::new(0),
             subscribed: AtomicBool::new(false),
             stats: RedisStats::default(),
             shutdown,
@@ -423,7 +426,7 @@ impl NodeInner {
 }
 
 /// Escapes Redis glob characters.
-fn glob_escape(s: &str) -> String {
+pub(crate) fn glob_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         if matches!(c, '*' | '?' | '[' | ']' | '\\') {
@@ -537,7 +540,7 @@ fn subscriptions(c: &Channels, subscribe: bool) -> Vec<u8> {
         (b"PUNSUBSCRIBE", b"UNSUBSCRIBE")
     };
     let mut commands = Vec::new();
-    resp::command(&mut commands, &[pattern, c.broadcast_pattern().as_bytes()]);
+    resp::command(&mut commands, &[pattern, c.broadcast_pattern.as_bytes()]);
     resp::command(
         &mut commands,
         &[
@@ -559,8 +562,9 @@ impl NodeInner {
         first: &mut bool,
         backoff: &mut Backoff,
     ) -> Result<(), ConnectionError> {
-        // The namespaces subscribed on this connection.
-        let mut done: Vec<(String, Arc<NsLink>)> = Vec::new();
+        // The namespaces subscribed on this connection, as of the table's generation `synced`.
+        let mut done: HashMap<String, Arc<NsLink>> = HashMap::new();
+        let mut synced = None;
         // Subscriptions sent and not yet confirmed: the node counts as subscribed at zero.
         let mut unconfirmed = 0usize;
         let mut announced = false;
@@ -569,28 +573,35 @@ impl NodeInner {
         health.reset();
         let (mut heard, mut pinged) = (false, false);
         loop {
-            // Stop listening for the namespaces that left the node.
-            let gone: Vec<(String, Arc<NsLink>)> = {
-                let namespaces = lock(&self.namespaces);
-                let (kept, gone) = std::mem::take(&mut done)
-                    .into_iter()
-                    .partition(|(name, _)| namespaces.contains_key(name));
-                done = kept;
-                gone
-            };
-            for (_, link) in gone {
-                conn.send(&subscriptions(&link.channels, false)).await?;
-            }
-            // Subscribe the namespaces not subscribed yet on this connection.
-            let todo: Vec<(String, Arc<NsLink>)> = lock(&self.namespaces)
-                .iter()
-                .filter(|(name, _)| !done.iter().any(|(done, _)| done == *name))
-                .map(|(name, link)| (name.clone(), link.clone()))
-                .collect();
-            for (name, link) in todo {
-                conn.send(&subscriptions(&link.channels, true)).await?;
-                unconfirmed += 4;
-                done.push((name, link));
+            // The namespaces that came or left since the last look: with thousands of them,
+            // a look at every wake-up would cost more than the messages.
+            let generation = self.namespaces_generation.load(Ordering::Acquire);
+            if synced != Some(generation) {
+                synced = Some(generation);
+                let (gone, todo) = {
+                    let namespaces = lock(&self.namespaces);
+                    let gone: Vec<String> = done
+                        .keys()
+                        .filter(|name| !namespaces.contains_key(*name))
+                        .cloned()
+                        .collect();
+                    let todo: Vec<(String, Arc<NsLink>)> = namespaces
+                        .iter()
+                        .filter(|(name, _)| !done.contains_key(*name))
+                        .map(|(name, link)| (name.clone(), link.clone()))
+                        .collect();
+                    (gone, todo)
+                };
+                for name in gone {
+                    if let Some(link) = done.remove(&name) {
+                        conn.send(&subscriptions(&link.channels, false)).await?;
+                    }
+                }
+                for (name, link) in todo {
+                    conn.send(&subscriptions(&link.channels, true)).await?;
+                    unconfirmed += 4;
+                    done.insert(name, link);
+                }
             }
             if !announced && unconfirmed == 0 {
                 announced = true;
@@ -608,9 +619,9 @@ impl NodeInner {
                     (heard, pinged) = (true, false);
                     conn.drain(|incoming| {
                         match incoming {
-                            Incoming::Push(Push::Message { channel, payload }) => {
+                            Incoming::Push(Push::Message { pattern, channel, payload }) => {
                                 match std::str::from_utf8(channel) {
-                                    Ok(channel) => self.on_message(channel, payload),
+                                    Ok(channel) => self.on_message(pattern, channel, payload),
                                     Err(_) => {
                                         self.stats.malformed.fetch_add(1, Ordering::Relaxed);
                                     }
@@ -657,14 +668,21 @@ impl NodeInner {
 }
 
 impl NodeInner {
-    /// Routes one message from Redis to its namespace.
-    fn on_message(self: &Arc<Self>, channel: &str, payload: &[u8]) {
+    /// Routes one message from Redis to its namespace. A broadcast comes by the pattern of
+    /// the namespace that subscribed it, and once for each such pattern that matches its
+    /// channel (`/a`'s takes `/a#b`'s broadcasts too): it is taken by that namespace's link
+    /// only, or by none when it is another's.
+    fn on_message(self: &Arc<Self>, pattern: Option<&[u8]>, channel: &str, payload: &[u8]) {
         self.stats.received.fetch_add(1, Ordering::Relaxed);
-        let links: Vec<Arc<NsLink>> = lock(&self.namespaces).values().cloned().collect();
-        for link in links {
+        for link in self.links_of(channel) {
             let c = &link.channels;
-            let handled = if let Some(room) = c.room_of(channel) {
-                self.on_broadcast(&link, room, payload);
+            let handled = if let Some(pattern) = pattern {
+                if pattern != c.broadcast_pattern.as_bytes() {
+                    continue;
+                }
+                if let Some(room) = c.room_of(channel) {
+                    self.on_broadcast(&link, room, payload);
+                }
                 true
             } else if channel == c.request {
                 self.on_request(&link, payload);
@@ -686,6 +704,27 @@ impl NodeInner {
         tracing::warn!(error = %e, "{what} from another node not understood");
     }
 
+    /// The namespaces a channel may belong to, the longest name first. A channel is
+    /// `key#nsp#…`, `key-request#nsp#` or `key-response#nsp#…`, and a namespace's name may
+    /// hold `#` itself, so the name ends at one of the `#`s after the key's: a lookup for
+    /// each rather than a look at every namespace the node serves.
+    fn links_of(&self, channel: &str) -> Vec<Arc<NsLink>> {
+        let Some(rest) = channel.strip_prefix(self.config.key.as_str()) else {
+            return Vec::new();
+        };
+        let Some(name) = ["#", "-request#", "-response#"]
+            .iter()
+            .find_map(|kind| rest.strip_prefix(kind))
+        else {
+            return Vec::new();
+        };
+        let namespaces = lock(&self.namespaces);
+        name.match_indices('#')
+            .rev()
+            .filter_map(|(end, _)| namespaces.get(&name[..end]).cloned())
+            .collect()
+    }
+
     fn on_broadcast(&self, link: &NsLink, room: &str, payload: &[u8]) {
         let Some(ns) = link.namespace() else { return };
         // A room this node has no member of needs no decoding.
@@ -696,6 +735,7 @@ impl NodeInner {
             Ok(m) => m,
             Err(e) => return self.malformed("broadcast", &e),
         };
+        // Another namespace's, under a name this one's is a prefix of.
         if message.uid == self.uid || message.packet.nsp != ns.name() {
             return;
         }
@@ -1007,6 +1047,9 @@ impl RedisAdapter {
             }
             // A node that dies while asked never answers, but it stops being counted: recount
             // now and then, so the wait ends with the live nodes rather than at the timeout.
+            // The answers do not say which node sent them, so one that answered and then left
+            // cannot be told from one still to answer: every node asked that did not answer
+            // counts as missing, and the caller knows the answers may be incomplete.
             let deadline = tokio::time::Instant::now() + node.config.requests_timeout;
             let mut recount = tokio::time::interval(RECOUNT);
             recount.tick().await;
@@ -1025,12 +1068,15 @@ impl RedisAdapter {
                     _ = tokio::time::sleep_until(deadline) => break,
                 }
             }
-            answers.asked = expected.max(answers.bodies.len());
+            answers.asked = others.max(answers.bodies.len());
             answers.missing = answers.asked - answers.bodies.len();
             Ok(answers)
         })
     }
 }
+
+/// Acknowledgements from other nodes that may wait for a broadcast's caller.
+const REMOTE_ACKS_QUEUED: usize = 1 << 16;
 
 /// How often a request waiting for answers recounts the nodes.
 const RECOUNT: Duration = Duration::from_millis(250);
@@ -1082,12 +1128,18 @@ impl Adapter for RedisAdapter {
         let _ = self.link.namespace.set(namespace);
         if let Some(name) = name {
             lock(&self.node.namespaces).insert(name, self.link.clone());
+            self.node
+                .namespaces_generation
+                .fetch_add(1, Ordering::AcqRel);
             self.node.namespaces_changed.notify_one();
         }
     }
 
     fn close(&self) {
         lock(&self.node.namespaces).retain(|_, link| !Arc::ptr_eq(link, &self.link));
+        self.node
+            .namespaces_generation
+            .fetch_add(1, Ordering::AcqRel);
         self.node.namespaces_changed.notify_one();
     }
 
@@ -1113,7 +1165,10 @@ impl Adapter for RedisAdapter {
         if fields["packet"]["data"].is_null() {
             fields["packet"]["data"] = json!([]);
         }
-        let (tx, rx) = mpsc::channel(4096);
+        // The subscriber hands over a whole read at once: room for the acknowledgements of a
+        // broadcast to a large room, which a smaller queue would drop as timeouts. (The
+        // queue's memory is taken only as it fills.)
+        let (tx, rx) = mpsc::channel(REMOTE_ACKS_QUEUED);
         let ttl = opts.flags.timeout.unwrap_or(Duration::from_secs(10));
         self.register(&id, Pending::Acks(tx), ttl);
         let payload = wire::encode_msgpack(&fields, &packet.attachments);

@@ -213,8 +213,10 @@ pub fn command(out: &mut Vec<u8>, args: &[&[u8]]) {
 /// What a subscriber connection receives, read from a frame.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Push<'a> {
-    /// A message published to a channel it subscribed, directly or by pattern.
+    /// A message published to a channel it subscribed, directly or by `pattern`. A message
+    /// that several patterns match comes once for each.
     Message {
+        pattern: Option<&'a [u8]>,
         channel: &'a [u8],
         payload: &'a [u8],
     },
@@ -245,11 +247,19 @@ impl<'a> Push<'a> {
         };
         match (kind, items.len()) {
             (b"message", 3) => match (bulk(1), bulk(2)) {
-                (Some(channel), Some(payload)) => Push::Message { channel, payload },
+                (Some(channel), Some(payload)) => Push::Message {
+                    pattern: None,
+                    channel,
+                    payload,
+                },
                 _ => Push::Other,
             },
-            (b"pmessage", 4) => match (bulk(2), bulk(3)) {
-                (Some(channel), Some(payload)) => Push::Message { channel, payload },
+            (b"pmessage", 4) => match (bulk(1), bulk(2), bulk(3)) {
+                (Some(pattern), Some(channel), Some(payload)) => Push::Message {
+                    pattern: Some(pattern),
+                    channel,
+                    payload,
+                },
                 _ => Push::Other,
             },
             (b"subscribe" | b"psubscribe", 3) => Push::Subscribed,
@@ -301,6 +311,7 @@ mod tests {
         assert_eq!(
             Push::of(&whole(message)),
             Push::Message {
+                pattern: None,
                 channel: b"ch",
                 payload: b"\x00\xff\x01"
             }
@@ -309,6 +320,7 @@ mod tests {
         assert_eq!(
             Push::of(&whole(pmessage)),
             Push::Message {
+                pattern: Some(b"p#*"),
                 channel: b"p#a",
                 payload: b"hi"
             }

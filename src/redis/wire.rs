@@ -93,6 +93,9 @@ pub struct Channels {
     pub response: String,
     /// `key-response#nsp#uid#`: answers meant for this node only.
     pub own_response: String,
+    /// The pattern that takes every broadcast of the namespace (the name escaped: a
+    /// namespace named `/room-*` takes its own broadcasts, not every `/room-` one's).
+    pub broadcast_pattern: String,
 }
 
 impl Channels {
@@ -103,12 +106,8 @@ impl Channels {
             request: format!("{key}-request#{nsp}#"),
             response: format!("{key}-response#{nsp}#"),
             own_response: format!("{key}-response#{nsp}#{uid}#"),
+            broadcast_pattern: format!("{}*", super::glob_escape(&format!("{key}#{nsp}#"))),
         }
-    }
-
-    /// The pattern that takes every broadcast of the namespace.
-    pub fn broadcast_pattern(&self) -> String {
-        format!("{}*", self.broadcast)
     }
 
     /// Where a broadcast to these rooms goes: a room's own channel when there is one room.
@@ -440,7 +439,7 @@ mod tests {
         assert_eq!(c.request, "socket.io-request#/#");
         assert_eq!(c.response, "socket.io-response#/#");
         assert_eq!(c.own_response, "socket.io-response#/#abc#");
-        assert_eq!(c.broadcast_pattern(), "socket.io#/#*");
+        assert_eq!(c.broadcast_pattern, "socket.io#/#*");
         let one = BroadcastTarget {
             rooms: vec!["r1".into()],
             except: vec![],

@@ -833,14 +833,21 @@ async fn collect_remote_acks(
         }
         match tokio::time::timeout_at(deadline, rx.recv()).await {
             Ok(Some(RemoteAck::ClientCount(n))) => {
-                expected += n;
+                expected = expected.saturating_add(n);
                 nodes_left = nodes_left.map(|left| left.saturating_sub(1));
             }
             Ok(Some(RemoteAck::Ack(reply))) => replies.push(Ok(reply)),
             Ok(None) | Err(_) => break,
         }
     }
-    let missing = expected.saturating_sub(replies.len());
+    // The counts come off the wire: a timeout per missing reply, but not past what any
+    // cluster could have asked.
+    let missing = expected
+        .saturating_sub(replies.len())
+        .min(MAX_REMOTE_REPLIES);
     replies.extend((0..missing).map(|_| Err(AckError::Timeout)));
     replies
 }
+
+/// The most replies from other nodes a broadcast with acknowledgements reports.
+const MAX_REMOTE_REPLIES: usize = 1 << 20;
