@@ -12,6 +12,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use socketio_server::engineio::RemoteAddr;
 use socketio_server::socketio::SocketIo;
 
 #[tokio::main]
@@ -26,10 +27,14 @@ async fn main() -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
     println!("listening on http://127.0.0.1:3000");
     loop {
-        let (stream, _) = listener.accept().await?;
+        let (stream, peer) = listener.accept().await?;
         let io = io.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+            let service = service_fn(move |mut req: Request<hyper::body::Incoming>| {
+                // The client's address: sockets show it in their handshake, and the limits per
+                // address (sessions, handshakes a second, buffered attachments) count by it.
+                // Without it they cannot apply.
+                req.extensions_mut().insert(RemoteAddr(peer));
                 let io = io.clone();
                 async move {
                     if io.matches(&req) {

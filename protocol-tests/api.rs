@@ -19,7 +19,8 @@ use serde_json::{Value, json};
 use socketio_server::engineio::Transport;
 use socketio_server::id::Id;
 use socketio_server::socketio::{
-    AckError, ConnectError, Event, EventRefused, RecoveryConfig, RoomEvent, Socket, SocketIo,
+    AckError, ConnectError, EmitError, Event, EventRefused, RecoveryConfig, RoomEvent, Socket,
+    SocketIo,
 };
 use tokio_tungstenite::tungstenite::Message;
 
@@ -1587,4 +1588,65 @@ async fn an_event_sent_as_soon_as_the_client_is_connected_waits_for_its_handler(
         let ack = ws.read_frame().await.expect("an ack");
         assert_eq!(ack.text(), format!(r#"43{n}["{n}"]"#));
     }
+}
+
+#[tokio::test]
+async fn a_broadcast_with_acks_has_a_reply_for_every_recipient_even_one_it_could_not_ask() {
+    // No socket may owe an acknowledgement: asking any of them fails at once.
+    let io = SocketIo::builder().max_pending_acks(0).build();
+    let addr = serve(&io).await;
+    let (_a, _) = connect(addr, "/").await;
+    let (_b, _) = connect(addr, "/").await;
+    let replies = io
+        .broadcast()
+        .timeout(Duration::from_millis(200))
+        .emit_with_ack::<_, Value>("question", &())
+        .await
+        .unwrap();
+    assert_eq!(replies.len(), 2, "{replies:?}");
+    assert!(
+        replies
+            .iter()
+            .all(|r| matches!(r, Err(AckError::Emit(EmitError::TooManyPendingAcks)))),
+        "{replies:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_namespace_lists_its_rooms_and_acts_on_all_its_sockets() {
+    let io = SocketIo::builder().build();
+    io.of("/").on_connect(|socket| {
+        socket.join("a");
+        socket.join("b");
+        socket.on("x", |_socket, _: Value, ack| async move {
+            let _ = ack.send(&"x");
+        });
+        assert!(socket.off("x"), "it had a handler");
+        assert!(!socket.off("x"));
+    });
+    let addr = serve(&io).await;
+    let (mut ws, _) = connect(addr, "/").await;
+    let mut rooms = io.of("/").rooms();
+    rooms.sort();
+    assert_eq!(rooms, ["a", "b"]);
+    // An event whose handler was taken off is dropped: no answer.
+    ws_send(&mut ws, r#"421["x"]"#).await;
+    let answer = tokio::time::timeout(Duration::from_millis(300), ws_recv_app_text(&mut ws)).await;
+    assert!(answer.is_err(), "{answer:?}");
+    assert_eq!(io.broadcast().fetch_sockets().await.unwrap().len(), 1);
+    io.broadcast().leave("a");
+    assert_eq!(io.of("/").rooms(), ["b"]);
+    io.broadcast().disconnect();
+    assert_eq!(ws_recv_app_text(&mut ws).await, "41");
+}
+
+#[tokio::test]
+async fn a_closed_server_opens_no_more_sessions() {
+    let io = SocketIo::builder().build();
+    let addr = serve(&io).await;
+    let (mut ws, _) = connect(addr, "/").await;
+    io.close();
+    ws_expect_end_answering_pings(&mut ws, Duration::from_secs(2)).await;
+    let refused = common::client::get(addr, "/socket.io/?EIO=4&transport=polling").await;
+    assert_eq!(refused.status, 503);
 }

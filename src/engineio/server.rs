@@ -61,6 +61,8 @@ pub struct EngineIo<H: Handler> {
     admission: Admission,
     /// The last count of sessions per transport, and when it was taken.
     transport_count: Mutex<Option<(Instant, (usize, usize))>>,
+    /// Set by [`shut_down`](EngineIo::shut_down): no session is opened any more.
+    shut: std::sync::atomic::AtomicBool,
 }
 
 /// How long a count of sessions per transport is reused.
@@ -102,6 +104,7 @@ impl<H: Handler> EngineIo<H> {
             admission: Admission::default(),
             metrics: Arc::default(),
             transport_count: Mutex::new(None),
+            shut: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -161,6 +164,14 @@ impl<H: Handler> EngineIo<H> {
     /// Every open session.
     pub fn sessions(&self) -> Vec<Arc<Session<H::Data>>> {
         self.lock_sessions().values().cloned().collect()
+    }
+
+    /// Opens no session from now on (handshakes get 503, as when the server is full) and
+    /// closes every open one with [`CloseReason::ServerShutdown`]: for a server embedded in
+    /// a program that goes on serving other things.
+    pub fn shut_down(&self) {
+        self.shut.store(true, std::sync::atomic::Ordering::Release);
+        self.close_all(CloseReason::ServerShutdown);
     }
 
     /// Closes every session, telling clients why.
@@ -304,6 +315,9 @@ impl<H: Handler> EngineIo<H> {
                 }
                 if !origin_allowed || !allowed {
                     return Err(RequestError::Forbidden);
+                }
+                if self.shut.load(std::sync::atomic::Ordering::Acquire) {
+                    return Err(RequestError::ServerFull);
                 }
                 let ip = req.extensions().get::<RemoteAddr>().map(|a| a.0.ip());
                 self.admission

@@ -1119,6 +1119,9 @@ impl Adapter for RedisAdapter {
     fn room_count(&self) -> usize {
         self.link.rooms.room_count()
     }
+    fn room_names(&self) -> Vec<String> {
+        self.link.rooms.room_names()
+    }
     fn on_room_event(&self, listener: RoomListener) -> bool {
         self.link.rooms.on_room_event(listener)
     }

@@ -156,6 +156,11 @@ pub trait Adapter: Send + Sync + 'static {
     fn members(&self, room: &str) -> Vec<Id>;
     /// Rooms that have at least one member.
     fn room_count(&self) -> usize;
+    /// The names of the rooms that have a member on this node (an adapter that cannot list
+    /// them gives none).
+    fn room_names(&self) -> Vec<String> {
+        Vec::new()
+    }
 
     /// Adds a listener to the room events; returns whether this adapter reports them (the
     /// default does not; [`LocalAdapter`] and the Redis adapter do).
@@ -271,11 +276,6 @@ struct Rooms {
 }
 
 impl LocalAdapter {
-    /// Every room that has a member.
-    pub fn room_names(&self) -> Vec<String> {
-        self.lock().members.keys().cloned().collect()
-    }
-
     fn lock(&self) -> MutexGuard<'_, Rooms> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -467,6 +467,10 @@ impl Adapter for LocalAdapter {
 
     fn room_count(&self) -> usize {
         self.lock().members.len()
+    }
+
+    fn room_names(&self) -> Vec<String> {
+        self.lock().members.keys().cloned().collect()
     }
 
     fn publishes(&self) -> bool {

@@ -244,6 +244,21 @@ impl Namespace {
         read(&self.sockets).len()
     }
 
+    /// A broadcast to every socket of the namespace, to narrow or flag before acting: Node's
+    /// `io.local.emit`, `io.timeout(ms).emitWithAck`, `io.fetchSockets()`,
+    /// `io.disconnectSockets()` and `io.socketsJoin(room)` are `broadcast().local().emit`,
+    /// `broadcast().timeout(d).emit_with_ack`, `broadcast().fetch_sockets()`,
+    /// `broadcast().disconnect()` and `broadcast().join(room)`.
+    pub fn broadcast(self: &Arc<Self>) -> BroadcastOperator {
+        BroadcastOperator::new(self.clone())
+    }
+
+    /// The rooms that have a member on this node (Node's `adapter.rooms`), sockets' own-id
+    /// rooms left out.
+    pub fn rooms(&self) -> Vec<String> {
+        self.adapter.room_names()
+    }
+
     /// A broadcast to a room.
     pub fn to(self: &Arc<Self>, room: &str) -> BroadcastOperator {
         BroadcastOperator::new(self.clone()).to(room)
@@ -740,7 +755,8 @@ impl BroadcastOperator {
     /// [`emit_with_ack`](Self::emit_with_ack) for a prepared packet, with raw replies. Other
     /// nodes carry one argument per reply (as Node's adapter does); a node that does not say
     /// in time how many clients it asked counts as none, and a reply that does not come in
-    /// time is a timeout.
+    /// time is a timeout. A local recipient the event could not be sent to (it left, or owes
+    /// too many acknowledgements) has its error among the replies.
     pub async fn send_with_ack(&self, packet: Packet) -> Vec<Result<AckResponse, AckError>> {
         let timeout = self.flags().timeout.unwrap_or(self.ns.ack_timeout);
         let mut opts = self.opts.clone();
@@ -752,10 +768,13 @@ impl BroadcastOperator {
         };
         let mut pending = Vec::new();
         for socket in self.sockets() {
+            use futures_util::future::{Either, ready};
             match socket.send_with_ack(packet.clone(), timeout) {
-                Ok(fut) => pending.push(fut),
+                Ok(fut) => pending.push(Either::Left(fut)),
+                // Counted like a recipient that did not answer: every recipient has a reply.
                 Err(e) => {
-                    tracing::debug!(socket = %socket.id(), error = %e, "broadcast with ack not sent")
+                    tracing::debug!(socket = %socket.id(), error = %e, "broadcast with ack not sent");
+                    pending.push(Either::Right(ready(Err(AckError::Emit(e)))));
                 }
             }
         }

@@ -18,8 +18,7 @@ use super::namespace::{BroadcastOperator, Hold, Lease, Namespace};
 use super::packet::DecoderLimits;
 use super::recovery::RecoveryConfig;
 use crate::engineio::{
-    AllowRequest, AllowedOrigins, Body, CloseReason, EngineConfig, EngineIo, ResponseHeaders,
-    Transport,
+    AllowRequest, AllowedOrigins, Body, EngineConfig, EngineIo, ResponseHeaders, Transport,
 };
 use crate::server::HttpConfig;
 
@@ -653,6 +652,11 @@ impl SocketIo {
         self.of("/").to(room)
     }
 
+    /// A broadcast to every socket of the main namespace (see [`Namespace::broadcast`]).
+    pub fn broadcast(&self) -> BroadcastOperator {
+        self.of("/").broadcast()
+    }
+
     /// Sends an event to every socket of the main namespace.
     pub fn emit<T: Serialize + ?Sized>(&self, event: &str, args: &T) -> Result<usize, EmitError> {
         self.of("/").emit(event, args)
@@ -669,14 +673,18 @@ impl SocketIo {
     }
 
     /// Answers a request for the Socket.IO path. Use [`matches`](Self::matches) first and
-    /// serve everything else yourself.
+    /// serve everything else yourself. The request should carry the client's address as a
+    /// [`RemoteAddr`](crate::engineio::RemoteAddr) extension (this crate's own servers add
+    /// it): the limits per address count by it, and without it they cannot apply.
     pub async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
         self.engine.handle(req).await
     }
 
-    /// Disconnects every client with reason `server shutting down`.
+    /// Disconnects every client with reason `server shutting down`, and accepts none from
+    /// now on (their handshakes get 503), as Node's `io.close()`: clients that reconnect by
+    /// themselves find the server gone, also where the program goes on serving other paths.
     pub fn close(&self) {
-        self.engine.close_all(CloseReason::ServerShutdown);
+        self.engine.shut_down();
     }
 
     /// Serves Socket.IO on `listener` until `shutdown` resolves; other paths get 404.

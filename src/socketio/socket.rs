@@ -117,6 +117,14 @@ impl Handlers {
         }
     }
 
+    fn remove(&mut self, name: &str) -> bool {
+        let found = self.position(name);
+        if let Ok(i) = found {
+            self.by_name.remove(i);
+        }
+        found.is_ok()
+    }
+
     fn any(&self) -> Option<Vec<AnyListener>> {
         self.rare
             .as_ref()
@@ -290,7 +298,7 @@ impl Socket {
             on_disconnect: Mutex::new(Vec::new()),
             acks: Mutex::new(HashMap::new()),
             next_ack: AtomicU64::new(1),
-            data: RwLock::new(Value::Null),
+            data: RwLock::new(Value::Object(serde_json::Map::new())),
             issued_ms: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
@@ -341,7 +349,9 @@ impl Socket {
     }
 
     /// What the application keeps on this socket for others to see: other nodes get it with
-    /// [`fetch_sockets`](BroadcastOperator::fetch_sockets), like `socket.data` in Node.
+    /// [`fetch_sockets`](BroadcastOperator::fetch_sockets), like `socket.data` in Node. An
+    /// empty object until set, as in Node (whose programs read `socket.data.user` on sockets
+    /// of every node of a cluster).
     pub fn data(&self) -> Value {
         self.data.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
@@ -455,7 +465,10 @@ impl Socket {
     /// an acknowledgement, answered with `{"error": ...}`; the handler is not called.
     ///
     /// Handlers start in the order the events arrive. One that awaits continues on its own task,
-    /// so a slow handler never holds up the client's other traffic.
+    /// so a slow handler never holds up the client's other traffic. An event has one handler:
+    /// another `on` (or [`on_raw`](Self::on_raw)) for its name replaces it, and
+    /// [`off`](Self::off) removes it. To see every event beside its handler, use
+    /// [`on_any`](Self::on_any).
     pub fn on<T, F, Fut>(&self, event: &str, handler: F)
     where
         T: DeserializeOwned + Send + 'static,
@@ -475,13 +488,21 @@ impl Socket {
         });
     }
 
-    /// Handles an event with its raw arguments and attachments.
+    /// Handles an event with its raw arguments and attachments (replacing any handler the
+    /// name had, as [`on`](Self::on) does).
     pub fn on_raw<F, Fut>(&self, event: &str, handler: F)
     where
         F: Fn(Arc<Socket>, Event) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
         self.handlers_mut().set(event, boxed_handler(handler));
+    }
+
+    /// Removes the handler of an event (Node's `socket.off(event)`, or
+    /// `removeAllListeners(event)`): its events go to the fallback, if any, or are dropped.
+    /// Returns whether the name had a handler.
+    pub fn off(&self, event: &str) -> bool {
+        self.handlers_mut().remove(event)
     }
 
     /// Handles every event that has no handler of its own, with its raw arguments: a program
