@@ -1650,3 +1650,22 @@ async fn a_closed_server_opens_no_more_sessions() {
     let refused = common::client::get(addr, "/socket.io/?EIO=4&transport=polling").await;
     assert_eq!(refused.status, 503);
 }
+
+#[tokio::test]
+async fn a_sockets_rooms_are_listed_in_the_order_it_joined_them() {
+    let io = SocketIo::builder().build();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Arc<Socket>>();
+    io.of("/").on_connect(move |socket| {
+        for room in ["b", "a", "c", "a"] {
+            socket.join(room);
+        }
+        let _ = tx.send(socket);
+    });
+    let addr = serve(&io).await;
+    let (_ws, _) = connect(addr, "/").await;
+    let socket = rx.recv().await.expect("the socket");
+    let id = socket.id().to_string();
+    assert_eq!(socket.rooms(), [id.as_str(), "b", "a", "c"]);
+    socket.leave("a");
+    assert_eq!(socket.rooms(), [id.as_str(), "b", "c"]);
+}

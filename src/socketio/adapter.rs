@@ -13,7 +13,7 @@
 //! which keeps a socket that joins nothing free of room bookkeeping.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -272,7 +272,9 @@ impl std::fmt::Debug for LocalAdapter {
 #[derive(Debug, Default)]
 struct Rooms {
     members: HashMap<String, IdSet>,
-    joined: IdMap<HashSet<String>>,
+    /// Each socket's rooms in the order it joined them (as Node lists `socket.rooms`); whether
+    /// it is in one already is asked of `members`.
+    joined: IdMap<Vec<String>>,
 }
 
 impl LocalAdapter {
@@ -398,15 +400,21 @@ impl Adapter for LocalAdapter {
                     r.members.entry(room.to_owned()).or_default()
                 }
             };
-            if set.insert(socket) {
-                if let Some(events) = &mut events {
-                    events.push(RoomEvent::Joined {
-                        room: room.to_owned(),
-                        socket,
-                    });
-                }
+            if !set.insert(socket) {
+                return;
             }
-            r.joined.entry(socket).or_default().insert(room.to_owned());
+            if let Some(events) = &mut events {
+                events.push(RoomEvent::Joined {
+                    room: room.to_owned(),
+                    socket,
+                });
+            }
+            let rooms = r.joined.entry(socket).or_default();
+            if rooms.capacity() == 0 {
+                // Most sockets join one room or two.
+                rooms.reserve_exact(1);
+            }
+            rooms.push(room.to_owned());
         }
         self.tell(events);
     }
@@ -416,9 +424,9 @@ impl Adapter for LocalAdapter {
         {
             let mut r = self.lock();
             r.remove(socket, room, &mut events);
-            if let Some(set) = r.joined.get_mut(&socket) {
-                set.remove(room);
-                if set.is_empty() {
+            if let Some(rooms) = r.joined.get_mut(&socket) {
+                rooms.retain(|r| r != room);
+                if rooms.is_empty() {
                     r.joined.remove(&socket);
                 }
             }
@@ -450,11 +458,7 @@ impl Adapter for LocalAdapter {
     }
 
     fn rooms_of(&self, socket: Id) -> Vec<String> {
-        self.lock()
-            .joined
-            .get(&socket)
-            .map(|set| set.iter().cloned().collect())
-            .unwrap_or_default()
+        self.lock().joined.get(&socket).cloned().unwrap_or_default()
     }
 
     fn members(&self, room: &str) -> Vec<Id> {
