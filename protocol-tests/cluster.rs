@@ -378,13 +378,21 @@ async fn namespaces_whose_names_look_like_patterns_or_prefixes_get_their_own_bro
     for nsp in ["/room-*", "/room-1", "/a", "/a#b"] {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while nodes[0].io.of(nsp).server_count().await.ok() != Some(2) {
-            assert!(tokio::time::Instant::now() < deadline, "{nsp} not subscribed");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{nsp} not subscribed"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
     nodes[0].io.of("/room-1").emit("m", "one").unwrap();
     nodes[0].io.of("/a#b").emit("m", "ab").unwrap();
-    nodes[0].io.of("/a").to("b").emit("m", "a to room b").unwrap();
+    nodes[0]
+        .io
+        .of("/a")
+        .to("b")
+        .emit("m", "a to room b")
+        .unwrap();
     assert_eq!(
         drain_ws(&mut one, Duration::from_millis(500)).await,
         [r#"42/room-1,["m","one"]"#]
@@ -393,9 +401,17 @@ async fn namespaces_whose_names_look_like_patterns_or_prefixes_get_their_own_bro
         drain_ws(&mut ab, Duration::from_millis(300)).await,
         [r#"42/a#b,["m","ab"]"#]
     );
-    assert!(drain_ws(&mut star, Duration::from_millis(300)).await.is_empty());
+    assert!(
+        drain_ws(&mut star, Duration::from_millis(300))
+            .await
+            .is_empty()
+    );
     // Nobody in `/a` is in room `b`.
-    assert!(drain_ws(&mut a, Duration::from_millis(300)).await.is_empty());
+    assert!(
+        drain_ws(&mut a, Duration::from_millis(300))
+            .await
+            .is_empty()
+    );
 }
 
 /// A client of namespace `nsp` on the node at `addr`.

@@ -57,7 +57,7 @@ impl TokenBucket {
         }
     }
 
-    /// Whether the bucket has refilled completely (as of its last use).
+    /// Whether the bucket has refilled completely by now.
     pub fn is_full(&self) -> bool {
         self.refilled(since_epoch(Instant::now())) >= self.burst
     }

@@ -147,7 +147,8 @@ pub struct EngineConfig {
     /// Also allow pages served by this very server (an origin whose host is the request's
     /// `Host`), as a server with its own web client needs.
     pub allow_same_origin: bool,
-    /// Asked about every handshake that passed the origin check (none: all may open one).
+    /// Asked about every handshake, before its origin's verdict is applied, as Node asks its
+    /// `allowRequest` (none: all may open one). A handshake opens only if both allow it.
     pub allow_request: Option<AllowRequest>,
     /// Headers added to the answers (none: no more than the protocol's own).
     pub response_headers: Option<ResponseHeaders>,

@@ -2,7 +2,7 @@
 //! cluster (`PUBSUB NUMSUB`, `PUBSUB CHANNELS`).
 //!
 //! One connection, used by one caller at a time, each sending its commands in one write and
-//! reading their replies. It is made when first needed and again after a loss; while Redis
+//! reading their replies. It is made when the node starts, and again after a loss; while Redis
 //! cannot be reached, attempts are spaced out (100 ms doubling to 2 s) and calls in between
 //! fail at once, so nothing queues up behind an unreachable Redis.
 
