@@ -425,6 +425,20 @@ impl NodeInner {
     }
 }
 
+/// A socket another node described; a room of its that is a number (Node's rooms may be)
+/// reads as its decimal text, rather than the socket being dropped.
+fn socket_info(value: &Value) -> Option<SocketInfo> {
+    let mut value = value.clone();
+    if let Some(rooms) = value.get_mut("rooms").and_then(Value::as_array_mut) {
+        for room in rooms.iter_mut() {
+            if let Value::Number(n) = room {
+                *room = Value::String(n.to_string());
+            }
+        }
+    }
+    serde_json::from_value(value).ok()
+}
+
 /// Escapes Redis glob characters.
 pub(crate) fn glob_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -761,14 +775,11 @@ impl NodeInner {
             opts.flags.local = true;
             BroadcastOperator::with_options(ns.clone(), opts)
         };
+        // Room names; a number is one too, as Node's `socket.join(1)` makes it.
         let strings = |key: &str| -> Vec<String> {
             body[key]
                 .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|v| v.as_str().map(str::to_owned))
-                        .collect()
-                })
+                .map(|a| a.iter().filter_map(wire::room_name).collect())
                 .unwrap_or_default()
         };
         let by_sid = || {
@@ -788,7 +799,9 @@ impl NodeInner {
                 self.answer(link, &request, json!({ "sockets": ids }));
             }
             RequestType::AllRooms => {
-                let rooms = link.rooms.room_names();
+                // Every socket's own-id room too, as Node's adapter answers.
+                let mut rooms = link.rooms.room_names();
+                rooms.extend(ns.sockets().iter().map(|s| s.id().to_string()));
                 self.answer(link, &request, json!({ "rooms": rooms }));
             }
             RequestType::RemoteJoin | RequestType::RemoteLeave => {
@@ -1205,10 +1218,7 @@ impl Adapter for RedisAdapter {
                 let Some(list) = body.value.get("sockets").and_then(Value::as_array) else {
                     continue;
                 };
-                fetched.sockets.extend(
-                    list.iter()
-                        .filter_map(|s| serde_json::from_value::<SocketInfo>(s.clone()).ok()),
-                );
+                fetched.sockets.extend(list.iter().filter_map(socket_info));
             }
             Ok(fetched)
         })
@@ -1285,6 +1295,14 @@ impl Adapter for RedisAdapter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_socket_in_a_numbered_room_is_read_with_the_room_as_text() {
+        let described = json!({"id": "s1", "rooms": ["s1", 1, "r", 2.5], "data": {}});
+        let info = socket_info(&described).expect("a socket");
+        assert_eq!(info.rooms, ["s1", "1", "r", "2.5"]);
+        assert!(socket_info(&json!({"id": "s1", "rooms": [null]})).is_none());
+    }
 
     fn socket(auth_bytes: usize) -> SocketInfo {
         SocketInfo {

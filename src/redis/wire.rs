@@ -347,6 +347,16 @@ pub fn opts_to_value(opts: &BroadcastOptions, with_flags: bool) -> Value {
     Value::Object(map)
 }
 
+/// A room's name as another node sends it: a string, or a number (Node's rooms may be
+/// numbers, and go out as they are), read as its decimal text.
+pub fn room_name(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
 /// Reads `{rooms, except, flags}`; what is missing or of the wrong type reads as empty.
 /// Node's rooms may be numbers; they read as their decimal text.
 pub fn opts_from_value(value: &Value) -> BroadcastOptions {
@@ -354,16 +364,7 @@ pub fn opts_from_value(value: &Value) -> BroadcastOptions {
         value
             .get(key)
             .and_then(Value::as_array)
-            .map(|items| {
-                items
-                    .iter()
-                    .filter_map(|v| match v {
-                        Value::String(s) => Some(s.clone()),
-                        Value::Number(n) => Some(n.to_string()),
-                        _ => None,
-                    })
-                    .collect()
-            })
+            .map(|items| items.iter().filter_map(room_name).collect())
             .unwrap_or_default()
     };
     let flags = value.get("flags");
