@@ -702,6 +702,66 @@ async fn ping_timeout_over_websocket_closes_the_session() {
 }
 
 #[tokio::test]
+async fn a_client_that_keeps_sending_has_longer_for_its_pong_and_no_longer() {
+    // As Node's server counts them: any packet from the client moves the pong's deadline to
+    // pingInterval + pingTimeout after it.
+    let addr = spawn_conformance_server().await;
+    let (mut ws, _) = ws_open(addr, E).await;
+    let start = Instant::now();
+    let mut pinged = false;
+    while start.elapsed() < 3 * (PING_INTERVAL + PING_TIMEOUT) {
+        ws_send(&mut ws, "4still here").await;
+        loop {
+            match tokio::time::timeout(Duration::from_millis(50), ws_next(&mut ws)).await {
+                Ok(Some(Message::Text(t))) if t.as_str() == "2" => pinged = true,
+                Ok(Some(Message::Text(t))) => assert_eq!(t.as_str(), "4still here"),
+                Ok(other) => panic!("the session ended while the client was sending: {other:?}"),
+                Err(_) => break,
+            }
+        }
+    }
+    assert!(pinged, "a ping came, and was never answered");
+    // Silent from here: the session ends once the last packet is that long past.
+    let silent = Instant::now();
+    let end = ws_expect_end(&mut ws, Duration::from_secs(2)).await;
+    let waited = silent.elapsed();
+    assert!(end.messages.is_empty(), "{end:?}");
+    assert!(
+        waited >= PING_INTERVAL + PING_TIMEOUT - Duration::from_millis(60)
+            && waited < 2 * (PING_INTERVAL + PING_TIMEOUT),
+        "ended {waited:?} after the last packet"
+    );
+}
+
+#[tokio::test]
+async fn a_polling_client_that_keeps_sending_has_longer_for_its_pong() {
+    let addr = spawn_conformance_server().await;
+    let p = Polling::open(addr, E).await;
+    let start = Instant::now();
+    let mut pinged = false;
+    while start.elapsed() < 3 * (PING_INTERVAL + PING_TIMEOUT) {
+        p.post_ok(b"4still here").await;
+        for packet in p.get_packets().await {
+            match packet.as_str() {
+                "2" => pinged = true,
+                "4still here" => {}
+                other => panic!("the session ended while the client was sending: {other}"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(pinged, "a ping came, and was never answered");
+    // Silent from here but for its poll: closed once the last packet is that long past.
+    let silent = Instant::now();
+    assert_eq!(p.get_packets().await, ["1"]);
+    let waited = silent.elapsed();
+    assert!(
+        waited < 2 * (PING_INTERVAL + PING_TIMEOUT),
+        "ended {waited:?} after the last packet"
+    );
+}
+
+#[tokio::test]
 async fn websocket_ping_frame_does_not_count_as_a_pong() {
     let addr = spawn_conformance_server().await;
     let (mut ws, _sid) = RawWs::open_engine(addr, E).await;

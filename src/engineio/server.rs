@@ -439,7 +439,7 @@ impl<H: Handler> EngineIo<H> {
                 _ = tokio::time::sleep_until(due) => {}
                 _ = session.closed() => return,
             }
-            let deadline = due + timeout;
+            let mut deadline = due + timeout;
             session.ping_sent(deadline);
             if session.send(Frame::PING).is_err() {
                 return;
@@ -447,9 +447,17 @@ impl<H: Handler> EngineIo<H> {
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep_until(deadline) => {
-                        if session.awaiting_pong() {
-                            session.fail(CloseReason::PingTimeout);
-                            return;
+                        match session.pong_due() {
+                            // The client sent other packets meanwhile: it has longer.
+                            Some(later) if later > deadline => {
+                                deadline = later;
+                                continue;
+                            }
+                            Some(_) => {
+                                session.fail(CloseReason::PingTimeout);
+                                return;
+                            }
+                            None => {}
                         }
                         due = tokio::time::Instant::now() + interval;
                         break;
@@ -478,6 +486,12 @@ impl<H: Handler> EngineIo<H> {
             Packet::Message(Message::Binary(b)) => b.len(),
             _ => 1,
         });
+        if !matches!(packet, Packet::Pong { probe: false }) {
+            let config = &self.config;
+            session.heard_from(
+                tokio::time::Instant::now() + config.ping_interval + config.ping_timeout,
+            );
+        }
         match packet {
             Packet::Message(message) => self.handler.on_message(session, message),
             Packet::Pong { probe: false } => session.pong_received(),

@@ -622,6 +622,20 @@ impl<D> Session<D> {
         self.lock().pong_due.is_some()
     }
 
+    /// When the pong to the last ping is due, if one is awaited.
+    pub(crate) fn pong_due(&self) -> Option<Instant> {
+        self.lock().pong_due
+    }
+
+    /// A packet other than a pong arrived: the client is alive, so a pong it owes may come as
+    /// late as `until` (Node's server counts any packet so, and a pong may wait behind a
+    /// client's backlog of messages on a slow link).
+    pub(crate) fn heard_from(&self, until: Instant) {
+        if let Some(due) = &mut self.lock().pong_due {
+            *due = (*due).max(until);
+        }
+    }
+
     /// Ends the session if its pong is overdue, and says whether it did. The heartbeat's timer
     /// does the same, but a request that comes in at the deadline must not find the session
     /// alive just because the timer's task has not run yet.

@@ -463,8 +463,14 @@ impl<D> Beat<'_, D> {
     fn on_timer(&mut self, timer: Pin<&mut Sleep>) {
         let now = Instant::now();
         if self.awaiting_pong {
-            if self.session.awaiting_pong() {
-                self.session.fail(CloseReason::PingTimeout);
+            match self.session.pong_due() {
+                // The client sent other packets meanwhile: it has longer.
+                Some(later) if later > now => {
+                    timer.reset(later);
+                    return;
+                }
+                Some(_) => self.session.fail(CloseReason::PingTimeout),
+                None => {}
             }
             self.awaiting_pong = false;
             timer.reset(now + self.config.ping_interval);
