@@ -488,9 +488,9 @@ impl<H: Handler> EngineIo<H> {
         });
         if !matches!(packet, Packet::Pong { probe: false }) {
             let config = &self.config;
-            session.heard_from(
-                tokio::time::Instant::now() + config.ping_interval + config.ping_timeout,
-            );
+            session.heard_from(|| {
+                tokio::time::Instant::now() + config.ping_interval + config.ping_timeout
+            });
         }
         match packet {
             Packet::Message(message) => self.handler.on_message(session, message),

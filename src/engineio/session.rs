@@ -156,6 +156,9 @@ pub struct Session<D> {
     /// Tells a closed polling session's cleanup that its last packets were fetched.
     drained: Notify,
     closed: AtomicBool,
+    /// Whether a ping awaits its pong (its due time is in `state`): most packets come when
+    /// none does, and need not look further.
+    pinged: AtomicBool,
     /// Wakes those waiting for the session to close, or for an upgrade to settle.
     changed: Notify,
     data: D,
@@ -207,6 +210,7 @@ impl<D> Session<D> {
             pong: Notify::new(),
             drained: Notify::new(),
             closed: AtomicBool::new(false),
+            pinged: AtomicBool::new(false),
             changed: Notify::new(),
             data,
         }
@@ -615,6 +619,7 @@ impl<D> Session<D> {
     /// Marks a ping as sent; the pong is due by `due`.
     pub(crate) fn ping_sent(&self, due: Instant) {
         self.lock().pong_due = Some(due);
+        self.pinged.store(true, Ordering::Release);
     }
 
     /// Whether the last ping is still unanswered.
@@ -630,9 +635,12 @@ impl<D> Session<D> {
     /// A packet other than a pong arrived: the client is alive, so a pong it owes may come as
     /// late as `until` (Node's server counts any packet so, and a pong may wait behind a
     /// client's backlog of messages on a slow link).
-    pub(crate) fn heard_from(&self, until: Instant) {
+    pub(crate) fn heard_from(&self, until: impl FnOnce() -> Instant) {
+        if !self.pinged.load(Ordering::Acquire) {
+            return;
+        }
         if let Some(due) = &mut self.lock().pong_due {
-            *due = (*due).max(until);
+            *due = (*due).max(until());
         }
     }
 
@@ -658,6 +666,7 @@ impl<D> Session<D> {
             if st.queue.is_empty() {
                 st.queue = VecDeque::new();
             }
+            self.pinged.store(false, Ordering::Release);
             st.pong_due.take().is_some()
         };
         if was_waiting {
