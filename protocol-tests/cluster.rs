@@ -394,24 +394,20 @@ async fn namespaces_whose_names_look_like_patterns_or_prefixes_get_their_own_bro
         .emit("m", "a to room b")
         .unwrap();
     assert_eq!(
-        drain_ws(&mut one, Duration::from_millis(500)).await,
+        drain(&mut one, Duration::from_millis(500)).await,
         [r#"42/room-1,["m","one"]"#]
     );
     assert_eq!(
-        drain_ws(&mut ab, Duration::from_millis(300)).await,
+        drain(&mut ab, Duration::from_millis(300)).await,
         [r#"42/a#b,["m","ab"]"#]
     );
     assert!(
-        drain_ws(&mut star, Duration::from_millis(300))
+        drain(&mut star, Duration::from_millis(300))
             .await
             .is_empty()
     );
     // Nobody in `/a` is in room `b`.
-    assert!(
-        drain_ws(&mut a, Duration::from_millis(300))
-            .await
-            .is_empty()
-    );
+    assert!(drain(&mut a, Duration::from_millis(300)).await.is_empty());
 }
 
 /// A client of namespace `nsp` on the node at `addr`.
@@ -421,19 +417,6 @@ async fn join_namespace(addr: SocketAddr, nsp: &str) -> Ws {
     let reply = ws_recv_app_text(&mut ws).await;
     assert!(reply.starts_with(&format!("40{nsp},")), "{reply}");
     ws
-}
-
-/// Every text packet a WebSocket gets until it has been quiet for `quiet` (pings answered).
-async fn drain_ws(ws: &mut Ws, quiet: Duration) -> Vec<String> {
-    let mut got = Vec::new();
-    while let Ok(Some(Ok(msg))) = tokio::time::timeout(quiet, ws.next()).await {
-        match msg {
-            Message::Text(t) if t.as_str() == "2" => ws_send(ws, "3").await,
-            Message::Text(t) => got.push(t.as_str().to_owned()),
-            _ => {}
-        }
-    }
-    got
 }
 
 #[tokio::test]

@@ -743,11 +743,11 @@ mod tests {
         (ws, client)
     }
 
-    #[tokio::test]
-    async fn the_state_an_idle_connection_keeps_stays_small() {
-        // The I/O loop's future is the biggest part of what an idle connection costs: what
-        // only runs now and then (a write that waits, a fresh context, the farewell) is boxed
-        // while it runs, so that it does not sit in this state for the whole session.
+    /// An Engine.IO echo server and a session of it whose heartbeat the test's runs keep.
+    fn websocket_session() -> (
+        Arc<EngineIo<crate::conformance::Echo>>,
+        Arc<Session<<crate::conformance::Echo as Handler>::Data>>,
+    ) {
         let engine = EngineIo::new(EngineConfig::default(), crate::conformance::Echo);
         let session = engine.open_session_without_heartbeat(
             Transport::WebSocket,
@@ -757,6 +757,15 @@ mod tests {
                 remote_addr: None,
             },
         );
+        (engine, session)
+    }
+
+    #[tokio::test]
+    async fn the_state_an_idle_connection_keeps_stays_small() {
+        // The I/O loop's future is the biggest part of what an idle connection costs: what
+        // only runs now and then (a write that waits, a fresh context, the farewell) is boxed
+        // while it runs, so that it does not sit in this state for the whole session.
+        let (engine, session) = websocket_session();
         let (mut ws, _client) = small_buffered_pair().await;
         let task = run(&engine, &session, &mut ws, Heartbeat::Here);
         // 448 bytes when this was written; the fresh context held in it made 1,320.
@@ -838,15 +847,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_session_the_server_ends_while_a_write_waits_still_gets_its_last_words() {
-        let engine = EngineIo::new(EngineConfig::default(), crate::conformance::Echo);
-        let session = engine.open_session_without_heartbeat(
-            Transport::WebSocket,
-            RequestInfo {
-                headers: hyper::HeaderMap::new(),
-                uri: hyper::Uri::from_static("/engine.io/"),
-                remote_addr: None,
-            },
-        );
+        let (engine, session) = websocket_session();
         let (mut ws, mut client) = small_buffered_pair().await;
         // Far more than the sockets' buffers hold, while the client reads nothing.
         let big = Frame::Binary(Bytes::from(vec![7u8; 64 * 1024]));
