@@ -230,7 +230,8 @@ impl ServerState {
             .len()
             >= limit
         {
-            tracing::warn!(
+            // Debug: a client naming namespaces in a loop would fill the log.
+            tracing::debug!(
                 nsp = name,
                 limit,
                 "namespace not made: the server holds as many as it may"
