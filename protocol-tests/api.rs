@@ -1669,3 +1669,30 @@ async fn a_sockets_rooms_are_listed_in_the_order_it_joined_them() {
     socket.leave("a");
     assert_eq!(socket.rooms(), [id.as_str(), "b", "c"]);
 }
+
+#[tokio::test]
+async fn a_volatile_emit_to_one_client_is_dropped_while_it_is_behind() {
+    let io = SocketIo::builder().build();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Arc<Socket>>();
+    io.of("/").on_connect(move |socket| {
+        let _ = tx.send(socket);
+    });
+    let addr = serve(&io).await;
+    let (mut ws, _) = connect(addr, "/").await;
+    let socket = rx.recv().await.expect("the socket");
+    socket.emit_volatile("where", &1).unwrap();
+    assert_eq!(ws_recv_app_text(&mut ws).await, r#"42["where",1]"#);
+    // A burst the connection's task has not written yet: the client is behind.
+    for n in 0..100 {
+        socket.emit("news", &n).unwrap();
+    }
+    assert!(matches!(
+        socket.emit_volatile("where", &2),
+        Err(EmitError::Send(_))
+    ));
+    for n in 0..100 {
+        assert_eq!(ws_recv_app_text(&mut ws).await, format!(r#"42["news",{n}]"#));
+    }
+    socket.emit_volatile("where", &3).unwrap();
+    assert_eq!(ws_recv_app_text(&mut ws).await, r#"42["where",3]"#);
+}

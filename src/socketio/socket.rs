@@ -574,6 +574,22 @@ impl Socket {
         self.send_event(frames)
     }
 
+    /// Sends an event that may be dropped (Node's `socket.volatile.emit`): when the client is
+    /// behind (its queue holds more than a few packets), the event is not queued, and the
+    /// error says so. For what the next one replaces, such as positions in a game. Not kept
+    /// for connection state recovery.
+    pub fn emit_volatile<T: Serialize + ?Sized>(
+        &self,
+        event: &str,
+        args: &T,
+    ) -> Result<(), EmitError> {
+        if !self.connected() {
+            return Err(EmitError::Disconnected);
+        }
+        let frames = typed_frames(self.ns.name(), None, Some(event), args)?;
+        self.session.send_volatile(frames).map_err(EmitError::from)
+    }
+
     /// Sends an event with raw arguments and attachments.
     pub fn emit_raw(
         &self,
