@@ -1691,7 +1691,10 @@ async fn a_volatile_emit_to_one_client_is_dropped_while_it_is_behind() {
         Err(EmitError::Send(_))
     ));
     for n in 0..100 {
-        assert_eq!(ws_recv_app_text(&mut ws).await, format!(r#"42["news",{n}]"#));
+        assert_eq!(
+            ws_recv_app_text(&mut ws).await,
+            format!(r#"42["news",{n}]"#)
+        );
     }
     socket.emit_volatile("where", &3).unwrap();
     assert_eq!(ws_recv_app_text(&mut ws).await, r#"42["where",3]"#);
