@@ -381,6 +381,11 @@ impl<H: Handler> EngineIo<H> {
         ));
         self.lock_sessions().insert(session.id(), session.clone());
         tracing::debug!(session = %session.log_id(), transport = transport.as_str(), "session opened");
+        // A handshake that passed the check as the server shut down: `shut_down` either saw
+        // this session among the open ones, or set the flag before it was inserted.
+        if self.shut.load(std::sync::atomic::Ordering::Acquire) {
+            session.close(CloseReason::ServerShutdown);
+        }
         session
     }
 
@@ -488,9 +493,7 @@ impl<H: Handler> EngineIo<H> {
         });
         if !matches!(packet, Packet::Pong { probe: false }) {
             let config = &self.config;
-            session.heard_from(|| {
-                tokio::time::Instant::now() + config.ping_interval + config.ping_timeout
-            });
+            session.heard_from(|| tokio::time::Instant::now() + config.ping_timeout);
         }
         match packet {
             Packet::Message(message) => self.handler.on_message(session, message),

@@ -156,8 +156,8 @@ pub struct Session<D> {
     /// Tells a closed polling session's cleanup that its last packets were fetched.
     drained: Notify,
     closed: AtomicBool,
-    /// Whether a ping awaits its pong (its due time is in `state`): most packets come when
-    /// none does, and need not look further.
+    /// Whether a ping awaits its pong (its due time is in `state`) and no other packet came
+    /// since: most packets come when none does, and need not look further.
     pinged: AtomicBool,
     /// Wakes those waiting for the session to close, or for an upgrade to settle.
     changed: Notify,
@@ -632,11 +632,12 @@ impl<D> Session<D> {
         self.lock().pong_due
     }
 
-    /// A packet other than a pong arrived: the client is alive, so a pong it owes may come as
-    /// late as `until` (Node's server counts any packet so, and a pong may wait behind a
-    /// client's backlog of messages on a slow link).
+    /// A packet other than a pong arrived: the client is alive, so the pong it owes may come
+    /// as late as `until` (a pong may wait behind a client's backlog of messages on a slow
+    /// link). Once per ping, as Node's server counts it: a client that keeps sending but never
+    /// answers a ping is not kept alive for it.
     pub(crate) fn heard_from(&self, until: impl FnOnce() -> Instant) {
-        if !self.pinged.load(Ordering::Acquire) {
+        if !self.pinged.swap(false, Ordering::AcqRel) {
             return;
         }
         if let Some(due) = &mut self.lock().pong_due {
