@@ -1194,17 +1194,22 @@ async fn silent_node(redis: &Redis) -> tokio::net::TcpStream {
 /// A chat node as `chat-server` runs it, on `redis`, whose questions to the cluster wait
 /// 800 ms at most.
 async fn chat_node(redis: &Redis) -> (SocketIo, RedisNode, SocketAddr) {
+    chat_node_at(&redis.url()).await
+}
+
+/// A chat node on the Redis at `url`.
+async fn chat_node_at(url: &str) -> (SocketIo, RedisNode, SocketAddr) {
     use socketio_server::chat::Chat;
     use socketio_server::chat::config::ChatConfig;
     let config = RedisConfig {
         requests_timeout: Duration::from_millis(800),
         ..RedisConfig::default()
     };
-    let link = RedisNode::connect(&redis.url(), config)
+    let link = RedisNode::connect(url, config)
         .await
         .expect("connect to redis");
     let chat_config = ChatConfig {
-        redis_url: Some(redis.url()),
+        redis_url: Some(url.to_owned()),
         ..ChatConfig::default()
     };
     let io = chat_config
@@ -1347,6 +1352,50 @@ async fn a_logout_while_the_cluster_checks_the_name_leaves_no_room_behind() {
     link.shutdown();
 }
 
+#[tokio::test]
+async fn a_name_announced_by_a_node_that_does_not_answer_stays_taken() {
+    let redis = Redis::start();
+    let (io, link, addr) = chat_node(&redis).await;
+    let _silent = silent_node(&redis).await;
+    // Both listen to the requests' channel.
+    wait_for_nodes(&io, 2).await;
+    // The silent node announced bob's login in r1, as a chat node does, and then stalls: it
+    // answers no question.
+    let announced = json!({
+        "uid": "stalled",
+        "type": 6,
+        "data": ["chat:logged-in", {"id": "b0b", "name": "bob", "room": "r1", "node": "stalled"}],
+    });
+    publish_raw(
+        &redis,
+        "socket.io-request#/#",
+        announced.to_string().as_bytes(),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let mut ws = chat_client(addr).await;
+    let mut login = async |id: u32, name: &str, room: &str| {
+        let payload = json!(["login", {"name": name, "room": room}]);
+        ws_send(&mut ws, &format!("42{id}{payload}")).await;
+        let want = format!("43{id}");
+        loop {
+            let got = ws_recv_app_text(&mut ws).await;
+            if let Some(ack) = got.strip_prefix(&want) {
+                return serde_json::from_str::<Value>(ack).expect("an ack");
+            }
+        }
+    };
+    assert_eq!(
+        login(11, "BOB", "r1").await,
+        json!([{"error": "Name is already taken in this room"}])
+    );
+    // Other names, and bob's in other rooms, are free.
+    assert!(login(12, "bob", "r2").await[0]["user"].is_object());
+    io.close();
+    link.shutdown();
+}
+
 /// Waits until `io`'s main namespace counts `n` nodes.
 async fn wait_for_nodes(io: &SocketIo, n: usize) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -1419,6 +1468,117 @@ async fn a_logout_missed_while_redis_was_away_is_not_announced_when_its_node_die
     drop(zed);
     io_a.close();
     link_a.shutdown();
+}
+
+/// A TCP relay to Redis that the test can cut, as a network would cut one node off: `cut`
+/// closes its connections and refuses new ones until `heal`.
+struct Relay {
+    port: u16,
+    open: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Relay {
+    async fn start(redis: &Redis) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let open = Arc::new(tokio::sync::watch::channel(true).0);
+        let (target, gate) = (redis.port, open.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !*gate.borrow() {
+                    continue;
+                }
+                let mut gate = gate.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                    else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = gate.wait_for(|open| !open) => {}
+                    }
+                });
+            }
+        });
+        Relay { port, open }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn cut(&self) {
+        self.open.send_replace(false);
+    }
+
+    fn heal(&self) {
+        self.open.send_replace(true);
+    }
+}
+
+/// What `ws` receives until one packet contains `text` (pings answered), that one included.
+async fn until_heard(ws: &mut Ws, text: &str, within: Duration) -> Vec<String> {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut seen: Vec<String> = Vec::new();
+    while !seen.iter().any(|p| p.contains(text)) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nothing with {text}: {seen:?}"
+        );
+        seen.extend(drain(ws, Duration::from_millis(300)).await);
+    }
+    seen
+}
+
+#[tokio::test]
+async fn a_node_cut_off_from_redis_for_a_while_is_said_to_leave_and_to_come_back() {
+    let redis = Redis::start();
+    let relay = Relay::start(&redis).await;
+    let (io_a, link_a, addr_a) = chat_node(&redis).await;
+    let (io_b, link_b, addr_b) = chat_node_at(&relay.url()).await;
+    wait_for_nodes(&io_a, 2).await;
+    // Node a looks at the cluster every second: it has seen node b by then.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let login = |name: &str| format!(r#"4211["login",{{"name":"{name}","room":"r1"}}]"#);
+    let mut xena = chat_client(addr_a).await;
+    let mut zed = chat_client(addr_b).await;
+    ws_send(&mut xena, &login("xena")).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    ws_send(&mut zed, &login("zed")).await;
+    until_heard(&mut xena, "zed just entered", Duration::from_secs(5)).await;
+    drain(&mut xena, Duration::from_millis(300)).await;
+
+    // Node b loses Redis for longer than it takes to be found gone.
+    relay.cut();
+    let seen = until_heard(&mut xena, "zed just left", Duration::from_secs(15)).await;
+    let seen = [seen, drain(&mut xena, Duration::from_millis(500)).await].concat();
+    let list = seen.iter().rev().find(|p| p.contains(r#""users""#));
+    assert!(list.is_some_and(|l| !l.contains("zed")), "{seen:?}");
+
+    // It comes back: zed is in the room again, for xena as for the room's list.
+    relay.heal();
+    let seen = until_heard(&mut xena, "zed just entered", Duration::from_secs(15)).await;
+    let seen = [seen, drain(&mut xena, Duration::from_millis(500)).await].concat();
+    let list = seen.iter().rev().find(|p| p.contains(r#""users""#));
+    assert!(
+        list.is_some_and(|l| l.contains("xena") && l.contains("zed")),
+        "{seen:?}"
+    );
+    ws_send(&mut zed, r#"42["roomMessage","back"]"#).await;
+    let seen = until_heard(&mut xena, r#""message":"back""#, Duration::from_secs(5)).await;
+    assert!(
+        seen.iter().any(|m| m.contains(r#""from":"zed""#)),
+        "{seen:?}"
+    );
+    drop(zed);
+    io_a.close();
+    io_b.close();
+    link_a.shutdown();
+    link_b.shutdown();
 }
 
 /// The reply to one command on a connection of the test's own, read whole: a bulk string's

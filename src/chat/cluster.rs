@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::user_store::User;
-use super::{Chat, left_notice, pending_key, room_key};
+use super::{Chat, entered_notice, left_notice, pending_key, room_key};
 use crate::socketio::{Namespace, Socket, SocketInfo};
 
 /// A user of another node.
@@ -154,6 +154,9 @@ impl Chat {
     /// one finds it, still pending or already in the room, in every round. So one of them
     /// wins, or (a node too slow to answer) neither, never both.
     ///
+    /// A node that does not answer in time is not waited for (it may never answer), but the
+    /// users it announced are: a name that the roster has in the room is refused then.
+    ///
     /// The last answers give the room's list (without the new user, who joins after its last
     /// member): a login asks the cluster once, unless a claim in the room was pending, whose
     /// user the list could not place yet.
@@ -182,9 +185,13 @@ impl Chat {
                 .fetch_available_sockets()
                 .await;
             let sockets = match answers {
+                Ok(fetched) if fetched.nodes_missing > 0 && self.roster_has(user) => {
+                    return Claim::Refused;
+                }
                 Ok(fetched) => fetched.sockets,
+                Err(_) if self.roster_has(user) => return Claim::Refused,
                 Err(e) => {
-                    tracing::warn!(error = %e, "name checked on this node only");
+                    tracing::warn!(error = %e, "name checked on this node and the roster only");
                     return Claim::Granted(None);
                 }
             };
@@ -218,6 +225,14 @@ impl Chat {
             return Claim::Granted(Some(room_list(&sockets, &user.room)));
         }
         Claim::Refused
+    }
+
+    /// Whether another node announced a user of `user`'s name in its room.
+    fn roster_has(&self, user: &User) -> bool {
+        self.roster()
+            .users
+            .values()
+            .any(|other| other.room == user.room && other.name.eq_ignore_ascii_case(&user.name))
     }
 
     /// This node's logged-in users, as it announces them to the others.
@@ -297,6 +312,29 @@ impl Chat {
         self.refresh_lists(ns).await;
     }
 
+    /// After nodes found gone came back (they had lost Redis for a while, and their users
+    /// were said to have left): learns their users again, tells this node's members of each
+    /// room which of them are back, and sends them the room's list.
+    async fn nodes_back(&self, ns: &Arc<Namespace>, back: &[String]) {
+        self.learn_roster(ns).await;
+        let mut users: Vec<RemoteUser> = self
+            .roster()
+            .users
+            .values()
+            .filter(|user| back.contains(&user.node))
+            .cloned()
+            .collect();
+        users.sort_by_key(|user| user.heard);
+        let here: HashSet<String> = self.users().rooms().into_iter().collect();
+        for user in users.iter().filter(|user| here.contains(&user.room)) {
+            let _ = ns
+                .to(&room_key(&user.room))
+                .local()
+                .emit("notification", &entered_notice(&user.name));
+        }
+        self.refresh_lists(ns).await;
+    }
+
     /// Sends this node's members of every room the current list.
     async fn refresh_lists(&self, ns: &Arc<Namespace>) {
         let rooms = self.users().rooms();
@@ -346,13 +384,19 @@ const NODE_CHECK: Duration = Duration::from_secs(1);
 /// count.
 const GONE_AFTER: u32 = 4;
 
+/// Nodes found gone that a node remembers, in case they come back.
+const GONE_REMEMBERED: usize = 1024;
+
 /// Watches which nodes are in the cluster; when one is gone, its users are gone from every
-/// fetched list, and this node's rooms are told who left and sent their lists again. Learns
+/// fetched list, and this node's rooms are told who left and sent their lists again (and who
+/// is back, when such a node was only cut off from Redis for a while). Learns
 /// the roster when the node starts and again after each time it lost Redis. Ends with the
 /// chat.
 async fn watch_nodes(chat: Weak<Chat>, ns: Weak<Namespace>) {
     // Every node seen, with how many checks in a row it has been missing from.
     let mut known: HashMap<String, u32> = HashMap::new();
+    // Nodes found gone, which may come back.
+    let mut gone_before: HashSet<String> = HashSet::new();
     // Whether the roster is up to date but for the news since; not after Redis was away.
     let mut learned = false;
     let mut reconnections = 0;
@@ -383,6 +427,11 @@ async fn watch_nodes(chat: Weak<Chat>, ns: Weak<Namespace>) {
                 chat.learn_roster(&ns).await;
             }
         }
+        let back: Vec<String> = now
+            .iter()
+            .filter(|node| gone_before.remove(*node))
+            .cloned()
+            .collect();
         for node in &now {
             known.insert(node.clone(), 0);
         }
@@ -405,6 +454,18 @@ async fn watch_nodes(chat: Weak<Chat>, ns: Weak<Namespace>) {
                 "nodes left the cluster; telling the rooms"
             );
             chat.nodes_gone(&ns, &gone).await;
+            for node in gone {
+                if gone_before.len() < GONE_REMEMBERED {
+                    gone_before.insert(node);
+                }
+            }
+        }
+        if !back.is_empty() {
+            tracing::info!(
+                back = back.len(),
+                "nodes found gone came back; telling the rooms"
+            );
+            chat.nodes_back(&ns, &back).await;
         }
     }
 }
