@@ -1484,6 +1484,144 @@ async fn rooms_joined_by_a_refusing_middleware_are_left() {
 }
 
 #[tokio::test]
+async fn a_middleware_can_emit_ahead_of_the_connect_answer() {
+    let io = SocketIo::builder().build();
+    io.of("/").use_middleware(|socket| async move {
+        assert!(!socket.connected(), "not connected while middleware runs");
+        socket
+            .emit("welcome", "hi")
+            .expect("sent from a middleware");
+        Ok(())
+    });
+    io.of("/").on_connect(|socket| {
+        socket.emit("ready", &()).unwrap();
+    });
+    io.of("/strict").use_middleware(|socket| async move {
+        socket
+            .emit("why", "no token")
+            .expect("sent from a refusing middleware");
+        Err(ConnectError::new("not today"))
+    });
+    let addr = serve(&io).await;
+
+    // The client holds an event that comes before the CONNECT answer until it is connected.
+    let (mut ws, first) = connect(addr, "/").await;
+    assert_eq!(first, r#"42["welcome","hi"]"#);
+    assert!(ws_recv_app_text(&mut ws).await.starts_with("40{"));
+    assert_eq!(ws_recv_app_text(&mut ws).await, r#"42["ready"]"#);
+
+    let (mut ws, first) = connect(addr, "/strict").await;
+    assert_eq!(first, r#"42/strict,["why","no token"]"#);
+    assert_eq!(
+        ws_recv_app_text(&mut ws).await,
+        r#"44/strict,{"message":"not today"}"#
+    );
+}
+
+// Two worker threads: the connection handler runs on one while the client's packets are
+// read on the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_while_its_connection_handler_runs_is_seen_leave_after_it() {
+    let io = SocketIo::builder().build();
+    // A middleware that waits moves the rest of the connect to a task of its own.
+    io.of("/").use_middleware(|_socket| async {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        Ok(())
+    });
+    let (tx, mut heard) = tokio::sync::mpsc::unbounded_channel::<String>();
+    io.of("/").on_connect(move |socket| {
+        // A slow setup: the client's event and DISCONNECT arrive meanwhile, and are read on
+        // the other worker thread.
+        tokio::task::block_in_place(|| std::thread::sleep(Duration::from_millis(300)));
+        let tx2 = tx.clone();
+        socket.on("bye", move |_socket, _: Value, _ack| {
+            let tx = tx2.clone();
+            async move {
+                let _ = tx.send("bye".to_owned());
+            }
+        });
+        let tx = tx.clone();
+        socket.on_disconnect(move |_, reason| {
+            let _ = tx.send(reason.to_string());
+        });
+    });
+    let addr = serve(&io).await;
+    let (mut ws, reply) = connect(addr, "/").await;
+    assert!(reply.starts_with("40{"), "{reply}");
+    ws_send(&mut ws, r#"42["bye"]"#).await;
+    ws_send(&mut ws, "41").await;
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(5), heard.recv())
+            .await
+            .expect("heard in time")
+            .expect("the server is up")
+    };
+    assert_eq!(next().await, "bye");
+    assert_eq!(next().await, "client namespace disconnect");
+    assert_eq!(io.of("/").socket_count(), 0);
+}
+
+#[tokio::test]
+async fn reserved_event_names_are_not_sent() {
+    let io = SocketIo::builder().build();
+    let (tx, mut results) = tokio::sync::mpsc::unbounded_channel();
+    let server = io.clone();
+    io.of("/").on_connect(move |socket| {
+        let mut got = Vec::new();
+        for name in ["connect", "connect_error", "disconnect", "disconnecting"] {
+            got.push(socket.emit(name, "x").map_err(|e| e.to_string()));
+            got.push(
+                server
+                    .emit(name, "x")
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+            );
+        }
+        got.push(
+            socket
+                .emit_raw("disconnect", vec![], vec![])
+                .map_err(|e| e.to_string()),
+        );
+        got.push(socket.emit("fine", "x").map_err(|e| e.to_string()));
+        let _ = tx.send(got);
+    });
+    let addr = serve(&io).await;
+    let (mut ws, _) = connect(addr, "/").await;
+    let got = results.recv().await.unwrap();
+    let (refused, sent) = got.split_at(got.len() - 1);
+    for r in refused {
+        let e = r.as_ref().expect_err("refused");
+        assert!(e.ends_with("is a reserved event name"), "{e}");
+    }
+    assert_eq!(sent, [Ok(())]);
+    // Only the one allowed event reached the client.
+    assert_eq!(ws_recv_app_text(&mut ws).await, r#"42["fine","x"]"#);
+}
+
+#[tokio::test]
+async fn closing_the_connection_through_a_socket_that_left_ends_nothing() {
+    let io = SocketIo::builder().build();
+    let (tx, mut admin_sockets) = tokio::sync::mpsc::unbounded_channel();
+    io.of("/admin").on_connect(move |socket| {
+        let _ = tx.send(socket);
+    });
+    let addr = serve(&io).await;
+    let (mut ws, _) = connect(addr, "/").await;
+    ws_send(&mut ws, "40/admin,").await;
+    assert!(ws_recv_app_text(&mut ws).await.starts_with("40/admin,"));
+    let admin: Arc<Socket> = admin_sockets.recv().await.unwrap();
+    ws_send(&mut ws, "41/admin,").await;
+    while admin.connected() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    admin.disconnect_and_close();
+    // The main namespace's socket and the connection go on.
+    io.of("/").emit("still", &()).unwrap();
+    assert_eq!(ws_recv_app_text(&mut ws).await, r#"42["still"]"#);
+    assert_eq!(io.of("/").socket_count(), 1);
+}
+
+#[tokio::test]
 async fn a_websocket_lost_without_a_close_frame_is_a_closed_transport() {
     let io = SocketIo::builder().build();
     let (tx, mut reasons) = tokio::sync::mpsc::unbounded_channel();

@@ -264,7 +264,7 @@ impl Handler for Client {
         }
         let sockets = std::mem::take(&mut *lock(&session.data().sockets));
         for socket in sockets {
-            socket.close(DisconnectReason::from(reason));
+            socket.close_when_set_up(DisconnectReason::from(reason));
         }
     }
 }
@@ -286,7 +286,7 @@ impl Client {
                 }
             }
             (PacketKind::Disconnect, Some(socket)) => {
-                socket.close(DisconnectReason::ClientNamespaceDisconnect)
+                socket.close_when_set_up(DisconnectReason::ClientNamespaceDisconnect)
             }
             (kind, _) => {
                 // A second CONNECT, or a packet for a namespace the client has not joined.

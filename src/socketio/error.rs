@@ -93,6 +93,10 @@ pub enum EmitError {
     /// The client is behind: a volatile packet was dropped, or its queue overflowed.
     #[error("the client cannot take the packet: {0}")]
     Send(SendError),
+    /// The event's name is one the clients keep for their own events (`connect`,
+    /// `disconnect`, ...): a client would take it for one of those.
+    #[error("\"{0}\" is a reserved event name")]
+    ReservedEventName(String),
     /// The socket already owes as many acknowledgements as it may
     /// ([`SocketIoConfig::max_pending_acks`](super::SocketIoConfig::max_pending_acks)).
     #[error("the socket owes too many acknowledgements")]

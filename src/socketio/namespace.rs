@@ -19,7 +19,7 @@ use super::binary;
 use super::error::{AckError, ConnectError, EmitError};
 use super::packet::{Packet, PacketKind};
 use super::recovery::{Recovery, RecoveryConfig, Restored};
-use super::socket::{AckResponse, Socket, encode_frames, typed_frames};
+use super::socket::{AckResponse, Socket, check_event_name, encode_frames, typed_frames};
 use crate::engineio::Frame;
 use crate::id::{Id, IdMap};
 
@@ -197,7 +197,9 @@ impl Namespace {
     }
 
     /// Adds connect middleware: it runs in order for every CONNECT, and the first refusal is
-    /// sent to the client as CONNECT_ERROR with its message and data.
+    /// sent to the client as CONNECT_ERROR with its message and data. A middleware may emit
+    /// to the socket: the event goes ahead of the CONNECT answer, and the client holds it until
+    /// it is connected.
     pub fn use_middleware<F, Fut>(&self, middleware: F)
     where
         F: Fn(Arc<Socket>) -> Fut + Send + Sync + 'static,
@@ -744,6 +746,7 @@ impl BroadcastOperator {
         T: Serialize + ?Sized,
         R: DeserializeOwned,
     {
+        check_event_name(event)?;
         let packet = binary::event_packet(self.ns.name(), event, args)?;
         let raw = self.send_with_ack(packet).await;
         Ok(raw

@@ -61,6 +61,9 @@ pub(crate) struct Restored {
     pub(crate) missed_bytes: usize,
 }
 
+/// Random characters an offset starts with (about 48 bits).
+const OFFSET_PREFIX_LEN: usize = 8;
+
 /// One namespace's store. Callers hold its lock across stamping and delivering an event, and
 /// across restoring a socket and queueing what it missed: an event is then either among the
 /// missed ones or delivered live to the restored socket, never both and never neither.
@@ -80,6 +83,10 @@ pub(crate) struct State {
     events: VecDeque<Stored>,
     event_bytes: usize,
     next_offset: u64,
+    /// What every offset of this store starts with: the client takes the last argument of any
+    /// event for its offset when it is a string, so an application's `"3"`, or another
+    /// node's offset, must not name one of this store's events.
+    offset_prefix: String,
 }
 
 #[derive(Debug)]
@@ -104,7 +111,10 @@ impl Recovery {
     pub(crate) fn new(config: RecoveryConfig) -> Recovery {
         Recovery {
             config,
-            state: std::sync::Mutex::new(State::default()),
+            state: std::sync::Mutex::new(State {
+                offset_prefix: Id::random().as_str()[..OFFSET_PREFIX_LEN].to_owned(),
+                ..State::default()
+            }),
         }
     }
 
@@ -186,7 +196,7 @@ impl State {
         let now = Instant::now();
         self.expire_events(config, now);
         let offset = self.next_offset;
-        let frames = match with_offset(frames, &offset.to_string()) {
+        let frames = match with_offset(frames, &format!("{}{offset}", self.offset_prefix)) {
             Ok(frames) => frames,
             // Not an event's argument array: it goes out as it is, and cannot be replayed.
             Err(frames) => return frames,
@@ -227,7 +237,10 @@ impl State {
         self.expire_events(config, now);
         let pid = Id::parse(pid)?;
         let session = self.sessions.remove(&pid)?;
-        let offset: u64 = offset.parse().ok()?;
+        let offset: u64 = offset
+            .strip_prefix(self.offset_prefix.as_str())?
+            .parse()
+            .ok()?;
         // Where the events the socket may have missed start.
         let first = if offset < session.since {
             // A client keeps its last offset through a connection on which no event reached
@@ -458,6 +471,25 @@ mod tests {
             state.stamp(&config, event(r#"42["its own"]"#), &to(&[], &[]));
         }
         assert!(state.restore(&config, pid.as_str(), "1").is_none());
+    }
+
+    #[test]
+    fn an_offset_without_the_stores_prefix_names_no_event() {
+        let recovery = Recovery::new(RecoveryConfig::default());
+        let config = &recovery.config;
+        let mut state = recovery.lock();
+        let (_, pid) = persisted(&mut state, config, &[]);
+        let stamped = state.stamp(config, event(r#"42["e"]"#), &to(&[], &[]));
+        let stamped: Value = serde_json::from_str(&text(&stamped)[2..]).unwrap();
+        let offset = stamped[1].as_str().unwrap().to_owned();
+        assert_eq!(offset.len(), OFFSET_PREFIX_LEN + 1, "{offset}");
+        // An application's string that looks like a count, or another node's offset.
+        assert!(state.restore(config, pid.as_str(), "0").is_none());
+        let (_, pid) = persisted(&mut state, config, &[]);
+        let other = format!("{}0", &Id::random().as_str()[..OFFSET_PREFIX_LEN]);
+        assert!(state.restore(config, pid.as_str(), &other).is_none());
+        let (_, pid) = persisted(&mut state, config, &[]);
+        assert!(state.restore(config, pid.as_str(), &offset).is_some());
     }
 
     #[test]

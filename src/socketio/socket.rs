@@ -21,7 +21,7 @@ use super::binary::{self, BinaryError};
 use super::client::{SessionState, run_inline};
 use super::error::{AckError, DisconnectReason, EmitError, EventRefused};
 use super::namespace::{BroadcastOperator, Namespace};
-use super::packet::Packet;
+use super::packet::{Packet, RESERVED_EVENTS};
 use crate::engineio::{CloseReason, Frame, Session, Transport, query};
 use crate::id::Id;
 
@@ -56,6 +56,9 @@ struct RareHandlers {
     middleware: Vec<EventMiddleware>,
     /// Events that came while the socket was being set up, in order.
     early: Vec<EarlyEvent>,
+    /// Why the socket is to leave once set up: the client left, or its connection closed,
+    /// while the connection handler ran on another thread.
+    leaving: Option<DisconnectReason>,
 }
 
 /// An event from the client, as it came.
@@ -436,6 +439,12 @@ impl Socket {
                     .map(|rare| std::mem::take(&mut rare.early))
                     .unwrap_or_default();
                 if early.is_empty() {
+                    let leaving = handlers.rare.as_mut().and_then(|rare| rare.leaving.take());
+                    if let Some(reason) = leaving {
+                        drop(handlers);
+                        self.close(reason);
+                        return;
+                    }
                     // Under the lock that an event arriving now takes to wait here.
                     let _ = self.state.compare_exchange(
                         SETTING_UP,
@@ -451,6 +460,23 @@ impl Socket {
                 self.dispatch_now(e.name, e.args, e.attachments, e.id);
             }
         }
+    }
+
+    /// Leaves for a reason that came from the client or its connection. While the socket is
+    /// being set up (on another thread, or as soon as its middleware is done), it leaves once
+    /// that is over, after the events that came before: the connection handler registers the
+    /// disconnect handlers, which must hear of it (Node runs the handler before it reads the
+    /// next packet).
+    pub(crate) fn close_when_set_up(self: &Arc<Self>, reason: DisconnectReason) {
+        if self.state.load(Ordering::Acquire) < CONNECTED {
+            let mut handlers = self.handlers_mut();
+            // Checked again under the lock, which `set_up` holds when it ends the wait.
+            if self.state.load(Ordering::Acquire) < CONNECTED {
+                handlers.rare().leaving.get_or_insert(reason);
+                return;
+            }
+        }
+        self.close(reason);
     }
 
     /// Gives up a socket whose CONNECT did not go through: rooms its middleware joined are
@@ -597,6 +623,7 @@ impl Socket {
         args: Vec<Value>,
         attachments: Vec<Bytes>,
     ) -> Result<(), EmitError> {
+        check_event_name(event)?;
         let packet = Packet::event(self.ns.name(), event, args).with_attachments(attachments);
         self.send_event(encode_frames(&packet))
     }
@@ -604,8 +631,13 @@ impl Socket {
     /// Sends an event that asks for no acknowledgement: with connection state recovery, it is
     /// kept for this socket's return.
     fn send_event(&self, frames: Vec<Frame>) -> Result<(), EmitError> {
-        if !self.connected() {
-            return Err(EmitError::Disconnected);
+        match self.state.load(Ordering::Acquire) {
+            GONE => return Err(EmitError::Disconnected),
+            // From a middleware: sent ahead of the CONNECT answer, as Node does (the client
+            // holds it until it is connected). Not kept for recovery: the socket has no
+            // private id yet.
+            CONNECTING => return self.session.send_all(frames).map_err(EmitError::from),
+            _ => {}
         }
         self.ns.deliver_to_socket(self.id, frames, |frames| {
             self.session.send_all(frames).map_err(EmitError::from)
@@ -623,6 +655,7 @@ impl Socket {
         T: Serialize + ?Sized,
         R: DeserializeOwned,
     {
+        check_event_name(event)?;
         let packet = binary::event_packet(self.ns.name(), event, args).map_err(EmitError::from)?;
         let response = self.send_with_ack(packet, timeout)?.await?;
         response.args().map_err(AckError::Decode)
@@ -636,6 +669,7 @@ impl Socket {
         attachments: Vec<Bytes>,
         timeout: Duration,
     ) -> Result<AckResponse, AckError> {
+        check_event_name(event)?;
         let packet = Packet::event(self.ns.name(), event, args).with_attachments(attachments);
         self.send_with_ack(packet, timeout)?.await
     }
@@ -727,6 +761,11 @@ impl Socket {
     /// then closes the connection (Node's `socket.disconnect(true)`): the client is told it was
     /// disconnected and does not reconnect by itself, nor recover these sockets.
     pub fn disconnect_and_close(&self) {
+        if !self.connected() {
+            // Node's `disconnect(true)` on a socket that left: the client's other namespaces
+            // are not this socket's to end.
+            return;
+        }
         for socket in self.session.data().sockets() {
             socket.disconnect();
         }
@@ -740,7 +779,7 @@ impl Socket {
 
     /// Sends an encoded event or acknowledgement.
     fn send_frames(&self, frames: Vec<Frame>) -> Result<(), EmitError> {
-        if !self.connected() {
+        if self.state.load(Ordering::Acquire) == GONE {
             return Err(EmitError::Disconnected);
         }
         self.session.send_all(frames).map_err(EmitError::from)
@@ -763,7 +802,12 @@ impl Socket {
             let mut handlers = self.handlers_mut();
             // Checked again under the lock, which `set_up` holds when it ends the wait.
             if self.state.load(Ordering::Acquire) < CONNECTED {
-                let early = &mut handlers.rare().early;
+                let rare = handlers.rare();
+                if rare.leaving.is_some() {
+                    // Sent after the client left the namespace.
+                    return;
+                }
+                let early = &mut rare.early;
                 if early.len() >= MAX_EARLY_EVENTS {
                     drop(handlers);
                     tracing::debug!(socket = %self.id, "too many events before the socket was set up");
@@ -968,10 +1012,21 @@ pub(crate) fn typed_frames<T: Serialize + ?Sized>(
     event: Option<&str>,
     args: &T,
 ) -> Result<Vec<Frame>, EmitError> {
+    if let Some(event) = event {
+        check_event_name(event)?;
+    }
     let mut text = Vec::with_capacity(128);
     text.push(b'4');
     let attachments = binary::encode_text(&mut text, nsp, id, event, args)?;
     Ok(frames(text, attachments.into_iter()))
+}
+
+/// Refuses the names that clients keep for their own events, as Node's `emit` does.
+pub(crate) fn check_event_name(event: &str) -> Result<(), EmitError> {
+    if RESERVED_EVENTS.contains(&event) {
+        return Err(EmitError::ReservedEventName(event.to_owned()));
+    }
+    Ok(())
 }
 
 /// An Engine.IO message (`text`, its type included) and its attachments as frames.
