@@ -1315,12 +1315,13 @@ async fn a_socket_left_on_purpose_or_an_unknown_offset_is_not_recovered() {
     assert_ne!(new_sid, sid);
     assert_eq!(event_args(&ws_recv_app_text(&mut ws).await)[1], false);
 
-    // A known pid with an offset the server never gave; a pid it never gave; a pid that is
-    // not a string.
+    // A known pid with an offset the server never gave (its offsets' random start, then a
+    // count it has not reached); a pid it never gave; a pid that is not a string.
     drop(ws);
     until_no_socket(&io).await;
+    let unknown_count = format!("{}999999", &offset[..8]);
     for auth in [
-        json!({"pid": new_pid, "offset": "999999"}),
+        json!({"pid": new_pid, "offset": unknown_count}),
         json!({"pid": "AAAAAAAAAAAAAAAAAAAA", "offset": offset}),
         json!({"pid": 1, "offset": offset}),
     ] {
@@ -1549,7 +1550,9 @@ async fn a_client_that_leaves_while_its_connection_handler_runs_is_seen_leave_af
     let (mut ws, reply) = connect(addr, "/").await;
     assert!(reply.starts_with("40{"), "{reply}");
     ws_send(&mut ws, r#"42["bye"]"#).await;
+    // socket.io-client's `disconnect(); connect()`: the namespace is free to join again.
     ws_send(&mut ws, "41").await;
+    ws_send(&mut ws, "40").await;
     let mut next = async || {
         tokio::time::timeout(Duration::from_secs(5), heard.recv())
             .await
@@ -1558,7 +1561,9 @@ async fn a_client_that_leaves_while_its_connection_handler_runs_is_seen_leave_af
     };
     assert_eq!(next().await, "bye");
     assert_eq!(next().await, "client namespace disconnect");
-    assert_eq!(io.of("/").socket_count(), 0);
+    let again = ws_recv_app_text(&mut ws).await;
+    assert!(again.starts_with("40{") && again != reply, "{again}");
+    assert_eq!(io.of("/").socket_count(), 1);
 }
 
 #[tokio::test]

@@ -704,7 +704,7 @@ async fn ping_timeout_over_websocket_closes_the_session() {
 /// How long after a ping a session that never answered it ends, when the client sent a packet
 /// `first` after the ping and then one every 50 ms: Node's server counts the first packet as a
 /// sign of life (the pong may be behind it), once, and the others not.
-const FIRST_PACKET_AFTER_PING: Duration = Duration::from_millis(150);
+const FIRST_PACKET_AFTER_PING: Duration = Duration::from_millis(100);
 
 /// The bounds a session's end must fall in, counted from the ping: after the deadline that the
 /// first packet moved (less a little timer slack), and well before a deadline that every packet

@@ -6,7 +6,7 @@
 //! node keeps a roster of the other nodes' users, so that when a node dies the others can tell
 //! their rooms who left.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, MutexGuard, Weak};
 use std::time::Duration;
@@ -253,7 +253,8 @@ impl Chat {
     /// while would keep users whose logout it missed (and say goodbye for them when their node
     /// dies) and lack those whose login it missed. What a node that does not answer had in the
     /// roster stays.
-    async fn learn_roster(&self, ns: &Arc<Namespace>) {
+    /// Says whether every node answered.
+    async fn learn_roster(&self, ns: &Arc<Namespace>) -> bool {
         // News heard from here on is newer than the answers.
         let asked = self.logins.load(Ordering::Relaxed);
         self.roster().left_while_learning = Some(HashSet::new());
@@ -263,7 +264,7 @@ impl Chat {
             Ok(answers) => answers,
             Err(e) => {
                 tracing::warn!(error = %e, "the other nodes' users are not known");
-                return;
+                return false;
             }
         };
         for answer in answers {
@@ -288,6 +289,7 @@ impl Chat {
                 }
             }
         }
+        true
     }
 
     /// After nodes died: tells this node's members of each room which users of those nodes
@@ -314,9 +316,12 @@ impl Chat {
 
     /// After nodes found gone came back (they had lost Redis for a while, and their users
     /// were said to have left): learns their users again, tells this node's members of each
-    /// room which of them are back, and sends them the room's list.
-    async fn nodes_back(&self, ns: &Arc<Namespace>, back: &[String]) {
-        self.learn_roster(ns).await;
+    /// room which of them are back, and sends them the room's list. Says whether it could
+    /// (every node answered).
+    async fn nodes_back(&self, ns: &Arc<Namespace>, back: &[String]) -> bool {
+        if !self.learn_roster(ns).await {
+            return false;
+        }
         let mut users: Vec<RemoteUser> = self
             .roster()
             .users
@@ -333,6 +338,7 @@ impl Chat {
                 .emit("notification", &entered_notice(&user.name));
         }
         self.refresh_lists(ns).await;
+        true
     }
 
     /// Sends this node's members of every room the current list.
@@ -395,8 +401,8 @@ const GONE_REMEMBERED: usize = 1024;
 async fn watch_nodes(chat: Weak<Chat>, ns: Weak<Namespace>) {
     // Every node seen, with how many checks in a row it has been missing from.
     let mut known: HashMap<String, u32> = HashMap::new();
-    // Nodes found gone, which may come back.
-    let mut gone_before: HashSet<String> = HashSet::new();
+    // Nodes found gone, which may come back, oldest first.
+    let mut gone_before: VecDeque<String> = VecDeque::new();
     // Whether the roster is up to date but for the news since; not after Redis was away.
     let mut learned = false;
     let mut reconnections = 0;
@@ -429,7 +435,7 @@ async fn watch_nodes(chat: Weak<Chat>, ns: Weak<Namespace>) {
         }
         let back: Vec<String> = now
             .iter()
-            .filter(|node| gone_before.remove(*node))
+            .filter(|node| gone_before.contains(node))
             .cloned()
             .collect();
         for node in &now {
@@ -455,9 +461,10 @@ async fn watch_nodes(chat: Weak<Chat>, ns: Weak<Namespace>) {
             );
             chat.nodes_gone(&ns, &gone).await;
             for node in gone {
-                if gone_before.len() < GONE_REMEMBERED {
-                    gone_before.insert(node);
+                if gone_before.len() == GONE_REMEMBERED {
+                    gone_before.pop_front();
                 }
+                gone_before.push_back(node);
             }
         }
         if !back.is_empty() {
@@ -465,7 +472,11 @@ async fn watch_nodes(chat: Weak<Chat>, ns: Weak<Namespace>) {
                 back = back.len(),
                 "nodes found gone came back; telling the rooms"
             );
-            chat.nodes_back(&ns, &back).await;
+            // Again at the next check until every node answers: the users of the nodes back
+            // must be known again, or no goodbye is said for them when their node dies.
+            if chat.nodes_back(&ns, &back).await {
+                gone_before.retain(|node| !back.contains(node));
+            }
         }
     }
 }

@@ -637,7 +637,8 @@ impl<D> Session<D> {
     /// link). Once per ping, as Node's server counts it: a client that keeps sending but never
     /// answers a ping is not kept alive for it.
     pub(crate) fn heard_from(&self, until: impl FnOnce() -> Instant) {
-        if !self.pinged.swap(false, Ordering::AcqRel) {
+        // A load first: most packets come when no ping is waiting, and need no atomic write.
+        if !self.pinged.load(Ordering::Acquire) || !self.pinged.swap(false, Ordering::AcqRel) {
             return;
         }
         if let Some(due) = &mut self.lock().pong_due {

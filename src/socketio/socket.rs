@@ -403,7 +403,8 @@ impl Socket {
         self.session.transport()
     }
 
-    /// Whether the socket is still connected to its namespace.
+    /// Whether the socket is still connected to its namespace. (A client that leaves while
+    /// the connection handler runs on another thread is seen to leave once it has returned.)
     pub fn connected(&self) -> bool {
         matches!(self.state.load(Ordering::Acquire), SETTING_UP | CONNECTED)
     }
@@ -473,6 +474,10 @@ impl Socket {
             // Checked again under the lock, which `set_up` holds when it ends the wait.
             if self.state.load(Ordering::Acquire) < CONNECTED {
                 handlers.rare().leaving.get_or_insert(reason);
+                drop(handlers);
+                // The namespace is the client's to join again meanwhile (socket.io-client's
+                // `disconnect(); connect()`).
+                self.session.data().remove_socket(self.ns.name(), self.id);
                 return;
             }
         }
@@ -609,7 +614,7 @@ impl Socket {
         event: &str,
         args: &T,
     ) -> Result<(), EmitError> {
-        if !self.connected() {
+        if self.state.load(Ordering::Acquire) == GONE {
             return Err(EmitError::Disconnected);
         }
         let frames = typed_frames(self.ns.name(), None, Some(event), args)?;
@@ -629,7 +634,7 @@ impl Socket {
     }
 
     /// Sends an event that asks for no acknowledgement: with connection state recovery, it is
-    /// kept for this socket's return.
+    /// kept for this socket's return (once the socket is connected).
     fn send_event(&self, frames: Vec<Frame>) -> Result<(), EmitError> {
         match self.state.load(Ordering::Acquire) {
             GONE => return Err(EmitError::Disconnected),
@@ -759,7 +764,8 @@ impl Socket {
 
     /// Disconnects every namespace of the client's connection, each with a DISCONNECT packet,
     /// then closes the connection (Node's `socket.disconnect(true)`): the client is told it was
-    /// disconnected and does not reconnect by itself, nor recover these sockets.
+    /// disconnected and does not reconnect by itself, nor recover these sockets. On a socket
+    /// that has left, this does nothing (as in Node).
     pub fn disconnect_and_close(&self) {
         if !self.connected() {
             // Node's `disconnect(true)` on a socket that left: the client's other namespaces
@@ -802,12 +808,7 @@ impl Socket {
             let mut handlers = self.handlers_mut();
             // Checked again under the lock, which `set_up` holds when it ends the wait.
             if self.state.load(Ordering::Acquire) < CONNECTED {
-                let rare = handlers.rare();
-                if rare.leaving.is_some() {
-                    // Sent after the client left the namespace.
-                    return;
-                }
-                let early = &mut rare.early;
+                let early = &mut handlers.rare().early;
                 if early.len() >= MAX_EARLY_EVENTS {
                     drop(handlers);
                     tracing::debug!(socket = %self.id, "too many events before the socket was set up");
