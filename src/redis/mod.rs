@@ -68,8 +68,10 @@ pub struct RedisConfig {
     pub key: String,
     /// How long a request to other nodes waits for their answers (default 5 s, as in Node).
     pub requests_timeout: Duration,
-    /// Ask other nodes to answer on this node's own channel (Node's
-    /// `publishOnSpecificResponseChannel`); this node always listens on both.
+    /// Answer another node's request on that node's own response channel rather than on the
+    /// shared one, which every node reads (Node's `publishOnSpecificResponseChannel`: it is
+    /// the answering node's setting, so set it on every node). This node always listens on
+    /// both.
     pub specific_response_channel: bool,
     /// Publishes that may wait for the publisher (default 65,536); beyond, they fail.
     pub publish_queue: usize,

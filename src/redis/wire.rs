@@ -16,7 +16,7 @@ use bytes::Bytes;
 use serde_json::{Map, Number, Value, json};
 
 use crate::socketio::adapter::{BroadcastFlags, BroadcastOptions, BroadcastTarget};
-use crate::socketio::packet::{Packet, PacketKind, placeholder, placeholder_num};
+use crate::socketio::packet::{Packet, PacketKind, parse_json, placeholder, placeholder_num};
 
 /// Nesting a message from another node may have: a packet's own (at most 127, the most a
 /// client's can have) inside the adapter's envelope.
@@ -147,11 +147,13 @@ pub struct Body {
     pub attachments: Vec<Bytes>,
 }
 
-/// Decodes a request or answer: JSON when it starts with `{`, MessagePack otherwise.
+/// Decodes a request or answer: JSON when it starts with `{`, MessagePack otherwise. JSON is
+/// read as `JSON.parse` reads what a Node node's `JSON.stringify` wrote: a lone surrogate (a
+/// string cut through an emoji, in a socket's data) does not make the whole answer unreadable.
 pub fn decode_body(bytes: &[u8]) -> Result<Body, WireError> {
     if bytes.first() == Some(&b'{') {
-        let value =
-            serde_json::from_slice(bytes).map_err(|e| WireError::Undecodable(e.to_string()))?;
+        let text = std::str::from_utf8(bytes).map_err(|e| WireError::Undecodable(e.to_string()))?;
+        let value = parse_json(text).map_err(|e| WireError::Undecodable(e.to_string()))?;
         return Ok(Body {
             value,
             attachments: Vec::new(),
@@ -212,9 +214,71 @@ fn from_msgpack(value: rmpv::Value, attachments: &mut Vec<Bytes>) -> Value {
             }
             Value::Object(map)
         }
-        // notepack writes `undefined` as an extension; JSON has no such value.
-        M::Ext(..) => Value::Null,
+        M::Ext(kind, data) => from_extension(kind, &data),
     }
+}
+
+/// A MessagePack extension as a Node node reads it and its clients then get it: notepack
+/// writes a `Date` as a timestamp (type -1), which goes to clients as `toISOString()` writes
+/// it. Other extensions (older notepacks wrote `undefined` as one) have no JSON form.
+fn from_extension(kind: i8, data: &[u8]) -> Value {
+    let be32 = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    // Milliseconds as notepack computes them (seconds and nanoseconds, in doubles).
+    let ms = match (kind, data.len()) {
+        (-1, 4) => f64::from(be32(data)) * 1e3,
+        (-1, 8) => {
+            let (hi, lo) = (be32(data), be32(&data[4..]));
+            let secs = f64::from(hi & 0x3) * 4_294_967_296.0 + f64::from(lo);
+            secs * 1e3 + f64::from(hi >> 2) / 1e6
+        }
+        (-1, 12) => {
+            let nanos = be32(data);
+            let secs = i64::from_be_bytes([
+                data[4], data[5], data[6], data[7], data[8], data[9], data[10], data[11],
+            ]);
+            secs as f64 * 1e3 + f64::from(nanos) / 1e6
+        }
+        _ => return Value::Null,
+    };
+    js_iso_date(ms).map_or(Value::Null, Value::String)
+}
+
+/// `new Date(ms).toISOString()`, or `None` for an invalid date (which `JSON.stringify` writes
+/// as `null`).
+fn js_iso_date(ms: f64) -> Option<String> {
+    // A Date's range: 100,000,000 days either side of the epoch; its time is whole ms.
+    if !ms.is_finite() || ms.abs() > 8.64e15 {
+        return None;
+    }
+    let ms = ms.trunc() as i64;
+    let (days, of_day) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
+    // The civil date of a day count, years starting in March so that the leap day ends
+    // each 4-, 100- and 400-year cycle.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let of_era = z.rem_euclid(146_097);
+    let year_of_era = (of_era - of_era / 1_460 + of_era / 36_524 - of_era / 146_096) / 365;
+    let of_year = of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_from_march = (5 * of_year + 2) / 153;
+    let day = of_year - (153 * month_from_march + 2) / 5 + 1;
+    let month = if month_from_march < 10 {
+        month_from_march + 3
+    } else {
+        month_from_march - 9
+    };
+    let year = era * 400 + year_of_era + i64::from(month <= 2);
+    let year = if (0..=9999).contains(&year) {
+        format!("{year:04}")
+    } else {
+        format!("{}{:06}", if year < 0 { '-' } else { '+' }, year.abs())
+    };
+    Some(format!(
+        "{year}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        of_day / 3_600_000,
+        of_day / 60_000 % 60,
+        of_day / 1_000 % 60,
+        of_day % 1_000
+    ))
 }
 
 fn to_msgpack(value: &Value, attachments: &[Bytes]) -> rmpv::Value {
@@ -431,6 +495,51 @@ pub fn encode_json(value: &Value) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_dates_read_as_their_iso_strings() {
+        // ["t", Date(0)] as notepack writes it: a 32-bit timestamp.
+        let body = decode_msgpack(&[0x92, 0xa1, b't', 0xd6, 0xff, 0, 0, 0, 0]).unwrap();
+        assert_eq!(body.value, json!(["t", "1970-01-01T00:00:00.000Z"]));
+        // 64-bit: nanoseconds in the top 30 bits, below the millisecond cut off.
+        let (secs, nanos) = (1_700_000_000u64, 123_456_789u64);
+        let ts64 = ((nanos << 34) | secs).to_be_bytes();
+        assert_eq!(from_extension(-1, &ts64), "2023-11-14T22:13:20.123Z");
+        // 96-bit: before the epoch, and years beyond four digits.
+        let ts96 =
+            |nanos: u32, secs: i64| [nanos.to_be_bytes().as_slice(), &secs.to_be_bytes()].concat();
+        assert_eq!(from_extension(-1, &ts96(0, -1)), "1969-12-31T23:59:59.000Z");
+        assert_eq!(
+            from_extension(-1, &ts96(500_000_000, -1)),
+            "1969-12-31T23:59:59.500Z"
+        );
+        assert_eq!(
+            from_extension(-1, &ts96(0, 253_402_300_800)),
+            "+010000-01-01T00:00:00.000Z"
+        );
+        assert_eq!(
+            from_extension(-1, &ts96(0, -62_198_755_200)),
+            "-000001-01-01T00:00:00.000Z"
+        );
+        assert_eq!(
+            from_extension(-1, &ts96(0, 951_782_400)),
+            "2000-02-29T00:00:00.000Z"
+        );
+        // Beyond a Date's range, and other extensions: null, as JSON.stringify writes them.
+        assert_eq!(from_extension(-1, &ts96(0, 1 << 50)), Value::Null);
+        assert_eq!(from_extension(5, &[1, 2, 3, 4]), Value::Null);
+        assert_eq!(from_extension(-1, &[1, 2, 3]), Value::Null);
+    }
+
+    #[test]
+    fn a_lone_surrogate_in_a_node_answer_does_not_lose_the_answer() {
+        let body = decode_body(
+            br#"{"requestId":"r","sockets":[{"id":"x","rooms":[],"data":{"n":"\ud83d"}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(body.value["sockets"][0]["data"]["n"], "\u{FFFD}");
+        assert_eq!(body.value["requestId"], "r");
+    }
     use std::time::Duration;
 
     #[test]

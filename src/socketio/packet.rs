@@ -782,7 +782,7 @@ pub(crate) fn json_len(value: &Value) -> usize {
 ///   server sends on as `null`; it is `null` here.
 ///
 /// Only a payload that fails to parse pays for the second pass.
-fn parse_json(text: &str) -> Result<Value, ParseError> {
+pub(crate) fn parse_json(text: &str) -> Result<Value, ParseError> {
     match serde_json::from_str::<Value>(text) {
         Ok(value) => Ok(value),
         Err(e) => {
