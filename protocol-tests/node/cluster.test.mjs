@@ -112,6 +112,22 @@ if (!REDIS_URL) {
       }
     });
 
+    it('a Date broadcast from the Node node reaches clients on both nodes as its ISO string', opts, async (t) => {
+      const onR = clients(t, R.url, MODES[0].opts);
+      const onN = clients(t, N.url, MODES[0].opts);
+      const room = newRoom('date');
+      const a = await joinAs(onR, room);
+      const b = await joinAs(onN, room);
+      const got = { a: record(a, 'msg'), b: record(b, 'msg') };
+      // notepack's three timestamp sizes: seconds only, with milliseconds, before the epoch
+      const times = [0, 1_700_000_000_123, -1];
+      for (const ms of times) b.emit('bcastDate', room, ms);
+      await until(() => got.a.length === times.length && got.b.length === times.length, 'the dated msgs on both nodes');
+      const want = times.map((ms) => [{ at: new Date(ms).toISOString() }]);
+      assert.deepStrictEqual(got.b, want, 'client on the Node node');
+      assert.deepStrictEqual(got.a, want, 'client on the Rust node');
+    });
+
     for (const mode of MODES) {
       describe(`over ${mode.name}`, () => {
         it('bcast from either node reaches the room on both nodes (JSON and binary), not others', opts, async (t) => {

@@ -12,6 +12,8 @@
 // On `/`, a socket joins the room named by its handshake auth `{ room: "<name>" }`
 // (a non-empty string). Events:
 // - `bcast` (room, payload): broadcasts `msg` with `payload` to the room, cluster-wide;
+// - `bcastDate` (room, ms): broadcasts `msg` with `{ at: new Date(ms) }` (this program's
+//   only: a JavaScript Date, which the adapter sends as a MessagePack timestamp);
 // - `ids` (room) with ack: the ids of every socket in the room, cluster-wide;
 // - `join` / `leave` (room, other): every socket of `room`, on every node, joins or
 //   leaves `other`;
@@ -66,6 +68,11 @@ io.on('connection', (socket) => {
   socket.on('bcast', (room, payload) => {
     if (typeof room !== 'string') return;
     io.to(room).emit('msg', payload ?? null);
+  });
+
+  socket.on('bcastDate', (room, ms) => {
+    if (typeof room !== 'string' || typeof ms !== 'number') return;
+    io.to(room).emit('msg', { at: new Date(ms) });
   });
 
   socket.on('ids', async (room, ack) => {
