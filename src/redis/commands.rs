@@ -14,8 +14,17 @@ use tokio::time::Instant;
 use super::connection::{Backoff, CONNECT_TIMEOUT, Connection, ConnectionError, Dialer};
 use super::resp::{Frame, Limits};
 
-/// How long a call may take to send its commands and read their replies.
+/// How long a call may take to send its commands and read their replies, plus the time its
+/// bytes take at the slowest rate a working link is taken to have: a large batch of publishes
+/// on a slow link is not a Redis that stopped answering.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+const SLOWEST_LINK_BYTES_PER_SEC: u64 = 4 << 20;
+
+fn response_timeout(bytes: usize) -> Duration {
+    let bytes = u64::try_from(bytes).unwrap_or(u64::MAX);
+    RESPONSE_TIMEOUT
+        + Duration::from_millis(bytes.saturating_mul(1000) / SLOWEST_LINK_BYTES_PER_SEC)
+}
 
 pub struct Commands {
     dialer: Dialer,
@@ -69,7 +78,7 @@ impl Commands {
             }
             Ok(out)
         };
-        let out = tokio::time::timeout(RESPONSE_TIMEOUT, exchange)
+        let out = tokio::time::timeout(response_timeout(commands.len()), exchange)
             .await
             .unwrap_or(Err(ConnectionError::Timeout))?;
         state.conn = Some(conn);
@@ -92,5 +101,22 @@ impl Commands {
                 Err(e)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_large_call_has_time_for_its_bytes() {
+        assert_eq!(response_timeout(0), RESPONSE_TIMEOUT);
+        assert_eq!(response_timeout(100), RESPONSE_TIMEOUT);
+        // The largest batch of publishes, 64 MiB: 16 s more at 4 MiB/s.
+        assert_eq!(
+            response_timeout(64 << 20),
+            RESPONSE_TIMEOUT + Duration::from_secs(16)
+        );
+        assert!(response_timeout(usize::MAX) > RESPONSE_TIMEOUT);
     }
 }
