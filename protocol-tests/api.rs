@@ -1627,6 +1627,51 @@ async fn closing_the_connection_through_a_socket_that_left_ends_nothing() {
 }
 
 #[tokio::test]
+async fn sockets_closed_under_a_client_that_breaks_the_protocol_say_why_as_node_does() {
+    let io = SocketIo::builder().build();
+    let (tx, mut reasons) = tokio::sync::mpsc::unbounded_channel();
+    io.of("/").on_connect(move |socket| {
+        let tx = tx.clone();
+        socket.on_disconnect(move |_, reason| {
+            let _ = tx.send((reason.to_string(), reason.is_recoverable()));
+        });
+        socket.on("close me", |socket, (): (), _ack| async move {
+            socket.close_connection();
+        });
+    });
+    let addr = serve(&io).await;
+    let mut next_reason = async || {
+        tokio::time::timeout(Duration::from_secs(5), reasons.recv())
+            .await
+            .expect("a disconnect")
+            .expect("the server is up")
+    };
+    let sends = [
+        // Not a Socket.IO packet.
+        r#"42["x""#,
+        // A packet for a namespace the client has not joined.
+        r#"42/nope,["x"]"#,
+        // The program closes the connection.
+        r#"42["close me"]"#,
+        // Not an Engine.IO packet.
+        "9",
+    ];
+    let expected = [
+        ("forced close", true),
+        ("forced server close", true),
+        ("forced close", true),
+        ("parse error", false),
+    ];
+    for (text, want) in sends.into_iter().zip(expected) {
+        let (mut ws, reply) = connect(addr, "/").await;
+        assert!(reply.starts_with("40{"), "{reply}");
+        ws_send(&mut ws, text).await;
+        let got = next_reason().await;
+        assert_eq!((got.0.as_str(), got.1), want, "after {text}");
+    }
+}
+
+#[tokio::test]
 async fn a_websocket_lost_without_a_close_frame_is_a_closed_transport() {
     let io = SocketIo::builder().build();
     let (tx, mut reasons) = tokio::sync::mpsc::unbounded_channel();

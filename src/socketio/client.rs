@@ -250,7 +250,7 @@ impl Handler for Client {
             }
             Err(e) => {
                 tracing::debug!(session = %session.log_id(), error = %e, "invalid Socket.IO packet");
-                session.close(CloseReason::ParseError);
+                close_for_protocol_error(session, DisconnectReason::ForcedClose);
             }
         }
     }
@@ -291,7 +291,7 @@ impl Client {
             (kind, _) => {
                 // A second CONNECT, or a packet for a namespace the client has not joined.
                 tracing::debug!(session = %session.log_id(), ?kind, nsp = %packet.nsp, "packet out of place");
-                session.close(CloseReason::ParseError);
+                close_for_protocol_error(session, DisconnectReason::ForcedServerClose);
             }
         }
     }
@@ -423,6 +423,17 @@ impl Client {
         }
         true
     }
+}
+
+/// Closes a connection whose client broke the Socket.IO protocol. Its sockets leave with the
+/// reason Node's server gives them (one the client may recover from, as there), and the
+/// connection is counted among the protocol errors.
+fn close_for_protocol_error(session: &SioSession, reason: DisconnectReason) {
+    let sockets = std::mem::take(&mut *lock(&session.data().sockets));
+    for socket in sockets {
+        socket.close_when_set_up(reason);
+    }
+    session.close(CloseReason::ParseError);
 }
 
 /// Makes `socket` the connection's socket of namespace `nsp`, unless it has one already, and

@@ -16,13 +16,18 @@ pub enum DisconnectReason {
     TransportError,
     /// The client stopped answering pings.
     PingTimeout,
-    /// The client sent something that is not a valid packet.
+    /// The client sent something that is not a valid Engine.IO packet.
     ParseError,
+    /// The connection was closed under the socket by the server: the program closed it
+    /// ([`Socket::close_connection`](super::Socket::close_connection)), or the client sent
+    /// something that is not a valid Socket.IO packet (Node's reason for both).
+    ForcedClose,
     /// The server disconnected the socket from its namespace.
     ServerNamespaceDisconnect,
     /// The client left the namespace.
     ClientNamespaceDisconnect,
-    /// The server closed the whole connection.
+    /// The server closed the whole connection: the client sent a packet out of place (a
+    /// second CONNECT, a packet for a namespace it has not joined).
     ForcedServerClose,
     /// The server is shutting down.
     ServerShuttingDown,
@@ -36,6 +41,7 @@ impl DisconnectReason {
             DisconnectReason::TransportError => "transport error",
             DisconnectReason::PingTimeout => "ping timeout",
             DisconnectReason::ParseError => "parse error",
+            DisconnectReason::ForcedClose => "forced close",
             DisconnectReason::ServerNamespaceDisconnect => "server namespace disconnect",
             DisconnectReason::ClientNamespaceDisconnect => "client namespace disconnect",
             DisconnectReason::ForcedServerClose => "forced server close",
@@ -54,6 +60,7 @@ impl DisconnectReason {
             DisconnectReason::TransportClose
                 | DisconnectReason::TransportError
                 | DisconnectReason::PingTimeout
+                | DisconnectReason::ForcedClose
                 | DisconnectReason::ForcedServerClose
                 | DisconnectReason::ServerShuttingDown
         )
@@ -69,7 +76,7 @@ impl From<CloseReason> for DisconnectReason {
             }
             CloseReason::PingTimeout => DisconnectReason::PingTimeout,
             CloseReason::ParseError => DisconnectReason::ParseError,
-            CloseReason::ForcedClose => DisconnectReason::ForcedServerClose,
+            CloseReason::ForcedClose => DisconnectReason::ForcedClose,
             CloseReason::ServerShutdown => DisconnectReason::ServerShuttingDown,
         }
     }
