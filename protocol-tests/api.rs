@@ -1566,6 +1566,38 @@ async fn a_client_that_leaves_while_its_connection_handler_runs_is_seen_leave_af
     assert_eq!(io.of("/").socket_count(), 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_the_server_disconnects_while_its_connection_handler_runs_leaves_after_it() {
+    let io = SocketIo::builder().build();
+    io.of("/").use_middleware(|_socket| async {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        Ok(())
+    });
+    let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let (tx, mut heard) = tokio::sync::mpsc::unbounded_channel::<String>();
+    io.of("/").on_connect(move |socket| {
+        let _ = started_tx.send(());
+        tokio::task::block_in_place(|| std::thread::sleep(Duration::from_millis(300)));
+        let tx = tx.clone();
+        socket.on_disconnect(move |_, reason| {
+            let _ = tx.send(reason.to_string());
+        });
+    });
+    let addr = serve(&io).await;
+    let (mut ws, reply) = connect(addr, "/").await;
+    assert!(reply.starts_with("40{"), "{reply}");
+    started.recv().await.unwrap();
+    // An administrator's "disconnect everyone", from another task.
+    io.of("/").broadcast().disconnect();
+    assert_eq!(ws_recv_app_text(&mut ws).await, "41");
+    let reason = tokio::time::timeout(Duration::from_secs(5), heard.recv())
+        .await
+        .expect("its disconnect handler ran")
+        .unwrap();
+    assert_eq!(reason, "server namespace disconnect");
+    assert_eq!(io.of("/").socket_count(), 0);
+}
+
 #[tokio::test]
 async fn reserved_event_names_are_not_sent() {
     let io = SocketIo::builder().build();

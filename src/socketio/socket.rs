@@ -424,6 +424,7 @@ impl Socket {
     /// connect runs on a task of its own, and a client told it is connected may have emitted
     /// already.
     pub(crate) fn set_up(self: &Arc<Self>) {
+        let _here = SettingUpHere::enter(self);
         if let Some(on_connect) = self.ns.connect_handler() {
             let ran =
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| on_connect(self.clone())));
@@ -748,11 +749,18 @@ impl Socket {
     }
 
     /// Disconnects the socket from its namespace; the connection stays for other namespaces.
+    /// From another thread while its connection handler runs, the socket leaves once that
+    /// handler has registered the disconnect handlers.
     pub fn disconnect(self: &Arc<Self>) {
         if self.connected() {
             let _ = self.send_packet(&Packet::disconnect(self.ns.name()));
         }
-        self.close(DisconnectReason::ServerNamespaceDisconnect);
+        let reason = DisconnectReason::ServerNamespaceDisconnect;
+        if self.state.load(Ordering::Acquire) == SETTING_UP && !SettingUpHere::is(self) {
+            self.close_when_set_up(reason);
+        } else {
+            self.close(reason);
+        }
     }
 
     /// Closes the client's whole connection under it, every namespace included (Node's
@@ -954,6 +962,32 @@ impl Socket {
         if ran.is_err() {
             tracing::error!(socket = %self.id, %reason, "a {which} handler panicked");
         }
+    }
+}
+
+thread_local! {
+    /// The socket whose connection handler this thread is running (its address), or 0.
+    static SETTING_UP_HERE: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Marks the thread as setting up a socket, for as long as it lives.
+struct SettingUpHere(usize);
+
+impl SettingUpHere {
+    fn enter(socket: &Arc<Socket>) -> SettingUpHere {
+        let previous = SETTING_UP_HERE.replace(Arc::as_ptr(socket) as usize);
+        SettingUpHere(previous)
+    }
+
+    /// Whether this thread is running `socket`'s connection handler.
+    fn is(socket: &Arc<Socket>) -> bool {
+        SETTING_UP_HERE.get() == Arc::as_ptr(socket) as usize
+    }
+}
+
+impl Drop for SettingUpHere {
+    fn drop(&mut self) {
+        SETTING_UP_HERE.set(self.0);
     }
 }
 
