@@ -244,13 +244,13 @@ impl Handler for Client {
                     if session.data().socket(&nsp).is_none() {
                         tracing::debug!(session = %session.log_id(), %nsp, "attachments for a namespace not joined");
                         lock(&session.data().inbound).reset(budget, addr);
-                        session.close(CloseReason::ParseError);
+                        close_for_protocol_error(session);
                     }
                 }
             }
             Err(e) => {
                 tracing::debug!(session = %session.log_id(), error = %e, "invalid Socket.IO packet");
-                close_for_protocol_error(session, DisconnectReason::ForcedClose);
+                close_for_protocol_error(session);
             }
         }
     }
@@ -291,7 +291,7 @@ impl Client {
             (kind, _) => {
                 // A second CONNECT, or a packet for a namespace the client has not joined.
                 tracing::debug!(session = %session.log_id(), ?kind, nsp = %packet.nsp, "packet out of place");
-                close_for_protocol_error(session, DisconnectReason::ForcedServerClose);
+                close_for_protocol_error(session);
             }
         }
     }
@@ -425,13 +425,14 @@ impl Client {
     }
 }
 
-/// Closes a connection whose client broke the Socket.IO protocol. Its sockets leave with the
-/// reason Node's server gives them (one the client may recover from, as there), and the
-/// connection is counted among the protocol errors.
-fn close_for_protocol_error(session: &SioSession, reason: DisconnectReason) {
+/// Closes a connection whose client broke the Socket.IO protocol (a packet that does not
+/// decode, or one out of place). Its sockets leave with the reason Node's server gives them,
+/// "forced close" (one the client may recover from, as there), and the connection is counted
+/// among the protocol errors.
+fn close_for_protocol_error(session: &SioSession) {
     let sockets = std::mem::take(&mut *lock(&session.data().sockets));
     for socket in sockets {
-        socket.close_when_set_up(reason);
+        socket.close_when_set_up(DisconnectReason::ForcedClose);
     }
     session.close(CloseReason::ParseError);
 }

@@ -19,15 +19,17 @@ pub enum DisconnectReason {
     /// The client sent something that is not a valid Engine.IO packet.
     ParseError,
     /// The connection was closed under the socket by the server: the program closed it
-    /// ([`Socket::close_connection`](super::Socket::close_connection)), or the client sent
-    /// something that is not a valid Socket.IO packet (Node's reason for both).
+    /// ([`Socket::close_connection`](super::Socket::close_connection)), or the client broke
+    /// the Socket.IO protocol (a packet that does not decode, or one out of place), as Node's
+    /// server says for each.
     ForcedClose,
     /// The server disconnected the socket from its namespace.
     ServerNamespaceDisconnect,
     /// The client left the namespace.
     ClientNamespaceDisconnect,
-    /// The server closed the whole connection: the client sent a packet out of place (a
-    /// second CONNECT, a packet for a namespace it has not joined).
+    /// The server closed the whole connection. Node's server gives it when it closes a
+    /// polling connection that has no request pending; this one says
+    /// [`ForcedClose`](Self::ForcedClose) whatever the transport.
     ForcedServerClose,
     /// The server is shutting down.
     ServerShuttingDown,

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockWriteGuard};
 use std::time::Duration;
 
@@ -255,6 +255,8 @@ pub struct Socket {
     auth: Value,
     /// [`CONNECTING`], [`SETTING_UP`], [`CONNECTED`] or [`GONE`].
     state: AtomicU8,
+    /// Set when the socket is to leave once set up: it no longer counts as connected.
+    leave_pending: AtomicBool,
     /// Whether this socket is one the client had before its connection dropped.
     recovered: bool,
     handlers: RwLock<Handlers>,
@@ -295,6 +297,7 @@ impl Socket {
             session,
             auth,
             state: AtomicU8::new(CONNECTING),
+            leave_pending: AtomicBool::new(false),
             recovered,
             handlers: RwLock::new(Handlers::default()),
             on_disconnecting: Mutex::new(Vec::new()),
@@ -407,6 +410,7 @@ impl Socket {
     /// the connection handler runs on another thread is seen to leave once it has returned.)
     pub fn connected(&self) -> bool {
         matches!(self.state.load(Ordering::Acquire), SETTING_UP | CONNECTED)
+            && !self.leave_pending.load(Ordering::Acquire)
     }
 
     /// The client is told it is connected; its connection handler is to run.
@@ -475,6 +479,7 @@ impl Socket {
             // Checked again under the lock, which `set_up` holds when it ends the wait.
             if self.state.load(Ordering::Acquire) < CONNECTED {
                 handlers.rare().leaving.get_or_insert(reason);
+                self.leave_pending.store(true, Ordering::Release);
                 drop(handlers);
                 // The namespace is the client's to join again meanwhile (socket.io-client's
                 // `disconnect(); connect()`).
@@ -615,7 +620,7 @@ impl Socket {
         event: &str,
         args: &T,
     ) -> Result<(), EmitError> {
-        if self.state.load(Ordering::Acquire) == GONE {
+        if self.left() {
             return Err(EmitError::Disconnected);
         }
         let frames = typed_frames(self.ns.name(), None, Some(event), args)?;
@@ -637,13 +642,14 @@ impl Socket {
     /// Sends an event that asks for no acknowledgement: with connection state recovery, it is
     /// kept for this socket's return (once the socket is connected).
     fn send_event(&self, frames: Vec<Frame>) -> Result<(), EmitError> {
-        match self.state.load(Ordering::Acquire) {
-            GONE => return Err(EmitError::Disconnected),
+        if self.left() {
+            return Err(EmitError::Disconnected);
+        }
+        if self.state.load(Ordering::Acquire) == CONNECTING {
             // From a middleware: sent ahead of the CONNECT answer, as Node does (the client
             // holds it until it is connected). Not kept for recovery: the socket has no
             // private id yet.
-            CONNECTING => return self.session.send_all(frames).map_err(EmitError::from),
-            _ => {}
+            return self.session.send_all(frames).map_err(EmitError::from);
         }
         self.ns.deliver_to_socket(self.id, frames, |frames| {
             self.session.send_all(frames).map_err(EmitError::from)
@@ -793,10 +799,16 @@ impl Socket {
 
     /// Sends an encoded event or acknowledgement.
     fn send_frames(&self, frames: Vec<Frame>) -> Result<(), EmitError> {
-        if self.state.load(Ordering::Acquire) == GONE {
+        if self.left() {
             return Err(EmitError::Disconnected);
         }
         self.session.send_all(frames).map_err(EmitError::from)
+    }
+
+    /// Whether the socket has left its namespace, or is to leave once set up: nothing more is
+    /// sent to it.
+    fn left(&self) -> bool {
+        self.state.load(Ordering::Acquire) == GONE || self.leave_pending.load(Ordering::Acquire)
     }
 
     pub(crate) fn session(&self) -> &Arc<Session<SessionState>> {
