@@ -19,8 +19,8 @@ use serde_json::{Value, json};
 use socketio_server::engineio::Transport;
 use socketio_server::id::Id;
 use socketio_server::socketio::{
-    AckError, ConnectError, EmitError, Event, EventRefused, RecoveryConfig, RoomEvent, Socket,
-    SocketIo,
+    AckError, ConnectError, DisconnectReason, EmitError, Event, EventRefused, RecoveryConfig,
+    RoomEvent, Socket, SocketIo,
 };
 use tokio_tungstenite::tungstenite::Message;
 
@@ -1519,20 +1519,25 @@ async fn a_middleware_can_emit_ahead_of_the_connect_answer() {
     );
 }
 
-// Two worker threads: the connection handler runs on one while the client's packets are
-// read on the other.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_that_leaves_while_its_connection_handler_runs_is_seen_leave_after_it() {
+/// A server whose connection handler is slow (300 ms), on a worker thread of its own: a
+/// middleware that waits moves the rest of the connect to a task of its own, and the handler
+/// blocks in place, so that the client's packets and other tasks run meanwhile. Then it
+/// registers a `bye` handler and a disconnect handler, which report to `heard` ("bye", and the
+/// reason); `started` hears of each handler's start.
+fn slow_setup_server() -> (
+    SocketIo,
+    tokio::sync::mpsc::UnboundedReceiver<()>,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
     let io = SocketIo::builder().build();
-    // A middleware that waits moves the rest of the connect to a task of its own.
     io.of("/").use_middleware(|_socket| async {
         tokio::time::sleep(Duration::from_millis(1)).await;
         Ok(())
     });
-    let (tx, mut heard) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let (started_tx, started) = tokio::sync::mpsc::unbounded_channel();
+    let (tx, heard) = tokio::sync::mpsc::unbounded_channel();
     io.of("/").on_connect(move |socket| {
-        // A slow setup: the client's event and DISCONNECT arrive meanwhile, and are read on
-        // the other worker thread.
+        let _ = started_tx.send(());
         tokio::task::block_in_place(|| std::thread::sleep(Duration::from_millis(300)));
         let tx2 = tx.clone();
         socket.on("bye", move |_socket, _: Value, _ack| {
@@ -1546,6 +1551,21 @@ async fn a_client_that_leaves_while_its_connection_handler_runs_is_seen_leave_af
             let _ = tx.send(reason.to_string());
         });
     });
+    (io, started, heard)
+}
+
+async fn next_heard(heard: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> String {
+    tokio::time::timeout(Duration::from_secs(5), heard.recv())
+        .await
+        .expect("heard in time")
+        .expect("the server is up")
+}
+
+// Two worker threads: the connection handler runs on one while the client's packets are
+// read on the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_while_its_connection_handler_runs_is_seen_leave_after_it() {
+    let (io, _started, mut heard) = slow_setup_server();
     let addr = serve(&io).await;
     let (mut ws, reply) = connect(addr, "/").await;
     assert!(reply.starts_with("40{"), "{reply}");
@@ -1553,14 +1573,8 @@ async fn a_client_that_leaves_while_its_connection_handler_runs_is_seen_leave_af
     // socket.io-client's `disconnect(); connect()`: the namespace is free to join again.
     ws_send(&mut ws, "41").await;
     ws_send(&mut ws, "40").await;
-    let mut next = async || {
-        tokio::time::timeout(Duration::from_secs(5), heard.recv())
-            .await
-            .expect("heard in time")
-            .expect("the server is up")
-    };
-    assert_eq!(next().await, "bye");
-    assert_eq!(next().await, "client namespace disconnect");
+    assert_eq!(next_heard(&mut heard).await, "bye");
+    assert_eq!(next_heard(&mut heard).await, "client namespace disconnect");
     let again = ws_recv_app_text(&mut ws).await;
     assert!(again.starts_with("40{") && again != reply, "{again}");
     assert_eq!(io.of("/").socket_count(), 1);
@@ -1568,21 +1582,7 @@ async fn a_client_that_leaves_while_its_connection_handler_runs_is_seen_leave_af
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_socket_the_server_disconnects_while_its_connection_handler_runs_leaves_after_it() {
-    let io = SocketIo::builder().build();
-    io.of("/").use_middleware(|_socket| async {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-        Ok(())
-    });
-    let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let (tx, mut heard) = tokio::sync::mpsc::unbounded_channel::<String>();
-    io.of("/").on_connect(move |socket| {
-        let _ = started_tx.send(());
-        tokio::task::block_in_place(|| std::thread::sleep(Duration::from_millis(300)));
-        let tx = tx.clone();
-        socket.on_disconnect(move |_, reason| {
-            let _ = tx.send(reason.to_string());
-        });
-    });
+    let (io, mut started, mut heard) = slow_setup_server();
     let addr = serve(&io).await;
     let (mut ws, reply) = connect(addr, "/").await;
     assert!(reply.starts_with("40{"), "{reply}");
@@ -1595,11 +1595,7 @@ async fn a_socket_the_server_disconnects_while_its_connection_handler_runs_leave
     ws_send(&mut ws, "40").await;
     let again = ws_recv_app_text(&mut ws).await;
     assert!(again.starts_with("40{") && again != reply, "{again}");
-    let reason = tokio::time::timeout(Duration::from_secs(5), heard.recv())
-        .await
-        .expect("its disconnect handler ran")
-        .unwrap();
-    assert_eq!(reason, "server namespace disconnect");
+    assert_eq!(next_heard(&mut heard).await, "server namespace disconnect");
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(io.of("/").socket_count(), 1, "the new socket stays");
 }
@@ -1664,26 +1660,41 @@ async fn closing_the_connection_through_a_socket_that_left_ends_nothing() {
     assert_eq!(io.of("/").socket_count(), 1);
 }
 
+/// Reports the reason each socket of the main namespace leaves with; `setup` runs on each
+/// socket as it connects.
+fn report_disconnects(
+    io: &SocketIo,
+    setup: impl Fn(&Arc<Socket>) + Send + Sync + 'static,
+) -> tokio::sync::mpsc::UnboundedReceiver<DisconnectReason> {
+    let (tx, reasons) = tokio::sync::mpsc::unbounded_channel();
+    io.of("/").on_connect(move |socket| {
+        setup(&socket);
+        let tx = tx.clone();
+        socket.on_disconnect(move |_, reason| {
+            let _ = tx.send(reason);
+        });
+    });
+    reasons
+}
+
+async fn next_reason(
+    reasons: &mut tokio::sync::mpsc::UnboundedReceiver<DisconnectReason>,
+) -> DisconnectReason {
+    tokio::time::timeout(Duration::from_secs(5), reasons.recv())
+        .await
+        .expect("a disconnect")
+        .expect("the server is up")
+}
+
 #[tokio::test]
 async fn sockets_closed_under_a_client_that_breaks_the_protocol_say_why_as_node_does() {
     let io = SocketIo::builder().build();
-    let (tx, mut reasons) = tokio::sync::mpsc::unbounded_channel();
-    io.of("/").on_connect(move |socket| {
-        let tx = tx.clone();
-        socket.on_disconnect(move |_, reason| {
-            let _ = tx.send((reason.to_string(), reason.is_recoverable()));
-        });
+    let mut reasons = report_disconnects(&io, |socket| {
         socket.on("close me", |socket, (): (), _ack| async move {
             socket.close_connection();
         });
     });
     let addr = serve(&io).await;
-    let mut next_reason = async || {
-        tokio::time::timeout(Duration::from_secs(5), reasons.recv())
-            .await
-            .expect("a disconnect")
-            .expect("the server is up")
-    };
     let sends = [
         // Not a Socket.IO packet.
         r#"42["x""#,
@@ -1704,28 +1715,17 @@ async fn sockets_closed_under_a_client_that_breaks_the_protocol_say_why_as_node_
         let (mut ws, reply) = connect(addr, "/").await;
         assert!(reply.starts_with("40{"), "{reply}");
         ws_send(&mut ws, text).await;
-        let got = next_reason().await;
-        assert_eq!((got.0.as_str(), got.1), want, "after {text}");
+        let got = next_reason(&mut reasons).await;
+        assert_eq!((got.as_str(), got.is_recoverable()), want, "after {text}");
     }
 }
 
 #[tokio::test]
 async fn a_websocket_lost_without_a_close_frame_is_a_closed_transport() {
     let io = SocketIo::builder().build();
-    let (tx, mut reasons) = tokio::sync::mpsc::unbounded_channel();
-    io.of("/").on_connect(move |socket| {
-        let tx = tx.clone();
-        socket.on_disconnect(move |_, reason| {
-            let _ = tx.send(reason.to_string());
-        });
-    });
+    let mut reasons = report_disconnects(&io, |_| {});
     let addr = serve(&io).await;
-    let mut next_reason = async || {
-        tokio::time::timeout(Duration::from_secs(5), reasons.recv())
-            .await
-            .expect("a disconnect")
-            .expect("the server is up")
-    };
+    let mut next_reason = async || next_reason(&mut reasons).await.to_string();
     let connected = async || {
         let (mut ws, _) = RawWs::open_engine(addr, "/socket.io/").await;
         ws.send_text("40").await.unwrap();

@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::user_store::User;
-use super::{Chat, entered_notice, left_notice, pending_key, room_key};
+use super::{Chat, Notice, entered_notice, left_notice, pending_key, room_key};
 use crate::socketio::{Namespace, Socket, SocketInfo};
 
 /// A user of another node.
@@ -303,15 +303,7 @@ impl Chat {
             }
             !dead
         });
-        left.sort_by_key(|user| user.heard);
-        let here: HashSet<String> = self.users().rooms().into_iter().collect();
-        for user in left.iter().filter(|user| here.contains(&user.room)) {
-            let _ = ns
-                .to(&room_key(&user.room))
-                .local()
-                .emit("notification", &left_notice(&user.name));
-        }
-        self.refresh_lists(ns).await;
+        self.tell_rooms(ns, left, left_notice).await;
     }
 
     /// After nodes found gone came back (they had lost Redis for a while, and their users
@@ -322,23 +314,34 @@ impl Chat {
         if !self.learn_roster(ns).await {
             return false;
         }
-        let mut users: Vec<RemoteUser> = self
+        let users: Vec<RemoteUser> = self
             .roster()
             .users
             .values()
             .filter(|user| back.contains(&user.node))
             .cloned()
             .collect();
+        self.tell_rooms(ns, users, entered_notice).await;
+        true
+    }
+
+    /// Tells this node's members of each room which of `users` left it or came back
+    /// (`notice`), in login order, then sends every room its list.
+    async fn tell_rooms(
+        &self,
+        ns: &Arc<Namespace>,
+        mut users: Vec<RemoteUser>,
+        notice: fn(&str) -> Notice,
+    ) {
         users.sort_by_key(|user| user.heard);
         let here: HashSet<String> = self.users().rooms().into_iter().collect();
         for user in users.iter().filter(|user| here.contains(&user.room)) {
             let _ = ns
                 .to(&room_key(&user.room))
                 .local()
-                .emit("notification", &entered_notice(&user.name));
+                .emit("notification", &notice(&user.name));
         }
         self.refresh_lists(ns).await;
-        true
     }
 
     /// Sends this node's members of every room the current list.
