@@ -495,6 +495,7 @@ pub fn encode_json(value: &Value) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn node_dates_read_as_their_iso_strings() {
@@ -536,7 +537,6 @@ mod tests {
         assert_eq!(body.value["sockets"][0]["data"]["n"], "\u{FFFD}");
         assert_eq!(body.value["requestId"], "r");
     }
-    use std::time::Duration;
 
     #[test]
     fn channel_names_follow_the_node_adapter() {

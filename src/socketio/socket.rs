@@ -56,8 +56,8 @@ struct RareHandlers {
     middleware: Vec<EventMiddleware>,
     /// Events that came while the socket was being set up, in order.
     early: Vec<EarlyEvent>,
-    /// Why the socket is to leave once set up: the client left, or its connection closed,
-    /// while the connection handler ran on another thread.
+    /// Why the socket is to leave once set up: the client left, its connection closed, or
+    /// the server disconnected it, while the connection handler ran on another thread.
     leaving: Option<DisconnectReason>,
 }
 
@@ -406,8 +406,9 @@ impl Socket {
         self.session.transport()
     }
 
-    /// Whether the socket is still connected to its namespace. (A client that leaves while
-    /// the connection handler runs on another thread is seen to leave once it has returned.)
+    /// Whether the socket is still connected to its namespace. (A socket told to leave while
+    /// its connection handler runs on another thread is no longer connected at once; it leaves,
+    /// and its disconnect handlers run, once that handler has returned.)
     pub fn connected(&self) -> bool {
         matches!(self.state.load(Ordering::Acquire), SETTING_UP | CONNECTED)
             && !self.leave_pending.load(Ordering::Acquire)
@@ -468,11 +469,11 @@ impl Socket {
         }
     }
 
-    /// Leaves for a reason that came from the client or its connection. While the socket is
-    /// being set up (on another thread, or as soon as its middleware is done), it leaves once
-    /// that is over, after the events that came before: the connection handler registers the
-    /// disconnect handlers, which must hear of it (Node runs the handler before it reads the
-    /// next packet).
+    /// Leaves for a reason that came from the client, its connection, or another thread of the
+    /// server. While the socket is being set up (on another thread, or as soon as its
+    /// middleware is done), it leaves once that is over, after the events that came before:
+    /// the connection handler registers the disconnect handlers, which must hear of it (Node
+    /// runs the handler before it reads the next packet).
     pub(crate) fn close_when_set_up(self: &Arc<Self>, reason: DisconnectReason) {
         if self.state.load(Ordering::Acquire) < CONNECTED {
             let mut handlers = self.handlers_mut();
