@@ -18,7 +18,7 @@ use super::error::{CloseReason, RequestError};
 use super::limits::Admission;
 use super::metrics::EngineMetrics;
 use super::packet::{Frame, Message, Packet};
-use super::session::{RequestInfo, Session, Transport, log_tag};
+use super::session::{PongWait, RequestInfo, Session, Transport, log_tag};
 use super::{polling, query, websocket};
 use crate::id::{Id, IdMap};
 use tracing::Instrument;
@@ -452,17 +452,13 @@ impl<H: Handler> EngineIo<H> {
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep_until(deadline) => {
-                        match session.pong_due() {
-                            // The client sent other packets meanwhile: it has longer.
-                            Some(later) if later > deadline => {
+                        match session.pong_deadline_reached(deadline) {
+                            PongWait::Until(later) => {
                                 deadline = later;
                                 continue;
                             }
-                            Some(_) => {
-                                session.fail(CloseReason::PingTimeout);
-                                return;
-                            }
-                            None => {}
+                            PongWait::TimedOut => return,
+                            PongWait::Answered => {}
                         }
                         due = tokio::time::Instant::now() + interval;
                         break;

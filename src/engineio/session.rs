@@ -143,6 +143,17 @@ impl State {
     }
 }
 
+/// What a heartbeat finds when the time it gave a pong has come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PongWait {
+    /// The pong came.
+    Answered,
+    /// Packets from the client moved the deadline here: the client is alive, and has longer.
+    Until(Instant),
+    /// It did not come: the session has ended.
+    TimedOut,
+}
+
 /// An Engine.IO session, carrying the layer above's per-session data `D`.
 pub struct Session<D> {
     id: Id,
@@ -627,9 +638,19 @@ impl<D> Session<D> {
         self.lock().pong_due.is_some()
     }
 
-    /// When the pong to the last ping is due, if one is awaited.
-    pub(crate) fn pong_due(&self) -> Option<Instant> {
-        self.lock().pong_due
+    /// The heartbeat's time for the pong (`deadline`) has come: it came, or packets from the
+    /// client moved its deadline further ([`heard_from`](Self::heard_from)), or the session
+    /// ends here with [`CloseReason::PingTimeout`].
+    pub(crate) fn pong_deadline_reached(&self, deadline: Instant) -> PongWait {
+        let due = self.lock().pong_due;
+        match due {
+            None => PongWait::Answered,
+            Some(later) if later > deadline => PongWait::Until(later),
+            Some(_) => {
+                self.fail(CloseReason::PingTimeout);
+                PongWait::TimedOut
+            }
+        }
     }
 
     /// A packet other than a pong arrived: the client is alive, so the pong it owes may come

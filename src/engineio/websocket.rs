@@ -28,7 +28,7 @@ use super::error::{CloseReason, RequestError};
 use super::packet::{self, Frame, Message, Packet};
 use super::query;
 use super::server::{Body, EngineIo, Handler, request_info};
-use super::session::{RequestInfo, Session, Transport};
+use super::session::{PongWait, RequestInfo, Session, Transport};
 use super::ws_frames::FrameLimit;
 use super::ws_io::{BATCH_LIMIT, WsIo};
 use crate::rate_limit::TokenBucket;
@@ -463,14 +463,9 @@ impl<D> Beat<'_, D> {
     fn on_timer(&mut self, timer: Pin<&mut Sleep>) {
         let now = Instant::now();
         if self.awaiting_pong {
-            match self.session.pong_due() {
-                // The client sent other packets meanwhile: it has longer.
-                Some(later) if later > now => {
-                    timer.reset(later);
-                    return;
-                }
-                Some(_) => self.session.fail(CloseReason::PingTimeout),
-                None => {}
+            if let PongWait::Until(later) = self.session.pong_deadline_reached(now) {
+                timer.reset(later);
+                return;
             }
             self.awaiting_pong = false;
             timer.reset(now + self.config.ping_interval);
