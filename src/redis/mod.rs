@@ -346,6 +346,12 @@ fn within_answer_budget(mut sockets: Vec<SocketInfo>) -> Vec<SocketInfo> {
 }
 
 impl NodeInner {
+    /// A namespace came or left: the subscriber looks at the table again.
+    fn namespaces_updated(&self) {
+        self.namespaces_generation.fetch_add(1, Ordering::AcqRel);
+        self.namespaces_changed.notify_one();
+    }
+
     /// Queues a publish; never waits. A publish that cannot be queued is lost and counted.
     fn publish(&self, channel: String, payload: Vec<u8>) -> bool {
         let size = channel.len() + payload.len();
@@ -433,8 +439,8 @@ fn socket_info(value: &Value) -> Option<SocketInfo> {
     let mut value = value.clone();
     if let Some(rooms) = value.get_mut("rooms").and_then(Value::as_array_mut) {
         for room in rooms.iter_mut() {
-            if let Value::Number(n) = room {
-                *room = Value::String(n.to_string());
+            if room.is_number() {
+                *room = wire::room_name(room).map_or(Value::Null, Value::String);
             }
         }
     }
@@ -1146,19 +1152,13 @@ impl Adapter for RedisAdapter {
         let _ = self.link.namespace.set(namespace);
         if let Some(name) = name {
             lock(&self.node.namespaces).insert(name, self.link.clone());
-            self.node
-                .namespaces_generation
-                .fetch_add(1, Ordering::AcqRel);
-            self.node.namespaces_changed.notify_one();
+            self.node.namespaces_updated();
         }
     }
 
     fn close(&self) {
         lock(&self.node.namespaces).retain(|_, link| !Arc::ptr_eq(link, &self.link));
-        self.node
-            .namespaces_generation
-            .fetch_add(1, Ordering::AcqRel);
-        self.node.namespaces_changed.notify_one();
+        self.node.namespaces_updated();
     }
 
     fn publish(&self, packet: &Packet, opts: &BroadcastOptions) {
