@@ -33,6 +33,7 @@ pub mod chat;
 pub mod conformance;
 pub mod engineio;
 pub mod id;
+mod js_date;
 pub mod rate_limit;
 #[cfg(feature = "redis")]
 pub mod redis;

@@ -240,45 +240,7 @@ fn from_extension(kind: i8, data: &[u8]) -> Value {
         }
         _ => return Value::Null,
     };
-    js_iso_date(ms).map_or(Value::Null, Value::String)
-}
-
-/// `new Date(ms).toISOString()`, or `None` for an invalid date (which `JSON.stringify` writes
-/// as `null`).
-fn js_iso_date(ms: f64) -> Option<String> {
-    // A Date's range: 100,000,000 days either side of the epoch; its time is whole ms.
-    if !ms.is_finite() || ms.abs() > 8.64e15 {
-        return None;
-    }
-    let ms = ms.trunc() as i64;
-    let (days, of_day) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
-    // The civil date of a day count, years starting in March so that the leap day ends
-    // each 4-, 100- and 400-year cycle.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let of_era = z.rem_euclid(146_097);
-    let year_of_era = (of_era - of_era / 1_460 + of_era / 36_524 - of_era / 146_096) / 365;
-    let of_year = of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_from_march = (5 * of_year + 2) / 153;
-    let day = of_year - (153 * month_from_march + 2) / 5 + 1;
-    let month = if month_from_march < 10 {
-        month_from_march + 3
-    } else {
-        month_from_march - 9
-    };
-    let year = era * 400 + year_of_era + i64::from(month <= 2);
-    let year = if (0..=9999).contains(&year) {
-        format!("{year:04}")
-    } else {
-        format!("{}{:06}", if year < 0 { '-' } else { '+' }, year.abs())
-    };
-    Some(format!(
-        "{year}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        of_day / 3_600_000,
-        of_day / 60_000 % 60,
-        of_day / 1_000 % 60,
-        of_day % 1_000
-    ))
+    crate::js_date::to_iso_string(ms).map_or(Value::Null, Value::String)
 }
 
 fn to_msgpack(value: &Value, attachments: &[Bytes]) -> rmpv::Value {
