@@ -262,10 +262,7 @@ impl Handler for Client {
             inbound.reset(&self.state.buffered_attachments, addr);
             inbound.closed = true;
         }
-        let sockets = std::mem::take(&mut *lock(&session.data().sockets));
-        for socket in sockets {
-            socket.close_when_set_up(DisconnectReason::from(reason));
-        }
+        close_sockets(session, DisconnectReason::from(reason));
     }
 }
 
@@ -430,11 +427,16 @@ impl Client {
 /// "forced close" (one the client may recover from, as there), and the connection is counted
 /// among the protocol errors.
 fn close_for_protocol_error(session: &SioSession) {
+    close_sockets(session, DisconnectReason::ForcedClose);
+    session.close(CloseReason::ParseError);
+}
+
+/// Takes every socket of the connection out of it, each leaving for `reason`.
+fn close_sockets(session: &SioSession, reason: DisconnectReason) {
     let sockets = std::mem::take(&mut *lock(&session.data().sockets));
     for socket in sockets {
-        socket.close_when_set_up(DisconnectReason::ForcedClose);
+        socket.close_when_set_up(reason);
     }
-    session.close(CloseReason::ParseError);
 }
 
 /// Makes `socket` the connection's socket of namespace `nsp`, unless it has one already, and
