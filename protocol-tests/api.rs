@@ -1485,6 +1485,33 @@ async fn rooms_joined_by_a_refusing_middleware_are_left() {
 }
 
 #[tokio::test]
+async fn a_middleware_that_panics_refuses_the_socket_and_leaves_its_rooms() {
+    let io = SocketIo::builder().build();
+    io.of("/").use_middleware(|socket| async move {
+        socket.join("lobby");
+        panic!("a bug in the application");
+    });
+    io.of("/late").use_middleware(|socket| async move {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        socket.join("lobby");
+        panic!("a bug after a wait");
+    });
+    io.of("/fine");
+    let addr = serve(&io).await;
+    for _ in 0..3 {
+        let (_ws, reply) = connect(addr, "/").await;
+        assert_eq!(reply, r#"44{"message":"Internal server error"}"#);
+    }
+    let (mut ws, reply) = connect(addr, "/late").await;
+    assert_eq!(reply, r#"44/late,{"message":"Internal server error"}"#);
+    assert_eq!(io.of("/").adapter().room_count(), 0);
+    assert_eq!(io.of("/late").adapter().room_count(), 0);
+    // The connection goes on.
+    ws_send(&mut ws, "40/fine,").await;
+    assert!(ws_recv_app_text(&mut ws).await.starts_with("40/fine,{"));
+}
+
+#[tokio::test]
 async fn a_middleware_can_emit_ahead_of_the_connect_answer() {
     let io = SocketIo::builder().build();
     io.of("/").use_middleware(|socket| async move {

@@ -2,11 +2,13 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -357,10 +359,19 @@ impl Namespace {
         self.adapter.server_count().await
     }
 
+    /// A middleware that panics refuses the socket: otherwise its CONNECT would go unanswered
+    /// and the rooms it joined would stay behind.
     pub(crate) async fn run_middleware(&self, socket: &Arc<Socket>) -> Result<(), ConnectError> {
         let chain: Vec<Middleware> = read(&self.middleware).clone();
         for middleware in chain {
-            middleware(socket.clone()).await?;
+            let ran = AssertUnwindSafe(async { middleware(socket.clone()).await })
+                .catch_unwind()
+                .await;
+            let Ok(passed) = ran else {
+                tracing::error!(socket = %socket.id(), nsp = %self.name, "a middleware panicked");
+                return Err(ConnectError::new("Internal server error"));
+            };
+            passed?;
         }
         Ok(())
     }
