@@ -305,6 +305,11 @@ impl Chat {
         // take a name; the other nodes are asked after.
         Some(validate_login(payload).and_then(|(name, room)| {
             let mut users = self.users();
+            // A socket that left on another thread before this lock was taken has had its
+            // `leave` already: a user stored now would stay in the room for good.
+            if !socket.connected() {
+                return Err(LoginError::NameTaken);
+            }
             if users.find(socket.id()).is_some() {
                 return Err(LoginError::AlreadyLoggedIn);
             }
