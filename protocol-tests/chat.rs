@@ -263,10 +263,23 @@ async fn http(
     body: &str,
     limit: Duration,
 ) -> std::io::Result<HttpResponse> {
+    http_with(addr, method, target, &[], body, limit).await
+}
+
+/// [`http`] with more request headers.
+async fn http_with(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    extra: &[(&str, &str)],
+    body: &str,
+    limit: Duration,
+) -> std::io::Result<HttpResponse> {
     let exchange = async {
         let mut tcp = TcpStream::connect(addr).await?;
+        let extra: String = extra.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
         let head = format!(
-            "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+            "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{extra}\
              Content-Type: text/plain;charset=UTF-8\r\nContent-Length: {}\r\n\r\n",
             body.len()
         );
@@ -795,6 +808,30 @@ async fn http_status_page_and_bundled_client() {
     }
     assert!(assets >= 2, "the page references its scripts and styles");
     assert_eq!(get(server.addr, "/nope").await.status, 404);
+}
+
+#[tokio::test]
+async fn endpoint_star_lets_every_origin_in_without_credentials() {
+    const HANDSHAKE: &str = "/socket.io/?EIO=4&transport=polling";
+    let from = [("Origin", "http://elsewhere.example:8080")];
+    let handshake = async |server: &Server| {
+        http_with(server.addr, "GET", HANDSHAKE, &from, "", WAIT)
+            .await
+            .expect("handshake")
+    };
+    let listed = start(ChatConfig::default()).await;
+    assert_eq!(handshake(&listed).await.status, 403, "not in ENDPOINT");
+
+    let any = start(ChatConfig {
+        endpoints: vec!["http://localhost:3000".into(), "*".into()],
+        ..ChatConfig::default()
+    })
+    .await;
+    let resp = handshake(&any).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert!(resp.text().starts_with("0{"), "{}", resp.text());
+    assert_eq!(resp.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(resp.header("access-control-allow-credentials"), None);
 }
 
 // ---- login ----------------------------------------------------------------------------------

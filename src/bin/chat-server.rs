@@ -82,11 +82,7 @@ async fn run(config: ChatConfig) -> Result<(), Box<dyn std::error::Error + Send 
     };
     let io = builder.build();
     let chat = Chat::install(&io, config.clone());
-    let listener = socketio_server::server::bind(
-        (config.host.as_str(), config.port),
-        socketio_server::server::DEFAULT_BACKLOG,
-    )
-    .await?;
+    let listener = listen(&config).await?;
     let addr = listener.local_addr()?;
     let shown = if addr.ip().is_unspecified() {
         "localhost".to_owned()
@@ -141,5 +137,18 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {}
         _ = terminate => {}
+    }
+}
+
+/// The listener on the configured address. On a machine without IPv6 the default address
+/// (`::`) cannot be bound: every IPv4 address is taken instead.
+async fn listen(config: &ChatConfig) -> std::io::Result<tokio::net::TcpListener> {
+    use socketio_server::server::{DEFAULT_BACKLOG, bind};
+    match bind((config.host.as_str(), config.port), DEFAULT_BACKLOG).await {
+        Err(e) if config.host == config::ANY_HOST => {
+            tracing::warn!(error = %e, "no IPv6: listening on IPv4 only");
+            bind(("0.0.0.0", config.port), DEFAULT_BACKLOG).await
+        }
+        bound => bound,
     }
 }

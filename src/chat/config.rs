@@ -48,10 +48,15 @@ pub struct ChatConfig {
     pub redis_tls_client_cert: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
+/// Every address, IPv6 and IPv4 alike (the system's default for an IPv6 socket bound to `::`),
+/// as Node's `listen(port)` takes them: a client that resolves `localhost` to `::1` first
+/// reaches the server too.
+pub const ANY_HOST: &str = "::";
+
 impl Default for ChatConfig {
     fn default() -> Self {
         ChatConfig {
-            host: "0.0.0.0".to_owned(),
+            host: ANY_HOST.to_owned(),
             port: 3001,
             endpoints: vec!["http://localhost:3000".to_owned()],
             max_message_bytes: 16 * 1024,
@@ -72,12 +77,22 @@ impl Default for ChatConfig {
 }
 
 impl ChatConfig {
+    /// The origins `ENDPOINT` names. `*` among them lets every origin in, without credentials,
+    /// as the original's `cors: { origin: "*" }` did.
+    pub fn allowed_origins(&self) -> AllowedOrigins {
+        if self.endpoints.iter().any(|o| o == "*") {
+            AllowedOrigins::Any
+        } else {
+            AllowedOrigins::List(self.endpoints.clone())
+        }
+    }
+
     /// The Socket.IO server these settings ask for: the configured origins plus the server's
     /// own (it serves the web client), and the engine's limits. The cluster adapter, if any, is
     /// the caller's to add.
     pub fn server_builder(&self) -> SocketIoBuilder {
         SocketIo::builder()
-            .allowed_origins(AllowedOrigins::List(self.endpoints.clone()))
+            .allowed_origins(self.allowed_origins())
             .allow_same_origin(true)
             .ws_message_rate(self.ws_message_burst, self.ws_messages_per_second)
             .max_sessions(self.max_sessions)
@@ -93,8 +108,9 @@ Usage: chat-server [OPTIONS]
 
 Options (each also read from the environment variable in brackets; a flag wins):
   --port <PORT>                 port to listen on [PORT] (default 3001)
-  --host <ADDR>                 address to listen on [HOST] (default 0.0.0.0)
-  --endpoint <ORIGINS>          allowed browser origins, comma-separated [ENDPOINT]
+  --host <ADDR>                 address to listen on [HOST] (default ::, every IPv6 and
+                                IPv4 address; 0.0.0.0 where IPv6 is off)
+  --endpoint <ORIGINS>          allowed browser origins, comma-separated, or * [ENDPOINT]
                                 (default http://localhost:3000; the server's own origin is
                                 always allowed)
   --max-message-bytes <N>       longest roomMessage relayed [MAX_MESSAGE_BYTES] (default 16384)

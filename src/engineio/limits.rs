@@ -37,6 +37,20 @@ struct PerIpTable {
     sweep_at: usize,
 }
 
+/// The source a client address counts as, for every per-address limit. An IPv4 client of a
+/// server listening on `::` arrives as an IPv4-mapped IPv6 address: it counts as its IPv4
+/// address. An IPv6 client counts by its /64, the block one subscriber is given, or a single
+/// host could take a fresh address for every session.
+pub(crate) fn source(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !(u128::MAX >> 64);
+            IpAddr::from(std::net::Ipv6Addr::from(prefix))
+        }
+        v4 => v4,
+    }
+}
+
 impl Admission {
     fn lock(&self) -> MutexGuard<'_, PerIpTable> {
         self.per_ip.lock().unwrap_or_else(|e| e.into_inner())
@@ -53,7 +67,9 @@ impl Admission {
         if open >= config.max_sessions {
             return Err(RequestError::ServerFull);
         }
-        let Some(ip) = ip else { return Ok(()) };
+        let Some(ip) = ip.map(source) else {
+            return Ok(());
+        };
         let mut table = self.lock();
         let PerIpTable {
             addresses,
@@ -78,7 +94,7 @@ impl Admission {
 
     /// A session from `ip` ended.
     pub(crate) fn release(&self, ip: Option<IpAddr>) {
-        let Some(ip) = ip else { return };
+        let Some(ip) = ip.map(source) else { return };
         let addresses = &mut self.lock().addresses;
         if let Some(entry) = addresses.get_mut(&ip) {
             entry.sessions = entry.sessions.saturating_sub(1);
@@ -96,6 +112,37 @@ mod tests {
     use super::*;
     use crate::rate_limit::SWEEP_MIN;
     use std::time::Duration;
+
+    #[test]
+    fn an_ipv6_block_counts_as_one_source_and_a_mapped_ipv4_as_itself() {
+        let config = EngineConfig {
+            max_sessions_per_ip: 2,
+            ..EngineConfig::default()
+        };
+        let admission = Admission::default();
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        admission.admit(&config, ip("2001:db8:1:2::1"), 0).unwrap();
+        admission
+            .admit(&config, ip("2001:db8:1:2:ffff::9"), 0)
+            .unwrap();
+        assert!(
+            admission.admit(&config, ip("2001:db8:1:2::3"), 0).is_err(),
+            "a third address of the same /64"
+        );
+        admission.admit(&config, ip("2001:db8:1:3::1"), 0).unwrap();
+        admission.release(ip("2001:db8:1:2::7"));
+        admission.admit(&config, ip("2001:db8:1:2::8"), 0).unwrap();
+
+        admission.admit(&config, ip("192.0.2.1"), 0).unwrap();
+        admission.admit(&config, ip("::ffff:192.0.2.1"), 0).unwrap();
+        assert!(admission.admit(&config, ip("192.0.2.1"), 0).is_err());
+        admission.release(ip("::ffff:192.0.2.1"));
+        admission.admit(&config, ip("192.0.2.1"), 0).unwrap();
+        assert_eq!(
+            source("::1".parse().unwrap()),
+            "::".parse::<IpAddr>().unwrap()
+        );
+    }
 
     #[test]
     fn addresses_that_hold_nothing_back_are_forgotten() {

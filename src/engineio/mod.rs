@@ -19,6 +19,7 @@ mod ws_io;
 
 pub use config::{AllowRequest, AllowedOrigins, EngineConfig, ResponseHeaders};
 pub use error::{CloseReason, PacketError, RequestError, SendError};
+pub(crate) use limits::source;
 pub use metrics::EngineMetrics;
 pub use packet::{Frame, Message};
 pub use server::{Body, EngineIo, Handler, RemoteAddr};

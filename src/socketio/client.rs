@@ -16,7 +16,7 @@ use super::namespace::Namespace;
 use super::packet::{Decoder, Packet, PacketKind, json_len};
 use super::server::{ServerState, SocketIoConfig};
 use super::socket::{Socket, encode_frames};
-use crate::engineio::{CloseReason, Frame, Handler, Message, Session};
+use crate::engineio::{CloseReason, Frame, Handler, Message, Session, source};
 use crate::id::Id;
 
 /// Runs a future on the caller's task until it first waits; only then is it moved to a task of
@@ -174,9 +174,9 @@ pub struct Client {
 
 type SioSession = Arc<Session<SessionState>>;
 
-/// The address the connection came from, which the attachment budget shares out by.
+/// The source the connection came from, which the attachment budget shares out by.
 fn client_ip(session: &SioSession) -> Option<IpAddr> {
-    session.request().remote_addr.map(|a| a.ip())
+    session.request().remote_addr.map(|a| source(a.ip()))
 }
 
 impl Handler for Client {
