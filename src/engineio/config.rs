@@ -4,7 +4,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::Request;
-use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap};
 
 use super::session::Transport;
@@ -37,8 +36,8 @@ impl AllowedOrigins {
     }
 }
 
-/// Decides whether a handshake may open a session (Node's `allowRequest`), from its request:
-/// headers, URI, and the client's address among its extensions
+/// Decides whether a handshake may open a session (Node's `allowRequest`), from its request's
+/// head (a handshake has no body): headers, URI, and the client's address among its extensions
 /// ([`RemoteAddr`](super::RemoteAddr), under this crate's accept loop). A refused handshake gets
 /// 403 with code 4 "Forbidden" before any session exists, which makes it the place for checks
 /// that need no I/O (a cookie, a header a gateway sets, an address range); checks that do are
@@ -46,16 +45,16 @@ impl AllowedOrigins {
 #[derive(Clone)]
 pub struct AllowRequest(Arc<AllowFn>);
 
-type AllowFn = dyn Fn(&Request<Incoming>) -> bool + Send + Sync;
+type AllowFn = dyn Fn(&Request<()>) -> bool + Send + Sync;
 
 impl AllowRequest {
     /// Wraps the decision.
-    pub fn new(allow: impl Fn(&Request<Incoming>) -> bool + Send + Sync + 'static) -> Self {
+    pub fn new(allow: impl Fn(&Request<()>) -> bool + Send + Sync + 'static) -> Self {
         AllowRequest(Arc::new(allow))
     }
 
     /// Whether `req` may open a session; a decision that panics refuses it.
-    pub(crate) fn allows(&self, req: &Request<Incoming>) -> bool {
+    pub(crate) fn allows(&self, req: &Request<()>) -> bool {
         let decided = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (self.0)(req)));
         decided.unwrap_or_else(|_| {
             tracing::error!("allow_request panicked; the handshake is refused");
@@ -72,7 +71,7 @@ impl std::fmt::Debug for AllowRequest {
 
 /// Adds headers to the server's answers to Engine.IO requests (Node's `initial_headers` and
 /// `headers` events): a cookie for a load balancer's stickiness, a header naming the node. It
-/// is told the request and whether it opens a session (a handshake, over polling or WebSocket),
+/// is told the request's head and whether it opens a session (a handshake, over polling or WebSocket),
 /// and fills in a header map that goes into the answer: a polling response or the `101` of a
 /// WebSocket. Refusals (4xx, 5xx) do not get them. Headers that frame the message or the
 /// upgrade (`Content-Length`, `Transfer-Encoding`, `Connection`, `Upgrade`,
@@ -80,18 +79,16 @@ impl std::fmt::Debug for AllowRequest {
 #[derive(Clone)]
 pub struct ResponseHeaders(Arc<HeadersFn>);
 
-type HeadersFn = dyn Fn(&Request<Incoming>, bool, &mut HeaderMap) + Send + Sync;
+type HeadersFn = dyn Fn(&Request<()>, bool, &mut HeaderMap) + Send + Sync;
 
 impl ResponseHeaders {
     /// Wraps the function: `(request, handshake, headers)`.
-    pub fn new(
-        add: impl Fn(&Request<Incoming>, bool, &mut HeaderMap) + Send + Sync + 'static,
-    ) -> Self {
+    pub fn new(add: impl Fn(&Request<()>, bool, &mut HeaderMap) + Send + Sync + 'static) -> Self {
         ResponseHeaders(Arc::new(add))
     }
 
     /// The headers for the answer to `req`; a function that panics adds none.
-    pub(crate) fn for_request(&self, req: &Request<Incoming>, handshake: bool) -> HeaderMap {
+    pub(crate) fn for_request(&self, req: &Request<()>, handshake: bool) -> HeaderMap {
         let mut headers = HeaderMap::new();
         let added = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             (self.0)(req, handshake, &mut headers)

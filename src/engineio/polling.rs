@@ -6,13 +6,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response};
 
 use super::error::{CloseReason, RequestError};
 use super::packet;
-use super::server::{Body, EngineIo, Handler};
+use super::server::{Body, BoxError, EngineIo, Handler};
 use super::session::{PollConflict, RequestInfo, Session};
 
 /// A `200` with a text payload.
@@ -102,11 +101,16 @@ pub(crate) async fn get<D>(session: &Arc<Session<D>>) -> Result<Response<Body>, 
 }
 
 /// A POST: reads the payload (at most maxPayload bytes) and hands its packets over in order.
-pub(crate) async fn post<H: Handler>(
+pub(crate) async fn post<H: Handler, B>(
     engine: &Arc<EngineIo<H>>,
     session: &Arc<Session<H::Data>>,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, RequestError> {
+    req: Request<()>,
+    body: B,
+) -> Result<Response<Body>, RequestError>
+where
+    B: hyper::body::Body,
+    B::Error: Into<BoxError>,
+{
     let _guard = session.begin_post().map_err(|c| conflict(session, c))?;
     let config = engine.config();
     let fail = |reason: CloseReason, err: RequestError| {
@@ -131,7 +135,6 @@ pub(crate) async fn post<H: Handler>(
         return fail(CloseReason::TransportError, RequestError::PayloadTooLarge);
     }
 
-    let body = req.into_body();
     let read = Limited::new(body, config.max_payload).collect();
     let body = match tokio::time::timeout(config.body_read_timeout, read).await {
         Ok(Ok(collected)) => collected.to_bytes(),

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http_body_util::Full;
-use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Uri};
 
@@ -29,6 +28,9 @@ const CLOSE_CROSSING_WAIT: std::time::Duration = std::time::Duration::from_milli
 
 /// The response body type of every answer this crate gives.
 pub type Body = Full<Bytes>;
+
+/// The error a request body may fail with, whatever its type.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The peer address of a connection, put into request extensions by the accepting server.
 #[derive(Debug, Clone, Copy)]
@@ -190,8 +192,13 @@ impl<H: Handler> EngineIo<H> {
         self.lock_sessions().get(&id).cloned()
     }
 
-    /// Answers one request for this server's path.
-    pub async fn handle(self: &Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+    /// Answers one request for this server's path. The body may be of any type (hyper's own,
+    /// or a framework's): only a polling POST reads it.
+    pub async fn handle<B>(self: &Arc<Self>, req: Request<B>) -> Response<Body>
+    where
+        B: hyper::body::Body,
+        B::Error: Into<BoxError>,
+    {
         if head_len(&req) > MAX_HEAD_BYTES {
             // hyper stops reading a head at its buffer limit only while the head is incomplete,
             // so one that arrives in a single burst can overshoot it: refuse it here.
@@ -208,7 +215,14 @@ impl<H: Handler> EngineIo<H> {
         resp
     }
 
-    async fn answer(self: &Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+    async fn answer<B>(self: &Arc<Self>, req: Request<B>) -> Response<Body>
+    where
+        B: hyper::body::Body,
+        B::Error: Into<BoxError>,
+    {
+        // Everything but a POST's payload works from the head alone.
+        let (head, body) = req.into_parts();
+        let req = Request::from_parts(head, ());
         let cors = match self.cors_headers(req.headers()) {
             Ok(cors) => cors,
             Err(e) => return error_response(e, HeaderMap::new()),
@@ -223,7 +237,7 @@ impl<H: Handler> EngineIo<H> {
                 query::get(uri.query().unwrap_or(""), "sid").is_none_or(|sid| sid.is_empty());
             h.for_request(&req, handshake)
         });
-        match self.route(req).await {
+        match self.route(req, body).await {
             Ok(Routed::Response(mut resp)) => {
                 resp.headers_mut().extend(cors);
                 resp.headers_mut().extend(extra.unwrap_or_default());
@@ -248,7 +262,11 @@ impl<H: Handler> EngineIo<H> {
         }
     }
 
-    async fn route(self: &Arc<Self>, req: Request<Incoming>) -> Result<Routed, RequestError> {
+    async fn route<B>(self: &Arc<Self>, req: Request<()>, body: B) -> Result<Routed, RequestError>
+    where
+        B: hyper::body::Body,
+        B::Error: Into<BoxError>,
+    {
         let query = req.uri().query().unwrap_or("").to_owned();
         let q = Query::parse(&query);
         // Exact matches only: a transport name is never looked up in anything with other keys.
@@ -282,7 +300,7 @@ impl<H: Handler> EngineIo<H> {
                         if req.method() == Method::GET {
                             polling::get(&session).await.map(Routed::Response)
                         } else if req.method() == Method::POST {
-                            polling::post(self, &session, req)
+                            polling::post(self, &session, req, body)
                                 .await
                                 .map(Routed::Response)
                         } else {
@@ -531,7 +549,7 @@ enum Routed {
 /// session lasts, long after the request (and, for a WebSocket, the HTTP connection) is gone.
 /// The copies are views into one buffer of their own: one allocation, not one per value.
 /// Header names are copies already (or hyper's static standard names).
-pub(crate) fn request_info(req: &Request<Incoming>) -> RequestInfo {
+pub(crate) fn request_info(req: &Request<()>) -> RequestInfo {
     let uri = req.uri();
     let values_len: usize = req.headers().values().map(|v| v.len()).sum();
     let uri_len = uri.scheme_str().map_or(0, |s| s.len() + 3)

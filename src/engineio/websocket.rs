@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use futures_util::future::Either;
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Version};
 use tokio::time::{Instant, Sleep};
@@ -51,7 +50,7 @@ const READ_BUFFER_SIZE: usize = 512;
 /// Time allowed for the last frames and the close handshake once a session ends.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
-fn header_has_token(req: &Request<Incoming>, name: header::HeaderName, token: &str) -> bool {
+fn header_has_token(req: &Request<()>, name: header::HeaderName, token: &str) -> bool {
     req.headers().get_all(name).iter().any(|v| {
         v.to_str()
             .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
@@ -61,7 +60,7 @@ fn header_has_token(req: &Request<Incoming>, name: header::HeaderName, token: &s
 /// Whether the request is a well-formed WebSocket handshake (RFC 6455 §4.2.1: HTTP/1.1 or
 /// later, GET, the upgrade headers, version 13 (or 8, the last draft, whose frames are the same
 /// and which the reference server takes too), one key: 16 bytes in base64).
-pub(crate) fn is_upgrade_request(req: &Request<Incoming>) -> bool {
+pub(crate) fn is_upgrade_request(req: &Request<()>) -> bool {
     req.version() >= Version::HTTP_11
         && req.method() == Method::GET
         && header_has_token(req, header::UPGRADE, "websocket")
@@ -84,7 +83,7 @@ fn is_key(keys: header::GetAll<'_, HeaderValue>) -> bool {
     key.len() == 24 && key[..22].iter().all(is_base64) && &key[22..] == b"=="
 }
 
-fn switching_protocols(req: &Request<Incoming>) -> Response<Body> {
+fn switching_protocols(req: &Request<()>) -> Response<Body> {
     let key = req
         .headers()
         .get(header::SEC_WEBSOCKET_KEY)
@@ -108,7 +107,7 @@ fn switching_protocols(req: &Request<Incoming>) -> Response<Body> {
 /// some (engine.io-client's `protocols` option) fails a handshake whose answer names none. The
 /// protocol means nothing to Engine.IO; the reference server's WebSocket library picks the first
 /// too. An offer that is not a list of tokens (RFC 6455 §4.1) gets no answer.
-fn first_subprotocol(req: &Request<Incoming>) -> Option<HeaderValue> {
+fn first_subprotocol(req: &Request<()>) -> Option<HeaderValue> {
     let offer = req.headers().get(header::SEC_WEBSOCKET_PROTOCOL)?;
     let first = offer.to_str().ok()?.split(',').next()?.trim();
     let is_tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
@@ -132,7 +131,7 @@ fn ws_config(config: &EngineConfig) -> WebSocketConfig {
         .accept_unmasked_frames(false)
 }
 
-async fn accept(config: &EngineConfig, req: Request<Incoming>) -> Option<Ws> {
+async fn accept(config: &EngineConfig, req: Request<()>) -> Option<Ws> {
     // Any value asks, as for the reference server (a JavaScript string is true unless empty).
     let binary_as_text =
         query::get(req.uri().query().unwrap_or(""), "b64").is_some_and(|v| !v.is_empty());
@@ -159,7 +158,7 @@ async fn accept(config: &EngineConfig, req: Request<Incoming>) -> Option<Ws> {
 /// A handshake straight over WebSocket: a new session is created once the socket is up.
 pub(crate) fn open_new<H: Handler>(
     engine: &Arc<EngineIo<H>>,
-    req: Request<Incoming>,
+    req: Request<()>,
 ) -> Result<Response<Body>, RequestError> {
     let resp = switching_protocols(&req);
     let info = request_info(&req);
@@ -205,7 +204,7 @@ pub(crate) fn open_new<H: Handler>(
 pub(crate) fn upgrade_existing<H: Handler>(
     engine: &Arc<EngineIo<H>>,
     session: Arc<Session<H::Data>>,
-    req: Request<Incoming>,
+    req: Request<()>,
 ) -> Result<Response<Body>, RequestError> {
     if !is_upgrade_request(&req) {
         return Err(RequestError::BadRequest);
@@ -280,10 +279,7 @@ fn in_span<F: Future>(span: tracing::Span, fut: F) -> Either<F, Instrumented<Pin
 }
 
 /// Answers a WebSocket handshake and closes the socket as soon as it is up.
-fn accept_and_close<H: Handler>(
-    engine: &Arc<EngineIo<H>>,
-    req: Request<Incoming>,
-) -> Response<Body> {
+fn accept_and_close<H: Handler>(engine: &Arc<EngineIo<H>>, req: Request<()>) -> Response<Body> {
     let resp = switching_protocols(&req);
     let engine = engine.clone();
     tokio::spawn(async move {

@@ -405,7 +405,7 @@ impl SocketIoBuilder {
     /// gets 403 with code 4. See [`AllowRequest`].
     pub fn allow_request<F>(mut self, allow: F) -> Self
     where
-        F: Fn(&Request<Incoming>) -> bool + Send + Sync + 'static,
+        F: Fn(&Request<()>) -> bool + Send + Sync + 'static,
     {
         self.config.engine.allow_request = Some(AllowRequest::new(allow));
         self
@@ -415,7 +415,7 @@ impl SocketIoBuilder {
     /// [`ResponseHeaders`].
     pub fn response_headers<F>(mut self, add: F) -> Self
     where
-        F: Fn(&Request<Incoming>, bool, &mut HeaderMap) + Send + Sync + 'static,
+        F: Fn(&Request<()>, bool, &mut HeaderMap) + Send + Sync + 'static,
     {
         self.config.engine.response_headers = Some(ResponseHeaders::new(add));
         self
@@ -677,7 +677,14 @@ impl SocketIo {
     /// serve everything else yourself. The request should carry the client's address as a
     /// [`RemoteAddr`](crate::engineio::RemoteAddr) extension (this crate's own servers add
     /// it): the limits per address count by it, and without it they cannot apply.
-    pub async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+    ///
+    /// The body may be of any type: hyper's own, or a framework's whose requests hyper served
+    /// (the WebSocket upgrade is hyper's, found among the request's extensions).
+    pub async fn handle<B>(&self, req: Request<B>) -> Response<Body>
+    where
+        B: hyper::body::Body,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         self.engine.handle(req).await
     }
 
