@@ -72,7 +72,9 @@ pub const DEFAULT_BACKLOG: u32 = 1024;
 
 /// A listener for [`serve`]: the first address `addr` resolves to, with `SO_REUSEADDR` (as
 /// `TcpListener::bind`) and `TCP_NODELAY`, which the connections it accepts inherit, sparing a
-/// system call per connection. `backlog` bounds the connections waiting to be accepted.
+/// system call per connection. `backlog` bounds the connections waiting to be accepted. An
+/// IPv6 listener takes IPv4 clients too (`IPV6_V6ONLY` off, as Node's `listen` sets it),
+/// whatever the system's default: `::` means every address.
 pub async fn bind(
     addr: impl tokio::net::ToSocketAddrs,
     backlog: u32,
@@ -87,6 +89,9 @@ pub async fn bind(
     };
     socket.set_reuseaddr(true)?;
     socket.set_nodelay(true)?;
+    if addr.is_ipv6() {
+        socket2::SockRef::from(&socket).set_only_v6(false)?;
+    }
     socket.bind(addr)?;
     socket.listen(backlog)
 }
@@ -446,5 +451,26 @@ impl Drop for Answering {
         if flags & KEPT != 0 {
             self.0.0.flags.fetch_or(SHOW_AFTER_WRITE, Ordering::AcqRel);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_listener_on_every_ipv6_address_takes_ipv4_clients_too() {
+        let listener = bind("[::]:0", 16).await.expect("an IPv6 listener");
+        assert!(
+            !socket2::SockRef::from(&listener)
+                .only_v6()
+                .expect("IPV6_V6ONLY")
+        );
+        let port = listener.local_addr().expect("address").port();
+        let client = tokio::net::TcpStream::connect(("127.0.0.1", port));
+        let (accepted, connected) = tokio::join!(listener.accept(), client);
+        connected.expect("an IPv4 client connects");
+        let (_, peer) = accepted.expect("accepted");
+        assert_eq!(peer.ip().to_canonical(), std::net::Ipv4Addr::LOCALHOST);
     }
 }

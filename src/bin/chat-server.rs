@@ -141,11 +141,16 @@ async fn shutdown_signal() {
 }
 
 /// The listener on the configured address. On a machine without IPv6 the default address
-/// (`::`) cannot be bound: every IPv4 address is taken instead.
+/// (`::`) cannot be bound: every IPv4 address is taken instead. A port in use or not allowed
+/// is an error as it is, rather than a reason to listen on IPv4 alone.
 async fn listen(config: &ChatConfig) -> std::io::Result<tokio::net::TcpListener> {
     use socketio_server::server::{DEFAULT_BACKLOG, bind};
+    use std::io::ErrorKind::{AddrInUse, PermissionDenied};
     match bind((config.host.as_str(), config.port), DEFAULT_BACKLOG).await {
-        Err(e) if config.host == config::ANY_HOST => {
+        Err(e)
+            if config.host == config::ANY_HOST
+                && !matches!(e.kind(), AddrInUse | PermissionDenied) =>
+        {
             tracing::warn!(error = %e, "no IPv6: listening on IPv4 only");
             bind(("0.0.0.0", config.port), DEFAULT_BACKLOG).await
         }

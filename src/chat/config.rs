@@ -48,9 +48,8 @@ pub struct ChatConfig {
     pub redis_tls_client_cert: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
-/// Every address, IPv6 and IPv4 alike (the system's default for an IPv6 socket bound to `::`),
-/// as Node's `listen(port)` takes them: a client that resolves `localhost` to `::1` first
-/// reaches the server too.
+/// Every address, IPv6 and IPv4 alike, as Node's `listen(port)` takes them: a client that
+/// resolves `localhost` to `::1` first reaches the server too.
 pub const ANY_HOST: &str = "::";
 
 impl Default for ChatConfig {

@@ -165,7 +165,8 @@ pub struct EngineConfig {
     pub body_read_timeout: Duration,
     /// Sessions the server holds at most; further handshakes get `503`.
     pub max_sessions: usize,
-    /// Sessions one client address may hold; further handshakes get `429`.
+    /// Sessions one client address (an IPv6 client's /64) may hold; further handshakes get
+    /// `429`.
     pub max_sessions_per_ip: usize,
     /// Handshakes one client address may make at once …
     pub handshake_burst_per_ip: u32,

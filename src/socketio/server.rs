@@ -45,9 +45,9 @@ pub struct SocketIoConfig {
     /// Each connection may hold `max_attachments` × maxPayload, and a client may stop before
     /// its packet's last attachment for as long as it answers pings: this bounds the sum.
     pub max_buffered_attachment_bytes: usize,
-    /// The same, over the connections from one client address: without it one client with a
-    /// few such connections takes the whole budget, and everybody else's attachments are
-    /// refused.
+    /// The same, over the connections from one client address (an IPv6 client's /64): without
+    /// it one client with a few such connections takes the whole budget, and everybody else's
+    /// attachments are refused.
     pub max_buffered_attachment_bytes_per_address: usize,
     /// Bytes of JSON a CONNECT's auth object may take; a larger one is refused with a
     /// `connect_error`. A socket keeps its auth for as long as it lives (its handshake, here and
@@ -444,7 +444,7 @@ impl SocketIoBuilder {
         self.config.max_buffered_attachment_bytes = n;
         self
     }
-    /// The same, over the connections from one client address (default 32 MiB).
+    /// The same, over the connections from one client address, or IPv6 /64 (default 32 MiB).
     pub fn max_buffered_attachment_bytes_per_address(mut self, n: usize) -> Self {
         self.config.max_buffered_attachment_bytes_per_address = n;
         self
@@ -483,13 +483,15 @@ impl SocketIoBuilder {
         self
     }
     /// Sessions one client address may hold (default 20,000); beyond, handshakes get `429`.
-    /// The address is the TCP peer's: behind a reverse proxy, which is one address for all its
-    /// clients, set it to the global cap.
+    /// The address is the TCP peer's (an IPv6 one counts by its /64, an IPv4-mapped one as its
+    /// IPv4 address): behind a reverse proxy, which is one address for all its clients, set it
+    /// to the global cap.
     pub fn max_sessions_per_ip(mut self, n: usize) -> Self {
         self.config.engine.max_sessions_per_ip = n;
         self
     }
-    /// Handshakes one client address may make at once and per second (default 20,000 and 5,000).
+    /// Handshakes one client address (or IPv6 /64) may make at once and per second (default
+    /// 20,000 and 5,000).
     pub fn handshake_rate_per_ip(mut self, burst: u32, per_second: f64) -> Self {
         self.config.engine.handshake_burst_per_ip = burst;
         self.config.engine.handshakes_per_second_per_ip = per_second;
