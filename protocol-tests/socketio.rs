@@ -228,6 +228,43 @@ async fn middleware_refusal_is_a_connect_error_with_data() {
     join(&mut ws, "/", Some(json!({ "refuse": false }))).await;
 }
 
+/// robustness.md's protocol violations over polling, as the reference server's own tests send
+/// them: the connection closes cleanly. The client's polls get what was queued before the
+/// close (the CONNECT answer, when it joined first), then `6␞1` in an answer of its own, and
+/// then the session is gone.
+#[tokio::test]
+async fn a_protocol_violation_over_polling_ends_with_a_noop_and_close_of_their_own() {
+    let addr = spawn_conformance_server().await;
+    let violations: [&[&str]; 3] = [&["40", "40"], &[r#"42["some event"]"#], &["40", "4abc"]];
+    for posts in violations {
+        let p = Polling::open(addr, S).await;
+        for packet in posts {
+            p.post_ok(packet.as_bytes()).await;
+        }
+        let mut answers = Vec::new();
+        while !answers
+            .last()
+            .is_some_and(|a: &Vec<String>| a.contains(&"1".to_owned()))
+        {
+            // Pings queued before the close come too; a closed session takes no pong.
+            let packets = p.get_packets().await.into_iter().filter(|x| x != "2");
+            answers.push(packets.collect());
+        }
+        let last = answers.pop().unwrap_or_default();
+        assert_eq!(last, ["6", "1"], "{posts:?}: the close packet, alone");
+        let before: Vec<String> = answers.concat();
+        if posts[0] == "40" {
+            assert!(
+                before[0].starts_with("40{\"sid\":"),
+                "{posts:?}: {before:?}"
+            );
+        } else {
+            assert!(before.is_empty(), "{posts:?}: {before:?}");
+        }
+        p.assert_unknown().await;
+    }
+}
+
 #[tokio::test]
 async fn connect_timeout_closes_a_connection_that_joins_no_namespace() {
     let addr = spawn_conformance_server().await;

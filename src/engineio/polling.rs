@@ -84,16 +84,18 @@ pub(crate) async fn get<D>(session: &Arc<Session<D>>) -> Result<Response<Body>, 
     let mut guard = session.begin_get().map_err(|c| conflict(session, c))?;
     let max_packets = packets_per_poll(session.request());
     let mut frames = Vec::new();
+    let mut arrived = true;
     loop {
         let notified = session.writer_notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
         if session
-            .poll_ready(&mut frames, max_packets)
+            .poll_ready(&mut frames, max_packets, arrived)
             .map_err(|c| conflict(session, c))?
         {
             return Ok(text_response(packet::encode_payload(&frames)));
         }
+        arrived = false;
         guard.set_waiting(true);
         notified.await;
         guard.set_waiting(false);

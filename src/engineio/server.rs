@@ -426,7 +426,7 @@ impl<H: Handler> EngineIo<H> {
         self.metrics.closed(reason);
         self.handler.on_close(session, reason);
         // When the layer above chose to close, a polling client still gets its last packets
-        // and the close packet from its next poll, and so sees a clean close rather than an
+        // and then the close packet from its polls, and so sees a clean close rather than an
         // unknown session; then the id is gone. A client that broke the transport's rules or
         // vanished is not waited for (see `Session::fail`).
         match reason {

@@ -105,6 +105,9 @@ struct State {
     /// its close packet on the wire may still come, and gets the noop a pending GET would
     /// have had (see [`Session::linger`]).
     crossing_get: bool,
+    /// The server closed a polling session: the close packet is owed, in an answer of its own
+    /// after whatever was queued before it (see [`Session::poll_ready`]).
+    close_owed: bool,
     /// How many frames at the front of the queue the next WebSocket write must end after (0:
     /// none); see [`Session::end_batch`].
     batch_end: usize,
@@ -214,6 +217,7 @@ impl<D> Session<D> {
                 pong_due: None,
                 close_reason: None,
                 crossing_get: false,
+                close_owed: false,
                 batch_end: 0,
                 over_since: None,
             }),
@@ -334,8 +338,9 @@ impl<D> Session<D> {
 
     /// Ends the session. The first reason wins; the layer above hears of it once.
     ///
-    /// A polling client gets what is still queued and then the close packet from its next poll,
-    /// and so sees a clean close rather than an unknown session.
+    /// A polling client gets what is still queued, then the close packet in an answer of its
+    /// own (as the reference server sends it), and so sees a clean close rather than an
+    /// unknown session.
     pub fn close(&self, reason: CloseReason) {
         self.end(reason, false);
     }
@@ -362,9 +367,11 @@ impl<D> Session<D> {
                 if client_closed || (at_once && !st.polling_get) {
                     st.queue = VecDeque::new();
                     st.queued_bytes = 0;
-                } else {
+                } else if at_once {
                     st.queued_bytes += Frame::CLOSE.len();
                     st.queue.push_back(Frame::CLOSE);
+                } else {
+                    st.close_owed = true;
                 }
                 st.crossing_get = client_closed && !st.polling_get;
             }
@@ -473,9 +480,9 @@ impl<D> Session<D> {
     /// Starts a polling GET; `Err` if one is in flight already.
     pub(crate) fn begin_get(&self) -> Result<PollGuard<'_, D>, PollConflict> {
         let mut st = self.lock();
-        // A closed session still hands out what it queued last (its close packet), or the
+        // A closed session still hands out what it queued last and its close packet, or the
         // noop of a GET that crossed the client's close.
-        if st.close_reason.is_some() && st.queue.is_empty() && !st.crossing_get {
+        if st.close_reason.is_some() && st.queue.is_empty() && !st.close_owed && !st.crossing_get {
             return Err(PollConflict::Closed);
         }
         st.crossing_get = false;
@@ -517,10 +524,15 @@ impl<D> Session<D> {
     /// `max_packets` of them), or a noop when the session closed or a WebSocket is taking
     /// over. Once a WebSocket has taken over, the GET is refused and what is queued is left to
     /// the WebSocket.
+    ///
+    /// The close packet of a session the server closed goes in an answer of its own, as the
+    /// reference server sends it: `1` to a GET that was waiting when the session closed, `6␞1`
+    /// to one that came after (`arrived`: this is the GET's first look).
     pub(crate) fn poll_ready(
         &self,
         into: &mut Vec<Frame>,
         max_packets: usize,
+        arrived: bool,
     ) -> Result<bool, PollConflict> {
         let mut st = self.lock();
         if st.transport != Transport::Polling {
@@ -547,9 +559,19 @@ impl<D> Session<D> {
             st.queued_bytes = 0;
             st.batch_end = 0;
             st.over_since = None;
-            if st.close_reason.is_some() {
+            if st.close_reason.is_some() && !st.close_owed {
                 self.drained.notify_one();
             }
+            return Ok(true);
+        }
+        if st.close_owed {
+            st.close_owed = false;
+            if arrived {
+                into.push(Frame::NOOP);
+            }
+            into.push(Frame::CLOSE);
+            self.metrics.packets_out(1, Frame::CLOSE.len());
+            self.drained.notify_one();
             return Ok(true);
         }
         if st.close_reason.is_some() || st.upgrade == Upgrade::Probed {
@@ -598,6 +620,11 @@ impl<D> Session<D> {
             let mut st = self.lock();
             st.upgrade = Upgrade::None;
             st.transport = Transport::WebSocket;
+            if std::mem::take(&mut st.close_owed) {
+                // The session closed while the client moved: it hears of it on the WebSocket.
+                st.queued_bytes += Frame::CLOSE.len();
+                st.queue.push_back(Frame::CLOSE);
+            }
         }
         self.changed.notify_waiters();
         // A GET still pending is let go.
@@ -620,7 +647,8 @@ impl<D> Session<D> {
     pub(crate) async fn linger(&self, timeout: std::time::Duration) {
         let pending = {
             let st = self.lock();
-            st.transport == Transport::Polling && (!st.queue.is_empty() || st.crossing_get)
+            st.transport == Transport::Polling
+                && (!st.queue.is_empty() || st.close_owed || st.crossing_get)
         };
         if pending {
             let _ = tokio::time::timeout(timeout, self.drained.notified()).await;
