@@ -1464,8 +1464,9 @@ mod ws {
                             .as_ref()
                             .map(|f| f.reason.as_str().to_owned())
                             .unwrap_or_default();
+                        // A close frame without a code reads as 1005, as browsers report it.
                         closed(
-                            frame.map(|f| u16::from(f.code)),
+                            Some(frame.map_or(1005, |f| u16::from(f.code))),
                             format!("close frame {detail:?}"),
                         )
                     }

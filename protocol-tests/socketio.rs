@@ -385,7 +385,11 @@ async fn a_close_during_the_upgrade_reaches_the_client_over_its_new_websocket() 
     );
     ws_send(&mut ws, "5").await;
     let end = ws_expect_end(&mut ws, Duration::from_secs(1)).await;
-    assert_eq!(end.code, Some(1000), "{end:?}");
+    assert_eq!(
+        end.code,
+        Some(1005),
+        "a close frame without a code: {end:?}"
+    );
     assert_eq!(
         end.messages,
         [text("1")],

@@ -655,12 +655,18 @@ pub async fn ws_send_binary(ws: &mut Ws, data: &[u8]) {
 /// How a WebSocket ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WsEnd {
-    /// The close code, if a close frame came (`None`: the TCP connection simply ended).
+    /// The close code, if a close frame came (`None`: the TCP connection simply ended); 1005
+    /// for a close frame without one, as browsers report it.
     pub code: Option<u16>,
     /// When, measured from the call.
     pub after: Duration,
     /// Application messages received before the end (Engine.IO pings included, not answered).
     pub messages: Vec<Message>,
+}
+
+/// The code of a close frame; 1005 ("no status received") for one without a code.
+fn close_code(frame: Option<tokio_tungstenite::tungstenite::protocol::CloseFrame>) -> u16 {
+    frame.map_or(1005, |f| u16::from(f.code))
 }
 
 /// Waits until the server ends the WebSocket, without answering anything. Panics if it is still
@@ -671,9 +677,7 @@ pub async fn ws_expect_end(ws: &mut Ws, within: Duration) -> WsEnd {
     let fut = async {
         loop {
             match ws.next().await {
-                Some(Ok(Message::Close(frame))) => {
-                    return frame.map(|f| u16::from(f.code));
-                }
+                Some(Ok(Message::Close(frame))) => return Some(close_code(frame)),
                 Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
                 Some(Ok(msg)) => messages.push(msg),
                 Some(Err(_)) | None => return None,
@@ -697,7 +701,7 @@ pub async fn ws_expect_end_answering_pings(ws: &mut Ws, within: Duration) -> WsE
     let fut = async {
         loop {
             match ws.next().await {
-                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                Some(Ok(Message::Close(frame))) => return Some(close_code(frame)),
                 Some(Ok(Message::Text(t))) if t.as_str() == "2" => {
                     let _ = ws.send(Message::text("3")).await;
                 }
@@ -802,7 +806,7 @@ impl ServerFrame {
 /// How a raw WebSocket connection ended, as seen by [`RawWs::expect_failure`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RawEnd {
-    /// The server sent a close frame with this code (0 when it had none).
+    /// The server sent a close frame with this code (1005 when it had none).
     Close(u16),
     /// The TCP connection ended (or was reset) without a close frame.
     Dropped,
@@ -972,7 +976,7 @@ impl RawWs {
             loop {
                 match self.read_frame_inner().await {
                     Ok(f) if f.opcode() == op::CLOSE => {
-                        return RawEnd::Close(f.close_code().unwrap_or(0));
+                        return RawEnd::Close(f.close_code().unwrap_or(1005));
                     }
                     Ok(_) => continue,
                     Err(_) => return RawEnd::Dropped,

@@ -700,11 +700,13 @@ fn farewell<'a, D: Send + Sync>(
         // Through tungstenite: what it owes goes out too (after a protocol error, its own
         // close frame).
         ws.flush().await?;
-        let frame = CloseFrame {
+        // A normal close carries no status code, as the reference server's (its client sees
+        // 1005, "no status received"); a failure names its code.
+        let frame = (close_code != CloseCode::Normal).then(|| CloseFrame {
             code: close_code,
             reason: Utf8Bytes::default(),
-        };
-        ws.close(Some(frame)).await?;
+        });
+        ws.close(frame).await?;
         while let Some(Ok(_)) = ws.next().await {}
         Ok(())
     };
