@@ -79,8 +79,12 @@ async fn connect_over_polling(
 }
 
 /// Serves `io` from a plain hyper accept loop, as a program with its own server would: Socket.IO
-/// on its path, the program's `mine` on every other one.
+/// on its path, the program's `mine` on every other one. Request bodies are boxed into a type
+/// of the program's own before anything sees them, as frameworks on hyper (axum, tower layers)
+/// do, and the client's address goes into the extensions.
 async fn serve_from_own_hyper(io: &SocketIo) -> SocketAddr {
+    use http_body_util::BodyExt;
+    use http_body_util::combinators::BoxBody;
     use hyper::server::conn::http1;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -89,20 +93,26 @@ async fn serve_from_own_hyper(io: &SocketIo) -> SocketAddr {
     let io = io.clone();
     tokio::spawn(async move {
         loop {
-            let (stream, _) = listener.accept().await.expect("accept");
+            let (stream, peer) = listener.accept().await.expect("accept");
             let io = io.clone();
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req| {
-                    let io = io.clone();
-                    async move {
-                        if io.matches(&req) {
-                            return Ok::<_, std::convert::Infallible>(io.handle(req).await);
+                let service = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let mut req =
+                            req.map(|body| BoxBody::new(body.map_err(std::io::Error::other)));
+                        req.extensions_mut()
+                            .insert(socketio_server::engineio::RemoteAddr(peer));
+                        let io = io.clone();
+                        async move {
+                            if io.matches(&req) {
+                                return Ok::<_, std::convert::Infallible>(io.handle(req).await);
+                            }
+                            Ok(hyper::Response::new(http_body_util::Full::new(
+                                Bytes::from_static(b"mine"),
+                            )))
                         }
-                        Ok(hyper::Response::new(http_body_util::Full::new(
-                            Bytes::from_static(b"mine"),
-                        )))
-                    }
-                });
+                    },
+                );
                 let _ = http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
                     .with_upgrades()
@@ -138,6 +148,10 @@ async fn a_programs_own_hyper_server_serves_every_transport() {
     ws_send(&mut ws, "5").await;
     ws_send(&mut ws, r#"42["echo",3]"#).await;
     assert_eq!(ws_recv_app_text(&mut ws).await, r#"42["echoed",3]"#);
+    // The address reached the sockets through the extension.
+    let sockets = io.of("/").sockets();
+    assert_eq!(sockets.len(), 2);
+    assert!(sockets.iter().all(|s| s.remote_addr().is_some()));
 }
 
 #[tokio::test]
@@ -1031,77 +1045,6 @@ async fn an_upgrade_of_the_programs_own_gets_its_101_before_the_program_reads() 
         .expect("the echo in time")
         .expect("read");
     assert_eq!(&echo, b"echo hi\n");
-}
-
-/// Serves `io` the way a framework built on hyper does: its own accept loop, and request bodies
-/// boxed into a type of its own (as axum's `Body` and tower's layers do) before the handler
-/// sees them.
-async fn serve_with_boxed_bodies(io: &SocketIo) -> SocketAddr {
-    use http_body_util::BodyExt;
-    use http_body_util::combinators::BoxBody;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("address");
-    let io = io.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, peer)) = listener.accept().await else {
-                return;
-            };
-            let io = io.clone();
-            let service =
-                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let mut req = req.map(|body| BoxBody::new(body.map_err(std::io::Error::other)));
-                    req.extensions_mut()
-                        .insert(socketio_server::engineio::RemoteAddr(peer));
-                    let io = io.clone();
-                    async move { Ok::<_, std::convert::Infallible>(io.handle(req).await) }
-                });
-            tokio::spawn(
-                hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .with_upgrades(),
-            );
-        }
-    });
-    addr
-}
-
-#[tokio::test]
-async fn requests_with_a_frameworks_body_type_are_served_over_both_transports() {
-    let io = SocketIo::builder().build();
-    io.of("/").on_connect(|socket| {
-        socket.on("echo", |socket, text: String, _ack| async move {
-            let _ = socket.emit("echoed", &text);
-        });
-    });
-    let addr = serve_with_boxed_bodies(&io).await;
-
-    // Polling: the POST's body is read through the framework's type.
-    let polling = Polling::open(addr, "/socket.io/").await;
-    polling.connect_main().await;
-    polling.post_ok(br#"42["echo","by post"]"#).await;
-    assert_eq!(
-        polling.get_answering_pings().await,
-        [r#"42["echoed","by post"]"#]
-    );
-    // The upgrade of that session, and a WebSocket of its own.
-    let mut ws = polling.probed_websocket().await;
-    ws_send(&mut ws, "5").await;
-    ws_send(&mut ws, r#"42["echo","upgraded"]"#).await;
-    assert_eq!(
-        ws_recv_app_text(&mut ws).await,
-        r#"42["echoed","upgraded"]"#
-    );
-    let (mut ws, reply) = connect(addr, "/").await;
-    assert!(reply.starts_with("40{"), "{reply}");
-    ws_send(&mut ws, r#"42["echo","direct"]"#).await;
-    assert_eq!(ws_recv_app_text(&mut ws).await, r#"42["echoed","direct"]"#);
-    // The address reached the sockets through the extension.
-    let sockets = io.of("/").sockets();
-    assert_eq!(sockets.len(), 2);
-    assert!(sockets.iter().all(|s| s.remote_addr().is_some()));
 }
 
 /// A program's own upgrade through `server::serve`: after the `101` the connection is its own,
