@@ -71,9 +71,9 @@ impl std::fmt::Debug for AllowRequest {
 
 /// Adds headers to the server's answers to Engine.IO requests (Node's `initial_headers` and
 /// `headers` events): a cookie for a load balancer's stickiness, a header naming the node. It
-/// is told the request's head and whether it opens a session (a handshake, over polling or WebSocket),
-/// and fills in a header map that goes into the answer: a polling response or the `101` of a
-/// WebSocket. Refusals (4xx, 5xx) do not get them. Headers that frame the message or the
+/// is told the request's head and whether it opens a session (a handshake, over polling or
+/// WebSocket), and fills in a header map that goes into the answer: a polling response or the
+/// `101` of a WebSocket. Refusals (4xx, 5xx) do not get them. Headers that frame the message or the
 /// upgrade (`Content-Length`, `Transfer-Encoding`, `Connection`, `Upgrade`,
 /// `Sec-WebSocket-Accept`) are left out, so a mistake here cannot break the protocol.
 #[derive(Clone)]

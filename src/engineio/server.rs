@@ -197,7 +197,7 @@ impl<H: Handler> EngineIo<H> {
     pub async fn handle<B>(self: &Arc<Self>, req: Request<B>) -> Response<Body>
     where
         B: hyper::body::Body,
-        B::Error: Into<BoxError>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         if head_len(&req) > MAX_HEAD_BYTES {
             // hyper stops reading a head at its buffer limit only while the head is incomplete,
