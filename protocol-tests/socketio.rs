@@ -397,6 +397,23 @@ async fn a_close_during_the_upgrade_reaches_the_client_over_its_new_websocket() 
     );
 }
 
+#[tokio::test]
+async fn a_protocol_error_during_the_upgrade_reaches_the_client_over_its_new_websocket() {
+    let addr = spawn_conformance_server().await;
+    let p = Polling::open(addr, S).await;
+    p.connect_main().await;
+    let mut ws = p.probed_websocket().await;
+    // A packet that does not decode, posted just before the client paused its polling.
+    p.post_ok(b"4abc").await;
+    ws_send(&mut ws, "5").await;
+    let end = ws_expect_end(&mut ws, Duration::from_secs(1)).await;
+    assert_eq!(
+        end.messages,
+        [text("1")],
+        "the close packet, then the close frame: {end:?}"
+    );
+}
+
 // ---- events, acks, binary -------------------------------------------------------------------
 
 #[tokio::test]

@@ -232,11 +232,17 @@ pub(crate) fn upgrade_existing<H: Handler>(
             };
             let server_closed = matches!(
                 session.close_reason(),
-                Some(CloseReason::ForcedClose | CloseReason::ServerShutdown)
+                Some(
+                    CloseReason::ForcedClose
+                        | CloseReason::ServerShutdown
+                        | CloseReason::ParseError
+                )
             );
             if upgraded.is_err() && server_closed && session.is_probed() {
-                // The server ended the session after `3probe`: the client has paused polling,
-                // which would never fetch the close packet, and is about to move to this socket.
+                // The server ended the session after `3probe` (the layer above, or the client's
+                // own bad packet sent by polling before it paused): the client has paused
+                // polling, which would never fetch the close packet, and is about to move to
+                // this socket.
                 // Closing the socket now would fail its probe and leave it waiting for a ping
                 // timeout; once it has moved, the farewell tells it the transport closed. (A
                 // client that went silent is not waited for: its socket closes with the session.)
