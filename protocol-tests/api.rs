@@ -1382,6 +1382,59 @@ async fn a_connection_the_server_cut_is_recovered_but_a_kicked_client_is_not() {
 }
 
 #[tokio::test]
+async fn an_event_a_handler_sends_after_the_connection_dropped_reaches_the_client_that_comes_back()
+{
+    let io = recovering_server();
+    let (held_tx, mut held) = tokio::sync::mpsc::unbounded_channel();
+    io.of("/").on_connect(move |socket| {
+        let _ = socket.emit("hello", &(socket.recovered(), socket.data()));
+        let _ = held_tx.send(socket.clone());
+    });
+    let addr = serve(&io).await;
+    let (mut ws, sid, pid) = connect_with_auth(addr, &json!({})).await;
+    let offset = event_args(&ws_recv_app_text(&mut ws).await)[3].clone();
+    let first = held.recv().await.expect("the socket");
+    drop(ws);
+    until_no_socket(&io).await;
+    // The connection is gone; a slow handler answers now.
+    first
+        .emit("late", "while away")
+        .expect("kept for the client's return");
+    let (mut ws, back_sid, _) =
+        connect_with_auth(addr, &json!({"pid": pid, "offset": offset})).await;
+    assert_eq!(back_sid, sid);
+    let late = event_args(&ws_recv_app_text(&mut ws).await);
+    assert_eq!(
+        (late[0].as_str(), late[1].as_str()),
+        (Some("late"), Some("while away"))
+    );
+    assert_eq!(
+        event_args(&ws_recv_app_text(&mut ws).await)[1],
+        true,
+        "hello, recovered"
+    );
+    // Back already: the old socket's event reaches the client at once.
+    first.emit("later", "back").expect("sent");
+    let later = event_args(&ws_recv_app_text(&mut ws).await);
+    assert_eq!(later[0].as_str(), Some("later"));
+    // Without recovery, an event for a socket that left is refused.
+    let plain = SocketIo::builder().build();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    plain.of("/").on_connect(move |socket| {
+        let _ = tx.send(socket.clone());
+    });
+    let plain_addr = serve(&plain).await;
+    let (ws, _) = connect(plain_addr, "/").await;
+    let gone = rx.recv().await.expect("the socket");
+    drop(ws);
+    until_no_socket(&plain).await;
+    assert!(matches!(
+        gone.emit("late", "x"),
+        Err(EmitError::Disconnected)
+    ));
+}
+
+#[tokio::test]
 async fn more_missed_events_than_the_outbound_queue_takes_make_a_fresh_socket() {
     let io = recovering_server();
     let addr = serve(&io).await;

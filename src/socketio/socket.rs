@@ -607,6 +607,10 @@ impl Socket {
     /// else is one argument; `Bytes` anywhere inside becomes a binary attachment. A
     /// `serde_json::Value::Null` serialises as `()` does, so it sends no argument either: one
     /// `null` argument is `&(Value::Null,)` (or `&None::<T>`).
+    ///
+    /// With connection state recovery, an event for a socket whose connection has dropped is
+    /// kept, as Node keeps it: the client gets it if it comes back in time. Without, it is
+    /// refused with [`EmitError::Disconnected`].
     pub fn emit<T: Serialize + ?Sized>(&self, event: &str, args: &T) -> Result<(), EmitError> {
         let frames = typed_frames(self.ns.name(), None, Some(event), args)?;
         self.send_event(frames)
@@ -644,7 +648,18 @@ impl Socket {
     /// kept for this socket's return (once the socket is connected).
     fn send_event(&self, frames: Vec<Frame>) -> Result<(), EmitError> {
         if self.left() {
-            return Err(EmitError::Disconnected);
+            if !self.ns.recovers() {
+                return Err(EmitError::Disconnected);
+            }
+            // As Node keeps it: a handler that answers after the client's connection dropped
+            // reaches the client when it comes back (or at once, if it is back already).
+            return self.ns.deliver_to_socket(self.id, frames, |frames| {
+                match self.ns.socket(self.id) {
+                    Some(back) if !back.left() => back.session.send_all(frames)?,
+                    _ => {}
+                }
+                Ok(())
+            });
         }
         if self.state.load(Ordering::Acquire) == CONNECTING {
             // From a middleware: sent ahead of the CONNECT answer, as Node does (the client
