@@ -2019,3 +2019,16 @@ async fn a_volatile_emit_to_one_client_is_dropped_while_it_is_behind() {
     socket.emit_volatile("where", &3).unwrap();
     assert_eq!(ws_recv_app_text(&mut ws).await, r#"42["where",3]"#);
 }
+
+/// Emits work from any thread, runtime or not; a server-side event on a single node too.
+#[test]
+fn a_server_side_event_may_be_sent_from_a_thread_without_a_runtime() {
+    let io = SocketIo::builder().build();
+    let ns = io.of("/");
+    std::thread::spawn(move || {
+        ns.server_side_emit("tick", vec![json!(1)]);
+        assert_eq!(ns.emit("tick", &1).expect("an emit"), 0);
+    })
+    .join()
+    .expect("no panic outside a runtime");
+}

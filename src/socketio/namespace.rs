@@ -297,16 +297,30 @@ impl Namespace {
     }
 
     /// Sends an event to the other nodes' handlers of this namespace (never to clients).
+    ///
+    /// Like every other emit, it may be called from any thread: a single node's (the local
+    /// adapter's) is done at once; an adapter that publishes needs the runtime the server runs
+    /// on, and without one the event is dropped with a warning.
     pub fn server_side_emit(&self, event: &str, args: Vec<Value>) {
         let mut data = Vec::with_capacity(1 + args.len());
         data.push(Value::String(event.to_owned()));
         data.extend(args);
-        let sent = self.adapter.server_side_emit(data, false);
-        tokio::spawn(async move {
-            if let Err(e) = sent.await {
+        let mut sent = self.adapter.server_side_emit(data, false);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let report = |result: Result<Vec<Value>, ClusterError>| {
+            if let Err(e) = result {
                 tracing::warn!(error = %e, "server-side event not sent");
             }
-        });
+        };
+        match sent.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(result) => report(result),
+            std::task::Poll::Pending => match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    runtime.spawn(async move { report(sent.await) });
+                }
+                Err(_) => tracing::warn!("server-side event not sent: no runtime to send it on"),
+            },
+        }
     }
 
     /// Sends an event to the other nodes' handlers and waits for one answer per node (as long
