@@ -121,6 +121,12 @@ fn exceeds(config: &EngineConfig, packets: usize, bytes: usize) -> bool {
 }
 
 impl State {
+    /// Puts a frame at the back of the queue, counting its bytes.
+    fn enqueue(&mut self, frame: Frame) {
+        self.queued_bytes += frame.len();
+        self.queue.push_back(frame);
+    }
+
     fn over_limits(&self, config: &EngineConfig) -> bool {
         exceeds(config, self.queue.len(), self.queued_bytes)
     }
@@ -291,8 +297,7 @@ impl<D> Session<D> {
                 return Err(SendError::Closed);
             }
             for frame in frames {
-                st.queued_bytes += frame.len();
-                st.queue.push_back(frame);
+                st.enqueue(frame);
             }
             st.behind(&self.config)
         };
@@ -368,8 +373,7 @@ impl<D> Session<D> {
                     st.queue = VecDeque::new();
                     st.queued_bytes = 0;
                 } else if at_once {
-                    st.queued_bytes += Frame::CLOSE.len();
-                    st.queue.push_back(Frame::CLOSE);
+                    st.enqueue(Frame::CLOSE);
                 } else {
                     st.close_owed = true;
                 }
@@ -622,8 +626,7 @@ impl<D> Session<D> {
             st.transport = Transport::WebSocket;
             if std::mem::take(&mut st.close_owed) {
                 // The session closed while the client moved: it hears of it on the WebSocket.
-                st.queued_bytes += Frame::CLOSE.len();
-                st.queue.push_back(Frame::CLOSE);
+                st.enqueue(Frame::CLOSE);
             }
         }
         self.changed.notify_waiters();
