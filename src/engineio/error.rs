@@ -129,6 +129,16 @@ impl CloseReason {
             CloseReason::ServerShutdown => "server shutting down",
         }
     }
+
+    /// Whether the server ended the session (the layer above chose to, it shuts down, or a
+    /// packet could not be read), rather than the client leaving, going silent or breaking the
+    /// transport: the client is still owed the close packet, and is waited for to fetch it.
+    pub(crate) fn owes_the_client_a_close(self) -> bool {
+        matches!(
+            self,
+            CloseReason::ForcedClose | CloseReason::ServerShutdown | CloseReason::ParseError
+        )
+    }
 }
 
 impl fmt::Display for CloseReason {

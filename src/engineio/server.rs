@@ -430,7 +430,7 @@ impl<H: Handler> EngineIo<H> {
         // unknown session; then the id is gone. A client that broke the transport's rules or
         // vanished is not waited for (see `Session::fail`).
         match reason {
-            CloseReason::ForcedClose | CloseReason::ServerShutdown | CloseReason::ParseError => {
+            reason if reason.owes_the_client_a_close() => {
                 session.linger(self.config.ping_interval).await;
             }
             // A client that sends its close packet while it starts a GET (the two cross on

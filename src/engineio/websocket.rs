@@ -230,14 +230,9 @@ pub(crate) fn upgrade_existing<H: Handler>(
                 r = tokio::time::timeout(engine.config().upgrade_timeout, probe(&mut ws, &session)) => r.unwrap_or(Err(None)),
                 _ = session.closed() => Err(None),
             };
-            let server_closed = matches!(
-                session.close_reason(),
-                Some(
-                    CloseReason::ForcedClose
-                        | CloseReason::ServerShutdown
-                        | CloseReason::ParseError
-                )
-            );
+            let server_closed = session
+                .close_reason()
+                .is_some_and(CloseReason::owes_the_client_a_close);
             if upgraded.is_err() && server_closed && session.is_probed() {
                 // The server ended the session after `3probe` (the layer above, or the client's
                 // own bad packet sent by polling before it paused): the client has paused
