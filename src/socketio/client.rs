@@ -21,7 +21,8 @@ use crate::id::Id;
 
 /// Runs a future on the caller's task until it first waits; only then is it moved to a task of
 /// its own. Handlers therefore start in arrival order, and the common handler that never waits
-/// costs no task at all.
+/// costs no task at all. Called from a thread without a runtime (a program's own thread), a
+/// future that waits has nowhere to go: it is dropped with a warning.
 pub(crate) fn run_inline<F>(fut: F)
 where
     F: Future<Output = ()> + Send + 'static,
@@ -30,9 +31,12 @@ where
     let mut cx = Context::from_waker(std::task::Waker::noop());
     match std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx))) {
         Ok(Poll::Ready(())) => {}
-        Ok(Poll::Pending) => {
-            tokio::spawn(fut);
-        }
+        Ok(Poll::Pending) => match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(fut);
+            }
+            Err(_) => tracing::warn!("work that waits was started outside a runtime; dropped"),
+        },
         Err(_) => tracing::error!("a handler panicked; the connection goes on"),
     }
 }

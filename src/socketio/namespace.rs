@@ -18,6 +18,7 @@ use super::adapter::{
     RemoteAck, RoomEvent, SocketInfo, hold_room_events,
 };
 use super::binary;
+use super::client::run_inline;
 use super::error::{AckError, ConnectError, EmitError};
 use super::packet::{Packet, PacketKind};
 use super::recovery::{Recovery, RecoveryConfig, Restored};
@@ -305,22 +306,12 @@ impl Namespace {
         let mut data = Vec::with_capacity(1 + args.len());
         data.push(Value::String(event.to_owned()));
         data.extend(args);
-        let mut sent = self.adapter.server_side_emit(data, false);
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        let report = |result: Result<Vec<Value>, ClusterError>| {
-            if let Err(e) = result {
+        let sent = self.adapter.server_side_emit(data, false);
+        run_inline(async move {
+            if let Err(e) = sent.await {
                 tracing::warn!(error = %e, "server-side event not sent");
             }
-        };
-        match sent.as_mut().poll(&mut cx) {
-            std::task::Poll::Ready(result) => report(result),
-            std::task::Poll::Pending => match tokio::runtime::Handle::try_current() {
-                Ok(runtime) => {
-                    runtime.spawn(async move { report(sent.await) });
-                }
-                Err(_) => tracing::warn!("server-side event not sent: no runtime to send it on"),
-            },
-        }
+        });
     }
 
     /// Sends an event to the other nodes' handlers and waits for one answer per node (as long
