@@ -246,8 +246,29 @@ async fn a_bad_websocket_handshakes_are_refused() {
                 ("Sec-WebSocket-Key", "AAAAAAAAAAAAAAAAAAAAAA=="),
             ],
         ];
-        for headers in cases {
+        for (i, headers) in cases.iter().enumerate() {
             let resp = request(addr, "GET", target, headers, b"").await;
+            resp.assert_engine_error(400, 3);
+            // RFC 6455 (section 4.4): the versions spoken are named to a client of another.
+            let versions = (i == 0).then_some("13, 8");
+            assert_eq!(resp.header("sec-websocket-version"), versions, "case {i}");
+        }
+        // A handshake with a body: whether its bytes were frames would depend on how they
+        // are cut into segments.
+        for body in [
+            "Content-Length: 15\r\n\r\n4smuggled-frame",
+            "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        ] {
+            let resp = raw_request(
+                addr,
+                format!(
+                    "GET {target} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n\
+                     Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+                     Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{body}"
+                )
+                .as_bytes(),
+            )
+            .await;
             resp.assert_engine_error(400, 3);
         }
         // RFC 6455 needs HTTP/1.1; an HTTP/1.0 handshake is a bad request, not a 101.
@@ -959,6 +980,44 @@ async fn c_reserved_bits_fail_the_connection() {
         for first in [0xA1u8, 0xC1, 0x91, 0xF1, 0xC2] {
             let end = ws_attack(addr, &masked(first, b"")).await;
             assert_failed(&end, &[1002], &format!("first byte {first:#04x}"));
+        }
+    })
+    .await;
+}
+
+/// RFC 6455 makes these headers a failure of the connection whatever their payload, so they
+/// fail as soon as they are read: a header alone, announcing a long payload that never comes,
+/// is not left waiting for it (taking the client's next bytes for it) until a ping times out.
+/// What the client sent before it is still answered.
+#[tokio::test]
+async fn c_headers_that_break_the_rules_fail_without_their_payload() {
+    let addr = spawn_conformance_server().await;
+    with_bystanders(addr, || async {
+        // Second byte 0xFE: masked, a 16-bit length (60,000) follows; the mask key too.
+        let masked_long = |first: u8| vec![first, 0xFE, 0xEA, 0x60, 1, 2, 3, 4];
+        for (header, what) in [
+            (
+                vec![0x89, 0xFE, 0xFF, 0xFF, 1, 2, 3, 4],
+                "ping of 65,535 bytes",
+            ),
+            (
+                vec![0x89, 0xFF, 0, 0, 0, 0, 0, 0x0F, 0x42, 0x40, 1, 2, 3, 4],
+                "ping of 1,000,000 bytes",
+            ),
+            (masked_long(0xC1), "RSV1"),
+            (vec![0x81, 0x7E, 0xEA, 0x60], "unmasked"),
+            (masked_long(0x09), "fragmented ping"),
+            (masked_long(0x80), "continuation without start"),
+            (masked_long(0x88), "close of 60,000 bytes"),
+        ] {
+            let (mut ws, _) = RawWs::open_engine(addr, E).await;
+            let mut bytes = masked(op::FIN | op::TEXT, b"4before");
+            bytes.extend(&header);
+            ws.send_raw(&bytes).await.expect("write");
+            let echo = ws.read_app_frame().await.expect("the echo");
+            assert_eq!(echo.payload, b"4before", "{what}");
+            let end = ws.expect_failure(Duration::from_secs(2)).await;
+            assert_failed(&end, &[1002], what);
         }
     })
     .await;

@@ -231,6 +231,12 @@ impl<H: Handler> EngineIo<H> {
             return preflight_response(req.headers(), cors);
         }
         let uri = req.uri().clone();
+        // RFC 6455 (section 4.4): a handshake of a version the server does not speak is told
+        // the versions it does.
+        let unknown_ws_version = req
+            .headers()
+            .get(header::SEC_WEBSOCKET_VERSION)
+            .is_some_and(|v| !websocket::is_known_version(v));
         let extra = self.config.response_headers.as_ref().map(|h| {
             // As routing reads it: an empty sid asks for a new session.
             let handshake =
@@ -257,7 +263,14 @@ impl<H: Handler> EngineIo<H> {
                     "refused an Engine.IO request"
                 );
                 self.metrics.request_error(e);
-                error_response(e, cors)
+                let mut resp = error_response(e, cors);
+                if unknown_ws_version && e == RequestError::BadRequest {
+                    resp.headers_mut().insert(
+                        header::SEC_WEBSOCKET_VERSION,
+                        HeaderValue::from_static(websocket::KNOWN_VERSIONS),
+                    );
+                }
+                resp
             }
         }
     }

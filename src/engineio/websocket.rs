@@ -28,7 +28,7 @@ use super::packet::{self, Frame, Message, Packet};
 use super::query;
 use super::server::{Body, EngineIo, Handler, request_info};
 use super::session::{PongWait, RequestInfo, Session, Transport};
-use super::ws_frames::FrameLimit;
+use super::ws_frames::FrameError;
 use super::ws_io::{BATCH_LIMIT, WsIo};
 use crate::rate_limit::TokenBucket;
 use tracing::Instrument;
@@ -57,9 +57,19 @@ fn header_has_token(req: &Request<()>, name: header::HeaderName, token: &str) ->
     })
 }
 
+/// The WebSocket versions spoken: 13, and 8 (the last draft, whose frames are the same and
+/// which the reference server takes too).
+pub(crate) const KNOWN_VERSIONS: &str = "13, 8";
+
+pub(crate) fn is_known_version(v: &HeaderValue) -> bool {
+    matches!(v.as_bytes(), b"13" | b"8")
+}
+
 /// Whether the request is a well-formed WebSocket handshake (RFC 6455 §4.2.1: HTTP/1.1 or
-/// later, GET, the upgrade headers, version 13 (or 8, the last draft, whose frames are the same
-/// and which the reference server takes too), one key: 16 bytes in base64).
+/// later, GET, the upgrade headers, a known version, one key: 16 bytes in base64) without a
+/// body. A body would come between the handshake and the first frame, where bytes that come
+/// in separate segments were read as frames and bytes that come with the head were dropped:
+/// what a proxy and this server take for frames could differ.
 pub(crate) fn is_upgrade_request(req: &Request<()>) -> bool {
     req.version() >= Version::HTTP_11
         && req.method() == Method::GET
@@ -68,8 +78,18 @@ pub(crate) fn is_upgrade_request(req: &Request<()>) -> bool {
         && req
             .headers()
             .get(header::SEC_WEBSOCKET_VERSION)
-            .is_some_and(|v| matches!(v.as_bytes(), b"13" | b"8"))
+            .is_some_and(is_known_version)
         && is_key(req.headers().get_all(header::SEC_WEBSOCKET_KEY))
+        && !has_body(req)
+}
+
+fn has_body(req: &Request<()>) -> bool {
+    req.headers().contains_key(header::TRANSFER_ENCODING)
+        || req
+            .headers()
+            .get_all(header::CONTENT_LENGTH)
+            .iter()
+            .any(|v| v.as_bytes() != b"0")
 }
 
 /// One `Sec-WebSocket-Key` that is 16 bytes in base64: 22 characters of its alphabet, then `==`.
@@ -376,7 +396,10 @@ async fn hang_up(ws: &mut Ws, code: Abandoned) -> Result<(), WsError> {
 fn close_code_for(e: &WsError) -> CloseCode {
     match e {
         WsError::Capacity(CapacityError::MessageTooLong { .. }) => CloseCode::Size,
-        WsError::Io(e) if e.get_ref().is_some_and(|e| e.is::<FrameLimit>()) => CloseCode::Policy,
+        WsError::Io(e) => e
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<FrameError>())
+            .map_or(CloseCode::Error, |e| e.close_code()),
         WsError::Protocol(_) => CloseCode::Protocol,
         WsError::Utf8(_) => CloseCode::Invalid,
         _ => CloseCode::Error,

@@ -9,12 +9,21 @@
 //! bounded as Node's `ws` bounds them (`maxFragments`), with 1008 beyond. Only frame headers are
 //! looked at: payloads are skipped by their length.
 //!
+//! The headers are also checked as they arrive, for what RFC 6455 makes a failure of the
+//! connection whatever the payload (reserved bits and opcodes, an unmasked frame, a long or
+//! fragmented control frame, fragments out of order): tungstenite checks them only once the
+//! whole frame is in, so a client that announced a megabyte-long ping was read, and its
+//! payload buffered, before it was refused; and the bytes the client sent next (its heartbeats)
+//! were taken for that payload meanwhile.
+//!
 //! The count also tells when tungstenite's read buffer may be replaced. tungstenite reserves room
 //! for a whole frame in the buffer it reads into, and keeps that capacity for the life of the
 //! connection: one large message would hold up to maxPayload per connection for good. So once a
 //! message with an oversized frame ends, the reader hands tungstenite nothing past its end: when
 //! tungstenite has handed that message over, it holds no byte of the client's, and the I/O loop
 //! gives the socket a fresh WebSocket context (see `WsIo::fresh_codec_due`).
+
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 /// Fragments one message may have (`ws`'s default).
 pub(crate) const MAX_FRAGMENTS: u32 = 128 * 1024;
@@ -23,13 +32,46 @@ pub(crate) const MAX_FRAGMENTS: u32 = 128 * 1024;
 /// should keep (it starts at 512 bytes).
 pub(crate) const OVERSIZED_FRAME: u64 = 8 * 1024;
 
-/// Why the read of a client's frames stopped; the connection is closed with 1008.
+/// Why the read of a client's frames stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum FrameLimit {
+pub(crate) enum FrameError {
     #[error("more than {MAX_FRAGMENTS} fragments in one message")]
     TooManyFragments,
     #[error("WebSocket frame rate exceeded")]
     RateExceeded,
+    /// A header that RFC 6455 makes a failure of the connection.
+    #[error("malformed frame: {0}")]
+    Malformed(Violation),
+}
+
+/// What is wrong with a malformed header. A tag, not a string: every connection keeps room for
+/// its read error, and a byte is what a tag costs there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Violation {
+    #[error("reserved bits set")]
+    ReservedBits,
+    #[error("unmasked client frame")]
+    Unmasked,
+    #[error("reserved opcode")]
+    ReservedOpcode,
+    #[error("fragmented control frame")]
+    FragmentedControl,
+    #[error("control frame longer than 125 bytes")]
+    LongControl,
+    #[error("continuation with no message under way")]
+    StrayContinuation,
+    #[error("new message before the last one ended")]
+    Interleaved,
+}
+
+impl FrameError {
+    /// The close code that answers it: 1008 for a limit, 1002 for a broken rule.
+    pub(crate) fn close_code(self) -> CloseCode {
+        match self {
+            FrameError::TooManyFragments | FrameError::RateExceeded => CloseCode::Policy,
+            FrameError::Malformed(_) => CloseCode::Protocol,
+        }
+    }
 }
 
 /// Where the byte stream stands: inside a frame header, or inside a payload to skip.
@@ -59,19 +101,24 @@ pub(crate) struct FrameCounter {
     /// `Option`: its tag would take as much again, and every connection keeps this.
     renew_at: u32,
     renewing: bool,
-    /// A limit was passed: every read fails from then on, while the connection closes.
-    failed: Option<FrameLimit>,
+    /// A limit was passed or a header was malformed: every read fails from then on, while the
+    /// connection closes.
+    failed: Option<FrameError>,
 }
 
 impl FrameCounter {
     /// Takes the next bytes the client sent, and returns how many of them it took: all of them,
-    /// or fewer when a message with an oversized frame ends before their end (never none). The
-    /// rest must be scanned again before anything reads it.
-    pub(crate) fn scan(&mut self, data: &[u8]) -> Result<usize, FrameLimit> {
+    /// or fewer when a message with an oversized frame ends before their end, or when a
+    /// malformed header starts there (never none; the next scan then fails). The rest must be
+    /// scanned again before anything reads it.
+    pub(crate) fn scan(&mut self, data: &[u8]) -> Result<usize, FrameError> {
         if let Some(failed) = self.failed {
             return Err(failed);
         }
         let mut at = 0;
+        // Where the header being read starts in `data` (0 when it started in an earlier scan):
+        // what comes before a malformed header is handed over, so the messages before it are.
+        let mut head_at = 0;
         while at < data.len() {
             if self.skip > 0 {
                 let rest = data.len() - at;
@@ -83,11 +130,24 @@ impl FrameCounter {
                 }
                 continue;
             }
+            if self.have == 0 {
+                head_at = at;
+            }
             self.head[usize::from(self.have)] = data[at];
             self.have += 1;
             at += 1;
             if self.have < 2 {
                 continue;
+            }
+            if self.have == 2
+                && let Err(malformed) = self.check(self.head[0], self.head[1])
+            {
+                self.fail(malformed);
+                return if head_at > 0 {
+                    Ok(head_at)
+                } else {
+                    Err(malformed)
+                };
             }
             let extended = match self.head[1] & 0x7f {
                 126 => 2,
@@ -151,14 +211,39 @@ impl FrameCounter {
     }
 
     /// Makes this and every later read fail.
-    pub(crate) fn fail(&mut self, limit: FrameLimit) -> FrameLimit {
-        self.failed = Some(limit);
-        limit
+    pub(crate) fn fail(&mut self, error: FrameError) -> FrameError {
+        self.failed = Some(error);
+        error
     }
 
-    /// Counts a data frame's fragments by its first header byte. What is out of order (a
-    /// continuation with no message under way) is tungstenite's to refuse.
-    fn frame(&mut self, first: u8, len: u64) -> Result<(), FrameLimit> {
+    /// Checks a frame's first two header bytes against the rules of RFC 6455 that hold
+    /// whatever follows (sections 5.1 to 5.5): no extension was agreed, so no reserved bit
+    /// may be set; clients mask; control frames are whole and at most 125 bytes; a
+    /// continuation continues a message, and a new message waits for the last one's end.
+    fn check(&self, first: u8, second: u8) -> Result<(), FrameError> {
+        let opcode = first & 0x0f;
+        let malformed = if first & 0x70 != 0 {
+            Violation::ReservedBits
+        } else if second & 0x80 == 0 {
+            Violation::Unmasked
+        } else if matches!(opcode, 0x3..=0x7 | 0xb..=0xf) {
+            Violation::ReservedOpcode
+        } else if opcode >= 0x8 && first & 0x80 == 0 {
+            Violation::FragmentedControl
+        } else if opcode >= 0x8 && second & 0x7f > 125 {
+            Violation::LongControl
+        } else if opcode == 0x0 && self.fragments == 0 {
+            Violation::StrayContinuation
+        } else if opcode != 0x0 && opcode < 0x8 && self.fragments > 0 {
+            Violation::Interleaved
+        } else {
+            return Ok(());
+        };
+        Err(FrameError::Malformed(malformed))
+    }
+
+    /// Counts a data frame's fragments by its first header byte (checked already).
+    fn frame(&mut self, first: u8, len: u64) -> Result<(), FrameError> {
         let fin = first & 0x80 != 0;
         let opcode = first & 0x0f;
         self.fin = fin;
@@ -177,7 +262,7 @@ impl FrameCounter {
             self.new_fragments = self.new_fragments.saturating_add(1);
         }
         if self.fragments > MAX_FRAGMENTS {
-            return Err(FrameLimit::TooManyFragments);
+            return Err(FrameError::TooManyFragments);
         }
         if fin {
             self.fragments = 0;
@@ -321,9 +406,65 @@ mod tests {
             }
             c.scan(&frame(0x80, b"")).unwrap();
         }
-        // Continuations with no message under way are not counted (tungstenite refuses them).
-        for _ in 0..MAX_FRAGMENTS + 1 {
-            c.scan(&empty).unwrap();
+        assert_eq!(c.fragments, 0);
+    }
+
+    /// Fails the way the scan of `stream` must, having first handed over `before` bytes.
+    fn refused(stream: &[u8], before: usize, why: Violation) {
+        let mut c = FrameCounter::default();
+        let malformed = Err(FrameError::Malformed(why));
+        if before > 0 {
+            assert_eq!(c.scan(stream), Ok(before), "{why}");
+            assert_eq!(c.scan(&stream[before..]), malformed, "{why}");
+        } else {
+            assert_eq!(c.scan(stream), malformed, "{why}");
         }
+        assert_eq!(
+            c.scan(&frame(0x81, b"4")),
+            malformed,
+            "and every read after"
+        );
+        // Byte by byte, it fails at the header's second byte.
+        let mut c = FrameCounter::default();
+        let failed_at = stream
+            .iter()
+            .position(|b| c.scan(std::slice::from_ref(b)).is_err());
+        assert_eq!(failed_at, Some(before + 1), "{why}");
+    }
+
+    #[test]
+    fn headers_that_break_the_rules_fail_before_their_payload() {
+        let whole = frame(0x81, b"4hello");
+        // A header alone, its payload never sent: a megabyte-long ping, say.
+        let header = |first: u8, second: u8| vec![first, second, 0x0f, 0x42, 0x40];
+        let cases: [(Vec<u8>, Violation); 9] = [
+            (header(0xc1, 0xfe), Violation::ReservedBits),
+            (header(0x91, 0xfe), Violation::ReservedBits),
+            (header(0x81, 0x7e), Violation::Unmasked),
+            (header(0x83, 0xfe), Violation::ReservedOpcode),
+            (header(0x8b, 0xfe), Violation::ReservedOpcode),
+            (header(0x09, 0x80), Violation::FragmentedControl),
+            (header(0x89, 0xfe), Violation::LongControl),
+            (header(0x80, 0xfe), Violation::StrayContinuation),
+            (header(0x88, 0xff), Violation::LongControl),
+        ];
+        for (bad, why) in &cases {
+            refused(bad, 0, *why);
+            // The messages before it are handed over first.
+            let mut stream = whole.clone();
+            stream.extend(bad);
+            refused(&stream, whole.len(), *why);
+        }
+        // A new message in the middle of a fragmented one.
+        let mut stream = frame(0x01, b"4a");
+        let started = stream.len();
+        stream.extend(frame(0x81, b"4b"));
+        refused(&stream, started, Violation::Interleaved);
+        // A control frame of 125 bytes between fragments is fine.
+        let mut c = FrameCounter::default();
+        let mut stream = frame(0x01, b"4a");
+        stream.extend(frame(0x89, &[0; 125]));
+        stream.extend(frame(0x80, b"b"));
+        assert_eq!(c.scan(&stream), Ok(stream.len()));
     }
 }

@@ -32,7 +32,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
 use super::base64;
 use super::packet::Frame;
-use super::ws_frames::{FrameCounter, FrameLimit};
+use super::ws_frames::{FrameCounter, FrameError};
 use crate::rate_limit::TokenBucket;
 use crate::server::Conn;
 
@@ -394,7 +394,7 @@ impl AsyncRead for WsIo {
         }
         let fragments = this.frames.take_fragments();
         if counted.is_ok() && fragments > 0 && !this.rate.try_take_n(fragments) {
-            counted = Err(this.frames.fail(FrameLimit::RateExceeded));
+            counted = Err(this.frames.fail(FrameError::RateExceeded));
         }
         Poll::Ready(counted.map(|_| ()).map_err(io::Error::other))
     }
