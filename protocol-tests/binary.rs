@@ -17,6 +17,11 @@ impl Drop for Server {
 
 /// Starts the binary with `PORT=0` and nothing else of its settings; the port it printed.
 fn start() -> (Server, u16) {
+    start_with(&[])
+}
+
+/// Starts the binary with `PORT=0` and `env`; the port it printed, once it printed it.
+fn start_with(env: &[(&str, &str)]) -> (Server, u16) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_chat-server"));
     for var in ["HOST", "ENDPOINT", "REDIS_URL"] {
         command.env_remove(var);
@@ -24,15 +29,24 @@ fn start() -> (Server, u16) {
     let mut child = command
         .env("PORT", "0")
         .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("chat-server starts");
     let stdout = child.stdout.take().expect("stdout");
     let server = Server(child);
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // Log lines (stdout, as the binary logs) may come first.
+        let listening = BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find(|line| line.starts_with("chat server listening"));
+        let _ = tx.send(listening.unwrap_or_default());
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(20))
         .expect("the listening line");
     let port = line
         .trim()
@@ -70,4 +84,35 @@ fn by_default_it_listens_on_every_ipv6_and_ipv4_address() {
         assert!(answer.starts_with("HTTP/1.1 200"), "{host}: {answer}");
         assert!(answer.ends_with("up and running"), "{host}: {answer}");
     }
+}
+
+/// A node started before its Redis (as a container started alongside it may be) waits for
+/// Redis and joins the cluster once it is up, rather than exit.
+#[test]
+fn a_node_started_before_its_redis_joins_once_redis_is_up() {
+    let redis_port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let url = format!("redis://127.0.0.1:{redis_port}/");
+    let starting = std::thread::spawn(move || start_with(&[("REDIS_URL", url.as_str())]));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!starting.is_finished(), "it did not wait for Redis");
+    let redis = Server(
+        Command::new("redis-server")
+            .args(["--port", &redis_port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (the test command installs it)"),
+    );
+    let (mut server, port) = starting.join().expect("the node started");
+    assert!(
+        server.0.try_wait().expect("the node's state").is_none(),
+        "the node exited"
+    );
+    let answer = get_root("127.0.0.1", port);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    drop(redis);
 }

@@ -629,15 +629,24 @@ async fn a_node_that_leaves_is_forgotten() {
 #[tokio::test]
 async fn redis_restart_is_survived() {
     let mut redis = Redis::start();
-    let nodes = cluster(&redis, 2).await;
+    // Publishes wait a second for Redis, then they are lost.
+    let patient = RedisConfig {
+        publish_patience: Duration::from_secs(1),
+        ..RedisConfig::default()
+    };
+    let nodes = [
+        Node::start_with(&redis, "node0", patient.clone()).await,
+        Node::start_with(&redis, "node1", patient).await,
+    ];
+    wait_for_cluster(&nodes[0], 2).await;
     let mut a = Client::connect(&nodes[0], Some("r")).await;
     let mut b = Client::connect(&nodes[1], Some("r")).await;
     nodes[0].io.to("r").emit("before", &()).unwrap();
     assert_eq!(a.next().await.0, r#"2["before"]"#);
     assert_eq!(b.next().await.0, r#"2["before"]"#);
 
-    // Redis goes away: local clients are still served, the lost publishes are counted, and
-    // requests to other nodes fail instead of hanging.
+    // Redis stays away for longer than publishes wait: local clients are still served, the
+    // lost publishes are counted, and requests to other nodes fail instead of hanging.
     redis.stop();
     let failed_before = nodes[0]
         .redis
@@ -655,7 +664,7 @@ async fn redis_restart_is_survived() {
         .stats()
         .publish_failed
         .load(Ordering::Relaxed)
-        == failed_before
+        < failed_before + 3
     {
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -680,6 +689,62 @@ async fn redis_restart_is_survived() {
     assert!(nodes[1].redis.stats().reconnects.load(Ordering::Relaxed) >= 1);
     let fetched = nodes[1].io.to("r").fetch_sockets().await.unwrap();
     assert_eq!(ids(&fetched), sorted(vec![a.id.clone(), b.id.clone()]));
+}
+
+/// Publishes made while Redis is away for less than `publish_patience` (a restart, a failover)
+/// reach the other nodes once it is back, in order, rather than being lost.
+#[tokio::test]
+async fn publishes_wait_out_a_short_redis_outage() {
+    let mut redis = Redis::start();
+    let nodes = cluster(&redis, 2).await;
+    let mut a = Client::connect(&nodes[0], Some("r")).await;
+    let mut b = Client::connect(&nodes[1], Some("r")).await;
+    let failed = |node: &Node| node.redis.stats().publish_failed.load(Ordering::Relaxed);
+    let failed_before = failed(&nodes[0]);
+    redis.stop();
+    for event in ["during 1", "during 2"] {
+        nodes[0].io.to("r").emit(event, &()).unwrap();
+        assert_eq!(a.next().await.0, format!(r#"2["{event}"]"#));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    redis.restart();
+    wait_until("not resubscribed", || {
+        nodes[0].redis.is_subscribed() && nodes[1].redis.is_subscribed()
+    })
+    .await;
+    for event in ["during 1", "during 2"] {
+        let got = tokio::time::timeout(Duration::from_secs(10), b.next()).await;
+        assert_eq!(
+            got.expect("held publishes arrive").0,
+            format!(r#"2["{event}"]"#)
+        );
+    }
+    assert_eq!(failed(&nodes[0]), failed_before);
+}
+
+/// A Redis that answers slowly (a long command, a fork) is waited for: publishes made
+/// meanwhile reach the other nodes when it answers again.
+#[tokio::test]
+async fn publishes_wait_out_a_redis_that_answers_slowly() {
+    let redis = Redis::start_with(&["--enable-debug-command", "yes"]);
+    let nodes = cluster(&redis, 2).await;
+    let mut a = Client::connect(&nodes[0], Some("r")).await;
+    let mut b = Client::connect(&nodes[1], Some("r")).await;
+    let failed = |node: &Node| node.redis.stats().publish_failed.load(Ordering::Relaxed);
+    let failed_before = failed(&nodes[0]);
+    // Redis answers nothing for three seconds (longer than a question to it may take).
+    let mut sleeper = tokio::net::TcpStream::connect(("127.0.0.1", redis.port))
+        .await
+        .expect("connect to redis");
+    tokio::io::AsyncWriteExt::write_all(&mut sleeper, b"DEBUG SLEEP 3\r\n")
+        .await
+        .expect("send DEBUG SLEEP");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    nodes[0].io.to("r").emit("slow", &()).unwrap();
+    assert_eq!(a.next().await.0, r#"2["slow"]"#);
+    let got = tokio::time::timeout(Duration::from_secs(10), b.next()).await;
+    assert_eq!(got.expect("the publish arrives").0, r#"2["slow"]"#);
+    assert_eq!(failed(&nodes[0]), failed_before);
 }
 
 /// Redis closing the node's idle command connection (a restart) is noticed before the
@@ -1409,7 +1474,7 @@ async fn wait_for_nodes(io: &SocketIo, n: usize) {
 }
 
 #[tokio::test]
-async fn a_logout_missed_while_redis_was_away_is_not_announced_when_its_node_dies() {
+async fn a_logout_made_while_redis_was_away_is_announced_once() {
     let mut redis = Redis::start();
     let (io_a, link_a, addr_a) = chat_node(&redis).await;
     let (io_b, link_b, addr_b) = chat_node(&redis).await;
@@ -1424,7 +1489,7 @@ async fn a_logout_missed_while_redis_was_away_is_not_announced_when_its_node_die
     }
     drain(&mut xena, Duration::from_millis(500)).await;
 
-    // yuri leaves while Redis is away: node a never hears of it.
+    // yuri leaves while Redis is away: node b holds the announcement until it is back.
     redis.stop();
     drop(yuri);
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -1434,12 +1499,20 @@ async fn a_logout_missed_while_redis_was_away_is_not_announced_when_its_node_die
     })
     .await;
     wait_for_nodes(&io_a, 2).await;
-    // Node a learns the roster again at its next check of the cluster (every second).
-    let got = drain(&mut xena, Duration::from_millis(2500)).await;
-    assert!(
-        !got.iter().any(|p| p.contains("left")),
-        "before node b dies: {got:?}"
-    );
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !got.iter().any(|p: &String| p.contains("yuri just left")) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the logout was not announced: {got:?}"
+        );
+        got.extend(drain(&mut xena, Duration::from_millis(500)).await);
+    }
+    // Node a, which learns the roster again at its next check of the cluster (every second),
+    // does not announce it a second time.
+    got.extend(drain(&mut xena, Duration::from_millis(2500)).await);
+    let left: Vec<&String> = got.iter().filter(|p| p.contains("just left")).collect();
+    assert_eq!(left.len(), 1, "before node b dies: {got:?}");
 
     // Node b dies: node a says goodbye for the user it had, and not for the one who left.
     io_b.close();

@@ -70,10 +70,10 @@ async fn run(config: ChatConfig) -> Result<(), Box<dyn std::error::Error + Send 
                 tls_client_cert: config.redis_tls_client_cert.clone(),
                 ..RedisConfig::default()
             };
-            // The URL may hold a password: it stays out of the message.
-            let node = RedisNode::connect(url, redis)
-                .await
-                .map_err(|e| format!("cannot join the cluster through Redis: {e}"))?;
+            let Some(node) = join_cluster(url, redis).await? else {
+                // Stopped while waiting for Redis.
+                return Ok(());
+            };
             tracing::info!(node = node.uid(), "clustered through redis");
             builder = builder.adapter(node.adapter_factory());
             Some(node)
@@ -117,6 +117,36 @@ async fn run(config: ChatConfig) -> Result<(), Box<dyn std::error::Error + Send 
     }
     tracing::info!(users = chat.user_count(), "stopped");
     Ok(())
+}
+
+/// Joins the cluster. While Redis cannot be reached (it starts after this node, say), tries
+/// again until it can, as Node's Redis clients do, rather than exit; a refusal (a wrong
+/// password, TLS that does not match, a bad URL) ends the process. `None`: stopped while
+/// waiting.
+async fn join_cluster(
+    url: &str,
+    config: RedisConfig,
+) -> Result<Option<RedisNode>, Box<dyn std::error::Error + Send + Sync>> {
+    const FIRST_WAIT: Duration = Duration::from_millis(250);
+    const MAX_WAIT: Duration = Duration::from_secs(5);
+    let mut wait = FIRST_WAIT;
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    loop {
+        // The URL may hold a password: it stays out of the messages.
+        match RedisNode::connect(url, config.clone()).await {
+            Ok(node) => return Ok(Some(node)),
+            Err(e) if e.is_unreachable() => {
+                tracing::warn!(error = %e, "Redis cannot be reached yet; trying again");
+            }
+            Err(e) => return Err(format!("cannot join the cluster through Redis: {e}").into()),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = &mut stop => return Ok(None),
+        }
+        wait = (wait * 2).min(MAX_WAIT);
+    }
 }
 
 async fn shutdown_signal() {

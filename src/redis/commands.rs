@@ -4,7 +4,8 @@
 //! One connection, used by one caller at a time, each sending its commands in one write and
 //! reading their replies. It is made when the node starts, and again after a loss; while Redis
 //! cannot be reached, attempts are spaced out (100 ms doubling to 2 s) and calls in between
-//! fail at once, so nothing queues up behind an unreachable Redis.
+//! fail at once, so nothing queues up behind an unreachable Redis. A failed call says whether
+//! its commands may have reached Redis, so that the publisher knows what it may send again.
 
 use std::time::Duration;
 
@@ -14,16 +15,27 @@ use tokio::time::Instant;
 use super::connection::{Backoff, CONNECT_TIMEOUT, Connection, ConnectionError, Dialer};
 use super::resp::{Frame, Limits};
 
-/// How long a call may take to send its commands and read their replies, plus the time its
-/// bytes take at the slowest rate a working link is taken to have: a large batch of publishes
-/// on a slow link is not a Redis that stopped answering.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a question may take to send its commands and read their replies (the caller
+/// gives its own wait for publishes), plus, for any call, the time its bytes take at the
+/// slowest rate a working link is taken to have: a large batch of publishes on a slow link is
+/// not a Redis that stopped answering.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 const SLOWEST_LINK_BYTES_PER_SEC: u64 = 4 << 20;
 
-fn response_timeout(bytes: usize) -> Duration {
+fn response_timeout(wait: Duration, bytes: usize) -> Duration {
     let bytes = u64::try_from(bytes).unwrap_or(u64::MAX);
-    RESPONSE_TIMEOUT
-        + Duration::from_millis(bytes.saturating_mul(1000) / SLOWEST_LINK_BYTES_PER_SEC)
+    wait + Duration::from_millis(bytes.saturating_mul(1000) / SLOWEST_LINK_BYTES_PER_SEC)
+}
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// No connection could be had: nothing was sent.
+    #[error(transparent)]
+    Unreachable(ConnectionError),
+    /// The exchange failed: Redis may have carried out some of the commands, or all.
+    #[error(transparent)]
+    Failed(ConnectionError),
 }
 
 pub struct Commands {
@@ -53,14 +65,16 @@ impl Commands {
     }
 
     /// Sends `commands`, `replies` of them in one buffer, and hands each reply to `read`, in
-    /// order. After any failure the connection is not used again (where it stopped between a
-    /// command and its reply is unknown), so the next call makes a new one.
+    /// order, giving Redis `wait` (and the time the bytes take) to answer. After any failure
+    /// the connection is not used again (where it stopped between a command and its reply is
+    /// unknown), so the next call makes a new one.
     pub async fn call<T>(
         &self,
         commands: &[u8],
         replies: usize,
+        wait: Duration,
         mut read: impl FnMut(Frame<'_>) -> T,
-    ) -> Result<Vec<T>, ConnectionError> {
+    ) -> Result<Vec<T>, CallError> {
         let mut state = self.state.lock().await;
         let mut conn = match state
             .conn
@@ -68,7 +82,10 @@ impl Commands {
             .and_then(|mut conn| (!conn.is_stale()).then_some(conn))
         {
             Some(conn) => conn,
-            None => self.reconnect(&mut state).await?,
+            None => self
+                .reconnect(&mut state)
+                .await
+                .map_err(CallError::Unreachable)?,
         };
         let exchange = async {
             conn.send(commands).await?;
@@ -78,11 +95,28 @@ impl Commands {
             }
             Ok(out)
         };
-        let out = tokio::time::timeout(response_timeout(commands.len()), exchange)
+        let out = tokio::time::timeout(response_timeout(wait, commands.len()), exchange)
             .await
-            .unwrap_or(Err(ConnectionError::Timeout))?;
+            .unwrap_or(Err(ConnectionError::Timeout))
+            .map_err(CallError::Failed)?;
         state.conn = Some(conn);
         Ok(out)
+    }
+
+    /// Makes sure there is a connection (making one if its time has come), without sending
+    /// anything.
+    pub async fn connect(&self) -> Result<(), ConnectionError> {
+        let mut state = self.state.lock().await;
+        let conn = match state
+            .conn
+            .take()
+            .and_then(|mut conn| (!conn.is_stale()).then_some(conn))
+        {
+            Some(conn) => conn,
+            None => self.reconnect(&mut state).await?,
+        };
+        state.conn = Some(conn);
+        Ok(())
     }
 
     async fn reconnect(&self, state: &mut State) -> Result<Connection, ConnectionError> {
@@ -110,13 +144,14 @@ mod tests {
 
     #[test]
     fn a_large_call_has_time_for_its_bytes() {
-        assert_eq!(response_timeout(0), RESPONSE_TIMEOUT);
-        assert_eq!(response_timeout(100), RESPONSE_TIMEOUT);
+        let wait = RESPONSE_TIMEOUT;
+        assert_eq!(response_timeout(wait, 0), wait);
+        assert_eq!(response_timeout(wait, 100), wait);
         // The largest batch of publishes, 64 MiB: 16 s more at 4 MiB/s.
         assert_eq!(
-            response_timeout(64 << 20),
-            RESPONSE_TIMEOUT + Duration::from_secs(16)
+            response_timeout(wait, 64 << 20),
+            wait + Duration::from_secs(16)
         );
-        assert!(response_timeout(usize::MAX) > RESPONSE_TIMEOUT);
+        assert!(response_timeout(wait, usize::MAX) > wait);
     }
 }

@@ -40,7 +40,8 @@ pub struct Backoff(Duration);
 
 impl Backoff {
     const FIRST: Duration = Duration::from_millis(100);
-    const MAX: Duration = Duration::from_secs(2);
+    /// The longest wait between attempts.
+    pub const MAX: Duration = Duration::from_secs(2);
 
     pub fn new() -> Backoff {
         Backoff(Backoff::FIRST)

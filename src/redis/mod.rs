@@ -9,9 +9,15 @@
 //! and what crosses nodes goes through the node's channels ([`wire`] has the format).
 //!
 //! Nothing here waits on Redis while holding up a client: publishes go through a bounded queue
-//! to the publisher task, and a publish that cannot be made (queue full, Redis away) is counted
-//! in [`RedisStats::publish_failed`] and logged, never retried later out of order. While Redis
-//! is away the node keeps serving its own clients; requests to other nodes fail fast.
+//! to the publisher task. While Redis cannot be reached or does not answer (a restart, a
+//! failover, a slow command), the publisher holds them, in order, for up to
+//! [`RedisConfig::publish_patience`], so a short outage delays messages rather than losing
+//! them; a publish that cannot be made in that time (or queued: the queue is full) is counted
+//! in [`RedisStats::publish_failed`] and logged once per outage. Publishes whose connection
+//! broke before Redis answered are sent again, as Node's ioredis does (so another node may,
+//! rarely, get one twice); ones that Redis did not answer in time are not (a slow Redis may
+//! still carry them out). While Redis is away the node keeps serving its own clients;
+//! requests to other nodes fail fast.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -43,6 +49,7 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc, watch};
+use tokio::time::Instant;
 
 use crate::id::Id;
 use crate::socketio::adapter::{
@@ -54,7 +61,7 @@ use crate::socketio::packet::{Packet, json_len};
 use crate::socketio::{AckResponse, BroadcastOperator, Namespace};
 use address::Address;
 pub use address::AddressError;
-use commands::Commands;
+use commands::{CallError, Commands};
 pub use connection::ConnectionError;
 use connection::{Backoff, CONNECT_TIMEOUT, Connection, Dialer, Incoming};
 pub use resp::RespError;
@@ -77,6 +84,10 @@ pub struct RedisConfig {
     pub publish_queue: usize,
     /// Bytes those publishes may hold (default 64 MiB); beyond, they fail.
     pub publish_queue_bytes: usize,
+    /// How long a publish may wait for a Redis that cannot be reached or does not answer
+    /// (default 10 s); one that waited longer is dropped and counted. A restart or a failover
+    /// shorter than this delays messages to other nodes instead of losing them.
+    pub publish_patience: Duration,
     /// The largest message from other nodes this node reads (default 64 MiB); a larger one is
     /// skipped as it arrives and counted in [`RedisStats::malformed`].
     pub max_message_bytes: usize,
@@ -102,6 +113,7 @@ impl Default for RedisConfig {
             specific_response_channel: false,
             publish_queue: 65_536,
             publish_queue_bytes: 64 << 20,
+            publish_patience: Duration::from_secs(10),
             max_message_bytes: 64 << 20,
             ping_interval: Duration::from_secs(15),
             tls_ca_file: None,
@@ -136,6 +148,22 @@ pub enum RedisError {
     Connection(#[from] ConnectionError),
 }
 
+impl RedisError {
+    /// Whether Redis could not be reached (nothing listens there, it did not answer in time,
+    /// it hung up), as opposed to refused or misconfigured: worth trying again later.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            RedisError::Connection(
+                ConnectionError::Io(_)
+                    | ConnectionError::Closed
+                    | ConnectionError::Timeout
+                    | ConnectionError::Down
+            )
+        )
+    }
+}
+
 /// This process's link to the cluster; cheap to clone.
 #[derive(Clone)]
 pub struct RedisNode {
@@ -155,8 +183,10 @@ struct NodeInner {
     config: RedisConfig,
     dialer: Dialer,
     commands: Commands,
-    outbox: mpsc::Sender<(String, Vec<u8>)>,
+    outbox: mpsc::Sender<Outgoing>,
     outbox_bytes: AtomicUsize,
+    /// A full queue was logged; logged again only once publishes go through again.
+    queue_full_told: AtomicBool,
     namespaces: Mutex<HashMap<String, Arc<NsLink>>>,
     /// Wakes the subscriber when a namespace was added or removed.
     namespaces_changed: Notify,
@@ -216,6 +246,7 @@ impl RedisNode {
             commands,
             outbox,
             outbox_bytes: AtomicUsize::new(0),
+            queue_full_told: AtomicBool::new(false),
             namespaces: Mutex::new(HashMap::new()),
             namespaces_changed: Notify::new(),
             namespaces_generation: AtomicU64::new(0),
@@ -356,14 +387,21 @@ impl NodeInner {
     fn publish(&self, channel: String, payload: Vec<u8>) -> bool {
         let size = channel.len() + payload.len();
         let queued = self.outbox_bytes.fetch_add(size, Ordering::AcqRel);
-        if queued + size <= self.config.publish_queue_bytes
-            && self.outbox.try_send((channel, payload)).is_ok()
-        {
-            return true;
+        if queued + size <= self.config.publish_queue_bytes {
+            let outgoing = Outgoing {
+                channel,
+                payload,
+                queued_at: Instant::now(),
+            };
+            if self.outbox.try_send(outgoing).is_ok() {
+                return true;
+            }
         }
         self.outbox_bytes.fetch_sub(size, Ordering::AcqRel);
         self.stats.publish_failed.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!("redis publish queue full, message dropped");
+        if !self.queue_full_told.swap(true, Ordering::Relaxed) {
+            tracing::warn!("redis publish queue full: messages to other nodes are dropped");
+        }
         false
     }
 
@@ -419,7 +457,7 @@ impl NodeInner {
         resp::command(&mut command, args);
         let replies = self
             .commands
-            .call(&command, 1, read)
+            .call(&command, 1, commands::RESPONSE_TIMEOUT, read)
             .await
             .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
         replies.into_iter().next().flatten().ok_or_else(|| {
@@ -459,12 +497,24 @@ pub(crate) fn glob_escape(s: &str) -> String {
     out
 }
 
-/// Sends queued publishes, as many per round trip as are waiting.
-async fn publisher(node: Arc<NodeInner>, mut rx: mpsc::Receiver<(String, Vec<u8>)>) {
+/// A publish waiting for the publisher.
+struct Outgoing {
+    channel: String,
+    payload: Vec<u8>,
+    queued_at: Instant,
+}
+
+/// Sends queued publishes, as many per round trip as are waiting, in the order they came.
+async fn publisher(node: Arc<NodeInner>, mut rx: mpsc::Receiver<Outgoing>) {
     const BATCH: usize = 512;
+    let patience = node.config.publish_patience;
     let mut shutdown = node.shutdown.subscribe();
     let mut batch = Vec::with_capacity(BATCH);
     let mut commands = Vec::new();
+    // Publishes lost since the last that went through, while they are being lost.
+    let mut losing: Option<u64> = None;
+    // Redis could not be reached: what is held waits for the cluster to be back.
+    let mut cut_off = false;
     loop {
         let n = tokio::select! {
             n = rx.recv_many(&mut batch, BATCH) => n,
@@ -473,18 +523,82 @@ async fn publisher(node: Arc<NodeInner>, mut rx: mpsc::Receiver<(String, Vec<u8>
         if n == 0 {
             return;
         }
-        commands.clear();
-        let mut bytes = 0;
-        for (channel, payload) in batch.drain(..) {
-            bytes += channel.len() + payload.len();
-            resp::command(&mut commands, &[b"PUBLISH", channel.as_bytes(), &payload]);
-        }
+        let bytes: usize = batch
+            .iter()
+            .map(|o| o.channel.len() + o.payload.len())
+            .sum();
         node.outbox_bytes.fetch_sub(bytes, Ordering::AcqRel);
-        // Each reply is the number of subscribers reached, or an error for that one message.
-        let sent = node
-            .commands
-            .call(&commands, n, |frame| !matches!(frame, Frame::Error(_)))
-            .await;
+        let sent = loop {
+            // Those that waited too long for Redis go; the rest keep their order.
+            let before = batch.len();
+            batch.retain(|o| o.queued_at.elapsed() < patience);
+            let expired = before - batch.len();
+            if expired > 0 {
+                node.lost_publishes(
+                    &mut losing,
+                    expired,
+                    &"redis was away for longer than publish_patience",
+                );
+            }
+            if batch.is_empty() {
+                break Ok(Vec::new());
+            }
+            if cut_off {
+                if node.commands.connect().await.is_err() {
+                    tokio::select! {
+                        _ = tokio::time::sleep(PUBLISH_RETRY) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                    continue;
+                }
+                // Redis is back for this node. The other nodes' subscribers come back on the
+                // same schedule of attempts, at most `Backoff::MAX` apart: what was held waits
+                // that long, or it would reach only the nodes that happened to be back first.
+                cut_off = false;
+                tokio::select! {
+                    _ = tokio::time::sleep(RESUBSCRIBE_WAIT) => {}
+                    _ = shutdown.changed() => return,
+                }
+                continue;
+            }
+            commands.clear();
+            for o in &batch {
+                resp::command(
+                    &mut commands,
+                    &[b"PUBLISH", o.channel.as_bytes(), &o.payload],
+                );
+            }
+            // Each reply is the number of subscribers reached, or an error for that one message.
+            let call = node
+                .commands
+                .call(&commands, batch.len(), patience, |frame| {
+                    !matches!(frame, Frame::Error(_))
+                });
+            match call.await {
+                Ok(replies) => break Ok(replies),
+                // Nothing went out: try again in a moment, until the oldest has waited long
+                // enough.
+                Err(CallError::Unreachable(_)) => {
+                    cut_off = true;
+                    tokio::select! {
+                        _ = tokio::time::sleep(PUBLISH_RETRY) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                }
+                // The connection broke before Redis answered (Redis went away: a connection it
+                // left is not always found out before it is written to). As Node's ioredis
+                // does, what was not answered is sent again, on a new connection.
+                Err(CallError::Failed(ConnectionError::Closed | ConnectionError::Io(_))) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(PUBLISH_RETRY) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        let n = batch.len();
+        batch.clear();
         if commands.capacity() > KEEP_COMMANDS_CAPACITY {
             commands = Vec::new();
         }
@@ -498,12 +612,42 @@ async fn publisher(node: Arc<NodeInner>, mut rx: mpsc::Receiver<(String, Vec<u8>
                         .fetch_add((n - ok) as u64, Ordering::Relaxed);
                     tracing::warn!(refused = n - ok, "redis refused publishes; messages lost");
                 }
+                if ok > 0 {
+                    if let Some(lost) = losing.take() {
+                        tracing::info!(lost, "redis publishes go through again");
+                    }
+                    node.queue_full_told.store(false, Ordering::Relaxed);
+                }
             }
-            Err(e) => {
-                node.stats
-                    .publish_failed
-                    .fetch_add(n as u64, Ordering::Relaxed);
-                tracing::warn!(error = %e, messages = n, "redis publish failed; messages lost");
+            Err(e) => node.lost_publishes(&mut losing, n, &e),
+        }
+    }
+}
+
+/// How often the publisher tries again while Redis cannot be reached (each try is one look at
+/// when the command connection may next be made).
+const PUBLISH_RETRY: Duration = Duration::from_millis(50);
+
+/// How long publishes held through an outage wait once Redis is back, for the other nodes'
+/// subscribers to be back too: their attempts are at most `Backoff::MAX` apart, and one may
+/// take a moment.
+const RESUBSCRIBE_WAIT: Duration = Backoff::MAX.saturating_add(Duration::from_millis(500));
+
+impl NodeInner {
+    /// Counts publishes lost; the first loss since they last went through is logged.
+    fn lost_publishes(&self, losing: &mut Option<u64>, n: usize, why: &dyn std::fmt::Display) {
+        self.stats
+            .publish_failed
+            .fetch_add(n as u64, Ordering::Relaxed);
+        match losing {
+            Some(lost) => *lost += n as u64,
+            None => {
+                tracing::warn!(
+                    error = %why,
+                    messages = n,
+                    "redis publish failed; messages to other nodes are lost until it answers again"
+                );
+                *losing = Some(n as u64);
             }
         }
     }
