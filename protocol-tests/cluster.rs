@@ -1774,3 +1774,63 @@ async fn a_dynamic_namespace_that_goes_stops_listening_and_a_new_one_listens_aga
         );
     }
 }
+
+/// Lists sent while Redis was away lack the users of the nodes that could not be asked; once
+/// it is back, every node sends its rooms their whole lists again, and those are the lists the
+/// clients are left with.
+#[tokio::test]
+async fn room_lists_made_while_redis_was_away_are_put_right_once_it_is_back() {
+    let mut redis = Redis::start();
+    let (io_a, link_a, addr_a) = chat_node(&redis).await;
+    let (_io_b, link_b, addr_b) = chat_node(&redis).await;
+    wait_for_nodes(&io_a, 2).await;
+    let login = |name: &str| format!(r#"4211["login",{{"name":"{name}","room":"r1"}}]"#);
+    let mut xena = chat_client(addr_a).await;
+    let mut yuri = chat_client(addr_b).await;
+    for (ws, name) in [(&mut xena, "xena"), (&mut yuri, "yuri")] {
+        ws_send(ws, &login(name)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drain(&mut xena, Duration::from_millis(300)).await;
+    drain(&mut yuri, Duration::from_millis(300)).await;
+
+    redis.stop();
+    let mut zed = chat_client(addr_b).await;
+    ws_send(&mut zed, &login("zed")).await;
+    let got = drain(&mut zed, Duration::from_millis(1000)).await;
+    let last_list = |got: &[String]| got.iter().rev().find(|p| p.contains(r#""users""#)).cloned();
+    let list = last_list(&got).expect("zed's login gets a list");
+    assert!(
+        !list.contains("xena"),
+        "node b could not ask node a: {list}"
+    );
+
+    redis.restart();
+    let whole = |list: &Option<String>| {
+        list.as_ref()
+            .is_some_and(|l| ["xena", "yuri", "zed"].iter().all(|n| l.contains(n)))
+    };
+    let mut lists = [None, None, None];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !lists.iter().all(whole) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the lists were not put right: {lists:?}"
+        );
+        for (i, ws) in [&mut xena, &mut yuri, &mut zed].into_iter().enumerate() {
+            if let Some(list) = last_list(&drain(ws, Duration::from_millis(200)).await) {
+                lists[i] = Some(list);
+            }
+        }
+    }
+    // Nothing made during the outage comes after them.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    for (i, ws) in [&mut xena, &mut yuri, &mut zed].into_iter().enumerate() {
+        if let Some(list) = last_list(&drain(ws, Duration::from_millis(200)).await) {
+            lists[i] = Some(list);
+        }
+    }
+    assert!(lists.iter().all(whole), "{lists:?}");
+    link_a.shutdown();
+    link_b.shutdown();
+}

@@ -387,6 +387,12 @@ fn now_us() -> u64 {
 /// How often a clustered node checks whether a node left.
 const NODE_CHECK: Duration = Duration::from_secs(1);
 
+/// After Redis was away, how long after sending its rooms their lists again a node sends them
+/// once more: lists made during the outage (without the users of the nodes that could not be
+/// asked) may still arrive from other nodes, which hold their broadcasts until Redis and the
+/// cluster's subscribers are back.
+const RELIST_AGAIN: Duration = Duration::from_secs(5);
+
 /// Checks in a row a node must be missing from to count as gone. When Redis comes back, live
 /// nodes are missing until they have subscribed again, which takes each one up to its
 /// reconnection backoff (2 s at most); only checks made while this node is subscribed
@@ -408,6 +414,11 @@ async fn watch_nodes(chat: Weak<Chat>, ns: Weak<Namespace>) {
     let mut gone_before: VecDeque<String> = VecDeque::new();
     // Whether the roster is up to date but for the news since; not after Redis was away.
     let mut learned = false;
+    // Whether the roster was learned once, and whether Redis was away since (this node's
+    // rooms' lists may be wrong then).
+    let mut learned_once = false;
+    let mut lost_redis = false;
+    let mut relist_at: Option<tokio::time::Instant> = None;
     let mut reconnections = 0;
     loop {
         tokio::time::sleep(NODE_CHECK).await;
@@ -417,24 +428,39 @@ async fn watch_nodes(chat: Weak<Chat>, ns: Weak<Namespace>) {
         if ns.reconnections() != reconnections {
             reconnections = ns.reconnections();
             learned = false;
+            lost_redis |= learned_once;
         }
         let Ok(now) = ns.node_ids().await else {
             learned = false;
+            lost_redis |= learned_once;
             continue;
         };
         if ns.node_id().is_some_and(|me| !now.contains(&me)) {
             // This node is not subscribed (yet): neither may the others be, and news may have
             // been lost.
             learned = false;
+            lost_redis |= learned_once;
             continue;
         }
         // Once every node known before is back (or has been found gone), so that each can
         // answer for its own users.
         if !learned && known.keys().all(|node| now.contains(node)) {
             learned = true;
+            learned_once = true;
             if now.len() > 1 {
                 chat.learn_roster(&ns).await;
             }
+            // The lists sent while Redis was away lacked the users of the nodes that could not
+            // be asked, and nothing else would put that right until the room's next login or
+            // logout.
+            if std::mem::take(&mut lost_redis) {
+                chat.refresh_lists(&ns).await;
+                relist_at = Some(tokio::time::Instant::now() + RELIST_AGAIN);
+            }
+        }
+        if relist_at.is_some_and(|at| tokio::time::Instant::now() >= at) {
+            relist_at = None;
+            chat.refresh_lists(&ns).await;
         }
         let back: Vec<String> = now
             .iter()
