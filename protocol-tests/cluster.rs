@@ -1519,13 +1519,15 @@ async fn a_logout_made_while_redis_was_away_is_announced_once() {
     link_b.shutdown();
     let mut seen = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while !seen.iter().any(|p: &String| p.contains(r#""users""#)) {
+    while !seen.iter().any(|p: &String| p.contains("zed just left")) {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "no list after node b died: {seen:?}"
+            "no goodbye after node b died: {seen:?}"
         );
         seen.extend(drain(&mut xena, Duration::from_millis(500)).await);
     }
+    // The list follows the goodbye.
+    seen.extend(drain(&mut xena, Duration::from_millis(500)).await);
     let notices: Vec<&String> = seen.iter().filter(|p| p.contains("notification")).collect();
     assert_eq!(notices.len(), 1, "{seen:?}");
     assert!(notices[0].contains("zed just left the room"), "{seen:?}");
@@ -1833,4 +1835,58 @@ async fn room_lists_made_while_redis_was_away_are_put_right_once_it_is_back() {
     assert!(lists.iter().all(whole), "{lists:?}");
     link_a.shutdown();
     link_b.shutdown();
+}
+
+/// The clients of a node that dies log in again on another one, often before that node counts
+/// as gone: when it does, the room is sent its list, but not told that a user who is there
+/// under that name has just left.
+#[tokio::test]
+async fn a_user_back_on_another_node_is_not_said_to_leave_when_the_old_node_dies() {
+    let redis = Redis::start();
+    let (io_a, link_a, addr_a) = chat_node(&redis).await;
+    let (_io_b, link_b, addr_b) = chat_node(&redis).await;
+    wait_for_nodes(&io_a, 2).await;
+    let login = |name: &str| format!(r#"4211["login",{{"name":"{name}","room":"r1"}}]"#);
+    let mut xena = chat_client(addr_a).await;
+    let mut bob = chat_client(addr_b).await;
+    for (ws, name) in [(&mut xena, "xena"), (&mut bob, "bob")] {
+        ws_send(ws, &login(name)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Node a's check of the cluster (every second) has seen node b.
+    drain(&mut xena, Duration::from_millis(1500)).await;
+
+    // Node b leaves the cluster without a word, as a node that dies does; bob is back at once.
+    link_b.shutdown();
+    wait_for_nodes(&io_a, 1).await;
+    let mut bob_again = chat_client(addr_a).await;
+    ws_send(&mut bob_again, &login("bob")).await;
+    let ack = loop {
+        let got = ws_recv_app_text(&mut bob_again).await;
+        if let Some(ack) = got.strip_prefix("4311") {
+            break ack.to_owned();
+        }
+    };
+    assert!(ack.contains(r#""user""#), "{ack}");
+
+    // Node b counts as gone after four checks a second apart.
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
+    while tokio::time::Instant::now() < deadline {
+        seen.extend(drain(&mut xena, Duration::from_millis(500)).await);
+    }
+    let lists: Vec<&String> = seen.iter().filter(|p| p.contains(r#""users""#)).collect();
+    assert!(
+        lists.len() >= 2,
+        "a list for bob's login and one when node b was gone: {seen:?}"
+    );
+    assert!(
+        !seen.iter().any(|p| p.contains("bob just left")),
+        "{seen:?}"
+    );
+    let last = lists.last().expect("a list");
+    assert_eq!(last.matches(r#""name":"bob""#).count(), 1, "{last}");
+    assert!(last.contains("xena"), "{last}");
+    drop(bob);
+    link_a.shutdown();
 }

@@ -295,11 +295,11 @@ impl Chat {
     /// After nodes died: tells this node's members of each room which users of those nodes
     /// left it, then sends them the room's list, which the dead nodes' users are no longer in.
     async fn nodes_gone(&self, ns: &Arc<Namespace>, gone: &[String]) {
-        let mut left: Vec<RemoteUser> = Vec::new();
-        self.roster().users.retain(|_, user| {
+        let mut left: Vec<(String, RemoteUser)> = Vec::new();
+        self.roster().users.retain(|id, user| {
             let dead = gone.contains(&user.node);
             if dead {
-                left.push(user.clone());
+                left.push((id.clone(), user.clone()));
             }
             !dead
         });
@@ -314,43 +314,48 @@ impl Chat {
         if !self.learn_roster(ns).await {
             return false;
         }
-        let users: Vec<RemoteUser> = self
+        let users: Vec<(String, RemoteUser)> = self
             .roster()
             .users
-            .values()
-            .filter(|user| back.contains(&user.node))
-            .cloned()
+            .iter()
+            .filter(|(_, user)| back.contains(&user.node))
+            .map(|(id, user)| (id.clone(), user.clone()))
             .collect();
         self.tell_rooms(ns, users, entered_notice).await;
         true
     }
 
-    /// Tells this node's members of each room which of `users` left it or came back
-    /// (`notice`), in login order, then sends every room its list.
+    /// Tells this node's members of each room which of `users` (by socket id) left it or came
+    /// back (`notice`), in login order, then sends the room its list. A user whose name someone
+    /// else holds in the room now is not told of: the clients of a node that died log in again
+    /// on another, often before that node counts as gone, and the room would hear that a user
+    /// who is there has just left.
     async fn tell_rooms(
         &self,
         ns: &Arc<Namespace>,
-        mut users: Vec<RemoteUser>,
+        mut users: Vec<(String, RemoteUser)>,
         notice: fn(&str) -> Notice,
     ) {
-        users.sort_by_key(|user| user.heard);
-        let here: HashSet<String> = self.users().rooms().into_iter().collect();
-        for user in users.iter().filter(|user| here.contains(&user.room)) {
-            let _ = ns
-                .to(&room_key(&user.room))
-                .local()
-                .emit("notification", &notice(&user.name));
+        users.sort_by_key(|(_, user)| user.heard);
+        let rooms = self.users().rooms();
+        for room in rooms {
+            let members = self.members(ns, &room).await;
+            let to = ns.to(&room_key(&room)).local();
+            for (id, user) in users.iter().filter(|(_, user)| user.room == room) {
+                let taken = members
+                    .iter()
+                    .any(|m| m.id != *id && m.name.eq_ignore_ascii_case(&user.name));
+                if !taken {
+                    let _ = to.emit("notification", &notice(&user.name));
+                }
+            }
+            let _ = to.emit("users", &members);
         }
-        self.refresh_lists(ns).await;
     }
 
     /// Sends this node's members of every room the current list.
     async fn refresh_lists(&self, ns: &Arc<Namespace>) {
-        let rooms = self.users().rooms();
-        for room in rooms {
-            let members = self.members(ns, &room).await;
-            let _ = ns.to(&room_key(&room)).local().emit("users", &members);
-        }
+        self.tell_rooms(ns, Vec::new(), left_notice).await;
     }
 }
 
