@@ -450,11 +450,10 @@ async fn watch_nodes(chat: Weak<Chat>, ns: Weak<Namespace>) {
         // Once every node known before is back (or has been found gone), so that each can
         // answer for its own users.
         if !learned && known.keys().all(|node| now.contains(node)) {
-            learned = true;
+            // Asked again at the next check until every node answers: a node whose question
+            // waited behind what the others held through an outage may time out.
+            learned = now.len() < 2 || chat.learn_roster(&ns).await;
             learned_once = true;
-            if now.len() > 1 {
-                chat.learn_roster(&ns).await;
-            }
             // The lists sent while Redis was away lacked the users of the nodes that could not
             // be asked, and nothing else would put that right until the room's next login or
             // logout.

@@ -1,7 +1,8 @@
-//! The node's command connection: publishes, and the questions it asks Redis about the
-//! cluster (`PUBSUB NUMSUB`, `PUBSUB CHANNELS`).
+//! A node's command connections: one for publishes, one for the questions it asks Redis
+//! about the cluster (`PUBSUB NUMSUB`, `PUBSUB CHANNELS`), so that a question never waits
+//! behind publishes that wait for a slow Redis.
 //!
-//! One connection, used by one caller at a time, each sending its commands in one write and
+//! Each is one connection, used by one caller at a time, each sending its commands in one write and
 //! reading their replies. It is made when the node starts, and again after a loss; while Redis
 //! cannot be reached, attempts are spaced out (100 ms doubling to 2 s) and calls in between
 //! fail at once, so nothing queues up behind an unreachable Redis. A failed call says whether
@@ -87,8 +88,9 @@ impl Commands {
                 .await
                 .map_err(CallError::Unreachable)?,
         };
+        // The write of a large batch takes its share of the time given.
         let exchange = async {
-            conn.send(commands).await?;
+            conn.send_unbounded(commands).await?;
             let mut out = Vec::with_capacity(replies);
             for _ in 0..replies {
                 out.push(conn.reply(&mut read).await?);

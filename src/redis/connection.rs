@@ -1,6 +1,6 @@
 //! One connection to Redis: the socket, logging in, commands out, frames in.
 //!
-//! A node has two. The subscriber hands every message on as soon as it is parsed, and
+//! A node has three: two for commands (publishes, questions) and a subscriber. The subscriber hands every message on as soon as it is parsed, and
 //! nothing more is read from the socket until the messages already read have been handled: a
 //! flood from other nodes waits in the kernel and in Redis, which bounds a subscriber's
 //! backlog itself (`client-output-buffer-limit pubsub`, and disconnects a subscriber beyond
@@ -273,9 +273,14 @@ impl Connection {
 
     /// Sends commands.
     pub async fn send(&mut self, commands: &[u8]) -> Result<(), ConnectionError> {
-        tokio::time::timeout(WRITE_TIMEOUT, self.io.write_all(commands))
+        tokio::time::timeout(WRITE_TIMEOUT, self.send_unbounded(commands))
             .await
-            .map_err(|_| ConnectionError::Timeout)??;
+            .map_err(|_| ConnectionError::Timeout)?
+    }
+
+    /// Sends commands, in as long as it takes: for a caller that bounds the whole exchange.
+    pub async fn send_unbounded(&mut self, commands: &[u8]) -> Result<(), ConnectionError> {
+        self.io.write_all(commands).await?;
         Ok(())
     }
 

@@ -1,23 +1,24 @@
 //! Several nodes as one Socket.IO cluster through Redis pub/sub, wire-compatible with npm
 //! `@socket.io/redis-adapter`: Rust and Node.js nodes can serve one cluster together.
 //!
-//! One [`RedisNode`] per process holds two Redis connections, both spoken by hand over a
-//! small RESP2 codec (`resp.rs`): one for commands (publishes, and questions about the
-//! cluster), made again when lost, and a subscriber owned by one task that resubscribes after
+//! One [`RedisNode`] per process holds three Redis connections, all spoken by hand over a
+//! small RESP2 codec (`resp.rs`): one for publishes and one for questions about the cluster,
+//! each made again when lost, and a subscriber owned by one task that resubscribes after
 //! every reconnection. Each namespace gets a [`RedisAdapter`] from
 //! [`RedisNode::adapter_factory`]; rooms stay in memory (every node knows only its own sockets)
 //! and what crosses nodes goes through the node's channels ([`wire`] has the format).
 //!
 //! Nothing here waits on Redis while holding up a client: publishes go through a bounded queue
-//! to the publisher task. While Redis cannot be reached or does not answer (a restart, a
-//! failover, a slow command), the publisher holds them, in order, for up to
-//! [`RedisConfig::publish_patience`], so a short outage delays messages rather than losing
-//! them; a publish that cannot be made in that time (or queued: the queue is full) is counted
-//! in [`RedisStats::publish_failed`] and logged once per outage. Publishes whose connection
-//! broke before Redis answered are sent again, as Node's ioredis does (so another node may,
-//! rarely, get one twice); ones that Redis did not answer in time are not (a slow Redis may
-//! still carry them out). While Redis is away the node keeps serving its own clients;
-//! requests to other nodes fail fast.
+//! to the publisher task. While Redis cannot be reached (a restart, a failover), the publisher
+//! holds them, in order, for up to [`RedisConfig::publish_patience`] each, and sends them once
+//! Redis and the other nodes' subscribers are back, so a short outage delays messages rather
+//! than losing them; a Redis that answers slowly (a long command) is waited for as long. A
+//! publish that cannot be made in that time (or queued: the queue is full) is counted in
+//! [`RedisStats::publish_failed`] and logged once per outage. Publishes whose connection broke
+//! before Redis answered are sent again, as Node's ioredis does (so another node may, rarely,
+//! get one twice); ones that Redis did not answer in time are not (a slow Redis may still carry
+//! them out). While Redis is away the node keeps serving its own clients; requests to other
+//! nodes fail fast, on their own connection, whatever the publishes wait for.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -84,9 +85,10 @@ pub struct RedisConfig {
     pub publish_queue: usize,
     /// Bytes those publishes may hold (default 64 MiB); beyond, they fail.
     pub publish_queue_bytes: usize,
-    /// How long a publish may wait for a Redis that cannot be reached or does not answer
-    /// (default 10 s); one that waited longer is dropped and counted. A restart or a failover
-    /// shorter than this delays messages to other nodes instead of losing them.
+    /// How long a publish may wait for Redis (default 10 s): while Redis cannot be reached,
+    /// counted from when the publish was made until Redis is back (one that waited longer is
+    /// dropped and counted), and how long Redis may take to answer a batch of them. A restart
+    /// or a failover shorter than this delays messages to other nodes instead of losing them.
     pub publish_patience: Duration,
     /// The largest message from other nodes this node reads (default 64 MiB); a larger one is
     /// skipped as it arrives and counted in [`RedisStats::malformed`].
@@ -149,18 +151,26 @@ pub enum RedisError {
 }
 
 impl RedisError {
-    /// Whether Redis could not be reached (nothing listens there, it did not answer in time,
-    /// it hung up), as opposed to refused or misconfigured: worth trying again later.
+    /// Whether nothing could be reached at the address (nothing listens there yet, no route
+    /// to it, no such socket file), as opposed to something there that refused this node or
+    /// does not speak as expected (a wrong password, TLS on one side only, a certificate not
+    /// trusted): worth trying again later. A Redis that does not answer in time is not told
+    /// from TLS spoken to a plain port, and counts as the latter.
     pub fn is_unreachable(&self) -> bool {
-        matches!(
-            self,
-            RedisError::Connection(
-                ConnectionError::Io(_)
-                    | ConnectionError::Closed
-                    | ConnectionError::Timeout
-                    | ConnectionError::Down
-            )
-        )
+        use std::io::ErrorKind;
+        match self {
+            RedisError::Connection(ConnectionError::Io(e)) => matches!(
+                e.kind(),
+                ErrorKind::ConnectionRefused
+                    | ErrorKind::NotFound
+                    | ErrorKind::HostUnreachable
+                    | ErrorKind::NetworkUnreachable
+                    | ErrorKind::AddrNotAvailable
+                    | ErrorKind::TimedOut
+            ),
+            RedisError::Connection(ConnectionError::Down) => true,
+            _ => false,
+        }
     }
 }
 
@@ -182,10 +192,13 @@ struct NodeInner {
     uid: String,
     config: RedisConfig,
     dialer: Dialer,
+    /// Questions about the cluster.
     commands: Commands,
+    /// Publishes, which may wait for a slow Redis where questions must not.
+    publishes: Commands,
     outbox: mpsc::Sender<Outgoing>,
     outbox_bytes: AtomicUsize,
-    /// A full queue was logged; logged again only once publishes go through again.
+    /// A full queue was logged; logged again only once the queue has been emptied.
     queue_full_told: AtomicBool,
     namespaces: Mutex<HashMap<String, Arc<NsLink>>>,
     /// Wakes the subscriber when a namespace was added or removed.
@@ -237,6 +250,7 @@ impl RedisNode {
         .await
         .map_err(|e| ConnectionError::Tls(format!("the TLS setup did not finish: {e}")))??;
         let commands = Commands::open(dialer.clone()).await?;
+        let publishes = Commands::open(dialer.clone()).await?;
         let (outbox, outbox_rx) = mpsc::channel(config.publish_queue.max(1));
         let (shutdown, _) = watch::channel(false);
         let inner = Arc::new(NodeInner {
@@ -244,6 +258,7 @@ impl RedisNode {
             config,
             dialer,
             commands,
+            publishes,
             outbox,
             outbox_bytes: AtomicUsize::new(0),
             queue_full_told: AtomicBool::new(false),
@@ -504,6 +519,13 @@ struct Outgoing {
     queued_at: Instant,
 }
 
+impl Outgoing {
+    /// What it counts for in the queue's bytes.
+    fn size(&self) -> usize {
+        self.channel.len() + self.payload.len()
+    }
+}
+
 /// Sends queued publishes, as many per round trip as are waiting, in the order they came.
 async fn publisher(node: Arc<NodeInner>, mut rx: mpsc::Receiver<Outgoing>) {
     const BATCH: usize = 512;
@@ -513,8 +535,11 @@ async fn publisher(node: Arc<NodeInner>, mut rx: mpsc::Receiver<Outgoing>) {
     let mut commands = Vec::new();
     // Publishes lost since the last that went through, while they are being lost.
     let mut losing: Option<u64> = None;
-    // Redis could not be reached: what is held waits for the cluster to be back.
+    // Redis could not be reached (or the connection broke): what is held waits for the
+    // cluster to be back.
     let mut cut_off = false;
+    // When Redis was last found back: a publish queued before then waited for it until then.
+    let mut back_at: Option<Instant> = None;
     loop {
         let n = tokio::select! {
             n = rx.recv_many(&mut batch, BATCH) => n,
@@ -523,28 +548,31 @@ async fn publisher(node: Arc<NodeInner>, mut rx: mpsc::Receiver<Outgoing>) {
         if n == 0 {
             return;
         }
-        let bytes: usize = batch
-            .iter()
-            .map(|o| o.channel.len() + o.payload.len())
-            .sum();
-        node.outbox_bytes.fetch_sub(bytes, Ordering::AcqRel);
+        // Counted in the queue's bytes until it is sent or given up, held or not.
+        let bytes: usize = batch.iter().map(Outgoing::size).sum();
         let sent = loop {
-            // Those that waited too long for Redis go; the rest keep their order.
+            // Those that waited for Redis longer than their patience go; the rest keep their
+            // order. Waiting for a Redis that answers (a backlog on a slow link) is not that.
+            let now = Instant::now();
             let before = batch.len();
-            batch.retain(|o| o.queued_at.elapsed() < patience);
+            batch.retain(|o| {
+                let until = if cut_off {
+                    now
+                } else {
+                    back_at.unwrap_or(o.queued_at)
+                };
+                until.saturating_duration_since(o.queued_at) < patience
+            });
             let expired = before - batch.len();
             if expired > 0 {
-                node.lost_publishes(
-                    &mut losing,
-                    expired,
-                    &"redis was away for longer than publish_patience",
-                );
+                let why = "redis was away for longer than publish_patience";
+                node.lost_publishes(&mut losing, expired, &why);
             }
             if batch.is_empty() {
                 break Ok(Vec::new());
             }
             if cut_off {
-                if node.commands.connect().await.is_err() {
+                if node.publishes.connect().await.is_err() {
                     tokio::select! {
                         _ = tokio::time::sleep(PUBLISH_RETRY) => {}
                         _ = shutdown.changed() => return,
@@ -555,11 +583,11 @@ async fn publisher(node: Arc<NodeInner>, mut rx: mpsc::Receiver<Outgoing>) {
                 // same schedule of attempts, at most `Backoff::MAX` apart: what was held waits
                 // that long, or it would reach only the nodes that happened to be back first.
                 cut_off = false;
+                back_at = Some(Instant::now());
                 tokio::select! {
                     _ = tokio::time::sleep(RESUBSCRIBE_WAIT) => {}
                     _ = shutdown.changed() => return,
                 }
-                continue;
             }
             commands.clear();
             for o in &batch {
@@ -570,25 +598,24 @@ async fn publisher(node: Arc<NodeInner>, mut rx: mpsc::Receiver<Outgoing>) {
             }
             // Each reply is the number of subscribers reached, or an error for that one message.
             let call = node
-                .commands
+                .publishes
                 .call(&commands, batch.len(), patience, |frame| {
                     !matches!(frame, Frame::Error(_))
                 });
             match call.await {
                 Ok(replies) => break Ok(replies),
-                // Nothing went out: try again in a moment, until the oldest has waited long
-                // enough.
-                Err(CallError::Unreachable(_)) => {
+                // Nothing went out; or the connection broke before Redis answered (Redis went
+                // away: a connection it left is not always found out before it is written to),
+                // and as Node's ioredis does, what was not answered is sent again. Either way,
+                // try again in a moment, on a new connection.
+                Err(
+                    CallError::Unreachable(_)
+                    | CallError::Failed(ConnectionError::Closed | ConnectionError::Io(_)),
+                ) => {
                     cut_off = true;
-                    tokio::select! {
-                        _ = tokio::time::sleep(PUBLISH_RETRY) => {}
-                        _ = shutdown.changed() => return,
+                    if commands.capacity() > KEEP_COMMANDS_CAPACITY {
+                        commands = Vec::new();
                     }
-                }
-                // The connection broke before Redis answered (Redis went away: a connection it
-                // left is not always found out before it is written to). As Node's ioredis
-                // does, what was not answered is sent again, on a new connection.
-                Err(CallError::Failed(ConnectionError::Closed | ConnectionError::Io(_))) => {
                     tokio::select! {
                         _ = tokio::time::sleep(PUBLISH_RETRY) => {}
                         _ = shutdown.changed() => return,
@@ -597,6 +624,7 @@ async fn publisher(node: Arc<NodeInner>, mut rx: mpsc::Receiver<Outgoing>) {
                 Err(e) => break Err(e),
             }
         };
+        node.outbox_bytes.fetch_sub(bytes, Ordering::AcqRel);
         let n = batch.len();
         batch.clear();
         if commands.capacity() > KEEP_COMMANDS_CAPACITY {
@@ -616,7 +644,9 @@ async fn publisher(node: Arc<NodeInner>, mut rx: mpsc::Receiver<Outgoing>) {
                     if let Some(lost) = losing.take() {
                         tracing::info!(lost, "redis publishes go through again");
                     }
-                    node.queue_full_told.store(false, Ordering::Relaxed);
+                    if rx.is_empty() {
+                        node.queue_full_told.store(false, Ordering::Relaxed);
+                    }
                 }
             }
             Err(e) => node.lost_publishes(&mut losing, n, &e),

@@ -1,4 +1,4 @@
-//! RESP2, as much of it as a node's two connections need: commands out; replies and pushed
+//! RESP2, as much of it as a node's connections need: commands out; replies and pushed
 //! messages in. Pure: bytes in, frames out; no I/O.
 //!
 //! Every limit a reply can push on the read buffer is checked here, before the bytes are
