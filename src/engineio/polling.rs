@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Limited};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http_body_util::BodyExt;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response};
 
@@ -137,13 +137,15 @@ where
         return fail(CloseReason::TransportError, RequestError::PayloadTooLarge);
     }
 
-    let read = Limited::new(body, config.max_payload).collect();
+    let read = read_body(body, config.max_payload);
     let body = match tokio::time::timeout(config.body_read_timeout, read).await {
-        Ok(Ok(collected)) => collected.to_bytes(),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+        Ok(Ok(body)) => body,
+        Ok(Err(BodyError::TooLarge)) => {
             return fail(CloseReason::TransportError, RequestError::PayloadTooLarge);
         }
-        Ok(Err(_)) | Err(_) => return fail(CloseReason::TransportError, RequestError::BadRequest),
+        Ok(Err(BodyError::Failed)) | Err(_) => {
+            return fail(CloseReason::TransportError, RequestError::BadRequest);
+        }
     };
 
     let packets = match packet::decode_payload(body, config.max_packets_per_post) {
@@ -161,4 +163,113 @@ where
     }
 
     Ok(polling_response(Bytes::from_static(b"ok"), "text/html"))
+}
+
+/// Why a request body could not be read.
+#[derive(Debug, PartialEq, Eq)]
+enum BodyError {
+    /// More than the limit.
+    TooLarge,
+    /// The connection failed, or the body was malformed.
+    Failed,
+}
+
+/// Reads a body whole, within `limit` bytes. One that comes in one piece (a body that fits in
+/// a segment, as clients' posts mostly do) is kept as it came; one in several is copied into
+/// one buffer as it comes. Each piece hyper hands over keeps alive the whole read buffer it
+/// was cut from: kept as pieces, a body trickled in a byte per segment held kilobytes of
+/// memory per byte, for as long as the client took.
+async fn read_body<B>(body: B, limit: usize) -> Result<Bytes, BodyError>
+where
+    B: hyper::body::Body,
+{
+    let mut body = std::pin::pin!(body);
+    let mut first = Bytes::new();
+    let mut joined: Option<BytesMut> = None;
+    let mut len = 0usize;
+    while let Some(frame) = body.frame().await {
+        let Ok(mut data) = frame.map_err(|_| BodyError::Failed)?.into_data() else {
+            // Trailers.
+            continue;
+        };
+        let n = data.remaining();
+        if n == 0 {
+            continue;
+        }
+        len = len.saturating_add(n);
+        if len > limit {
+            return Err(BodyError::TooLarge);
+        }
+        match &mut joined {
+            Some(buf) => buf.put(data),
+            // No copy: a `Bytes` piece is handed over as it is.
+            None if first.is_empty() => first = data.copy_to_bytes(n),
+            None => {
+                let mut buf = BytesMut::with_capacity(2 * len);
+                buf.extend_from_slice(&first);
+                buf.put(data);
+                first = Bytes::new();
+                joined = Some(buf);
+            }
+        }
+    }
+    Ok(joined.map_or(first, BytesMut::freeze))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::convert::Infallible;
+
+    use http_body_util::{Full, StreamBody};
+    use hyper::body::Frame;
+
+    /// A body that comes in `pieces`.
+    fn in_pieces(pieces: Vec<Bytes>) -> impl hyper::body::Body<Data = Bytes, Error = Infallible> {
+        let frames = pieces.into_iter().map(|b| Ok(Frame::data(b)));
+        StreamBody::new(futures_util::stream::iter(frames))
+    }
+
+    #[tokio::test]
+    async fn a_body_in_one_piece_is_kept_as_it_came() {
+        let body = Bytes::from_static(b"4hello");
+        let read = read_body(Full::new(body.clone()), 100).await.expect("read");
+        assert_eq!(read.as_ptr(), body.as_ptr());
+    }
+
+    #[tokio::test]
+    async fn a_body_in_pieces_keeps_none_of_their_buffers() {
+        // As hyper hands them over: each piece cut from a larger read buffer.
+        let buffer = Bytes::from(vec![b'x'; 4096]);
+        let pieces: Vec<Bytes> = (0..100).map(|i| buffer.slice(i..=i)).collect();
+        let read = read_body(in_pieces(pieces), 1000).await.expect("read");
+        assert_eq!(read, vec![b'x'; 100]);
+        assert!(
+            buffer.is_unique(),
+            "a piece's read buffer outlived the read"
+        );
+        // Empty pieces and a first piece followed by others.
+        let pieces = ["", "4a", "", "\u{1e}4b", "c"]
+            .map(|p| Bytes::from_static(p.as_bytes()))
+            .to_vec();
+        let read = read_body(in_pieces(pieces), 1000).await.expect("read");
+        assert_eq!(read, "4a\u{1e}4bc");
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_is_refused() {
+        let pieces = vec![Bytes::from_static(b"4abc"); 3];
+        assert_eq!(
+            read_body(in_pieces(pieces.clone()), 12)
+                .await
+                .map(|b| b.len()),
+            Ok(12)
+        );
+        assert_eq!(
+            read_body(in_pieces(pieces), 11).await,
+            Err(BodyError::TooLarge)
+        );
+        let one = Full::new(Bytes::from_static(b"4abcdef"));
+        assert_eq!(read_body(one, 6).await, Err(BodyError::TooLarge));
+    }
 }
