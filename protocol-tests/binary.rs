@@ -116,3 +116,65 @@ fn a_node_started_before_its_redis_joins_once_redis_is_up() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     drop(redis);
 }
+
+/// Connections opened and left silent until the process runs out of file descriptors do not
+/// keep every new client out for their header timeout (30 s): those that sent no request are
+/// closed, and a client's handshake is answered.
+#[test]
+fn silent_connections_that_use_up_the_descriptors_do_not_keep_clients_out() {
+    // Started under a small descriptor limit, as many servers are under a large one.
+    let mut child = Command::new("sh")
+        .args([
+            "-c",
+            "ulimit -n 64 && exec \"$0\"",
+            env!("CARGO_BIN_EXE_chat-server"),
+        ])
+        .env_remove("REDIS_URL")
+        .env("PORT", "0")
+        .env("HOST", "127.0.0.1")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chat-server starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut server = Server(child);
+    let mut line = String::new();
+    let mut lines = BufReader::new(stdout);
+    while !line.starts_with("chat server listening") {
+        line.clear();
+        assert!(
+            lines.read_line(&mut line).expect("output") > 0,
+            "no listening line"
+        );
+    }
+    let port: u16 = line
+        .trim()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected line {line:?}"));
+    // Its log is read on, so that it never waits on a full pipe.
+    std::thread::spawn(move || std::io::copy(&mut lines, &mut std::io::sink()));
+    // More than the descriptors left: the last ones wait in the listen queue.
+    let silent: Vec<TcpStream> = (0..80)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).expect("connect"))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut tcp = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        tcp,
+        "GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = [0u8; 12];
+    tcp.read_exact(&mut head)
+        .expect("the handshake is answered while the silent connections last");
+    assert_eq!(&head, b"HTTP/1.1 200");
+    assert!(
+        server.0.try_wait().expect("the server's state").is_none(),
+        "the server exited"
+    );
+    drop(silent);
+}

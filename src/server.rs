@@ -96,10 +96,28 @@ pub async fn bind(
     socket.listen(backlog)
 }
 
+/// What the accept loop tells the connections it serves.
+#[derive(Debug, Clone, Copy, Default)]
+struct Told {
+    /// Shutdown has started.
+    stop: bool,
+    /// Bumped when the process ran out of file descriptors: connections that have not sent a
+    /// whole request yet close.
+    shed: u64,
+}
+
+/// How often connections are shed at most, while file descriptors run out.
+const SHED_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Serves HTTP/1.1 (with upgrades) on `listener` until `shutdown` resolves.
 ///
 /// `handler` answers every request; the peer's address is in the request's extensions as
 /// [`RemoteAddr`]. After shutdown no connection is accepted and open ones get a grace period.
+///
+/// When the process runs out of file descriptors, the connections that have not sent a whole
+/// request head yet are closed (at most once a second): connections opened and left silent,
+/// by the thousand, would otherwise hold every descriptor for their header timeout, and no
+/// client could open a connection meanwhile (a polling client's next request among them).
 pub async fn serve<F, Fut>(
     listener: TcpListener,
     config: HttpConfig,
@@ -109,7 +127,8 @@ pub async fn serve<F, Fut>(
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let (told_tx, told_rx) = watch::channel(Told::default());
+    let mut last_shed: Option<tokio::time::Instant> = None;
     tokio::pin!(shutdown);
     // Whether accepted sockets come with TCP_NODELAY already (a listener from `bind`), learnt
     // from the first one.
@@ -119,8 +138,18 @@ pub async fn serve<F, Fut>(
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
                 Err(e) => {
-                    // Out of file descriptors and the like: wait a little rather than spin.
-                    tracing::warn!(error = %e, "accept failed");
+                    let out_of_fds = matches!(e.raw_os_error(), Some(EMFILE | ENFILE));
+                    if out_of_fds && last_shed.is_none_or(|at| at.elapsed() >= SHED_INTERVAL) {
+                        last_shed = Some(tokio::time::Instant::now());
+                        tracing::warn!(
+                            error = %e,
+                            "out of file descriptors: closing connections that sent no request"
+                        );
+                        told_tx.send_modify(|told| told.shed += 1);
+                    } else {
+                        tracing::debug!(error = %e, "accept failed");
+                    }
+                    // Wait a little rather than spin.
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -136,14 +165,14 @@ pub async fn serve<F, Fut>(
             addr,
             config.clone(),
             handler.clone(),
-            stop_rx.clone(),
+            told_rx.clone(),
         ));
     }
-    let _ = stop_tx.send(true);
+    told_tx.send_modify(|told| told.stop = true);
     // Only the connections' receivers may keep the channel open now.
-    drop(stop_rx);
-    // Connections watch `stop_rx`; wait until they are all gone or the grace period ends.
-    let _ = tokio::time::timeout(config.shutdown_grace, stop_tx.closed()).await;
+    drop(told_rx);
+    // Connections watch `told_rx`; wait until they are all gone or the grace period ends.
+    let _ = tokio::time::timeout(config.shutdown_grace, told_tx.closed()).await;
 }
 
 async fn serve_connection<F, Fut>(
@@ -151,13 +180,14 @@ async fn serve_connection<F, Fut>(
     addr: SocketAddr,
     config: HttpConfig,
     handler: F,
-    mut stop: watch::Receiver<bool>,
+    mut told: watch::Receiver<Told>,
 ) where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
     let conn = Conn::new(stream, config.write_stall_timeout);
     let read_end = conn.read_end.clone();
+    let requests = conn.read_end.clone();
     let service = service_fn(move |mut req: Request<Incoming>| {
         req.extensions_mut().insert(RemoteAddr(addr));
         // RFC 9112 (section 3.2): an HTTP/1.1 request without `Host` is answered 400, as
@@ -200,18 +230,34 @@ async fn serve_connection<F, Fut>(
         .serve_connection(TokioIo::new(conn), service)
         .with_upgrades();
     tokio::pin!(conn);
-    tokio::select! {
-        res = conn.as_mut() => {
-            if let Err(e) = res {
-                tracing::trace!(error = %e, "connection ended with an error");
+    let shed_before = told.borrow().shed;
+    loop {
+        tokio::select! {
+            res = conn.as_mut() => {
+                if let Err(e) = res {
+                    tracing::trace!(error = %e, "connection ended with an error");
+                }
+                return;
             }
-        }
-        _ = async { let _ = stop.wait_for(|s| *s).await; } => {
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
+            changed = told.changed() => {
+                let now = *told.borrow_and_update();
+                if changed.is_err() || now.stop {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                    return;
+                }
+                if now.shed != shed_before && !requests.started() {
+                    tracing::debug!(%addr, "closed a connection that sent no request");
+                    return;
+                }
+            }
         }
     }
 }
+
+/// `accept` errors: the process's, or the system's, file descriptors ran out.
+const EMFILE: i32 = 24;
+const ENFILE: i32 = 23;
 
 /// A connection as hyper sees it: the socket, except that a `101 Switching Protocols` head is
 /// held back rather than written at once, and the end of the stream reaches hyper when
@@ -400,13 +446,20 @@ const KEPT: u8 = 2;
 const SHOWN: u8 = 4;
 /// The answer is ready: the end is shown after its next write.
 const SHOW_AFTER_WRITE: u8 = 8;
+/// A request head has come whole on this connection (never cleared).
+const STARTED: u8 = 16;
 
 impl ReadEnd {
     /// Marks a request in progress until the guard is dropped. A request read before the end
     /// was shown (pipelined behind the one answered) starts afresh: hyper has not seen the end.
     fn answering(&self) -> Answering {
-        self.0.flags.store(ANSWERING, Ordering::Release);
+        self.0.flags.store(ANSWERING | STARTED, Ordering::Release);
         Answering(self.clone())
+    }
+
+    /// Whether a request head has come whole on this connection.
+    fn started(&self) -> bool {
+        self.0.flags.load(Ordering::Acquire) & STARTED != 0
     }
 
     /// Whether the end of the stream, just read, is kept from hyper for now.
