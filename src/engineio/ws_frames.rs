@@ -210,10 +210,10 @@ impl FrameCounter {
         std::mem::take(&mut self.new_fragments)
     }
 
-    /// Makes this and every later read fail.
+    /// Makes this and every later read fail; with the first reason given, which decides the
+    /// close code (a malformed header found in a read that also passed the rate stays 1002).
     pub(crate) fn fail(&mut self, error: FrameError) -> FrameError {
-        self.failed = Some(error);
-        error
+        *self.failed.get_or_insert(error)
     }
 
     /// Checks a frame's first two header bytes against the rules of RFC 6455 that hold
@@ -460,6 +460,14 @@ mod tests {
         let started = stream.len();
         stream.extend(frame(0x81, b"4b"));
         refused(&stream, started, Violation::Interleaved);
+        // A limit passed in the same read does not change what the connection is closed for.
+        let mut c = FrameCounter::default();
+        let mut stream = whole.clone();
+        stream.extend(header(0xc1, 0xfe));
+        assert_eq!(c.scan(&stream), Ok(whole.len()));
+        let malformed = FrameError::Malformed(Violation::ReservedBits);
+        assert_eq!(c.fail(FrameError::RateExceeded), malformed);
+        assert_eq!(c.scan(&stream[whole.len()..]), Err(malformed));
         // A control frame of 125 bytes between fragments is fine.
         let mut c = FrameCounter::default();
         let mut stream = frame(0x01, b"4a");
