@@ -77,17 +77,10 @@ impl Commands {
         mut read: impl FnMut(Frame<'_>) -> T,
     ) -> Result<Vec<T>, CallError> {
         let mut state = self.state.lock().await;
-        let mut conn = match state
-            .conn
-            .take()
-            .and_then(|mut conn| (!conn.is_stale()).then_some(conn))
-        {
-            Some(conn) => conn,
-            None => self
-                .reconnect(&mut state)
-                .await
-                .map_err(CallError::Unreachable)?,
-        };
+        let mut conn = self
+            .usable(&mut state)
+            .await
+            .map_err(CallError::Unreachable)?;
         // The write of a large batch takes its share of the time given.
         let exchange = async {
             conn.send_unbounded(commands).await?;
@@ -109,16 +102,21 @@ impl Commands {
     /// anything.
     pub async fn connect(&self) -> Result<(), ConnectionError> {
         let mut state = self.state.lock().await;
-        let conn = match state
+        let conn = self.usable(&mut state).await?;
+        state.conn = Some(conn);
+        Ok(())
+    }
+
+    /// The connection held, unless Redis has left it; else a new one, if its time has come.
+    async fn usable(&self, state: &mut State) -> Result<Connection, ConnectionError> {
+        match state
             .conn
             .take()
             .and_then(|mut conn| (!conn.is_stale()).then_some(conn))
         {
-            Some(conn) => conn,
-            None => self.reconnect(&mut state).await?,
-        };
-        state.conn = Some(conn);
-        Ok(())
+            Some(conn) => Ok(conn),
+            None => self.reconnect(state).await,
+        }
     }
 
     async fn reconnect(&self, state: &mut State) -> Result<Connection, ConnectionError> {

@@ -573,9 +573,8 @@ async fn publisher(node: Arc<NodeInner>, mut rx: mpsc::Receiver<Outgoing>) {
             }
             if cut_off {
                 if node.publishes.connect().await.is_err() {
-                    tokio::select! {
-                        _ = tokio::time::sleep(PUBLISH_RETRY) => {}
-                        _ = shutdown.changed() => return,
+                    if !pause(PUBLISH_RETRY, &mut shutdown).await {
+                        return;
                     }
                     continue;
                 }
@@ -584,9 +583,8 @@ async fn publisher(node: Arc<NodeInner>, mut rx: mpsc::Receiver<Outgoing>) {
                 // that long, or it would reach only the nodes that happened to be back first.
                 cut_off = false;
                 back_at = Some(Instant::now());
-                tokio::select! {
-                    _ = tokio::time::sleep(RESUBSCRIBE_WAIT) => {}
-                    _ = shutdown.changed() => return,
+                if !pause(RESUBSCRIBE_WAIT, &mut shutdown).await {
+                    return;
                 }
             }
             commands.clear();
@@ -616,9 +614,8 @@ async fn publisher(node: Arc<NodeInner>, mut rx: mpsc::Receiver<Outgoing>) {
                     if commands.capacity() > KEEP_COMMANDS_CAPACITY {
                         commands = Vec::new();
                     }
-                    tokio::select! {
-                        _ = tokio::time::sleep(PUBLISH_RETRY) => {}
-                        _ = shutdown.changed() => return,
+                    if !pause(PUBLISH_RETRY, &mut shutdown).await {
+                        return;
                     }
                 }
                 Err(e) => break Err(e),
@@ -651,6 +648,14 @@ async fn publisher(node: Arc<NodeInner>, mut rx: mpsc::Receiver<Outgoing>) {
             }
             Err(e) => node.lost_publishes(&mut losing, n, &e),
         }
+    }
+}
+
+/// Waits `wait`, unless the node shuts down first (then `false`).
+async fn pause(wait: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(wait) => true,
+        _ = shutdown.changed() => false,
     }
 }
 
@@ -720,9 +725,8 @@ async fn subscriber(node: Arc<NodeInner>) {
             }
             Err(e) => tracing::warn!(error = %e, "redis subscriber cannot connect; retrying"),
         }
-        tokio::select! {
-            _ = tokio::time::sleep(backoff.next()) => {}
-            _ = shutdown.changed() => return,
+        if !pause(backoff.next(), &mut shutdown).await {
+            return;
         }
     }
 }
