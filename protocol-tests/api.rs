@@ -1965,29 +1965,86 @@ async fn a_closed_server_opens_no_more_sessions() {
     let io = SocketIo::builder().build();
     let addr = serve(&io).await;
     let (mut ws, _) = connect(addr, "/").await;
-    io.close();
-    ws_expect_end_answering_pings(&mut ws, Duration::from_secs(2)).await;
+    assert!(io.close_within(Duration::from_secs(2)).await);
+    assert_eq!(io.of("/").socket_count(), 0);
+    ws_expect_end_answering_pings(&mut ws, Duration::from_secs(1)).await;
     let refused = common::client::get(addr, "/socket.io/?EIO=4&transport=polling").await;
     assert_eq!(refused.status, 503);
+}
+
+#[tokio::test]
+async fn stopping_serve_disconnects_every_client_before_it_returns() {
+    let io = SocketIo::builder().build();
+    let mut reasons = report_disconnects(&io, |_| {});
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn({
+        let io = io.clone();
+        async move {
+            io.serve(listener, async {
+                let _ = stopped.await;
+            })
+            .await
+        }
+    });
+    let (mut ws, _) = connect(addr, "/").await;
+    let polling = common::client::Polling::open(addr, "/socket.io/").await;
+    polling.post_ok(b"40").await;
+    assert!(polling.get_packets().await[0].starts_with("40"));
+    let pending = polling.pending_get().await;
+    assert_eq!(io.of("/").socket_count(), 2);
+
+    stop.send(()).expect("still serving");
+    tokio::time::timeout(Duration::from_secs(4), serving)
+        .await
+        .expect("serve returns within its grace")
+        .expect("serve did not panic");
+    // Both sockets had left, their handlers run, by the time serve returned.
+    assert_eq!(io.of("/").socket_count(), 0);
+    for _ in 0..2 {
+        let reason = reasons.try_recv().expect("a disconnect handler ran");
+        assert_eq!(reason, DisconnectReason::ServerShuttingDown);
+    }
+    ws_expect_end_answering_pings(&mut ws, Duration::from_secs(1)).await;
+    let last = pending.await.expect("the pending poll");
+    assert_eq!(last.status, 200);
+    assert_eq!(last.packets(), vec!["1"]);
 }
 
 #[tokio::test]
 async fn a_sockets_rooms_are_listed_in_the_order_it_joined_them() {
     let io = SocketIo::builder().build();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Arc<Socket>>();
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel::<Vec<String>>();
     io.of("/").on_connect(move |socket| {
         for room in ["b", "a", "c", "a"] {
             socket.join(room);
         }
+        let seen_tx = seen_tx.clone();
+        socket.on_disconnecting(move |socket, _| {
+            let _ = seen_tx.send(socket.rooms());
+        });
         let _ = tx.send(socket);
     });
     let addr = serve(&io).await;
-    let (_ws, _) = connect(addr, "/").await;
+    let (mut ws, _) = connect(addr, "/").await;
     let socket = rx.recv().await.expect("the socket");
     let id = socket.id().to_string();
     assert_eq!(socket.rooms(), [id.as_str(), "b", "a", "c"]);
     socket.leave("a");
     assert_eq!(socket.rooms(), [id.as_str(), "b", "c"]);
+    // While it leaves its rooms are still there; once it has left, none (as Node lists them).
+    ws_send(&mut ws, "41").await;
+    let leaving = tokio::time::timeout(Duration::from_secs(5), seen.recv())
+        .await
+        .expect("the disconnecting handler ran")
+        .expect("a list");
+    assert_eq!(leaving, [id.as_str(), "b", "c"]);
+    until_no_socket(&io).await;
+    assert!(socket.rooms().is_empty(), "{:?}", socket.rooms());
 }
 
 #[tokio::test]

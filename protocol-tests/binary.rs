@@ -178,3 +178,54 @@ fn silent_connections_that_use_up_the_descriptors_do_not_keep_clients_out() {
     );
     drop(silent);
 }
+
+/// One HTTP/1.1 request on a connection of its own; the answer's body.
+fn request(port: u16, method: &str, target: &str, body: &str) -> String {
+    let mut tcp = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        tcp,
+        "{method} {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+         Content-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).expect("an answer");
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a whole answer");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_owned()
+}
+
+#[test]
+fn a_terminated_server_closes_its_clients_and_exits() {
+    let (mut server, port) = start();
+    let open = request(port, "GET", "/socket.io/?EIO=4&transport=polling", "");
+    let sid = open
+        .split('"')
+        .skip_while(|part| *part != "sid")
+        .nth(2)
+        .expect("a sid")
+        .to_owned();
+    let polling = format!("/socket.io/?EIO=4&transport=polling&sid={sid}");
+    assert_eq!(request(port, "POST", &polling, "40"), "ok");
+    assert!(request(port, "GET", &polling, "").starts_with("40"));
+    let pending = std::thread::spawn(move || request(port, "GET", &polling, ""));
+    std::thread::sleep(Duration::from_millis(100));
+
+    let pid = server.0.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status();
+    assert!(killed.expect("kill runs").success());
+    // The pending poll is told the session is over, rather than cut off or left to time out.
+    let last = pending.join().expect("the poll's answer");
+    assert_eq!(last.rsplit('\u{1e}').next(), Some("1"), "{last:?}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(8);
+    let status = loop {
+        if let Some(status) = server.0.try_wait().expect("the server's state") {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "still running");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+}

@@ -91,11 +91,11 @@ async fn run(config: ChatConfig) -> Result<(), Box<dyn std::error::Error + Send 
     };
     println!("chat server listening on http://{shown}:{}", addr.port());
 
-    let io_for_shutdown = io.clone();
+    // Serving ends by closing every client's connection (reason `server shutting down`) and
+    // waiting for them to go, within a grace.
     let shutdown = async move {
         shutdown_signal().await;
         tracing::info!("shutting down");
-        io_for_shutdown.close();
     };
     let mut site = web::Site::new(io.clone(), chat.clone());
     if let Some(node) = &cluster {
@@ -107,11 +107,6 @@ async fn run(config: ChatConfig) -> Result<(), Box<dyn std::error::Error + Send 
     })
     .await;
 
-    // Give every client's last packets a moment to leave, within a bound.
-    let deadline = tokio::time::Instant::now() + config.shutdown_grace;
-    while io.engine().session_count() > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     if let Some(node) = cluster {
         node.shutdown();
     }

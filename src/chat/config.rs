@@ -1,7 +1,5 @@
 //! The chat server's configuration: environment variables, overridden by command-line flags.
 
-use std::time::Duration;
-
 use crate::engineio::{AllowedOrigins, EngineConfig};
 use crate::socketio::{SocketIo, SocketIoBuilder};
 
@@ -27,8 +25,6 @@ pub struct ChatConfig {
     pub login_burst: u32,
     /// Logins one connection may make per second, sustained.
     pub logins_per_second: f64,
-    /// How long shutdown waits for clients to be told.
-    pub shutdown_grace: Duration,
     /// WebSocket messages (one per fragment of a fragmented one) a client may send at once, and
     /// per second, sustained; beyond, the connection is closed (1008).
     pub ws_message_burst: u32,
@@ -63,7 +59,6 @@ impl Default for ChatConfig {
             rate_per_second: 10.0,
             login_burst: 30,
             logins_per_second: 2.0,
-            shutdown_grace: Duration::from_secs(3),
             redis_url: None,
             redis_tls_ca_file: None,
             redis_tls_client_cert: None,

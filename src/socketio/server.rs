@@ -697,13 +697,42 @@ impl SocketIo {
         self.engine.shut_down();
     }
 
+    /// [`close`](Self::close), then waits until every session has ended (their disconnect
+    /// handlers have run, and polling clients have had their close packet) or `grace` has
+    /// passed, as Node's `io.close(callback)`: for a program that serves Socket.IO from its
+    /// own server and stops it. Whether every session ended in time.
+    pub async fn close_within(&self, grace: Duration) -> bool {
+        self.close();
+        self.sessions_ended_by(tokio::time::Instant::now() + grace)
+            .await
+    }
+
+    /// Waits until no session is left or `deadline` comes; whether none is left. Shutdown
+    /// alone wakes it, so it looks every few milliseconds rather than keep a notification
+    /// that every session's end would pay for.
+    async fn sessions_ended_by(&self, deadline: tokio::time::Instant) -> bool {
+        const LOOK_EVERY: Duration = Duration::from_millis(10);
+        while self.engine.session_count() > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(LOOK_EVERY).await;
+        }
+        true
+    }
+
     /// Serves Socket.IO on `listener` until `shutdown` resolves; other paths get 404.
+    ///
+    /// When `shutdown` resolves, the server is [closed](Self::close) (clients are told it is
+    /// shutting down, and their disconnect handlers run), and this returns once the clients
+    /// and the HTTP connections are gone, or after a grace period of 5 seconds.
     pub async fn serve(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
         self.serve_with(listener, shutdown, |_req| async { not_found() })
             .await;
     }
 
-    /// Serves Socket.IO on `listener`, handing every other request to `fallback`.
+    /// Serves Socket.IO on `listener`, handing every other request to `fallback`; shuts down
+    /// as [`serve`](Self::serve) does.
     pub async fn serve_with<F, Fut>(
         &self,
         listener: TcpListener,
@@ -735,7 +764,26 @@ impl SocketIo {
                 }
             }
         };
-        crate::server::serve(listener, HttpConfig::default(), handler, shutdown).await;
+        let config = HttpConfig::default();
+        // The clients are told first: a pending poll is answered with the close packet, so
+        // the HTTP connections do not wait out the grace for it.
+        let began = std::sync::OnceLock::new();
+        let shutdown = async {
+            shutdown.await;
+            let _ = began.set(tokio::time::Instant::now());
+            self.close();
+        };
+        crate::server::serve(listener, config.clone(), handler, shutdown).await;
+        let began = began
+            .get()
+            .copied()
+            .unwrap_or_else(tokio::time::Instant::now);
+        if !self.sessions_ended_by(began + config.shutdown_grace).await {
+            tracing::debug!(
+                left = self.engine.session_count(),
+                "sessions still open after the shutdown grace"
+            );
+        }
     }
 }
 

@@ -499,8 +499,9 @@ impl Socket {
     }
 
     /// Handles an event with typed arguments: a tuple takes several arguments, any other type
-    /// the first. Arguments that do not deserialise are logged and, when the client asked for
-    /// an acknowledgement, answered with `{"error": ...}`; the handler is not called.
+    /// the first. Arguments that do not deserialise are logged (at `debug`: any client can send
+    /// them) and, when the client asked for an acknowledgement, answered with `{"error": ...}`;
+    /// the handler is not called.
     ///
     /// Handlers start in the order the events arrive. One that awaits continues on its own task,
     /// so a slow handler never holds up the client's other traffic. An event has one handler:
@@ -753,8 +754,12 @@ impl Socket {
         self.ns.adapter().leave(self.id, room);
     }
 
-    /// The rooms this socket is in, its own-id room first.
+    /// The rooms this socket is in, its own-id room first; none once it has left (its
+    /// disconnecting handlers still see them all), as Node's `socket.rooms`.
     pub fn rooms(&self) -> Vec<String> {
+        if self.state.load(Ordering::Acquire) == GONE && self.ns.socket(self.id).is_none() {
+            return Vec::new();
+        }
         let mut rooms = vec![self.id.to_string()];
         rooms.extend(self.ns.adapter().rooms_of(self.id));
         rooms
