@@ -371,8 +371,8 @@ impl Client {
     }
 
     /// A CONNECT whose auth names a socket the namespace can recover: the socket is back at
-    /// once, with its rooms and data, and the CONNECT answer is followed by the events it
-    /// missed. It does not go through the middleware again (Node's default): it passed them
+    /// once, with its rooms and data, and the events it missed go just ahead of the CONNECT
+    /// answer. It does not go through the middleware again (Node's default): it passed them
     /// when it first connected. Missed events that would not fit in the client's outbound queue
     /// make it connect afresh instead, rather than be dropped as a client that does not read.
     fn connect_recovered(&self, session: &SioSession, ns: &Arc<Namespace>, auth: &Value) -> bool {
@@ -402,10 +402,12 @@ impl Client {
                 return None;
             }
             // Queued before the socket can be reached, so that nothing sent to it (volatile or
-            // with an ack, which the store does not order) comes ahead of these.
+            // with an ack, which the store does not order) comes ahead of these. The missed
+            // events go first, as Node's server sends them: the client holds them until the
+            // CONNECT answer and hands them to the program before its `connect` event.
+            let _ = session.send_all(restored.missed.iter().cloned());
             let _ = session.send_all(connect);
             session.end_batch();
-            let _ = session.send_all(restored.missed.iter().cloned());
             ns.add(&socket);
             for room in &restored.rooms {
                 socket.join(room);

@@ -343,8 +343,9 @@ impl Socket {
     }
 
     /// Whether the client got this socket back after its connection dropped (connection state
-    /// recovery): same id, rooms and data, and the events it missed were sent after the
-    /// CONNECT answer. The connect handler runs for it all the same; the middleware does not.
+    /// recovery): same id, rooms and data, and the events it missed were sent just ahead of
+    /// the CONNECT answer (the client hands them over before its `connect` event, as with
+    /// Node's server). The connect handler runs for it all the same; the middleware does not.
     pub fn recovered(&self) -> bool {
         self.recovered
     }
