@@ -1578,3 +1578,19 @@ async fn slowloris_on_the_conformance_server_does_not_block_others() {
         assert!(!conn.closed_within(Duration::from_millis(1)).await);
     }
 }
+
+#[tokio::test]
+async fn a_websocket_handshake_naming_polling_is_refused_and_takes_nothing_from_the_session() {
+    let addr = spawn_conformance_server().await;
+    // Without a session: no session is opened for it.
+    let (_ws, resp) =
+        RawWs::connect_response(addr, "/engine.io/?EIO=4&transport=polling", &[]).await;
+    resp.assert_engine_error(400, 3);
+    // With one: its client's packets stay its own.
+    let polling = Polling::open(addr, "/engine.io/").await;
+    polling.post_ok(b"4hello").await;
+    let (_ws, resp) = RawWs::connect_response(addr, &polling.target(), &[]).await;
+    resp.assert_engine_error(400, 3);
+    assert_eq!(resp.header("connection"), Some("close"));
+    assert_eq!(polling.get_packets().await, vec!["4hello"]);
+}

@@ -291,6 +291,12 @@ impl<H: Handler> EngineIo<H> {
         if !self.config.allows_transport(transport) {
             return Err(RequestError::UnknownTransport);
         }
+        // A WebSocket handshake that names polling is no poll (served as one, it would take a
+        // session's packets from under its client, or open a session nobody polls); Node's
+        // server closes such a WebSocket at once.
+        if transport == Transport::Polling && websocket::is_upgrade_request(&req) {
+            return Err(RequestError::BadRequest);
+        }
         let origin_allowed = match req.headers().get(header::ORIGIN) {
             Some(origin) => self
                 .config

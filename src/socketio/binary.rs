@@ -888,6 +888,29 @@ impl serde_json::ser::Formatter for &mut Attaching<'_> {
             Err(_) => Err(self.out_of_range()),
         }
     }
+
+    // JavaScript writes negative zero as `0`; `-0.0` would reach a client as -0.
+    fn write_f64<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        value: f64,
+    ) -> std::io::Result<()> {
+        if value == 0.0 {
+            return writer.write_all(b"0");
+        }
+        serde_json::ser::CompactFormatter.write_f64(writer, value)
+    }
+
+    fn write_f32<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        value: f32,
+    ) -> std::io::Result<()> {
+        if value == 0.0 {
+            return writer.write_all(b"0");
+        }
+        serde_json::ser::CompactFormatter.write_f32(writer, value)
+    }
 }
 
 /// serde_json's serializer for the outermost value, noting its shape for the argument
@@ -2215,6 +2238,7 @@ mod tests {
                 &(f64::NAN, -7i128, u128::from(u64::MAX), i128::from(i64::MIN)),
             );
             same(nsp, id, event, "str");
+            same(nsp, id, event, &(-0.0f64, 0.0f64, -0.0f32, 2.5f32, -1.5f64));
             same(nsp, id, event, &Kind2::C(1, "x".to_owned()));
             if let Some(id) = id {
                 same(nsp, Some(id), None, &());
@@ -2225,6 +2249,12 @@ mod tests {
                 same(nsp, Some(id), None, &(b(b"\x01"), b(b"\x02")));
             }
         }
+    }
+
+    #[test]
+    fn zeros_are_written_as_javascript_writes_them() {
+        let (direct, _) = both_ways("/", None, Some("z"), &(-0.0f64, 0.0f32, -0.0f32, 0.5));
+        assert_eq!(direct.0, r#"2["z",0,0,0,0.5]"#);
     }
 
     #[test]

@@ -293,8 +293,15 @@ impl Packet {
             &self.nsp,
             self.id,
         );
-        if let Some(data) = &self.data {
-            write_json(out, data);
+        match (&self.data, self.kind) {
+            // The answers the server makes itself, with their keys in the order Node writes
+            // them (a `Map` keeps its keys sorted): `{"sid","pid"}`, `{"message","data"}`.
+            (Some(Value::Object(map)), PacketKind::Connect) => write_object(out, map, Some("sid")),
+            (Some(Value::Object(map)), PacketKind::ConnectError) => {
+                write_object(out, map, Some("message"))
+            }
+            (Some(data), _) => write_json(out, data),
+            (None, _) => {}
         }
     }
 
@@ -327,23 +334,32 @@ fn write_json(out: &mut Vec<u8>, value: &Value) {
             }
             out.push(b']');
         }
-        Value::Object(map) => {
-            out.push(b'{');
-            for (i, (key, item)) in map.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_json_str(out, key);
-                out.push(b':');
-                write_json(out, item);
-            }
-            out.push(b'}');
+        Value::Object(map) => write_object(out, map, None),
+        // JavaScript writes negative zero as `0`; `-0.0` would reach a client as -0.
+        Value::Number(n) if n.is_f64() && n.as_f64() == Some(0.0) => {
+            out.push(b'0');
         }
         // Writing into a `Vec` cannot fail.
         scalar => {
             let _ = serde_json::to_writer(&mut *out, scalar);
         }
     }
+}
+
+/// Writes an object, with its `first` key (when it has one) ahead of the others.
+fn write_object(out: &mut Vec<u8>, map: &Map<String, Value>, first: Option<&str>) {
+    let lead = first.and_then(|first| map.get_key_value(first));
+    let rest = map.iter().filter(|(key, _)| Some(key.as_str()) != first);
+    out.push(b'{');
+    for (i, (key, item)) in lead.into_iter().chain(rest).enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_json_str(out, key);
+        out.push(b':');
+        write_json(out, item);
+    }
+    out.push(b'}');
 }
 
 fn write_json_str(out: &mut Vec<u8>, s: &str) {
@@ -1160,7 +1176,21 @@ mod tests {
         );
         assert_eq!(
             Packet::connect_error("/", "Not authorized", Some(json!({"code": 3}))).encode(),
-            r#"4{"data":{"code":3},"message":"Not authorized"}"#
+            r#"4{"message":"Not authorized","data":{"code":3}}"#
+        );
+        let recovered = json!({"sid": "abc", "pid": "def"});
+        assert_eq!(
+            Packet::connect_with_data("/", Some(recovered)).encode(),
+            r#"0{"sid":"abc","pid":"def"}"#
+        );
+        assert_eq!(
+            Packet::event(
+                "/",
+                "n",
+                vec![json!(-0.0), json!(0.0), json!(-1.5), json!(0)]
+            )
+            .encode(),
+            r#"2["n",0,0,-1.5,0]"#
         );
         assert_eq!(Packet::event("/", "foo", vec![]).encode(), r#"2["foo"]"#);
         assert_eq!(
