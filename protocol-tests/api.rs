@@ -2114,3 +2114,41 @@ fn a_server_side_event_may_be_sent_from_a_thread_without_a_runtime() {
     .join()
     .expect("no panic outside a runtime");
 }
+
+#[tokio::test]
+async fn a_middleware_hands_typed_values_to_the_handlers() {
+    #[derive(Clone, Debug, PartialEq)]
+    struct User {
+        name: String,
+    }
+    let io = SocketIo::builder().build();
+    io.of("/").use_middleware(|socket| async move {
+        let name = socket.auth()["name"].as_str().unwrap_or("anon").to_owned();
+        assert!(socket.insert_extension(User { name }).is_none());
+        Ok(())
+    });
+    io.of("/").on_connect(|socket| {
+        socket.on("whoami", |socket, (): (), ack| async move {
+            let user = socket.extension::<User>().expect("set by the middleware");
+            let _ = ack.send(&user.name);
+        });
+        socket.on("forget", |socket, (): (), ack| async move {
+            let gone = socket.remove_extension::<User>();
+            let _ = ack.send(&(gone.is_some(), socket.extension::<User>().is_none()));
+        });
+    });
+    let addr = serve(&io).await;
+    let (mut ws, _) = ws_open(addr, "/socket.io/").await;
+    ws_send(&mut ws, r#"40{"name":"ann"}"#).await;
+    assert!(ws_recv_app_text(&mut ws).await.starts_with("40"));
+    ws_send(&mut ws, r#"421["whoami"]"#).await;
+    assert_eq!(ws_recv_app_text(&mut ws).await, r#"431["ann"]"#);
+    ws_send(&mut ws, r#"422["forget"]"#).await;
+    assert_eq!(ws_recv_app_text(&mut ws).await, "432[true,true]");
+    // Each socket has its own.
+    let (mut other, _) = ws_open(addr, "/socket.io/").await;
+    ws_send(&mut other, r#"40{"name":"bob"}"#).await;
+    assert!(ws_recv_app_text(&mut other).await.starts_with("40"));
+    ws_send(&mut other, r#"421["whoami"]"#).await;
+    assert_eq!(ws_recv_app_text(&mut other).await, r#"431["bob"]"#);
+}

@@ -267,6 +267,9 @@ pub struct Socket {
     /// protocol's test suite expects of a new socket.
     next_ack: AtomicU64,
     data: RwLock<Value>,
+    /// The program's own typed values (see [`Socket::insert_extension`]); empty, they hold no
+    /// memory of their own.
+    extensions: Mutex<hyper::http::Extensions>,
     issued_ms: u64,
 }
 
@@ -305,6 +308,7 @@ impl Socket {
             acks: Mutex::new(HashMap::new()),
             next_ack: AtomicU64::new(1),
             data: RwLock::new(Value::Object(serde_json::Map::new())),
+            extensions: Mutex::new(hyper::http::Extensions::new()),
             issued_ms: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
@@ -366,6 +370,25 @@ impl Socket {
     /// Replaces [`data`](Self::data).
     pub fn set_data(&self, data: Value) {
         *self.data.write().unwrap_or_else(|e| e.into_inner()) = data;
+    }
+
+    /// Attaches a typed value of the program's own to this socket, one per type (a user, a
+    /// session handle), replacing and returning the one before. Unlike [`data`](Self::data)
+    /// it is no JSON and stays on this node: for what a middleware finds out and the handlers
+    /// use (socketioxide's `extensions`).
+    pub fn insert_extension<T: Clone + Send + Sync + 'static>(&self, value: T) -> Option<T> {
+        lock(&self.extensions).insert(value)
+    }
+
+    /// A copy of this socket's value of type `T`, if one was attached (wrap a large or
+    /// changing one in an `Arc`).
+    pub fn extension<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
+        lock(&self.extensions).get::<T>().cloned()
+    }
+
+    /// Takes this socket's value of type `T` off it.
+    pub fn remove_extension<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
+        lock(&self.extensions).remove::<T>()
     }
 
     /// The socket as the cluster sees it, with a handshake shaped like Node's
