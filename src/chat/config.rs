@@ -14,7 +14,10 @@ pub struct ChatConfig {
     pub endpoints: Vec<String>,
     /// Longest `roomMessage` relayed, in bytes.
     pub max_message_bytes: usize,
-    /// `roomMessage`s a socket may send at once.
+    /// `roomMessage`s a socket may send at once. The default, with `rate_per_second`'s, is far
+    /// above what a person types and what a program relaying a conversation sends (a client's
+    /// emits queued while it was away come at once, too), and far below a flood, whose every
+    /// message each member of the room would be sent.
     pub rate_burst: u32,
     /// `roomMessage`s a socket may send per second, sustained.
     pub rate_per_second: f64,
@@ -55,8 +58,8 @@ impl Default for ChatConfig {
             port: 3001,
             endpoints: vec!["http://localhost:3000".to_owned()],
             max_message_bytes: 16 * 1024,
-            rate_burst: 20,
-            rate_per_second: 10.0,
+            rate_burst: 1000,
+            rate_per_second: 1000.0,
             login_burst: 30,
             logins_per_second: 2.0,
             redis_url: None,
@@ -108,9 +111,9 @@ Options (each also read from the environment variable in brackets; a flag wins):
                                 (default http://localhost:3000; the server's own origin is
                                 always allowed)
   --max-message-bytes <N>       longest roomMessage relayed [MAX_MESSAGE_BYTES] (default 16384)
-  --rate-burst <N>              roomMessages at once per socket [RATE_BURST] (default 20)
+  --rate-burst <N>              roomMessages at once per socket [RATE_BURST] (default 1000)
   --rate-per-second <N>         sustained roomMessages per second per socket [RATE_PER_SECOND]
-                                (default 10)
+                                (default 1000)
   --login-burst <N>             logins at once per connection [LOGIN_BURST] (default 30)
   --logins-per-second <N>       sustained logins per second per connection [LOGINS_PER_SECOND]
                                 (default 2); beyond, the login gets an error

@@ -37,17 +37,17 @@ pub struct ChatStats {
 }
 
 /// A socket's `roomMessage` rate: the bucket its messages take from, and the one its dropped
-/// messages take from. The second holds ten bursts and refills at the same rate, so a client
-/// sending at up to twice the rate never empties it (a person holding a key down loses every
-/// other message), while one sending at several times the rate empties it within seconds: it
-/// is flooding, and is disconnected.
+/// messages take from. The second holds five bursts and refills at the same rate, so a client
+/// sending at up to twice the rate never empties it (it loses every other message), while one
+/// sending at several times the rate empties it within seconds: it is flooding, and is
+/// disconnected.
 struct MessageRate {
     messages: TokenBucket,
     drops: TokenBucket,
 }
 
 /// The drops a socket's second bucket holds, in bursts.
-const RATE_BURSTS_BEFORE_DISCONNECT: u32 = 10;
+const RATE_BURSTS_BEFORE_DISCONNECT: u32 = 5;
 
 /// The chat's shared state.
 ///
