@@ -181,6 +181,11 @@ fn silent_connections_that_use_up_the_descriptors_do_not_keep_clients_out() {
 
 /// One HTTP/1.1 request on a connection of its own; the answer's body.
 fn request(port: u16, method: &str, target: &str, body: &str) -> String {
+    answer_body(send_request(port, method, target, body))
+}
+
+/// Sends one HTTP/1.1 request on a connection of its own.
+fn send_request(port: u16, method: &str, target: &str, body: &str) -> TcpStream {
     let mut tcp = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(
@@ -190,6 +195,11 @@ fn request(port: u16, method: &str, target: &str, body: &str) -> String {
         body.len()
     )
     .unwrap();
+    tcp
+}
+
+/// The body of the `200` answer on `tcp`.
+fn answer_body(mut tcp: TcpStream) -> String {
     let mut answer = String::new();
     tcp.read_to_string(&mut answer).expect("an answer");
     let (head, body) = answer.split_once("\r\n\r\n").expect("a whole answer");
@@ -210,8 +220,11 @@ fn a_terminated_server_closes_its_clients_and_exits() {
     let polling = format!("/socket.io/?EIO=4&transport=polling&sid={sid}");
     assert_eq!(request(port, "POST", &polling, "40"), "ok");
     assert!(request(port, "GET", &polling, "").starts_with("40"));
-    let pending = std::thread::spawn(move || request(port, "GET", &polling, ""));
-    std::thread::sleep(Duration::from_millis(100));
+    let pending = send_request(port, "GET", &polling, "");
+    // Connections are taken in the order they came: once a later one is answered, the
+    // server holds the poll.
+    assert!(get_root("127.0.0.1", port).ends_with("up and running"));
+    let pending = std::thread::spawn(move || answer_body(pending));
 
     let pid = server.0.id().to_string();
     let killed = Command::new("kill").args(["-TERM", &pid]).status();

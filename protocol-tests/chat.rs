@@ -3,8 +3,8 @@
 //!
 //! Every test starts the real chat in-process on `127.0.0.1:0`, served exactly as the
 //! `chat-server` binary serves it (`allowed_origins` + `allow_same_origin`, `Chat::install`,
-//! `serve_with` with `web::route` as the fallback, and `io.close()` when the shutdown future
-//! resolves). The clients are written here: a minimal Socket.IO client over a raw WebSocket, and
+//! `serve_with` with `web::route` as the fallback, which closes the server when the shutdown
+//! future resolves). The clients are written here: a minimal Socket.IO client over a raw WebSocket, and
 //! one over HTTP long-polling on a plain `TcpStream`. Both answer Engine.IO pings in a background
 //! task and hand every other packet, in wire order, to the test as a [`Frame`].
 
@@ -62,10 +62,8 @@ async fn start_with(
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("local address");
     let (stop, stopped) = oneshot::channel::<()>();
-    let io_for_shutdown = io.clone();
     let shutdown = async move {
         let _ = stopped.await;
-        io_for_shutdown.close();
     };
     let served = tokio::spawn(async move {
         io.serve_with(listener, shutdown, move |req| {

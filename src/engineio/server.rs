@@ -4,6 +4,7 @@
 use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -65,6 +66,18 @@ pub struct EngineIo<H: Handler> {
     transport_count: Mutex<Option<(Instant, (usize, usize))>>,
     /// Set by [`shut_down`](EngineIo::shut_down): no session is opened any more.
     shut: std::sync::atomic::AtomicBool,
+    /// WebSocket connections whose task runs: one outlives its session while its close frame
+    /// goes out.
+    websockets: AtomicUsize,
+}
+
+/// Counts a WebSocket connection's task among [`EngineIo::websocket_count`] while it lives.
+pub(crate) struct LiveWebSocket<'a>(&'a AtomicUsize);
+
+impl Drop for LiveWebSocket<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Release);
+    }
 }
 
 /// How long a count of sessions per transport is reused.
@@ -107,6 +120,7 @@ impl<H: Handler> EngineIo<H> {
             metrics: Arc::default(),
             transport_count: Mutex::new(None),
             shut: std::sync::atomic::AtomicBool::new(false),
+            websockets: AtomicUsize::new(0),
         })
     }
 
@@ -163,6 +177,19 @@ impl<H: Handler> EngineIo<H> {
         self.lock_sessions().len()
     }
 
+    /// WebSocket connections still open or closing (a session's may outlive it while its close
+    /// frame goes out): for a shutdown that waits for clients to be told.
+    pub fn websocket_count(&self) -> usize {
+        self.websockets.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Counts a WebSocket connection's task until the guard is dropped.
+    pub(crate) fn live_websocket(&self) -> LiveWebSocket<'_> {
+        self.websockets
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        LiveWebSocket(&self.websockets)
+    }
+
     /// Every open session.
     pub fn sessions(&self) -> Vec<Arc<Session<H::Data>>> {
         self.lock_sessions().values().cloned().collect()
@@ -174,6 +201,11 @@ impl<H: Handler> EngineIo<H> {
     pub fn shut_down(&self) {
         self.shut.store(true, std::sync::atomic::Ordering::Release);
         self.close_all(CloseReason::ServerShutdown);
+    }
+
+    /// Whether [`shut_down`](Self::shut_down) was called.
+    pub fn is_shut_down(&self) -> bool {
+        self.shut.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Closes every session, telling clients why.
@@ -291,9 +323,9 @@ impl<H: Handler> EngineIo<H> {
         if !self.config.allows_transport(transport) {
             return Err(RequestError::UnknownTransport);
         }
-        // A WebSocket handshake that names polling is no poll (served as one, it would take a
-        // session's packets from under its client, or open a session nobody polls); Node's
-        // server closes such a WebSocket at once.
+        // A WebSocket handshake that names polling is no poll: served as one, it would take a
+        // session's packets from under its client, or open a session nobody polls. (Node's
+        // server accepts such a WebSocket and closes it at once.)
         if transport == Transport::Polling && websocket::is_upgrade_request(&req) {
             return Err(RequestError::BadRequest);
         }

@@ -311,9 +311,10 @@ impl<D> Session<D> {
     }
 
     /// Makes what is queued so far go out over WebSocket in a write of its own, ahead of what is
-    /// queued next. A Socket.IO `CONNECT` answer goes out alone this way, as Node's server sends
-    /// it, because some clients (the protocol's own test suite among them) miss an event that
-    /// reaches them in the same read as the answer, before they listen for events.
+    /// queued next. A Socket.IO `CONNECT` answer ends a write this way (alone, or after the
+    /// events a recovered socket missed), as Node's server sends it, because some clients (the
+    /// protocol's own test suite among them) miss an event that reaches them in the same read
+    /// after the answer, before they listen for events.
     pub(crate) fn end_batch(&self) {
         let mut st = self.lock();
         if st.batch_end == 0 {

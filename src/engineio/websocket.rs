@@ -203,6 +203,7 @@ pub(crate) fn open_new<H: Handler>(
         }
     });
     let fut = async move {
+        let _live = engine.live_websocket();
         let Some((mut ws, session, opened)) = opening.await else {
             return;
         };
@@ -278,6 +279,7 @@ pub(crate) fn upgrade_existing<H: Handler>(
         }
     });
     let task = async move {
+        let _live = engine.live_websocket();
         let Some(mut ws) = opening.await else {
             return;
         };
@@ -304,6 +306,7 @@ fn accept_and_close<H: Handler>(engine: &Arc<EngineIo<H>>, req: Request<()>) -> 
     let resp = switching_protocols(&req);
     let engine = engine.clone();
     tokio::spawn(async move {
+        let _live = engine.live_websocket();
         if let Some(mut ws) = accept(engine.config(), req).await {
             let _ = tokio::time::timeout(CLOSE_GRACE, hang_up(&mut ws, None)).await;
         }

@@ -638,6 +638,10 @@ impl Serializer for KeySerializer {
         if !v.is_finite() {
             return Err(BinaryError::FloatKeyMustBeFinite);
         }
+        if v == 0.0 {
+            // As the text route writes zeros (and JavaScript's `String(-0)`).
+            return Ok("0".to_owned());
+        }
         // JSON's own float text, as serde_json writes keys.
         serde_json::to_string(&v).map_err(|e| BinaryError::Message(e.to_string()))
     }
@@ -645,6 +649,9 @@ impl Serializer for KeySerializer {
     fn serialize_f64(self, v: f64) -> Result<String> {
         if !v.is_finite() {
             return Err(BinaryError::FloatKeyMustBeFinite);
+        }
+        if v == 0.0 {
+            return Ok("0".to_owned());
         }
         serde_json::to_string(&v).map_err(|e| BinaryError::Message(e.to_string()))
     }
@@ -2239,6 +2246,8 @@ mod tests {
             );
             same(nsp, id, event, "str");
             same(nsp, id, event, &(-0.0f64, 0.0f64, -0.0f32, 2.5f32, -1.5f64));
+            same(nsp, id, event, &HashMap::from([(Key(-0.0), 1)]));
+            same(nsp, id, event, &HashMap::from([(Key(0.0), 1)]));
             same(nsp, id, event, &Kind2::C(1, "x".to_owned()));
             if let Some(id) = id {
                 same(nsp, Some(id), None, &());

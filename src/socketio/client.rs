@@ -397,7 +397,8 @@ impl Client {
                 restored.sid,
                 true,
             ));
-            socket.set_data(restored.data.clone());
+            socket.set_data(restored.kept.data.clone());
+            socket.set_extensions(restored.kept.extensions.clone());
             if !take_namespace(session, nsp, &socket) {
                 return None;
             }
@@ -409,7 +410,7 @@ impl Client {
             let _ = session.send_all(connect);
             session.end_batch();
             ns.add(&socket);
-            for room in &restored.rooms {
+            for room in &restored.kept.rooms {
                 socket.join(room);
             }
             socket.mark_connected();

@@ -21,7 +21,7 @@ use super::binary;
 use super::client::run_inline;
 use super::error::{AckError, ConnectError, EmitError};
 use super::packet::{Packet, PacketKind};
-use super::recovery::{Recovery, RecoveryConfig, Restored};
+use super::recovery::{Kept, Recovery, RecoveryConfig, Restored};
 use super::socket::{AckResponse, Socket, check_event_name, encode_frames, typed_frames};
 use crate::engineio::Frame;
 use crate::id::{Id, IdMap};
@@ -519,21 +519,21 @@ impl Namespace {
     }
 
     /// What a leaving socket had, when recovery is on and it may come back: its rooms (read
-    /// before it leaves them) and data.
-    pub(crate) fn keep_for_recovery(
-        &self,
-        socket: &Socket,
-        recoverable: bool,
-    ) -> Option<(Vec<String>, Value)> {
+    /// before it leaves them), data and extensions.
+    pub(crate) fn keep_for_recovery(&self, socket: &Socket, recoverable: bool) -> Option<Kept> {
         if self.recovery.is_none() || !recoverable {
             return None;
         }
-        Some((self.adapter.rooms_of(socket.id()), socket.data()))
+        Some(Kept {
+            rooms: self.adapter.rooms_of(socket.id()),
+            data: socket.data(),
+            extensions: socket.extensions(),
+        })
     }
 
     /// A socket has left the namespace: what it had, if anything, is kept for its return. Called
     /// once it is gone from the namespace, so that it cannot be recovered while still there.
-    pub(crate) fn forget_socket(&self, socket: Id, kept: Option<(Vec<String>, Value)>) {
+    pub(crate) fn forget_socket(&self, socket: Id, kept: Option<Kept>) {
         if let Some(recovery) = &self.recovery {
             recovery.lock().leave(&recovery.config, socket, kept);
         }

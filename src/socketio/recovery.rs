@@ -54,8 +54,7 @@ pub(crate) struct Restored {
     pub(crate) sid: Id,
     pub(crate) pid: Id,
     since: u64,
-    pub(crate) rooms: Vec<String>,
-    pub(crate) data: Value,
+    pub(crate) kept: Kept,
     pub(crate) missed: Vec<Frame>,
     /// Their size, as a session's outbound queue counts it.
     pub(crate) missed_bytes: usize,
@@ -89,13 +88,22 @@ pub(crate) struct State {
     offset_prefix: String,
 }
 
+/// What a socket that left had, for its return: its rooms (read before it left them), its
+/// data and the program's typed values (a recovered socket does not pass the middleware that
+/// set them again).
+#[derive(Debug)]
+pub(crate) struct Kept {
+    pub(crate) rooms: Vec<String>,
+    pub(crate) data: Value,
+    pub(crate) extensions: hyper::http::Extensions,
+}
+
 #[derive(Debug)]
 struct Persisted {
     sid: Id,
     /// The first offset the socket could get: the client cannot ask for what came before.
     since: u64,
-    rooms: Vec<String>,
-    data: Value,
+    kept: Kept,
     at: Instant,
 }
 
@@ -144,12 +152,7 @@ impl State {
     }
 
     /// A socket left; when it may come back, what it had is kept.
-    pub(crate) fn leave(
-        &mut self,
-        config: &RecoveryConfig,
-        sid: Id,
-        keep: Option<(Vec<String>, Value)>,
-    ) {
+    pub(crate) fn leave(&mut self, config: &RecoveryConfig, sid: Id, keep: Option<Kept>) {
         let Some((pid, since)) = self.live.remove(&sid) else {
             return;
         };
@@ -158,7 +161,7 @@ impl State {
         let now = Instant::now();
         self.expire_events(config, now);
         self.expire_sessions(config, now);
-        let Some((rooms, data)) = keep else {
+        let Some(kept) = keep else {
             return;
         };
         while self.sessions.len() >= config.max_sessions.max(1) {
@@ -177,8 +180,7 @@ impl State {
             Persisted {
                 sid,
                 since,
-                rooms,
-                data,
+                kept,
                 at,
             },
         );
@@ -260,7 +262,12 @@ impl State {
         };
         let sid_room = session.sid.as_str();
         let reaches = |target: &BroadcastTarget| {
-            let mut rooms = session.rooms.iter().map(String::as_str).chain([sid_room]);
+            let mut rooms = session
+                .kept
+                .rooms
+                .iter()
+                .map(String::as_str)
+                .chain([sid_room]);
             let included = target.rooms.is_empty()
                 || rooms
                     .clone()
@@ -279,8 +286,7 @@ impl State {
             sid: session.sid,
             pid,
             since: session.since,
-            rooms: session.rooms,
-            data: session.data,
+            kept: session.kept,
             missed,
             missed_bytes,
         })
@@ -404,11 +410,19 @@ mod tests {
         assert_eq!(text(&empty), r#"42["3"]"#);
     }
 
+    fn kept(rooms: Vec<String>, data: impl Into<Value>) -> Kept {
+        Kept {
+            rooms,
+            data: data.into(),
+            extensions: Default::default(),
+        }
+    }
+
     fn persisted(state: &mut State, config: &RecoveryConfig, rooms: &[&str]) -> (Id, Id) {
         let (sid, pid) = (Id::random(), Id::random());
         state.register(sid, pid);
         let rooms = rooms.iter().map(|r| r.to_string()).collect();
-        state.leave(config, sid, Some((rooms, Value::from("data"))));
+        state.leave(config, sid, Some(kept(rooms, "data")));
         (sid, pid)
     }
 
@@ -420,7 +434,7 @@ mod tests {
         state.register(sid, pid);
         let first = state.stamp(&config, event(r#"42["before"]"#), &to(&[], &[]));
         assert_eq!(text(&first), r#"42["before","0"]"#);
-        state.leave(&config, sid, Some((vec!["r1".into()], Value::from("data"))));
+        state.leave(&config, sid, Some(kept(vec!["r1".into()], "data")));
         state.stamp(&config, event(r#"42["all"]"#), &to(&[], &[]));
         state.stamp(&config, event(r#"42["r1"]"#), &to(&["r1"], &[]));
         state.stamp(&config, event(r#"42["r2"]"#), &to(&["r2"], &[]));
@@ -428,8 +442,8 @@ mod tests {
         state.stamp(&config, event(r#"42["mine"]"#), &to(&[sid.as_str()], &[]));
         let restored = state.restore(&config, pid.as_str(), "0").unwrap();
         assert_eq!(restored.sid, sid);
-        assert_eq!(restored.rooms, ["r1"]);
-        assert_eq!(restored.data, "data");
+        assert_eq!(restored.kept.rooms, ["r1"]);
+        assert_eq!(restored.kept.data, "data");
         let missed: Vec<&str> = restored
             .missed
             .iter()
@@ -512,7 +526,7 @@ mod tests {
         let (sid, pid) = (Id::random(), Id::random());
         state.register(sid, pid);
         state.stamp(&config, event(r#"42["e"]"#), &to(&[], &[]));
-        state.leave(&config, sid, Some((Vec::new(), Value::Null)));
+        state.leave(&config, sid, Some(kept(Vec::new(), Value::Null)));
         let restored = state.restore(&config, pid.as_str(), "3").unwrap();
         assert!(restored.missed.is_empty());
     }

@@ -3,6 +3,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
@@ -138,6 +139,8 @@ pub(crate) struct ServerState {
     /// Held while a namespace is made, so that one name never gets two: a dynamic namespace's
     /// setup runs under it, outside the table's lock, and may look namespaces up.
     making: Mutex<()>,
+    /// [`SocketIo::serve`]s running: the io closes when the last of them stops.
+    serving: AtomicUsize,
 }
 
 impl ServerState {
@@ -554,6 +557,7 @@ impl SocketIoBuilder {
             namespaces: RwLock::new(HashMap::new()),
             dynamic: RwLock::new(Vec::new()),
             making: Mutex::new(()),
+            serving: AtomicUsize::new(0),
         });
         // The main namespace always exists (as in Node), so that no dynamic matcher makes it.
         let main = state.new_namespace("/", None);
@@ -698,21 +702,25 @@ impl SocketIo {
     }
 
     /// [`close`](Self::close), then waits until every session has ended (their disconnect
-    /// handlers have run, and polling clients have had their close packet) or `grace` has
-    /// passed, as Node's `io.close(callback)`: for a program that serves Socket.IO from its
-    /// own server and stops it. Whether every session ended in time.
+    /// handlers have run, polling clients have had their close packet and WebSockets their
+    /// close frame) or `grace` has passed, as Node's `io.close(callback)`: for a program that
+    /// serves Socket.IO from its own server, to call before it stops serving HTTP (a polling
+    /// client fetches its close packet with one more request). Whether every session ended in
+    /// time.
     pub async fn close_within(&self, grace: Duration) -> bool {
         self.close();
-        self.sessions_ended_by(tokio::time::Instant::now() + grace)
-            .await
+        let engine = &self.engine;
+        self.wait_until(tokio::time::Instant::now() + grace, || {
+            engine.session_count() == 0 && engine.websocket_count() == 0
+        })
+        .await
     }
 
-    /// Waits until no session is left or `deadline` comes; whether none is left. Shutdown
-    /// alone wakes it, so it looks every few milliseconds rather than keep a notification
-    /// that every session's end would pay for.
-    async fn sessions_ended_by(&self, deadline: tokio::time::Instant) -> bool {
+    /// Waits until `done` or `deadline`; whether `done`. Only shutdown waits so, so it looks
+    /// every few milliseconds rather than keep a notification that every session would pay for.
+    async fn wait_until(&self, deadline: tokio::time::Instant, done: impl Fn() -> bool) -> bool {
         const LOOK_EVERY: Duration = Duration::from_millis(10);
-        while self.engine.session_count() > 0 {
+        while !done() {
             if tokio::time::Instant::now() >= deadline {
                 return false;
             }
@@ -723,9 +731,10 @@ impl SocketIo {
 
     /// Serves Socket.IO on `listener` until `shutdown` resolves; other paths get 404.
     ///
-    /// When `shutdown` resolves, the server is [closed](Self::close) (clients are told it is
-    /// shutting down, and their disconnect handlers run), and this returns once the clients
-    /// and the HTTP connections are gone, or after a grace period of 5 seconds.
+    /// When `shutdown` resolves and no other `serve` of this server runs (one per listener,
+    /// say), the server is [closed](Self::close): clients are told it is shutting down, and
+    /// their disconnect handlers run. This returns once they and the HTTP connections are gone,
+    /// or after a grace period of 5 seconds.
     pub async fn serve(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
         self.serve_with(listener, shutdown, |_req| async { not_found() })
             .await;
@@ -765,25 +774,66 @@ impl SocketIo {
             }
         };
         let config = HttpConfig::default();
+        let serving = Serving::start(&self.state().serving);
         // The clients are told first: a pending poll is answered with the close packet, so
         // the HTTP connections do not wait out the grace for it.
         let began = std::sync::OnceLock::new();
         let shutdown = async {
             shutdown.await;
             let _ = began.set(tokio::time::Instant::now());
-            self.close();
+            if serving.stop() {
+                self.close();
+            }
         };
         crate::server::serve(listener, config.clone(), handler, shutdown).await;
-        let began = began
-            .get()
-            .copied()
-            .unwrap_or_else(tokio::time::Instant::now);
-        if !self.sessions_ended_by(began + config.shutdown_grace).await {
+        let Some(&began) = began.get() else {
+            return;
+        };
+        if !self.engine.is_shut_down() {
+            return;
+        }
+        // Polling sessions have nothing more to wait for once their HTTP connections are
+        // gone; WebSockets may still be sending their close frames.
+        let engine = &self.engine;
+        let gone = self
+            .wait_until(began + config.shutdown_grace, || {
+                engine.websocket_count() == 0
+                    && self.namespaces().iter().all(|ns| ns.socket_count() == 0)
+            })
+            .await;
+        if !gone {
             tracing::debug!(
-                left = self.engine.session_count(),
-                "sessions still open after the shutdown grace"
+                websockets = engine.websocket_count(),
+                "clients still connected after the shutdown grace"
             );
         }
+    }
+}
+
+/// Counts one [`SocketIo::serve`] among the server's while it runs.
+struct Serving<'a> {
+    count: &'a AtomicUsize,
+    stopped: AtomicBool,
+}
+
+impl<'a> Serving<'a> {
+    fn start(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        Serving {
+            count,
+            stopped: AtomicBool::new(false),
+        }
+    }
+
+    /// Counts this one out; whether it was the last.
+    fn stop(&self) -> bool {
+        !self.stopped.swap(true, Ordering::AcqRel) && self.count.fetch_sub(1, Ordering::AcqRel) == 1
+    }
+}
+
+impl Drop for Serving<'_> {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 

@@ -375,7 +375,8 @@ impl Socket {
     /// Attaches a typed value of the program's own to this socket, one per type (a user, a
     /// session handle), replacing and returning the one before. Unlike [`data`](Self::data)
     /// it is no JSON and stays on this node: for what a middleware finds out and the handlers
-    /// use (socketioxide's `extensions`).
+    /// use (socketioxide's `extensions`). A recovered socket has them back, as its data (the
+    /// middleware does not run for it again).
     pub fn insert_extension<T: Clone + Send + Sync + 'static>(&self, value: T) -> Option<T> {
         lock(&self.extensions).insert(value)
     }
@@ -389,6 +390,16 @@ impl Socket {
     /// Takes this socket's value of type `T` off it.
     pub fn remove_extension<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
         lock(&self.extensions).remove::<T>()
+    }
+
+    /// Every extension, for a socket kept for recovery.
+    pub(crate) fn extensions(&self) -> hyper::http::Extensions {
+        lock(&self.extensions).clone()
+    }
+
+    /// The extensions of the socket this one recovers.
+    pub(crate) fn set_extensions(&self, extensions: hyper::http::Extensions) {
+        *lock(&self.extensions) = extensions;
     }
 
     /// The socket as the cluster sees it, with a handshake shaped like Node's
