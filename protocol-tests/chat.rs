@@ -122,6 +122,18 @@ impl Server {
         Client::ws(self.addr, label).await
     }
 
+    /// A (juan) and B (bob) logged in to `r1` over WebSocket, A told of B.
+    async fn juan_and_bob(&self) -> (Client, Client) {
+        let mut a = self.ws("A").await;
+        let mut b = self.ws("B").await;
+        a.login("juan", "r1", &[]).await;
+        let ua = a.user("juan", "r1");
+        b.login("bob", "r1", std::slice::from_ref(&ua)).await;
+        a.expect(entered("bob")).await;
+        a.expect(users(&[ua, b.user("bob", "r1")])).await;
+        (a, b)
+    }
+
     async fn polling(&self, label: &str) -> Client {
         Client::polling(self.addr, label).await
     }
@@ -1420,13 +1432,7 @@ async fn room_message_before_login_is_dropped_silently() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn room_message_that_is_not_a_string_is_dropped_and_counted() {
     let server = start(ChatConfig::default()).await;
-    let mut a = server.ws("A").await;
-    let mut b = server.ws("B").await;
-    a.login("juan", "r1", &[]).await;
-    let ua = a.user("juan", "r1");
-    b.login("bob", "r1", std::slice::from_ref(&ua)).await;
-    a.expect(entered("bob")).await;
-    a.expect(users(&[ua, b.user("bob", "r1")])).await;
+    let (mut a, mut b) = server.juan_and_bob().await;
 
     let with_ack = [
         r#"["roomMessage"]"#,
@@ -1466,13 +1472,7 @@ async fn room_message_that_is_not_a_string_is_dropped_and_counted() {
 async fn room_message_over_the_cap_is_dropped_and_counted() {
     // The default cap, 16 KiB.
     let server = start(ChatConfig::default()).await;
-    let mut a = server.ws("A").await;
-    let mut b = server.ws("B").await;
-    a.login("juan", "r1", &[]).await;
-    let ua = a.user("juan", "r1");
-    b.login("bob", "r1", std::slice::from_ref(&ua)).await;
-    a.expect(entered("bob")).await;
-    a.expect(users(&[ua, b.user("bob", "r1")])).await;
+    let (mut a, mut b) = server.juan_and_bob().await;
 
     let at_cap = "x".repeat(16 * 1024);
     a.emit("roomMessage", &[json!(at_cap)]).await;
@@ -1573,13 +1573,7 @@ async fn a_socket_flooding_far_beyond_the_rate_is_disconnected() {
     // A burst of 5 and no refill: after 5 relayed, 25 drops (five bursts) are tolerated, the
     // 26th disconnects.
     let server = start(small_rate(5, 0.0)).await;
-    let mut a = server.ws("A").await;
-    let mut b = server.ws("B").await;
-    a.login("juan", "r1", &[]).await;
-    let ua = a.user("juan", "r1");
-    b.login("bob", "r1", std::slice::from_ref(&ua)).await;
-    a.expect(entered("bob")).await;
-    a.expect(users(&[ua, b.user("bob", "r1")])).await;
+    let (mut a, mut b) = server.juan_and_bob().await;
     for i in 0..30 {
         a.emit("roomMessage", &[json!(format!("m{i}"))]).await;
     }
@@ -1605,8 +1599,14 @@ async fn a_flood_is_disconnected_although_the_bucket_refills() {
     let server = start(small_rate(5, 20.0)).await;
     let mut a = server.ws("A").await;
     a.login("juan", "r1", &[]).await;
-    for i in 0..300 {
-        // The disconnect may come while they are being sent.
+    flood_until_disconnected(&mut a, 300).await;
+    assert_eq!(server.flood_disconnects(), 1);
+}
+
+/// Sends up to `count` roomMessages as fast as they go (the disconnect may come while they
+/// are being sent), then expects the messages relayed back and a disconnect.
+async fn flood_until_disconnected(a: &mut Client, count: usize) {
+    for i in 0..count {
         if !a.try_emit("roomMessage", &[json!(format!("m{i}"))]).await {
             break;
         }
@@ -1618,7 +1618,6 @@ async fn a_flood_is_disconnected_although_the_bucket_refills() {
             other => panic!("expected messages then a disconnect, got {other:?}"),
         }
     }
-    assert_eq!(server.flood_disconnects(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1666,13 +1665,7 @@ async fn ping_acks_with_the_socket_id() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_socket_id_from_users_does_not_open_a_session() {
     let server = start(ChatConfig::default()).await;
-    let mut a = server.ws("A").await;
-    let mut b = server.ws("B").await;
-    a.login("juan", "r1", &[]).await;
-    let ua = a.user("juan", "r1");
-    b.login("bob", "r1", std::slice::from_ref(&ua)).await;
-    a.expect(entered("bob")).await;
-    a.expect(users(&[ua, b.user("bob", "r1")])).await;
+    let (mut a, mut b) = server.juan_and_bob().await;
 
     // B learned A's id from `users`; it is no session id.
     let target = format!("/socket.io/?EIO=4&transport=polling&sid={}", a.id);
@@ -1844,13 +1837,7 @@ async fn by_default_a_burst_of_messages_is_relayed_whole() {
     // What a client queued while it was away comes at once when it is back; a program relaying
     // a conversation sends as fast.
     let server = start(ChatConfig::default()).await;
-    let mut a = server.ws("A").await;
-    let mut b = server.ws("B").await;
-    a.login("juan", "r1", &[]).await;
-    let ua = a.user("juan", "r1");
-    b.login("bob", "r1", std::slice::from_ref(&ua)).await;
-    a.expect(entered("bob")).await;
-    a.expect(users(&[ua, b.user("bob", "r1")])).await;
+    let (a, mut b) = server.juan_and_bob().await;
     for i in 0..500 {
         a.emit("roomMessage", &[json!(format!("m{i}"))]).await;
     }
@@ -1869,17 +1856,7 @@ async fn by_default_thousands_of_messages_a_second_are_a_flood() {
     c.login("carla", "r2", &[]).await;
     // As fast as they go: 10,000 in a second are far more than the 2,000 a second lets
     // through and the 5,000 drops tolerated on top (a slow machine may send more first).
-    let mut sent = 0;
-    while sent < 100_000 && a.try_emit("roomMessage", &[json!("x")]).await {
-        sent += 1;
-    }
-    loop {
-        match a.next().await {
-            Frame::Disconnect => break,
-            Frame::Event(name, _) if name == "roomMessage" => {}
-            other => panic!("expected messages then a disconnect, got {other:?}"),
-        }
-    }
+    flood_until_disconnected(&mut a, 100_000).await;
     assert_eq!(server.flood_disconnects(), 1);
     assert!(server.dropped_rate() > 0);
     // Another room heard nothing of it.
