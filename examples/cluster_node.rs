@@ -114,9 +114,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     io.serve_with(
         listener,
-        async {
-            let _ = tokio::signal::ctrl_c().await;
-        },
+        socketio_server::server::shutdown_signal(),
         |_req| async { hyper::Response::new(socketio_server::engineio::Body::from("ok")) },
     )
     .await;

@@ -43,9 +43,7 @@ async fn main() -> std::io::Result<()> {
         "conformance server listening on http://{}",
         listener.local_addr()?
     );
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+    let shutdown = socketio_server::server::shutdown_signal();
     conformance::serve(listener, AllowedOrigins::AnyWithCredentials, shutdown).await;
     Ok(())
 }

@@ -23,9 +23,7 @@ async fn main() -> std::io::Result<()> {
         socketio_server::server::bind("0.0.0.0:3000", socketio_server::server::DEFAULT_BACKLOG)
             .await?;
     println!("echo server listening on http://localhost:3000");
-    io.serve(listener, async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-    .await;
+    io.serve(listener, socketio_server::server::shutdown_signal())
+        .await;
     Ok(())
 }

@@ -94,7 +94,7 @@ async fn run(config: ChatConfig) -> Result<(), Box<dyn std::error::Error + Send 
     // Serving ends by closing every client's connection (reason `server shutting down`) and
     // waiting for them to go, within a grace.
     let shutdown = async move {
-        shutdown_signal().await;
+        socketio_server::server::shutdown_signal().await;
         tracing::info!("shutting down");
     };
     let mut site = web::Site::new(io.clone(), chat.clone());
@@ -125,7 +125,7 @@ async fn join_cluster(
     const FIRST_WAIT: Duration = Duration::from_millis(250);
     const MAX_WAIT: Duration = Duration::from_secs(5);
     let mut wait = FIRST_WAIT;
-    let stop = shutdown_signal();
+    let stop = socketio_server::server::shutdown_signal();
     tokio::pin!(stop);
     loop {
         // The URL may hold a password: it stays out of the messages.
@@ -141,27 +141,6 @@ async fn join_cluster(
             _ = &mut stop => return Ok(None),
         }
         wait = (wait * 2).min(MAX_WAIT);
-    }
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = terminate => {}
     }
 }
 
