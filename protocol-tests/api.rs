@@ -2091,6 +2091,47 @@ async fn a_server_served_on_two_listeners_closes_with_the_last() {
 }
 
 #[tokio::test]
+async fn serves_raced_in_a_select_close_the_server_when_they_stop() {
+    let io = SocketIo::builder().build();
+    let mut reasons = report_disconnects(&io, |_| {});
+    let first = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let second = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = second.local_addr().expect("address");
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let signal = move || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }
+    };
+    let serving = tokio::spawn({
+        let io = io.clone();
+        async move {
+            // The first to return ends the select; the other is dropped, not stopped.
+            tokio::select! {
+                _ = io.serve(first, signal()) => {}
+                _ = io.serve(second, signal()) => {}
+            }
+        }
+    });
+    let (_ws, _) = connect(addr, "/").await;
+    stop.send(true).expect("still serving");
+    tokio::time::timeout(Duration::from_secs(3), serving)
+        .await
+        .expect("the select ends")
+        .expect("no panic");
+    let reason = tokio::time::timeout(Duration::from_secs(3), reasons.recv())
+        .await
+        .expect("the socket leaves")
+        .expect("a reason");
+    assert_eq!(reason, DisconnectReason::ServerShuttingDown);
+}
+
+#[tokio::test]
 async fn a_sockets_rooms_are_listed_in_the_order_it_joined_them() {
     let io = SocketIo::builder().build();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Arc<Socket>>();

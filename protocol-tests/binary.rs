@@ -222,8 +222,9 @@ fn a_terminated_server_closes_its_clients_and_exits() {
     assert!(request(port, "GET", &polling, "").starts_with("40"));
     let pending = send_request(port, "GET", &polling, "");
     // Connections are taken in the order they came: once a later one is answered, the
-    // server holds the poll.
+    // poll's has been accepted; a moment more, and its request has been read.
     assert!(get_root("127.0.0.1", port).ends_with("up and running"));
+    std::thread::sleep(Duration::from_millis(200));
     let pending = std::thread::spawn(move || answer_body(pending));
 
     let pid = server.0.id().to_string();

@@ -1848,6 +1848,27 @@ async fn by_default_a_burst_of_messages_is_relayed_whole() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_messages_take_from_the_rate_by_the_kib() {
+    // 200 messages of 15 KiB at once are 3,000 KiB: the default burst of 1,000 lets 66 through
+    // (and what refills while they are sent), and the rest is dropped.
+    let server = start(ChatConfig::default()).await;
+    let (a, _b) = server.juan_and_bob().await;
+    let text = "x".repeat(15 * 1024);
+    for _ in 0..200 {
+        a.emit("roomMessage", &[json!(text)]).await;
+    }
+    tokio::time::timeout(WAIT, async {
+        while server.relayed() + server.dropped_rate() < 200 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("every message counted");
+    let relayed = server.relayed();
+    assert!((66..200).contains(&relayed), "{relayed} relayed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn by_default_thousands_of_messages_a_second_are_a_flood() {
     let server = start(ChatConfig::default()).await;
     let mut a = server.ws("A").await;

@@ -14,7 +14,8 @@ pub struct ChatConfig {
     pub endpoints: Vec<String>,
     /// Longest `roomMessage` relayed, in bytes.
     pub max_message_bytes: usize,
-    /// `roomMessage`s a socket may send at once. The default, with `rate_per_second`'s, is far
+    /// `roomMessage`s a socket may send at once, a message counting one for every KiB it has
+    /// begun. The default, with `rate_per_second`'s, is far
     /// above what a person types and what a program relaying a conversation sends (a client's
     /// emits queued while it was away come at once, too), and far below a flood, whose every
     /// message each member of the room would be sent.
@@ -111,7 +112,8 @@ Options (each also read from the environment variable in brackets; a flag wins):
                                 (default http://localhost:3000; the server's own origin is
                                 always allowed)
   --max-message-bytes <N>       longest roomMessage relayed [MAX_MESSAGE_BYTES] (default 16384)
-  --rate-burst <N>              roomMessages at once per socket [RATE_BURST] (default 1000)
+  --rate-burst <N>              roomMessages at once per socket, one per KiB begun
+                                [RATE_BURST] (default 1000)
   --rate-per-second <N>         sustained roomMessages per second per socket [RATE_PER_SECOND]
                                 (default 1000)
   --login-burst <N>             logins at once per connection [LOGIN_BURST] (default 30)

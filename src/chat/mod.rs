@@ -49,6 +49,11 @@ struct MessageRate {
 /// The drops a socket's second bucket holds, in bursts.
 const RATE_BURSTS_BEFORE_DISCONNECT: u32 = 5;
 
+/// A `roomMessage` takes a token from its socket's bucket for every KiB it has begun: the
+/// rate bounds the bytes a socket makes every member of its room receive, not only the
+/// messages (a burst of the largest messages would otherwise fill members' queues).
+const RATE_TOKEN_BYTES: usize = 1024;
+
 /// The chat's shared state.
 ///
 /// On one node, the user store is the whole truth. In a cluster (`redis_url` set, and the
@@ -240,9 +245,17 @@ impl Chat {
             ),
         });
         socket.on_raw("roomMessage", move |socket: Arc<Socket>, event: Event| {
+            let tokens = match event.args.first() {
+                Some(Value::String(message)) => message.len().div_ceil(RATE_TOKEN_BYTES),
+                _ => 1,
+            };
+            // Never more than a burst: a message the cap allows is never refused for good.
+            let tokens = u32::try_from(tokens)
+                .unwrap_or(u32::MAX)
+                .clamp(1, burst.max(1));
             let (allowed, flooding) = {
                 let mut rate = rate.lock().unwrap_or_else(|e| e.into_inner());
-                let allowed = rate.messages.try_take();
+                let allowed = rate.messages.try_take_n(tokens);
                 (allowed, !allowed && !rate.drops.try_take())
             };
             if flooding {

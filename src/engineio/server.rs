@@ -68,13 +68,16 @@ pub struct EngineIo<H: Handler> {
     shut: std::sync::atomic::AtomicBool,
     /// WebSocket connections whose task runs: one outlives its session while its close frame
     /// goes out.
-    websockets: AtomicUsize,
+    websockets: Arc<AtomicUsize>,
+    /// Sessions opened whose end the handler has not been told of yet.
+    unended: AtomicUsize,
 }
 
-/// Counts a WebSocket connection's task among [`EngineIo::websocket_count`] while it lives.
-pub(crate) struct LiveWebSocket<'a>(&'a AtomicUsize);
+/// Counts a WebSocket connection among [`EngineIo::websocket_count`] from its `101` to the
+/// end of its task.
+pub(crate) struct LiveWebSocket(Arc<AtomicUsize>);
 
-impl Drop for LiveWebSocket<'_> {
+impl Drop for LiveWebSocket {
     fn drop(&mut self) {
         self.0.fetch_sub(1, std::sync::atomic::Ordering::Release);
     }
@@ -120,7 +123,8 @@ impl<H: Handler> EngineIo<H> {
             metrics: Arc::default(),
             transport_count: Mutex::new(None),
             shut: std::sync::atomic::AtomicBool::new(false),
-            websockets: AtomicUsize::new(0),
+            websockets: Arc::default(),
+            unended: AtomicUsize::new(0),
         })
     }
 
@@ -183,11 +187,18 @@ impl<H: Handler> EngineIo<H> {
         self.websockets.load(std::sync::atomic::Ordering::Acquire)
     }
 
-    /// Counts a WebSocket connection's task until the guard is dropped.
-    pub(crate) fn live_websocket(&self) -> LiveWebSocket<'_> {
+    /// Counts a WebSocket connection until the guard is dropped.
+    pub(crate) fn live_websocket(&self) -> LiveWebSocket {
         self.websockets
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        LiveWebSocket(&self.websockets)
+        LiveWebSocket(self.websockets.clone())
+    }
+
+    /// Sessions whose end the handler has not been told of yet (those that ended and wait
+    /// for a last poll are not among them): once none is left after
+    /// [`shut_down`](Self::shut_down), every client's close has been handled.
+    pub fn unended_sessions(&self) -> usize {
+        self.unended.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Every open session.
@@ -448,6 +459,8 @@ impl<H: Handler> EngineIo<H> {
             request,
             H::Data::default(),
         ));
+        self.unended
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         self.lock_sessions().insert(session.id(), session.clone());
         tracing::debug!(session = %session.log_id(), transport = transport.as_str(), "session opened");
         // A handshake that passed the check as the server shut down: `shut_down` either saw
@@ -476,6 +489,8 @@ impl<H: Handler> EngineIo<H> {
         tracing::debug!(session = %session.log_id(), %reason, "session closed");
         self.metrics.closed(reason);
         self.handler.on_close(session, reason);
+        self.unended
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
         // When the layer above chose to close, a polling client still gets its last packets
         // and then the close packet from its polls, and so sees a clean close rather than an
         // unknown session; then the id is gone. A client that broke the transport's rules or

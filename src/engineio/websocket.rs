@@ -202,8 +202,9 @@ pub(crate) fn open_new<H: Handler>(
             Some((ws, session, opened))
         }
     });
+    let live = engine.live_websocket();
     let fut = async move {
-        let _live = engine.live_websocket();
+        let _live = live;
         let Some((mut ws, session, opened)) = opening.await else {
             return;
         };
@@ -278,8 +279,9 @@ pub(crate) fn upgrade_existing<H: Handler>(
             Some(ws)
         }
     });
+    let live = engine.live_websocket();
     let task = async move {
-        let _live = engine.live_websocket();
+        let _live = live;
         let Some(mut ws) = opening.await else {
             return;
         };
@@ -305,8 +307,9 @@ fn in_span<F: Future>(span: tracing::Span, fut: F) -> Either<F, Instrumented<Pin
 fn accept_and_close<H: Handler>(engine: &Arc<EngineIo<H>>, req: Request<()>) -> Response<Body> {
     let resp = switching_protocols(&req);
     let engine = engine.clone();
+    let live = engine.live_websocket();
     tokio::spawn(async move {
-        let _live = engine.live_websocket();
+        let _live = live;
         if let Some(mut ws) = accept(engine.config(), req).await {
             let _ = tokio::time::timeout(CLOSE_GRACE, hang_up(&mut ws, None)).await;
         }

@@ -141,6 +141,8 @@ pub(crate) struct ServerState {
     making: Mutex<()>,
     /// [`SocketIo::serve`]s running: the io closes when the last of them stops.
     serving: AtomicUsize,
+    /// Set once any `serve` has been told to stop.
+    stopping: AtomicBool,
 }
 
 impl ServerState {
@@ -558,6 +560,7 @@ impl SocketIoBuilder {
             dynamic: RwLock::new(Vec::new()),
             making: Mutex::new(()),
             serving: AtomicUsize::new(0),
+            stopping: AtomicBool::new(false),
         });
         // The main namespace always exists (as in Node), so that no dynamic matcher makes it.
         let main = state.new_namespace("/", None);
@@ -774,16 +777,14 @@ impl SocketIo {
             }
         };
         let config = HttpConfig::default();
-        let serving = Serving::start(&self.state().serving);
+        let serving = Serving::start(self);
         // The clients are told first: a pending poll is answered with the close packet, so
         // the HTTP connections do not wait out the grace for it.
         let began = std::sync::OnceLock::new();
         let shutdown = async {
             shutdown.await;
             let _ = began.set(tokio::time::Instant::now());
-            if serving.stop() {
-                self.close();
-            }
+            serving.stop();
         };
         crate::server::serve(listener, config.clone(), handler, shutdown).await;
         let Some(&began) = began.get() else {
@@ -792,13 +793,13 @@ impl SocketIo {
         if !self.engine.is_shut_down() {
             return;
         }
-        // Polling sessions have nothing more to wait for once their HTTP connections are
-        // gone; WebSockets may still be sending their close frames.
+        // Every session's end is to be handled (its sockets' disconnect handlers run); then
+        // polling sessions have nothing more to wait for, their HTTP connections gone, while
+        // WebSockets may still be sending their close frames.
         let engine = &self.engine;
         let gone = self
             .wait_until(began + config.shutdown_grace, || {
-                engine.websocket_count() == 0
-                    && self.namespaces().iter().all(|ns| ns.socket_count() == 0)
+                engine.unended_sessions() == 0 && engine.websocket_count() == 0
             })
             .await;
         if !gone {
@@ -812,28 +813,41 @@ impl SocketIo {
 
 /// Counts one [`SocketIo::serve`] among the server's while it runs.
 struct Serving<'a> {
-    count: &'a AtomicUsize,
-    stopped: AtomicBool,
+    io: &'a SocketIo,
+    counted: AtomicBool,
 }
 
 impl<'a> Serving<'a> {
-    fn start(count: &'a AtomicUsize) -> Self {
-        count.fetch_add(1, Ordering::AcqRel);
+    fn start(io: &'a SocketIo) -> Self {
+        io.state().serving.fetch_add(1, Ordering::AcqRel);
         Serving {
-            count,
-            stopped: AtomicBool::new(false),
+            io,
+            counted: AtomicBool::new(true),
         }
     }
 
-    /// Counts this one out; whether it was the last.
-    fn stop(&self) -> bool {
-        !self.stopped.swap(true, Ordering::AcqRel) && self.count.fetch_sub(1, Ordering::AcqRel) == 1
+    /// This `serve` was told to stop: the server closes if it was the last.
+    fn stop(&self) {
+        self.io.state().stopping.store(true, Ordering::Release);
+        self.count_out();
+    }
+
+    /// Counts this one out; the last one out closes the server once any was told to stop
+    /// (also when the last is dropped rather than stopped: serves raced in a `select!`).
+    fn count_out(&self) {
+        let state = self.io.state();
+        if self.counted.swap(false, Ordering::AcqRel)
+            && state.serving.fetch_sub(1, Ordering::AcqRel) == 1
+            && state.stopping.load(Ordering::Acquire)
+        {
+            self.io.close();
+        }
     }
 }
 
 impl Drop for Serving<'_> {
     fn drop(&mut self) {
-        self.stop();
+        self.count_out();
     }
 }
 

@@ -376,7 +376,9 @@ impl Socket {
     /// session handle), replacing and returning the one before. Unlike [`data`](Self::data)
     /// it is no JSON and stays on this node: for what a middleware finds out and the handlers
     /// use (socketioxide's `extensions`). A recovered socket has them back, as its data (the
-    /// middleware does not run for it again).
+    /// middleware does not run for it again): with connection state recovery on, a copy of
+    /// them is kept after a socket leaves until it is recovered or its `max_disconnection`
+    /// has passed, so a value whose drop means something (a guard, a channel) goes then.
     pub fn insert_extension<T: Clone + Send + Sync + 'static>(&self, value: T) -> Option<T> {
         lock(&self.extensions).insert(value)
     }
