@@ -1997,24 +1997,35 @@ async fn a_closed_server_opens_no_more_sessions() {
     assert_eq!(refused.status, 503);
 }
 
-#[tokio::test]
-async fn stopping_serve_disconnects_every_client_before_it_returns() {
-    let io = SocketIo::builder().build();
-    let mut reasons = report_disconnects(&io, |_| {});
+/// Serves `io` on a listener of its own until the sender is used (or dropped); the address,
+/// the sender and the serving task.
+async fn serve_until_stopped(
+    io: &SocketIo,
+) -> (
+    SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("address");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn({
-        let io = io.clone();
-        async move {
-            io.serve(listener, async {
-                let _ = stopped.await;
-            })
-            .await
-        }
+    let io = io.clone();
+    let serving = tokio::spawn(async move {
+        io.serve(listener, async {
+            let _ = stopped.await;
+        })
+        .await
     });
+    (addr, stop, serving)
+}
+
+#[tokio::test]
+async fn stopping_serve_disconnects_every_client_before_it_returns() {
+    let io = SocketIo::builder().build();
+    let mut reasons = report_disconnects(&io, |_| {});
+    let (addr, stop, serving) = serve_until_stopped(&io).await;
     let (mut ws, _) = connect(addr, "/").await;
     let polling = common::client::Polling::open(addr, "/socket.io/").await;
     polling.post_ok(b"40").await;
@@ -2052,19 +2063,10 @@ async fn a_server_served_on_two_listeners_closes_with_the_last() {
     let mut servings = Vec::new();
     let mut addrs = Vec::new();
     for _ in 0..2 {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        addrs.push(listener.local_addr().expect("address"));
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let io = io.clone();
-        servings.push(tokio::spawn(async move {
-            io.serve(listener, async {
-                let _ = stopped.await;
-            })
-            .await
-        }));
+        let (addr, stop, serving) = serve_until_stopped(&io).await;
+        addrs.push(addr);
         stops.push(stop);
+        servings.push(serving);
     }
     let (mut on_second, _) = connect(addrs[1], "/").await;
     stops.remove(0).send(()).expect("still serving");

@@ -1514,15 +1514,9 @@ async fn room_message_over_the_cap_is_dropped_and_counted() {
 async fn rate_limit_drops_after_the_burst_and_spares_others() {
     // No refill, so the count is exact.
     let server = start(small_rate(5, 0.0)).await;
-    let mut a = server.ws("A").await;
-    let mut b = server.ws("B").await;
+    let (mut a, mut b) = server.juan_and_bob().await;
     let mut c = server.ws("C").await;
     let mut d = server.ws("D").await;
-    a.login("juan", "r1", &[]).await;
-    let ua = a.user("juan", "r1");
-    b.login("bob", "r1", std::slice::from_ref(&ua)).await;
-    a.expect(entered("bob")).await;
-    a.expect(users(&[ua, b.user("bob", "r1")])).await;
     c.login("carl", "r2", &[]).await;
     let uc = c.user("carl", "r2");
     d.login("dan", "r2", std::slice::from_ref(&uc)).await;
@@ -1765,15 +1759,9 @@ const PROMPT: Duration = Duration::from_secs(2);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_disconnects_everyone_and_returns() {
     let mut server = start(ChatConfig::default()).await;
-    let mut a = server.ws("A").await;
-    let mut b = server.ws("B").await;
+    let (mut a, mut b) = server.juan_and_bob().await;
     let mut p = server.polling("P").await;
     let mut idle = server.ws("idle").await;
-    a.login("juan", "r1", &[]).await;
-    let ua = a.user("juan", "r1");
-    b.login("bob", "r1", std::slice::from_ref(&ua)).await;
-    a.expect(entered("bob")).await;
-    a.expect(users(&[ua, b.user("bob", "r1")])).await;
     p.login("ann", "r2", &[]).await;
     assert_eq!(server.users(), 3);
     // Let P's next long-poll reach the server: a poll sent after shutdown starts is not accepted.

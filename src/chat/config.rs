@@ -15,10 +15,10 @@ pub struct ChatConfig {
     /// Longest `roomMessage` relayed, in bytes.
     pub max_message_bytes: usize,
     /// `roomMessage`s a socket may send at once, a message counting one for every KiB it has
-    /// begun. The default, with `rate_per_second`'s, is far
-    /// above what a person types and what a program relaying a conversation sends (a client's
-    /// emits queued while it was away come at once, too), and far below a flood, whose every
-    /// message each member of the room would be sent.
+    /// begun. The default, with `rate_per_second`'s, is far above what a person types and what
+    /// a program relaying a conversation sends (a client's emits queued while it was away come
+    /// at once, too), and far below a flood, whose every message each member of the room would
+    /// be sent.
     pub rate_burst: u32,
     /// `roomMessage`s a socket may send per second, sustained.
     pub rate_per_second: f64,

@@ -396,7 +396,7 @@ impl<H: Handler> EngineIo<H> {
                 if !origin_allowed || !allowed {
                     return Err(RequestError::Forbidden);
                 }
-                if self.shut.load(std::sync::atomic::Ordering::Acquire) {
+                if self.is_shut_down() {
                     return Err(RequestError::ServerFull);
                 }
                 let ip = req.extensions().get::<RemoteAddr>().map(|a| a.0.ip());
@@ -465,7 +465,7 @@ impl<H: Handler> EngineIo<H> {
         tracing::debug!(session = %session.log_id(), transport = transport.as_str(), "session opened");
         // A handshake that passed the check as the server shut down: `shut_down` either saw
         // this session among the open ones, or set the flag before it was inserted.
-        if self.shut.load(std::sync::atomic::Ordering::Acquire) {
+        if self.is_shut_down() {
             session.close(CloseReason::ServerShutdown);
         }
         session

@@ -713,23 +713,10 @@ impl SocketIo {
     pub async fn close_within(&self, grace: Duration) -> bool {
         self.close();
         let engine = &self.engine;
-        self.wait_until(tokio::time::Instant::now() + grace, || {
+        wait_until(tokio::time::Instant::now() + grace, || {
             engine.session_count() == 0 && engine.websocket_count() == 0
         })
         .await
-    }
-
-    /// Waits until `done` or `deadline`; whether `done`. Only shutdown waits so, so it looks
-    /// every few milliseconds rather than keep a notification that every session would pay for.
-    async fn wait_until(&self, deadline: tokio::time::Instant, done: impl Fn() -> bool) -> bool {
-        const LOOK_EVERY: Duration = Duration::from_millis(10);
-        while !done() {
-            if tokio::time::Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(LOOK_EVERY).await;
-        }
-        true
     }
 
     /// Serves Socket.IO on `listener` until `shutdown` resolves; other paths get 404.
@@ -797,11 +784,10 @@ impl SocketIo {
         // polling sessions have nothing more to wait for, their HTTP connections gone, while
         // WebSockets may still be sending their close frames.
         let engine = &self.engine;
-        let gone = self
-            .wait_until(began + config.shutdown_grace, || {
-                engine.unended_sessions() == 0 && engine.websocket_count() == 0
-            })
-            .await;
+        let gone = wait_until(began + config.shutdown_grace, || {
+            engine.unended_sessions() == 0 && engine.websocket_count() == 0
+        })
+        .await;
         if !gone {
             tracing::debug!(
                 websockets = engine.websocket_count(),
@@ -809,6 +795,19 @@ impl SocketIo {
             );
         }
     }
+}
+
+/// Waits until `done` or `deadline`; whether `done`. Only shutdown waits so, so it looks every
+/// few milliseconds rather than keep a notification that every session would pay for.
+async fn wait_until(deadline: tokio::time::Instant, done: impl Fn() -> bool) -> bool {
+    const LOOK_EVERY: Duration = Duration::from_millis(10);
+    while !done() {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(LOOK_EVERY).await;
+    }
+    true
 }
 
 /// Counts one [`SocketIo::serve`] among the server's while it runs.
