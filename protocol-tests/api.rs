@@ -460,19 +460,19 @@ async fn events_without_a_handler_of_their_own_reach_the_fallback() {
     ws_send(&mut ws, r#"422["whatever",1,{"a":"b"}]"#).await;
     assert_eq!(
         ws_recv_app_text(&mut ws).await,
-        r#"432[{"args":[1,{"a":"b"}],"name":"whatever","sizes":[]}]"#
+        r#"432[{"name":"whatever","args":[1,{"a":"b"}],"sizes":[]}]"#
     );
     ws_send(&mut ws, r#"42["no ack"]"#).await;
     assert_eq!(
         ws_recv_app_text(&mut ws).await,
-        r#"42["seen",{"args":[],"name":"no ack","sizes":[]}]"#
+        r#"42["seen",{"name":"no ack","args":[],"sizes":[]}]"#
     );
     // Attachments come with the event, as to a raw handler.
     ws_send(&mut ws, r#"451-3["file",{"_placeholder":true,"num":0}]"#).await;
     ws_send_binary(&mut ws, &[1, 2, 3, 4]).await;
     assert_eq!(
         ws_recv_app_text(&mut ws).await,
-        r#"433[{"args":[{"_placeholder":true,"num":0}],"name":"file","sizes":[4]}]"#
+        r#"433[{"name":"file","args":[{"_placeholder":true,"num":0}],"sizes":[4]}]"#
     );
 }
 

@@ -427,6 +427,24 @@ async fn events_and_acks_round_trip() {
     );
     ws_send(&mut ws, r#"42["message"]"#).await;
     assert_eq!(ws_recv_app_text(&mut ws).await, r#"42["message-back"]"#);
+    // Numbers come back as JavaScript writes them (a client that sent `1.0` reads `1`), but
+    // integers stay exact beyond 2^53.
+    ws_send(
+        &mut ws,
+        r#"42["message",1.0,2.50,1e2,1e20,1e21,1.5E-7,-0.0,9007199254740993]"#,
+    )
+    .await;
+    assert_eq!(
+        ws_recv_app_text(&mut ws).await,
+        r#"42["message-back",1,2.5,100,100000000000000000000,1e+21,1.5e-7,0,9007199254740993]"#
+    );
+    // Objects come back with their keys in the client's order, as JavaScript keeps them.
+    let ordered = r#"{"zebra":1,"apple":{"y":[{"b":2,"a":1}],"x":null},"mango":"m"}"#;
+    ws_send(&mut ws, &format!(r#"42["message",{ordered}]"#)).await;
+    assert_eq!(
+        ws_recv_app_text(&mut ws).await,
+        format!(r#"42["message-back",{ordered}]"#)
+    );
     ws_send(&mut ws, r#"4217["message-with-ack","a",2]"#).await;
     assert_eq!(ws_recv_app_text(&mut ws).await, r#"4317["a",2]"#);
     // The largest ack id a JavaScript number holds exactly.
@@ -471,6 +489,18 @@ async fn binary_events_round_trip() {
         r#"451-["message-back",{"_placeholder":true,"num":0}]"#
     );
     assert_eq!(ws_recv_app_binary(&mut ws).await, [1, 2, 3]);
+    // Keys keep the client's order around an attachment too.
+    ws_send(
+        &mut ws,
+        r#"451-["message",{"z":{"_placeholder":true,"num":0},"b":[2],"a":"1"}]"#,
+    )
+    .await;
+    ws_send_binary(&mut ws, &[4]).await;
+    assert_eq!(
+        ws_recv_app_text(&mut ws).await,
+        r#"451-["message-back",{"z":{"_placeholder":true,"num":0},"b":[2],"a":"1"}]"#
+    );
+    assert_eq!(ws_recv_app_binary(&mut ws).await, [4]);
     // Two attachments, nested and out of order, plus an empty one.
     ws_send(
         &mut ws,

@@ -34,6 +34,7 @@ pub mod conformance;
 pub mod engineio;
 pub mod id;
 mod js_date;
+mod js_number;
 pub mod rate_limit;
 #[cfg(feature = "redis")]
 pub mod redis;

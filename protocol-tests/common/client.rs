@@ -995,6 +995,22 @@ impl RawWs {
         self.conn.closed_within(within).await
     }
 
+    /// Reads (and drops) until the server ends the TCP stream: `Ok` for an orderly end, the
+    /// error for a reset. Panics if the stream is still open after `within`.
+    pub async fn end_of_stream(&mut self, within: Duration) -> std::io::Result<()> {
+        let ending = async {
+            loop {
+                self.conn.buf.clear();
+                if self.conn.fill().await? == 0 {
+                    return Ok(());
+                }
+            }
+        };
+        tokio::time::timeout(within, ending)
+            .await
+            .unwrap_or_else(|_| panic!("the stream did not end within {within:?}"))
+    }
+
     /// Reads frames until one is not an Engine.IO ping `2` (which is answered with `3`).
     pub async fn read_app_frame(&mut self) -> Option<ServerFrame> {
         loop {

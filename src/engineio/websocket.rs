@@ -393,8 +393,10 @@ async fn hang_up(ws: &mut Ws, code: Abandoned) -> Result<(), WsError> {
         code,
         reason: Utf8Bytes::default(),
     });
-    ws.close(frame).await?;
-    while let Some(Ok(_)) = ws.next().await {}
+    if ws.close(frame).await.is_ok() {
+        while let Some(Ok(_)) = ws.next().await {}
+    }
+    ws.get_mut().finish().await;
     Ok(())
 }
 
@@ -736,8 +738,13 @@ fn farewell<'a, D: Send + Sync>(
             code: close_code,
             reason: Utf8Bytes::default(),
         });
-        ws.close(frame).await?;
-        while let Some(Ok(_)) = ws.next().await {}
+        // A client that closed first has had tungstenite's reply (flushed above). A failed
+        // close (the socket broke, or tungstenite gave up on the stream after a frame it
+        // refused) still ends with `finish`.
+        if !peer_closed && ws.close(frame).await.is_ok() {
+            while let Some(Ok(_)) = ws.next().await {}
+        }
+        ws.get_mut().finish().await;
         Ok(())
     };
     boxed(async move {

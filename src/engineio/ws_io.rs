@@ -217,6 +217,27 @@ impl WsIo {
         }
     }
 
+    /// Ends our side of the connection and reads and drops what the peer still sends until it
+    /// closes its own (or the caller's deadline passes). A socket closed with bytes unread (the
+    /// rest of an oversized message, say) is reset by the kernel, and a reset can cost the peer
+    /// the close frame it has not read yet.
+    pub(crate) async fn finish(&mut self) {
+        if tokio::io::AsyncWriteExt::shutdown(self).await.is_err() {
+            return;
+        }
+        self.prefix = None;
+        // On the heap: on the stack it would add to the state of every future that awaits this.
+        let mut chunk = vec![0u8; READ_CHUNK];
+        loop {
+            let mut buf = ReadBuf::new(&mut chunk);
+            let read =
+                std::future::poll_fn(|cx| poll_read_from(&mut self.inner, cx, &mut buf)).await;
+            if read.is_err() || buf.filled().is_empty() {
+                return;
+            }
+        }
+    }
+
     /// Bytes gathered and not written yet.
     pub(crate) fn gathered(&self) -> usize {
         self.out.len() - self.out_pos

@@ -634,26 +634,19 @@ impl Serializer for KeySerializer {
         Self::text(v)
     }
 
+    // As JavaScript's `String(x)` names an object's key.
     fn serialize_f32(self, v: f32) -> Result<String> {
         if !v.is_finite() {
             return Err(BinaryError::FloatKeyMustBeFinite);
         }
-        if v == 0.0 {
-            // As the text route writes zeros (and JavaScript's `String(-0)`).
-            return Ok("0".to_owned());
-        }
-        // JSON's own float text, as serde_json writes keys.
-        serde_json::to_string(&v).map_err(|e| BinaryError::Message(e.to_string()))
+        Ok(crate::js_number::f32_text(v).as_str().to_owned())
     }
 
     fn serialize_f64(self, v: f64) -> Result<String> {
         if !v.is_finite() {
             return Err(BinaryError::FloatKeyMustBeFinite);
         }
-        if v == 0.0 {
-            return Ok("0".to_owned());
-        }
-        serde_json::to_string(&v).map_err(|e| BinaryError::Message(e.to_string()))
+        Ok(crate::js_number::f64_text(v).as_str().to_owned())
     }
 
     fn serialize_char(self, v: char) -> Result<String> {
@@ -896,16 +889,13 @@ impl serde_json::ser::Formatter for &mut Attaching<'_> {
         }
     }
 
-    // JavaScript writes negative zero as `0`; `-0.0` would reach a client as -0.
+    // As JavaScript writes numbers (`1`, not `1.0`; `0`, not `-0`): see `js_number`.
     fn write_f64<W: ?Sized + std::io::Write>(
         &mut self,
         writer: &mut W,
         value: f64,
     ) -> std::io::Result<()> {
-        if value == 0.0 {
-            return writer.write_all(b"0");
-        }
-        serde_json::ser::CompactFormatter.write_f64(writer, value)
+        writer.write_all(crate::js_number::f64_text(value).as_bytes())
     }
 
     fn write_f32<W: ?Sized + std::io::Write>(
@@ -913,10 +903,7 @@ impl serde_json::ser::Formatter for &mut Attaching<'_> {
         writer: &mut W,
         value: f32,
     ) -> std::io::Result<()> {
-        if value == 0.0 {
-            return writer.write_all(b"0");
-        }
-        serde_json::ser::CompactFormatter.write_f32(writer, value)
+        writer.write_all(crate::js_number::f32_text(value).as_bytes())
     }
 }
 
@@ -1811,13 +1798,16 @@ mod tests {
             to_value(&HashMap::from([(vec![1], 1)]), &mut atts),
             Err(BinaryError::KeyMustBeAString)
         ));
-        // Float keys are written as JSON writes the number.
+        // Float keys are named as JavaScript names them (`String(1.0)` is "1"; serde_json
+        // writes "1.0").
         let mut float_keys = HashMap::new();
         float_keys.insert(Key(1.0), 1);
-        assert_eq!(to_value(&float_keys, &mut atts).unwrap(), json!({"1.0": 1}));
+        assert_eq!(to_value(&float_keys, &mut atts).unwrap(), json!({"1": 1}));
+        let mut float_keys = HashMap::new();
+        float_keys.insert(Key(1e21), 1);
         assert_eq!(
-            serde_json::to_value(&float_keys).unwrap(),
-            json!({"1.0": 1})
+            to_value(&float_keys, &mut atts).unwrap(),
+            json!({"1e+21": 1})
         );
         float_keys.insert(Key(f64::NAN), 2);
         assert!(matches!(
@@ -2077,6 +2067,11 @@ mod tests {
         assert_eq!(args.len(), 2);
         assert_eq!(atts, vec![b(b"data"), b(b"extra")]);
         assert_eq!(args[1], json!({"_placeholder": true, "num": 1}));
+        // Fields go out in declaration order, as a JavaScript object literal's would.
+        assert_eq!(
+            serde_json::to_string(&args[0]).unwrap(),
+            r#"{"name":"f","data":{"_placeholder":true,"num":0},"thumb":null}"#
+        );
     }
 
     #[test]
@@ -2261,9 +2256,18 @@ mod tests {
     }
 
     #[test]
-    fn zeros_are_written_as_javascript_writes_them() {
-        let (direct, _) = both_ways("/", None, Some("z"), &(-0.0f64, 0.0f32, -0.0f32, 0.5));
-        assert_eq!(direct.0, r#"2["z",0,0,0,0.5]"#);
+    fn numbers_are_written_as_javascript_writes_them() {
+        let (direct, via_value) = both_ways(
+            "/",
+            None,
+            Some("z"),
+            &(-0.0f64, 0.0f32, -0.0f32, 0.5, 2.0f64, 1e20, 3.0f32),
+        );
+        assert_eq!(direct.0, r#"2["z",0,0,0,0.5,2,100000000000000000000,3]"#);
+        assert_eq!(direct, via_value);
+        let (direct, via_value) = both_ways("/", None, Some("z"), &HashMap::from([(Key(2.0), 1)]));
+        assert_eq!(direct.0, r#"2["z",{"2":1}]"#);
+        assert_eq!(direct, via_value);
     }
 
     #[test]

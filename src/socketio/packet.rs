@@ -293,15 +293,8 @@ impl Packet {
             &self.nsp,
             self.id,
         );
-        match (&self.data, self.kind) {
-            // The answers the server makes itself, with their keys in the order Node writes
-            // them (a `Map` keeps its keys sorted): `{"sid","pid"}`, `{"message","data"}`.
-            (Some(Value::Object(map)), PacketKind::Connect) => write_object(out, map, Some("sid")),
-            (Some(Value::Object(map)), PacketKind::ConnectError) => {
-                write_object(out, map, Some("message"))
-            }
-            (Some(data), _) => write_json(out, data),
-            (None, _) => {}
+        if let Some(data) = &self.data {
+            write_json(out, data);
         }
     }
 
@@ -334,32 +327,29 @@ fn write_json(out: &mut Vec<u8>, value: &Value) {
             }
             out.push(b']');
         }
-        Value::Object(map) => write_object(out, map, None),
-        // JavaScript writes negative zero as `0`; `-0.0` would reach a client as -0.
-        Value::Number(n) if n.is_f64() && n.as_f64() == Some(0.0) => {
-            out.push(b'0');
+        Value::Object(map) => {
+            out.push(b'{');
+            for (i, (key, item)) in map.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_json_str(out, key);
+                out.push(b':');
+                write_json(out, item);
+            }
+            out.push(b'}');
+        }
+        // Integers as they came (exactly, even beyond 2^53); others as JavaScript writes them.
+        Value::Number(n) if n.is_f64() => {
+            out.extend_from_slice(
+                crate::js_number::f64_text(n.as_f64().unwrap_or_default()).as_bytes(),
+            );
         }
         // Writing into a `Vec` cannot fail.
         scalar => {
             let _ = serde_json::to_writer(&mut *out, scalar);
         }
     }
-}
-
-/// Writes an object, with its `first` key (when it has one) ahead of the others.
-fn write_object(out: &mut Vec<u8>, map: &Map<String, Value>, first: Option<&str>) {
-    let lead = first.and_then(|first| map.get_key_value(first));
-    let rest = map.iter().filter(|(key, _)| Some(key.as_str()) != first);
-    out.push(b'{');
-    for (i, (key, item)) in lead.into_iter().chain(rest).enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        write_json_str(out, key);
-        out.push(b':');
-        write_json(out, item);
-    }
-    out.push(b'}');
 }
 
 fn write_json_str(out: &mut Vec<u8>, s: &str) {

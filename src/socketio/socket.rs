@@ -6,7 +6,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockWriteGuard};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, RwLock, RwLockWriteGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -252,7 +252,8 @@ pub struct Socket {
     id: Id,
     pub(crate) ns: Arc<Namespace>,
     session: Arc<Session<SessionState>>,
-    auth: Value,
+    /// `None` for `{}`. A `Value` takes 80 bytes, a box 8, and most clients send no auth.
+    auth: Option<Box<Value>>,
     /// [`CONNECTING`], [`SETTING_UP`], [`CONNECTED`] or [`GONE`].
     state: AtomicU8,
     /// Set when the socket is to leave once set up: it no longer counts as connected.
@@ -266,7 +267,8 @@ pub struct Socket {
     /// The id the next acknowledgement asked for gets. Ids start at 1, as the Socket.IO
     /// protocol's test suite expects of a new socket.
     next_ack: AtomicU64,
-    data: RwLock<Value>,
+    /// `None` for `{}`, as `auth`.
+    data: RwLock<Option<Box<Value>>>,
     /// The program's own typed values (see [`Socket::insert_extension`]); empty, they hold no
     /// memory of their own.
     extensions: Mutex<hyper::http::Extensions>,
@@ -286,6 +288,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// `None` for an empty object, which a socket's auth and data are unless the client or the
+/// program fills them.
+fn boxed_unless_empty(value: Value) -> Option<Box<Value>> {
+    match &value {
+        Value::Object(map) if map.is_empty() => None,
+        _ => Some(Box::new(value)),
+    }
+}
+
 impl Socket {
     pub(crate) fn new(
         ns: Arc<Namespace>,
@@ -298,7 +309,7 @@ impl Socket {
             id,
             ns,
             session,
-            auth,
+            auth: boxed_unless_empty(auth),
             state: AtomicU8::new(CONNECTING),
             leave_pending: AtomicBool::new(false),
             recovered,
@@ -307,7 +318,7 @@ impl Socket {
             on_disconnect: Mutex::new(Vec::new()),
             acks: Mutex::new(HashMap::new()),
             next_ack: AtomicU64::new(1),
-            data: RwLock::new(Value::Object(serde_json::Map::new())),
+            data: RwLock::new(None),
             extensions: Mutex::new(hyper::http::Extensions::new()),
             issued_ms: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -327,7 +338,8 @@ impl Socket {
 
     /// The auth object the client sent with CONNECT (`{}` when none).
     pub fn auth(&self) -> &Value {
-        &self.auth
+        static EMPTY: LazyLock<Value> = LazyLock::new(|| Value::Object(serde_json::Map::new()));
+        self.auth.as_deref().unwrap_or(&EMPTY)
     }
 
     /// Headers of the request that opened the connection.
@@ -364,12 +376,15 @@ impl Socket {
     /// empty object until set, as in Node (whose programs read `socket.data.user` on sockets
     /// of every node of a cluster).
     pub fn data(&self) -> Value {
-        self.data.read().unwrap_or_else(|e| e.into_inner()).clone()
+        match &*self.data.read().unwrap_or_else(|e| e.into_inner()) {
+            Some(data) => Value::clone(data),
+            None => Value::Object(serde_json::Map::new()),
+        }
     }
 
     /// Replaces [`data`](Self::data).
     pub fn set_data(&self, data: Value) {
-        *self.data.write().unwrap_or_else(|e| e.into_inner()) = data;
+        *self.data.write().unwrap_or_else(|e| e.into_inner()) = boxed_unless_empty(data);
     }
 
     /// Attaches a typed value of the program's own to this socket, one per type (a user, a
@@ -428,7 +443,7 @@ impl Socket {
             "issued": self.issued_ms,
             "url": request.uri.to_string(),
             "query": query,
-            "auth": self.auth,
+            "auth": self.auth(),
         });
         SocketInfo {
             id: self.id.to_string(),
