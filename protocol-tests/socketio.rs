@@ -445,6 +445,17 @@ async fn events_and_acks_round_trip() {
         ws_recv_app_text(&mut ws).await,
         format!(r#"42["message-back",{ordered}]"#)
     );
+    // But for array indices, which a JavaScript object lists first, ascending (as Node's
+    // server sends this object back).
+    ws_send(
+        &mut ws,
+        r#"42["message",{"b":1,"2":2,"1":3,"10":4,"01":5,"4294967295":6,"4294967294":7,"-1":8,"a":{"z":0,"0":1}}]"#,
+    )
+    .await;
+    assert_eq!(
+        ws_recv_app_text(&mut ws).await,
+        r#"42["message-back",{"1":3,"2":2,"10":4,"4294967294":7,"b":1,"01":5,"4294967295":6,"-1":8,"a":{"0":1,"z":0}}]"#
+    );
     ws_send(&mut ws, r#"4217["message-with-ack","a",2]"#).await;
     assert_eq!(ws_recv_app_text(&mut ws).await, r#"4317["a",2]"#);
     // The largest ack id a JavaScript number holds exactly.

@@ -27,51 +27,70 @@ impl JsNumber {
 /// A finite `value` with the shortest digits that read back as it; NaN and the infinities
 /// are `null`, as `JSON.stringify` writes them.
 pub fn f64_text(value: f64) -> JsNumber {
-    let mut sci = Buf::default();
-    if !value.is_finite() {
-        sci.push_all(b"null");
-        return JsNumber(sci);
-    }
-    // Rust's `{:e}` gives the shortest digits that round-trip, as JavaScript's algorithm does;
-    // zero is `0` whatever its sign (`String(-0)`).
-    let _ = write!(sci, "{:e}", if value == 0.0 { 0.0 } else { value });
-    JsNumber(lay_out(&sci))
+    text(value.is_finite(), value == 0.0, value)
 }
 
 /// As [`f64_text`], with the shortest digits that read back as the `f32` (`0.1`, not the
 /// `0.10000000149011612` its value is as an `f64`), as serde_json writes an `f32`.
 pub fn f32_text(value: f32) -> JsNumber {
-    let mut sci = Buf::default();
-    if !value.is_finite() {
-        sci.push_all(b"null");
-        return JsNumber(sci);
-    }
-    let _ = write!(sci, "{:e}", if value == 0.0 { 0.0 } else { value });
-    JsNumber(lay_out(&sci))
+    text(value.is_finite(), value == 0.0, value)
 }
 
-/// Rewrites `{:e}`'s `d.ddde±x` in the layout ECMAScript's `Number::toString` gives: with `k`
-/// digits and the decimal point `n` places after the first, plain digits while
-/// `-6 < n <= 21`, exponent form (`d.ddde+x`) beyond.
-fn lay_out(sci: &Buf) -> Buf {
-    let text = sci.as_bytes();
-    let (negative, text) = match text.split_first() {
+fn text(finite: bool, zero: bool, value: impl serde::Serialize) -> JsNumber {
+    let mut json = Buf::default();
+    if !finite {
+        json.push_all(b"null");
+        return JsNumber(json);
+    }
+    if zero {
+        // Whatever its sign, as `String(-0)`.
+        json.push(b'0');
+        return JsNumber(json);
+    }
+    // serde_json's digits are the shortest that read back, and of two such the even one, as
+    // ECMAScript asks (Rust's own `{:e}` rounds that tie up).
+    let _ = serde_json::to_writer(&mut json, &value);
+    JsNumber(lay_out(json.as_bytes()))
+}
+
+/// Rewrites a JSON number (`1.0`, `0.001`, `1.5e-7`, `1e20`) in the layout ECMAScript's
+/// `Number::toString` gives: with its `k` significant digits and the decimal point `n` places
+/// after the first, plain digits while `-6 < n <= 21`, exponent form (`d.ddde+x`) beyond.
+fn lay_out(json: &[u8]) -> Buf {
+    let (negative, json) = match json.split_first() {
         Some((b'-', rest)) => (true, rest),
-        _ => (false, text),
+        _ => (false, json),
     };
-    let e_at = text.iter().position(|&b| b == b'e').unwrap_or(text.len());
-    let (mantissa, exponent) = text.split_at(e_at);
+    let e_at = json
+        .iter()
+        .position(|&b| b == b'e' || b == b'E')
+        .unwrap_or(json.len());
+    let (mantissa, exponent) = json.split_at(e_at);
     let exponent: i32 = std::str::from_utf8(exponent.get(1..).unwrap_or_default())
         .ok()
-        .and_then(|e| e.parse().ok())
+        .and_then(|e| e.trim_start_matches('+').parse().ok())
         .unwrap_or(0);
+    let point = mantissa
+        .iter()
+        .position(|&b| b == b'.')
+        .unwrap_or(mantissa.len());
+    let all_digits = mantissa.iter().copied().filter(u8::is_ascii_digit);
+    let leading_zeros = all_digits.clone().take_while(|&b| b == b'0').count();
     let mut digits = Buf::default();
-    for &b in mantissa.iter().filter(|b| b.is_ascii_digit()) {
+    for b in all_digits.skip(leading_zeros) {
         digits.push(b);
     }
+    while digits.as_bytes().last() == Some(&b'0') {
+        digits.len -= 1;
+    }
     let digits = digits.as_bytes();
+    if digits.is_empty() {
+        let mut zero = Buf::default();
+        zero.push(b'0');
+        return zero;
+    }
     let k = digits.len() as i32;
-    let n = exponent + 1;
+    let n = point as i32 - leading_zeros as i32 + exponent;
     let mut out = Buf::default();
     if negative {
         out.push(b'-');
@@ -131,6 +150,17 @@ impl Buf {
     }
 }
 
+impl std::io::Write for Buf {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.push_all(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 impl std::fmt::Write for Buf {
     fn write_str(&mut self, s: &str) -> std::fmt::Result {
         self.push_all(s.as_bytes());
@@ -177,6 +207,9 @@ mod tests {
             (9007199254740993.0, "9007199254740992"),
             (0.30000000000000004, "0.30000000000000004"),
             (1.7976931348623157e300, "1.7976931348623156e+300"),
+            // Halfway between two shortest forms: the even digit.
+            (562949953421312.0 + 0.25, "562949953421312.2"),
+            (916029143278882.0 + 0.25, "916029143278882.2"),
             (f64::NAN, "null"),
             (f64::NEG_INFINITY, "null"),
         ] {
@@ -187,6 +220,9 @@ mod tests {
     #[test]
     fn f32_values_keep_their_own_shortest_digits() {
         assert_eq!(f32_str(0.1), "0.1");
+        // As serde_json writes them: of two shortest forms, the even one.
+        assert_eq!(f32_str(1.0 + 17.0 / 256.0), "1.0664062");
+        assert_eq!(f32_str(41.0 / 1024.0), "0.040039062");
         assert_eq!(f32_str(2.0), "2");
         assert_eq!(f32_str(-0.0), "0");
         assert_eq!(f32_str(1e21), "1e+21");

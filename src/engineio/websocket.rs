@@ -396,7 +396,8 @@ async fn hang_up(ws: &mut Ws, code: Abandoned) -> Result<(), WsError> {
     if ws.close(frame).await.is_ok() {
         while let Some(Ok(_)) = ws.next().await {}
     }
-    ws.get_mut().finish().await;
+    // Refused for what it sent, a client may still be sending.
+    ws.get_mut().finish(code.is_some()).await;
     Ok(())
 }
 
@@ -744,7 +745,9 @@ fn farewell<'a, D: Send + Sync>(
         if !peer_closed && ws.close(frame).await.is_ok() {
             while let Some(Ok(_)) = ws.next().await {}
         }
-        ws.get_mut().finish().await;
+        // A client whose message or frame failed may still be sending the rest of it.
+        let failed = !peer_closed && close_code != CloseCode::Normal;
+        ws.get_mut().finish(failed).await;
         Ok(())
     };
     boxed(async move {

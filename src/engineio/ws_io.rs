@@ -23,6 +23,7 @@ use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
+use futures_util::FutureExt;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -46,6 +47,9 @@ const READ_AHEAD_MAX: usize = 64 * 1024;
 /// The most one read from the socket takes when tungstenite asks for less (see
 /// [`WsIo::read_socket`]).
 const READ_CHUNK: usize = 8 * 1024;
+
+/// What [`WsIo::finish`] reads at a time.
+const FINISH_CHUNK: usize = 4 * 1024;
 
 /// The first allocation of a batch. Most batches are one or a few small frames: an allocation
 /// this small comes from the allocator's per-thread cache, and the buffer grows for more.
@@ -217,22 +221,37 @@ impl WsIo {
         }
     }
 
-    /// Ends our side of the connection and reads and drops what the peer still sends until it
-    /// closes its own (or the caller's deadline passes). A socket closed with bytes unread (the
-    /// rest of an oversized message, say) is reset by the kernel, and a reset can cost the peer
-    /// the close frame it has not read yet.
-    pub(crate) async fn finish(&mut self) {
+    /// Ends our side of the connection, then reads and drops what the peer still sends: a
+    /// socket closed with bytes unread is reset by the kernel, and a reset can cost the peer
+    /// the close frame it has not read yet. After a failure (the rest of an oversized message
+    /// may still be on its way) until the peer closes its side or the caller's deadline
+    /// passes; after a close handshake, only what has already arrived.
+    pub(crate) async fn finish(&mut self, until_end: bool) {
         if tokio::io::AsyncWriteExt::shutdown(self).await.is_err() {
             return;
         }
         self.prefix = None;
-        // On the heap: on the stack it would add to the state of every future that awaits this.
-        let mut chunk = vec![0u8; READ_CHUNK];
+        let mut chunk = Vec::new();
         loop {
+            // Through `&mut`: a shared borrow held across an await would need `WsIo: Sync`.
+            let this = &mut *self;
+            let ready = std::future::poll_fn(move |cx| this.poll_read_ready(cx));
+            if until_end {
+                ready.await;
+            } else if ready.now_or_never().is_none() {
+                return;
+            }
+            // On the heap, and only once there is something to read: a peer that lingers
+            // costs no buffer while it waits.
+            chunk.resize(FINISH_CHUNK, 0);
             let mut buf = ReadBuf::new(&mut chunk);
-            let read =
-                std::future::poll_fn(|cx| poll_read_from(&mut self.inner, cx, &mut buf)).await;
-            if read.is_err() || buf.filled().is_empty() {
+            let read = std::future::poll_fn(|cx| poll_read_from(&mut self.inner, cx, &mut buf));
+            let read = if until_end {
+                Some(read.await)
+            } else {
+                read.now_or_never()
+            };
+            if !matches!(read, Some(Ok(()))) || buf.filled().is_empty() {
                 return;
             }
         }
@@ -542,6 +561,46 @@ pub(crate) mod tests {
             .unwrap();
         let (server, _) = listener.accept().await.unwrap();
         (WsIo::from_tcp(server), client)
+    }
+
+    /// After a close handshake nothing waits for a client that keeps its side open; after a
+    /// failure what it still sends is read until it closes, so that the socket ends without a
+    /// reset. Either way the client sees the end of our side at once.
+    #[tokio::test]
+    async fn finish_reads_on_only_after_a_failure() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let (mut io, mut client) = small_buffered_pair().await;
+        client.write_all(b"already here").await.unwrap();
+        while io
+            .poll_read_ready(&mut Context::from_waker(std::task::Waker::noop()))
+            .is_pending()
+        {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            io.finish(false).now_or_never().is_some(),
+            "a handshake's end does not wait"
+        );
+        let mut rest = Vec::new();
+        client.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty());
+
+        let (mut io, mut client) = small_buffered_pair().await;
+        let mut finishing = Box::pin(io.finish(true));
+        assert!(
+            (&mut finishing).now_or_never().is_none(),
+            "a failure waits for the client"
+        );
+        let mut rest = Vec::new();
+        client.read_to_end(&mut rest).await.unwrap();
+        let sent = vec![7u8; 200_000];
+        let sending = tokio::spawn(async move {
+            client.write_all(&sent).await.unwrap();
+            // Then the client closes its side.
+        });
+        finishing.await;
+        sending.await.unwrap();
     }
 
     /// Frames of many sizes, every length encoding among them.

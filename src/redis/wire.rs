@@ -373,12 +373,20 @@ pub fn opts_to_value(opts: &BroadcastOptions, with_flags: bool) -> Value {
     Value::Object(map)
 }
 
+/// A number's text as JavaScript's `String(n)` gives it; integers exactly as they are.
+fn number_string(n: &serde_json::Number) -> String {
+    match n.as_f64() {
+        Some(f) if n.is_f64() => crate::js_number::f64_text(f).as_str().to_owned(),
+        _ => n.to_string(),
+    }
+}
+
 /// A room's name as another node sends it: a string, or a number (Node's rooms may be
 /// numbers, and go out as they are), read as its decimal text.
 pub fn room_name(value: &Value) -> Option<String> {
     match value {
         Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
+        Value::Number(n) => Some(number_string(n)),
         _ => None,
     }
 }
@@ -433,7 +441,7 @@ pub fn decode_message(bytes: &[u8]) -> Result<Message, WireError> {
     let text = |key: &str| -> Option<String> {
         match body.value.get(key)? {
             Value::String(s) => Some(s.clone()),
-            Value::Number(n) => Some(n.to_string()),
+            Value::Number(n) => Some(number_string(n)),
             _ => None,
         }
     };
@@ -458,6 +466,16 @@ pub fn encode_json(value: &Value) -> Vec<u8> {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn numeric_rooms_are_named_as_javascript_names_them() {
+        use serde_json::json;
+        assert_eq!(room_name(&json!(7)).as_deref(), Some("7"));
+        assert_eq!(room_name(&json!(2.0)).as_deref(), Some("2"));
+        assert_eq!(room_name(&json!(0.000001)).as_deref(), Some("0.000001"));
+        assert_eq!(room_name(&json!("r")).as_deref(), Some("r"));
+        assert_eq!(room_name(&json!(null)), None);
+    }
 
     #[test]
     fn node_dates_read_as_their_iso_strings() {

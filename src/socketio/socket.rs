@@ -436,10 +436,10 @@ impl Socket {
         }
         let handshake = serde_json::json!({
             "headers": headers,
+            "time": crate::js_date::to_utc_string(self.issued_ms),
             "address": request.remote_addr.map(|a| a.ip().to_string()),
             "xdomain": request.headers.contains_key(hyper::header::ORIGIN),
             "secure": false,
-            "time": crate::js_date::to_utc_string(self.issued_ms),
             "issued": self.issued_ms,
             "url": request.uri.to_string(),
             "query": query,
