@@ -252,7 +252,7 @@ pub struct Socket {
     id: Id,
     pub(crate) ns: Arc<Namespace>,
     session: Arc<Session<SessionState>>,
-    /// `None` for `{}`. A `Value` takes 80 bytes, a box 8, and most clients send no auth.
+    /// `None` for `{}`. A `Value` takes 72 bytes, a box 8, and most clients send no auth.
     auth: Option<Box<Value>>,
     /// [`CONNECTING`], [`SETTING_UP`], [`CONNECTED`] or [`GONE`].
     state: AtomicU8,
