@@ -124,14 +124,25 @@ impl Server {
 
     /// A (juan) and B (bob) logged in to `r1` over WebSocket, A told of B.
     async fn juan_and_bob(&self) -> (Client, Client) {
-        let mut a = self.ws("A").await;
-        let mut b = self.ws("B").await;
-        a.login("juan", "r1", &[]).await;
-        let ua = a.user("juan", "r1");
-        b.login("bob", "r1", std::slice::from_ref(&ua)).await;
-        a.expect(entered("bob")).await;
-        a.expect(users(&[ua, b.user("bob", "r1")])).await;
-        (a, b)
+        self.pair_in("r1", ("A", "juan"), ("B", "bob")).await
+    }
+
+    /// Two clients, each `(label, name)`, logged in to an empty `room` over WebSocket, the
+    /// first told of the second.
+    async fn pair_in(
+        &self,
+        room: &str,
+        (label1, name1): (&str, &str),
+        (label2, name2): (&str, &str),
+    ) -> (Client, Client) {
+        let mut first = self.ws(label1).await;
+        let mut second = self.ws(label2).await;
+        first.login(name1, room, &[]).await;
+        let u1 = first.user(name1, room);
+        second.login(name2, room, std::slice::from_ref(&u1)).await;
+        first.expect(entered(name2)).await;
+        first.expect(users(&[u1, second.user(name2, room)])).await;
+        (first, second)
     }
 
     async fn polling(&self, label: &str) -> Client {
@@ -1515,13 +1526,7 @@ async fn rate_limit_drops_after_the_burst_and_spares_others() {
     // No refill, so the count is exact.
     let server = start(small_rate(5, 0.0)).await;
     let (mut a, mut b) = server.juan_and_bob().await;
-    let mut c = server.ws("C").await;
-    let mut d = server.ws("D").await;
-    c.login("carl", "r2", &[]).await;
-    let uc = c.user("carl", "r2");
-    d.login("dan", "r2", std::slice::from_ref(&uc)).await;
-    c.expect(entered("dan")).await;
-    c.expect(users(&[uc, d.user("dan", "r2")])).await;
+    let (mut c, mut d) = server.pair_in("r2", ("C", "carl"), ("D", "dan")).await;
 
     for i in 0..8 {
         a.emit("roomMessage", &[json!(format!("m{i}"))]).await;

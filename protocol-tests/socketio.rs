@@ -97,6 +97,16 @@ async fn assert_closes_answering(
     assert_eq!(got, expected, "{what}: the answers before closing");
 }
 
+/// Sends `args` (JSON text) with the test app's `message` and checks that `message-back`
+/// carries them byte for byte.
+async fn assert_echoed(ws: &mut Ws, args: &str) {
+    ws_send(ws, &format!(r#"42["message",{args}]"#)).await;
+    assert_eq!(
+        ws_recv_app_text(ws).await,
+        format!(r#"42["message-back",{args}]"#)
+    );
+}
+
 fn text(s: &str) -> Message {
     Message::text(s)
 }
@@ -439,12 +449,11 @@ async fn events_and_acks_round_trip() {
         r#"42["message-back",1,2.5,100,100000000000000000000,1e+21,1.5e-7,0,9007199254740993]"#
     );
     // Objects come back with their keys in the client's order, as JavaScript keeps them.
-    let ordered = r#"{"zebra":1,"apple":{"y":[{"b":2,"a":1}],"x":null},"mango":"m"}"#;
-    ws_send(&mut ws, &format!(r#"42["message",{ordered}]"#)).await;
-    assert_eq!(
-        ws_recv_app_text(&mut ws).await,
-        format!(r#"42["message-back",{ordered}]"#)
-    );
+    assert_echoed(
+        &mut ws,
+        r#"{"zebra":1,"apple":{"y":[{"b":2,"a":1}],"x":null},"mango":"m"}"#,
+    )
+    .await;
     // But for array indices, which a JavaScript object lists first, ascending (as Node's
     // server sends this object back).
     ws_send(
@@ -824,11 +833,7 @@ async fn what_only_looks_like_a_placeholder_is_passed_on_as_data() {
         r#"{"_placeholder":false,"note":"user data"}"#,
         r#"{"meta":{"_placeholder":"yes"}}"#,
     ] {
-        ws_send(&mut ws, &format!(r#"42["message",{args}]"#)).await;
-        assert_eq!(
-            ws_recv_app_text(&mut ws).await,
-            format!(r#"42["message-back",{args}]"#)
-        );
+        assert_echoed(&mut ws, args).await;
     }
     ws_send(
         &mut ws,
